@@ -1,0 +1,149 @@
+//! Command line: parse flags, resolve them into plans, run, print, exit.
+//! Nothing here loads data; it only wires flags to the library.
+
+mod progress;
+mod summary;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use chrono::{DateTime, Utc};
+use clap::{Args, Parser, Subcommand};
+
+use crate::lake::{Lake, LoadMode};
+use crate::load::{self, LoadPlan};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  finished, every line loaded or already present
+  1  finished, but some lines were quarantined (see <lake>/_quarantine)
+  2  fatal error: nothing after the failing step was committed; fix and re-run";
+
+#[derive(Debug, Parser)]
+#[command(name = "fhirlake", version, about = "Load FHIR data into Delta Lake tables, accounting for every line.", after_help = EXIT_CODES)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Load Bulk Data NDJSON files or directories into the lake.
+    #[command(after_help = EXIT_CODES)]
+    Load(LoadArgs),
+    /// Generate a synthetic Bulk dataset, load it into a fresh lake, report throughput.
+    Bench(crate::bench::BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LakeArgs {
+    /// Lake root: a local path, file:// URI or s3://bucket/prefix.
+    #[arg(long, env = "FHIRLAKE_LAKE")]
+    pub lake: String,
+    /// Extra object-store option (repeatable), e.g. --storage-option AWS_REGION=us-east-1.
+    #[arg(long = "storage-option", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub storage_options: Vec<(String, String)>,
+}
+
+impl LakeArgs {
+    pub fn open(&self) -> Result<Lake> {
+        let options: HashMap<String, String> = self.storage_options.iter().cloned().collect();
+        Ok(Lake::open(&self.lake, options)?)
+    }
+}
+
+#[derive(Debug, Args)]
+struct LoadArgs {
+    /// NDJSON files (.ndjson, .ndjson.gz) or directories of them.
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+    #[command(flatten)]
+    lake: LakeArgs,
+    /// Keep every version, keyed on (id, meta.lastUpdated), instead of the newest per id.
+    #[arg(long)]
+    history: bool,
+    /// Stand-in for resources without meta.lastUpdated (RFC 3339 instant). Default: the
+    /// export's transactionTime from a log.ndjson/manifest.json beside the files, else
+    /// the file's modification time. The manifest records which was used.
+    #[arg(long, value_name = "INSTANT")]
+    as_of: Option<String>,
+    /// Load files even if the same bytes (SHA-256) were already loaded into this lake.
+    #[arg(long)]
+    force: bool,
+    /// Print the job summary as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Bytes per decode chunk (tuning; results never depend on it).
+    #[arg(long, default_value_t = 4 << 20, hide = true)]
+    chunk_bytes: usize,
+}
+
+fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.trim().to_owned(), v.to_owned()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("expected KEY=VALUE, got {text:?}"))
+}
+
+fn parse_as_of(text: &str) -> Result<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .with_context(|| {
+            format!("--as-of {text:?} is not an RFC 3339 instant such as 2024-08-06T18:12:57Z")
+        })
+}
+
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    deltalake::aws::register_handlers(None);
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Load(args) => run_load(args),
+        Command::Bench(args) => crate::bench::run(args).map(|()| ExitCode::SUCCESS),
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("fhirlake: error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run_load(args: LoadArgs) -> Result<ExitCode> {
+    let lake = args.lake.open()?;
+    let as_of = args.as_of.as_deref().map(parse_as_of).transpose()?;
+    if args.inputs.is_empty() {
+        bail!("no inputs given");
+    }
+    let plan = LoadPlan::new(args.inputs)
+        .with_mode(if args.history {
+            LoadMode::History
+        } else {
+            LoadMode::Current
+        })
+        .with_as_of(as_of)
+        .with_force(args.force)
+        .with_chunk_bytes(args.chunk_bytes);
+    let display = progress::Display::for_stderr();
+    let report = runtime()?.block_on(load::run(&lake, &plan, display.sink()))?;
+    display.finish();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary::json(&report))?);
+    } else {
+        print!("{}", summary::text(&report));
+    }
+    Ok(if report.quarantined() > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,117 @@
+//! End-of-job summaries: a table for people, JSON for scripts.
+
+use std::fmt::Write;
+
+use serde_json::{Value, json};
+
+use crate::ledger::InputStatus;
+use crate::load::LoadReport;
+
+pub fn text(report: &LoadReport) -> String {
+    let m = &report.manifest;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "job {}  ({:.2} s, {:.1} MB read)",
+        m.job_id,
+        report.elapsed_s,
+        report.bytes_read as f64 / 1e6
+    );
+    let _ = writeln!(
+        out,
+        "{:<28} {:>9} {:>9} {:>9} {:>9} {:>11}  versions",
+        "table", "rows in", "inserted", "updated", "unchanged", "quarantined"
+    );
+    for (name, table) in &m.tables {
+        let versions: Vec<String> = table
+            .commits
+            .iter()
+            .map(|c| format!("{}:{}", c.operation, c.version))
+            .collect();
+        let _ = writeln!(
+            out,
+            "{:<28} {:>9} {:>9} {:>9} {:>9} {:>11}  {}",
+            name,
+            table.rows.total(),
+            table.rows.inserted,
+            table.rows.updated,
+            table.rows.unchanged,
+            table.rows.quarantined,
+            if versions.is_empty() {
+                "-".to_owned()
+            } else {
+                versions.join(" ")
+            }
+        );
+    }
+    let t = &m.totals;
+    let _ = writeln!(
+        out,
+        "{:<28} {:>9} {:>9} {:>9} {:>9} {:>11}",
+        "total",
+        t.total(),
+        t.inserted,
+        t.updated,
+        t.unchanged,
+        t.quarantined
+    );
+    let skipped: Vec<&str> = m
+        .inputs
+        .iter()
+        .filter(|i| i.status == InputStatus::SkippedAlreadyLoaded)
+        .map(|i| i.path.as_str())
+        .collect();
+    if !skipped.is_empty() {
+        let _ = writeln!(
+            out,
+            "skipped {} file(s) already loaded into this lake (use --force to reload)",
+            skipped.len()
+        );
+    }
+    // One note per stand-in source, not per file: a big export has hundreds of files.
+    let mut stand_ins: std::collections::BTreeMap<&str, (u64, u64, &str)> = Default::default();
+    for stand_in in m
+        .inputs
+        .iter()
+        .filter_map(|i| i.last_updated_stand_in.as_ref())
+    {
+        let entry =
+            stand_ins
+                .entry(stand_in.source.as_str())
+                .or_insert((0, 0, stand_in.value.as_str()));
+        entry.0 += stand_in.resources;
+        entry.1 += 1;
+    }
+    for (source, (resources, files, example)) in stand_ins {
+        let _ = writeln!(
+            out,
+            "note: {resources} resource(s) in {files} file(s) had no meta.lastUpdated; used the {source} (e.g. {example}); see the manifest"
+        );
+    }
+    if t.inserted + t.updated == 0 {
+        let _ = writeln!(out, "no changes: every table is as it was before this run");
+    }
+    if t.quarantined > 0 {
+        let _ = writeln!(
+            out,
+            "{} line(s) quarantined: query {}_quarantine for file, line and reason",
+            t.quarantined, m.lake
+        );
+    }
+    let _ = writeln!(out, "manifest: {}{}", m.lake, report.manifest_path);
+    out
+}
+
+pub fn json(report: &LoadReport) -> Value {
+    json!({
+        "job_id": report.manifest.job_id,
+        "manifest": format!("{}{}", report.manifest.lake, report.manifest_path),
+        "elapsed_s": report.elapsed_s,
+        "bytes_read": report.bytes_read,
+        "stages": report.stages,
+        "totals": report.manifest.totals,
+        "tables": report.manifest.tables,
+        "inputs": report.manifest.inputs,
+        "changed": report.manifest.totals.inserted + report.manifest.totals.updated > 0,
+    })
+}

@@ -1,0 +1,275 @@
+//! Small FHIR facts the pipeline needs: which names are R4/R5 resource types,
+//! how a resource type maps to a table name, and how a FHIR `instant` becomes
+//! UTC microseconds. No I/O.
+
+use chrono::DateTime;
+
+/// FHIR R4 and R5 resource type names, sorted for binary search.
+const RESOURCE_TYPES: &[&str] = &[
+    "Account",
+    "ActivityDefinition",
+    "ActorDefinition",
+    "AdministrableProductDefinition",
+    "AdverseEvent",
+    "AllergyIntolerance",
+    "Appointment",
+    "AppointmentResponse",
+    "ArtifactAssessment",
+    "AuditEvent",
+    "Basic",
+    "Binary",
+    "BiologicallyDerivedProduct",
+    "BiologicallyDerivedProductDispense",
+    "BodyStructure",
+    "Bundle",
+    "CapabilityStatement",
+    "CarePlan",
+    "CareTeam",
+    "CatalogEntry",
+    "ChargeItem",
+    "ChargeItemDefinition",
+    "Citation",
+    "Claim",
+    "ClaimResponse",
+    "ClinicalImpression",
+    "ClinicalUseDefinition",
+    "CodeSystem",
+    "Communication",
+    "CommunicationRequest",
+    "CompartmentDefinition",
+    "Composition",
+    "ConceptMap",
+    "Condition",
+    "ConditionDefinition",
+    "Consent",
+    "Contract",
+    "Coverage",
+    "CoverageEligibilityRequest",
+    "CoverageEligibilityResponse",
+    "DetectedIssue",
+    "Device",
+    "DeviceAssociation",
+    "DeviceDefinition",
+    "DeviceDispense",
+    "DeviceMetric",
+    "DeviceRequest",
+    "DeviceUsage",
+    "DeviceUseStatement",
+    "DiagnosticReport",
+    "DocumentManifest",
+    "DocumentReference",
+    "EffectEvidenceSynthesis",
+    "Encounter",
+    "EncounterHistory",
+    "Endpoint",
+    "EnrollmentRequest",
+    "EnrollmentResponse",
+    "EpisodeOfCare",
+    "EventDefinition",
+    "Evidence",
+    "EvidenceReport",
+    "EvidenceVariable",
+    "ExampleScenario",
+    "ExplanationOfBenefit",
+    "FamilyMemberHistory",
+    "Flag",
+    "FormularyItem",
+    "GenomicStudy",
+    "Goal",
+    "GraphDefinition",
+    "Group",
+    "GuidanceResponse",
+    "HealthcareService",
+    "ImagingSelection",
+    "ImagingStudy",
+    "Immunization",
+    "ImmunizationEvaluation",
+    "ImmunizationRecommendation",
+    "ImplementationGuide",
+    "Ingredient",
+    "InsurancePlan",
+    "InventoryItem",
+    "InventoryReport",
+    "Invoice",
+    "Library",
+    "Linkage",
+    "List",
+    "Location",
+    "ManufacturedItemDefinition",
+    "Measure",
+    "MeasureReport",
+    "Media",
+    "Medication",
+    "MedicationAdministration",
+    "MedicationDispense",
+    "MedicationKnowledge",
+    "MedicationRequest",
+    "MedicationStatement",
+    "MedicinalProduct",
+    "MedicinalProductAuthorization",
+    "MedicinalProductContraindication",
+    "MedicinalProductDefinition",
+    "MedicinalProductIndication",
+    "MedicinalProductIngredient",
+    "MedicinalProductInteraction",
+    "MedicinalProductManufactured",
+    "MedicinalProductPackaged",
+    "MedicinalProductPharmaceutical",
+    "MedicinalProductUndesirableEffect",
+    "MessageDefinition",
+    "MessageHeader",
+    "MolecularSequence",
+    "NamingSystem",
+    "NutritionIntake",
+    "NutritionOrder",
+    "NutritionProduct",
+    "Observation",
+    "ObservationDefinition",
+    "OperationDefinition",
+    "OperationOutcome",
+    "Organization",
+    "OrganizationAffiliation",
+    "PackagedProductDefinition",
+    "Parameters",
+    "Patient",
+    "PaymentNotice",
+    "PaymentReconciliation",
+    "Permission",
+    "Person",
+    "PlanDefinition",
+    "Practitioner",
+    "PractitionerRole",
+    "Procedure",
+    "Provenance",
+    "Questionnaire",
+    "QuestionnaireResponse",
+    "RegulatedAuthorization",
+    "RelatedPerson",
+    "RequestGroup",
+    "RequestOrchestration",
+    "Requirements",
+    "ResearchDefinition",
+    "ResearchElementDefinition",
+    "ResearchStudy",
+    "ResearchSubject",
+    "RiskAssessment",
+    "RiskEvidenceSynthesis",
+    "Schedule",
+    "SearchParameter",
+    "ServiceRequest",
+    "Slot",
+    "Specimen",
+    "SpecimenDefinition",
+    "StructureDefinition",
+    "StructureMap",
+    "Subscription",
+    "SubscriptionStatus",
+    "SubscriptionTopic",
+    "Substance",
+    "SubstanceDefinition",
+    "SubstanceNucleicAcid",
+    "SubstancePolymer",
+    "SubstanceProtein",
+    "SubstanceReferenceInformation",
+    "SubstanceSourceMaterial",
+    "SubstanceSpecification",
+    "SupplyDelivery",
+    "SupplyRequest",
+    "Task",
+    "TerminologyCapabilities",
+    "TestPlan",
+    "TestReport",
+    "TestScript",
+    "Transport",
+    "ValueSet",
+    "VerificationResult",
+    "VisionPrescription",
+];
+
+/// True when `name` is a resource type of FHIR R4 or R5.
+pub fn is_known_resource_type(name: &str) -> bool {
+    RESOURCE_TYPES.binary_search(&name).is_ok()
+}
+
+/// True when `name` can safely name a table: a FHIR type-shaped identifier
+/// (`[A-Z][A-Za-z0-9]*`, at most 64 bytes). Unknown but well-formed types
+/// (a server's custom resource) still load; anything else is quarantined so
+/// data can never choose a path outside the lake.
+pub fn is_valid_resource_type(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 64
+        && bytes[0].is_ascii_uppercase()
+        && bytes.iter().all(u8::is_ascii_alphanumeric)
+}
+
+/// The Delta table that holds resources of this type: its lower-cased name.
+pub fn table_name(resource_type: &str) -> String {
+    resource_type.to_ascii_lowercase()
+}
+
+/// The resource type a Bulk Data file name promises, if any:
+/// `Patient.ndjson`, `Patient.000.ndjson`, `Patient-1.ndjson`, `Patient.ndjson.gz`.
+/// Mixed-type files (`export.ndjson`) promise nothing.
+pub fn type_from_file_name(file_name: &str) -> Option<&'static str> {
+    let stem_end = file_name.find(['.', '-', '_']).unwrap_or(file_name.len());
+    let stem = &file_name[..stem_end];
+    RESOURCE_TYPES
+        .binary_search(&stem)
+        .ok()
+        .map(|i| RESOURCE_TYPES[i])
+}
+
+/// Parses a FHIR `instant` (RFC 3339 with a mandatory offset) into UTC microseconds.
+/// Instants compare as points in time, so `…T10:00:00+02:00` equals `…T08:00:00Z`.
+pub fn parse_instant_micros(text: &str) -> Option<i64> {
+    DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.timestamp_micros())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn type_list_is_sorted_for_binary_search() {
+        assert!(RESOURCE_TYPES.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn file_names_promise_types() {
+        assert_eq!(type_from_file_name("Patient.ndjson"), Some("Patient"));
+        assert_eq!(
+            type_from_file_name("Observation.000.ndjson"),
+            Some("Observation")
+        );
+        assert_eq!(
+            type_from_file_name("Encounter-1.ndjson.gz"),
+            Some("Encounter")
+        );
+        assert_eq!(type_from_file_name("export.ndjson"), None);
+        assert_eq!(type_from_file_name("Patients.ndjson"), None);
+    }
+
+    #[test]
+    fn instants_normalise_to_utc() {
+        let a = parse_instant_micros("2024-01-01T10:00:00+02:00").unwrap();
+        let b = parse_instant_micros("2024-01-01T08:00:00Z").unwrap();
+        assert_eq!(a, b);
+        assert_eq!(
+            parse_instant_micros("2024-01-01T08:00:00.123456Z").unwrap() - b,
+            123_456
+        );
+        assert!(parse_instant_micros("2024-01-01").is_none());
+        assert!(parse_instant_micros("yesterday").is_none());
+    }
+
+    #[test]
+    fn table_names_are_safe() {
+        assert!(is_valid_resource_type("Patient"));
+        assert!(!is_valid_resource_type("../etc"));
+        assert!(!is_valid_resource_type("patient"));
+        assert_eq!(table_name("MedicationRequest"), "medicationrequest");
+    }
+}

@@ -1,0 +1,88 @@
+//! MERGE of updated rows (current mode): a row replaces the stored one only
+//! when its `meta_last_updated` is newer, so a stale file can never win.
+
+use std::sync::Arc;
+
+use deltalake::DeltaTable;
+use deltalake::arrow::datatypes::SchemaRef;
+use deltalake::arrow::record_batch::RecordBatch;
+use deltalake::datafusion::datasource::MemTable;
+use deltalake::datafusion::prelude::SessionContext;
+use serde::Serialize;
+
+use super::LakeError;
+
+/// What a MERGE did, in the manifest's terms.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct UpdateMetrics {
+    pub source_rows: u64,
+    pub rows_updated: u64,
+    pub rows_inserted: u64,
+    pub files_added: u64,
+    pub files_removed: u64,
+}
+
+/// Applies `batches` to `table` keyed on `id`. Several versions of one id in
+/// the batches are collapsed to the newest first (MERGE rejects two source
+/// rows matching one target row).
+pub async fn merge_updates(
+    table: DeltaTable,
+    name: &str,
+    schema: &SchemaRef,
+    batches: Vec<RecordBatch>,
+) -> Result<(DeltaTable, UpdateMetrics), LakeError> {
+    let query_err = |source| LakeError::Query {
+        table: name.to_owned(),
+        source,
+    };
+    let ctx = SessionContext::new();
+    let source = MemTable::try_new(schema.clone(), vec![batches]).map_err(query_err)?;
+    ctx.register_table("updates", Arc::new(source))
+        .map_err(query_err)?;
+    let columns: Vec<String> = schema
+        .fields()
+        .iter()
+        .map(|f| format!("\"{}\"", f.name()))
+        .collect();
+    let column_list = columns.join(", ");
+    let newest = ctx
+        .sql(&format!(
+            "SELECT {column_list} FROM (SELECT *, row_number() OVER \
+             (PARTITION BY id ORDER BY meta_last_updated DESC, _line DESC) AS _rank FROM updates) \
+             WHERE _rank = 1"
+        ))
+        .await
+        .map_err(query_err)?;
+
+    let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+    let (table, metrics) = table
+        .merge(newest, "target.id = source.id")
+        .with_source_alias("source")
+        .with_target_alias("target")
+        .when_matched_update(|update| {
+            names.iter().fold(
+                update.predicate("source.meta_last_updated > target.meta_last_updated"),
+                |u, c| u.update(c.as_str(), format!("source.\"{c}\"")),
+            )
+        })
+        .and_then(|b| {
+            b.when_not_matched_insert(|insert| {
+                names
+                    .iter()
+                    .fold(insert, |i, c| i.set(c.as_str(), format!("source.\"{c}\"")))
+            })
+        })
+        .map_err(LakeError::delta(name))?
+        .await
+        .map_err(LakeError::delta(name))?;
+    Ok((
+        table,
+        UpdateMetrics {
+            source_rows: metrics.num_source_rows as u64,
+            rows_updated: metrics.num_target_rows_updated as u64,
+            rows_inserted: metrics.num_target_rows_inserted as u64,
+            files_added: metrics.num_target_files_added as u64,
+            files_removed: metrics.num_target_files_removed as u64,
+        },
+    ))
+}

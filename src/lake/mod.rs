@@ -1,0 +1,65 @@
+//! The lake: where tables live and how rows get into them.
+//!
+//! In: a lake URI and Arrow record batches. Out: committed Delta versions.
+//! A load commits in this order, per table, so a crash at any point leaves
+//! every table at a committed version and a re-run converges:
+//!
+//! ```text
+//!  rows classified ──▶ parquet files written ──▶ one append commit ──▶ MERGE of updates
+//!  (key index)         (uncommitted, invisible)   (new ids/versions)   (newer lastUpdated only)
+//! ```
+//!
+//! The ledger (manifest, loaded-file markers) is written only after these commits.
+//! Nothing here decides *what* to load; that is the `load` module's job.
+
+mod keys;
+mod location;
+mod merge;
+mod schema;
+mod sink;
+
+pub use keys::{KeyIndex, KeyState, LoadMode, read_key_index};
+pub use location::Lake;
+pub use merge::{UpdateMetrics, merge_updates};
+pub use schema::{QUARANTINE_TABLE, quarantine_schema, resource_schema};
+pub use sink::{TableSink, open_or_create_table};
+
+/// Errors at the storage boundary; each names the table or URI involved.
+#[derive(Debug, thiserror::Error)]
+pub enum LakeError {
+    #[error("lake location {uri:?} is not usable: {reason}")]
+    Location { uri: String, reason: String },
+    #[error("Delta table {table}: {source}")]
+    Delta {
+        table: String,
+        #[source]
+        source: deltalake::DeltaTableError,
+    },
+    #[error("Delta table {table}: query failed: {source}")]
+    Query {
+        table: String,
+        #[source]
+        source: deltalake::datafusion::error::DataFusionError,
+    },
+    #[error("Delta table {table}: {source}")]
+    Arrow {
+        table: String,
+        #[source]
+        source: deltalake::arrow::error::ArrowError,
+    },
+    #[error("object {path}: {source}")]
+    Store {
+        path: String,
+        #[source]
+        source: object_store::Error,
+    },
+}
+
+impl LakeError {
+    pub(crate) fn delta(table: &str) -> impl FnOnce(deltalake::DeltaTableError) -> Self + '_ {
+        move |source| Self::Delta {
+            table: table.to_owned(),
+            source,
+        }
+    }
+}

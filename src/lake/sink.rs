@@ -1,0 +1,124 @@
+//! Writing batches into a table as parquet files that stay invisible until
+//! one commit adds them all.
+
+use deltalake::DeltaTable;
+use deltalake::arrow::datatypes::SchemaRef;
+use deltalake::arrow::record_batch::RecordBatch;
+use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
+use deltalake::kernel::{StructType, Version};
+use deltalake::parquet::basic::Compression;
+use deltalake::parquet::file::properties::WriterProperties;
+use deltalake::parquet::schema::types::ColumnPath;
+use deltalake::protocol::SaveMode;
+use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+
+use super::{Lake, LakeError};
+
+/// Opens the table `name`, creating it with `schema` if it does not exist.
+pub async fn open_or_create_table(
+    lake: &Lake,
+    name: &str,
+    schema: &SchemaRef,
+) -> Result<DeltaTable, LakeError> {
+    let url = lake.prepare_table(name)?;
+    let table = DeltaTable::try_from_url_with_storage_options(url, lake.storage_options().clone())
+        .await
+        .map_err(LakeError::delta(name))?;
+    if table.version().is_some() {
+        return Ok(table);
+    }
+    let kernel: StructType = schema
+        .as_ref()
+        .try_into_kernel()
+        .map_err(|e| LakeError::Delta {
+            table: name.to_owned(),
+            source: e.into(),
+        })?;
+    // Ignore: another writer creating the same table at the same moment wins
+    // harmlessly; we then load what it created.
+    let created = table
+        .create()
+        .with_table_name(name)
+        .with_columns(kernel.fields().cloned())
+        .with_save_mode(SaveMode::Ignore)
+        .await
+        .map_err(LakeError::delta(name))?;
+    if created.version().is_some() {
+        return Ok(created);
+    }
+    let mut reloaded = created;
+    reloaded.load().await.map_err(LakeError::delta(name))?;
+    Ok(reloaded)
+}
+
+/// Parquet settings for our tables: the raw-resource column is unique per row,
+/// so a dictionary would only cost time; row groups are capped so a writer's
+/// memory stays bounded whatever the input size.
+pub fn writer_properties(schema: &SchemaRef) -> WriterProperties {
+    let mut builder = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(32 * 1024));
+    for wide in ["resource", "raw"] {
+        if schema.field_with_name(wide).is_ok() {
+            builder = builder.set_column_dictionary_enabled(ColumnPath::from(wide), false);
+        }
+    }
+    builder.build()
+}
+
+/// Appends to one table: batches become parquet files at once, the Delta
+/// commit that makes them visible happens in [`TableSink::commit`].
+pub struct TableSink {
+    name: String,
+    table: DeltaTable,
+    writer: RecordBatchWriter,
+    rows_written: u64,
+}
+
+impl TableSink {
+    pub async fn open(lake: &Lake, name: &str, schema: &SchemaRef) -> Result<Self, LakeError> {
+        let table = open_or_create_table(lake, name, schema).await?;
+        let writer = RecordBatchWriter::for_table(&table)
+            .map_err(LakeError::delta(name))?
+            .with_writer_properties(writer_properties(schema))
+            .with_target_file_size(256 * 1024 * 1024);
+        Ok(Self {
+            name: name.to_owned(),
+            table,
+            writer,
+            rows_written: 0,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The table as of when the sink was opened.
+    pub fn table(&self) -> &DeltaTable {
+        &self.table
+    }
+
+    /// Writes a batch to (uncommitted) parquet files.
+    pub async fn write(&mut self, batch: RecordBatch) -> Result<(), LakeError> {
+        self.rows_written += batch.num_rows() as u64;
+        self.writer
+            .write(batch)
+            .await
+            .map_err(LakeError::delta(&self.name))
+    }
+
+    /// Commits everything written as one Delta version; returns the table and
+    /// the version, or `None` when nothing was written.
+    pub async fn commit(mut self) -> Result<(DeltaTable, Option<Version>), LakeError> {
+        if self.rows_written == 0 {
+            return Ok((self.table, None));
+        }
+        let version = self
+            .writer
+            .flush_and_commit(&mut self.table)
+            .await
+            .map_err(LakeError::delta(&self.name))?;
+        Ok((self.table, Some(version)))
+    }
+}

@@ -1,0 +1,99 @@
+//! The ledger: what every job read, what it did with each line, and which
+//! Delta versions hold the result.
+//!
+//! In: counts and checksums from the load path. Out: JSON objects under
+//! `<lake>/_fhirlake/`. Manifests are created put-if-absent and never
+//! rewritten; they are written only after the table commits they name.
+//! `loaded/<sha256>.json` markers, written after the manifest, let a later
+//! job skip a file it has already loaded (the manifest is the record; a
+//! marker is only its index, so a lost marker costs a harmless reload).
+
+mod manifest;
+
+pub use manifest::{
+    AccountingError, CommitRecord, InputRecord, InputStatus, JobManifest, RowCounts, StandIn,
+    TableRecord,
+};
+
+use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use serde::{Deserialize, Serialize};
+
+use crate::lake::{Lake, LakeError};
+
+pub const MANIFEST_DIR: &str = "_fhirlake/manifests";
+pub const LOADED_DIR: &str = "_fhirlake/loaded";
+
+/// Index entry saying a file (by content) was fully loaded by a job.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LoadedMarker {
+    pub sha256: String,
+    pub job_id: String,
+    pub path: String,
+}
+
+fn store_err(
+    path: &object_store::path::Path,
+) -> impl FnOnce(object_store::Error) -> LakeError + '_ {
+    move |source| LakeError::Store {
+        path: path.to_string(),
+        source,
+    }
+}
+
+/// Writes the job's manifest; fails if one with this job id already exists.
+pub async fn write_manifest(lake: &Lake, manifest: &JobManifest) -> Result<String, LakeError> {
+    let relative = format!("{MANIFEST_DIR}/{}.json", manifest.job_id);
+    let path = lake.path(&relative);
+    let body = serde_json::to_vec_pretty(manifest).expect("manifest serializes");
+    let options = PutOptions {
+        mode: PutMode::Create,
+        ..Default::default()
+    };
+    lake.store()
+        .put_opts(&path, PutPayload::from(body), options)
+        .await
+        .map_err(store_err(&path))?;
+    Ok(relative)
+}
+
+/// Reads a job's manifest.
+pub async fn read_manifest(lake: &Lake, job_id: &str) -> Result<JobManifest, LakeError> {
+    let path = lake.path(&format!("{MANIFEST_DIR}/{job_id}.json"));
+    let bytes = lake.store().get(&path).await.map_err(store_err(&path))?;
+    let bytes = bytes.bytes().await.map_err(store_err(&path))?;
+    serde_json::from_slice(&bytes).map_err(|e| LakeError::Store {
+        path: path.to_string(),
+        source: object_store::Error::Generic {
+            store: "manifest",
+            source: Box::new(e),
+        },
+    })
+}
+
+/// The marker for a file with this SHA-256, if a job fully loaded it.
+/// `key` is `<bytes>-<sha256>`.
+pub async fn loaded_marker(lake: &Lake, key: &str) -> Result<Option<LoadedMarker>, LakeError> {
+    let path = lake.path(&format!("{LOADED_DIR}/{key}.json"));
+    match lake.store().get(&path).await {
+        Ok(result) => {
+            let bytes = result.bytes().await.map_err(store_err(&path))?;
+            Ok(serde_json::from_slice(&bytes).ok())
+        }
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(store_err(&path)(e)),
+    }
+}
+
+pub async fn write_loaded_marker(
+    lake: &Lake,
+    key: &str,
+    marker: &LoadedMarker,
+) -> Result<(), LakeError> {
+    let path = lake.path(&format!("{LOADED_DIR}/{key}.json"));
+    let body = serde_json::to_vec(marker).expect("marker serializes");
+    lake.store()
+        .put(&path, PutPayload::from(body))
+        .await
+        .map_err(store_err(&path))?;
+    Ok(())
+}

@@ -1,0 +1,14 @@
+//! fhirlake: bulk-first FHIR → Delta Lake loading with row accounting.
+//!
+//! Stages, each a module with one job (see DESIGN.md): [`ndjson`] decodes
+//! lines, [`lake`] writes Delta tables, [`ledger`] records what happened,
+//! [`load`] runs a job through them, [`bench`] measures it, [`cli`] is the
+//! command line.
+
+pub mod bench;
+pub mod cli;
+pub mod fhir;
+pub mod lake;
+pub mod ledger;
+pub mod load;
+pub mod ndjson;

@@ -1,0 +1,744 @@
+//! A load job: NDJSON files in, rows in Delta tables out, every line accounted for.
+//!
+//! In: a [`LoadPlan`] and a [`Lake`]. Out: a [`LoadReport`] whose manifest is
+//! also written to the lake. The job's states, in order:
+//!
+//! ```text
+//!  discover inputs ─▶ per file: stream, decode, classify against key index,
+//!                     write parquet (uncommitted); check row accounting
+//!                 ─▶ per table: append commit, then MERGE of updates
+//!                 ─▶ _quarantine append ─▶ manifest (put-if-absent) ─▶ loaded markers
+//! ```
+//! A crash before the manifest leaves committed tables and no record of the
+//! job; re-running classifies against what was committed and converges.
+
+mod discover;
+mod pipeline;
+mod rows;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use deltalake::arrow::datatypes::SchemaRef;
+use deltalake::arrow::record_batch::RecordBatch;
+use futures::StreamExt;
+use serde::Serialize;
+
+pub use discover::{DiscoverError, Discovered, discover};
+use pipeline::Piece;
+pub use pipeline::StageClock;
+pub use rows::{Lineage, QuarantineRow, QuarantineRows, ResourceRow, ResourceRows};
+
+use crate::fhir;
+use crate::lake::{
+    KeyIndex, KeyState, Lake, LakeError, LoadMode, QUARANTINE_TABLE, TableSink, merge_updates,
+    quarantine_schema, read_key_index, resource_schema,
+};
+use crate::ledger::{
+    self, AccountingError, CommitRecord, InputRecord, InputStatus, JobManifest, LoadedMarker,
+    RowCounts, StandIn, TableRecord,
+};
+use crate::ndjson::{HashingReader, InputFile, LineKind, RejectReason};
+
+/// What to load and how. Built with `with_*` setters; [`LoadPlan::new`] has the defaults.
+#[derive(Debug, Clone)]
+pub struct LoadPlan {
+    pub inputs: Vec<PathBuf>,
+    pub mode: LoadMode,
+    /// Stand-in for a missing `meta.lastUpdated`, overriding any export transactionTime.
+    pub as_of: Option<DateTime<Utc>>,
+    /// Reload files even if their SHA-256 was already loaded.
+    pub force: bool,
+    pub chunk_bytes: usize,
+    pub batch_rows: usize,
+    /// Buffered updated rows per table before they are MERGEd mid-job.
+    pub update_flush_bytes: usize,
+}
+
+impl LoadPlan {
+    pub fn new(inputs: Vec<PathBuf>) -> Self {
+        Self {
+            inputs,
+            mode: LoadMode::Current,
+            as_of: None,
+            force: false,
+            chunk_bytes: 4 << 20,
+            batch_rows: 16 * 1024,
+            update_flush_bytes: 256 << 20,
+        }
+    }
+
+    pub fn with_mode(mut self, mode: LoadMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    pub fn with_as_of(mut self, as_of: Option<DateTime<Utc>>) -> Self {
+        self.as_of = as_of;
+        self
+    }
+
+    pub fn with_force(mut self, force: bool) -> Self {
+        self.force = force;
+        self
+    }
+
+    pub fn with_chunk_bytes(mut self, bytes: usize) -> Self {
+        self.chunk_bytes = bytes.max(1);
+        self
+    }
+
+    pub fn with_batch_rows(mut self, rows: usize) -> Self {
+        self.batch_rows = rows.max(1);
+        self
+    }
+
+    pub fn with_update_flush_bytes(mut self, bytes: usize) -> Self {
+        self.update_flush_bytes = bytes.max(1);
+        self
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Discover(#[from] DiscoverError),
+    #[error(
+        "reading {path}: {source}; the file is unreadable or its gzip stream is corrupt — nothing from it was committed"
+    )]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Lake(#[from] LakeError),
+    #[error("building rows for table {table}: {source}")]
+    Arrow {
+        table: String,
+        #[source]
+        source: deltalake::arrow::error::ArrowError,
+    },
+    #[error(transparent)]
+    Accounting(#[from] AccountingError),
+}
+
+/// Seconds spent per stage (summed over threads for read and decode).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StageTimings {
+    pub read_hash_s: f64,
+    pub decode_s: f64,
+    pub build_s: f64,
+    pub write_s: f64,
+    pub commit_s: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadReport {
+    pub manifest: JobManifest,
+    pub manifest_path: String,
+    pub elapsed_s: f64,
+    pub bytes_read: u64,
+    pub stages: StageTimings,
+    pub warnings: Vec<String>,
+}
+
+impl LoadReport {
+    pub fn quarantined(&self) -> u64 {
+        self.manifest.totals.quarantined
+    }
+}
+
+/// Progress events for a display; the loader never prints.
+#[derive(Debug, Clone)]
+pub enum Progress {
+    Started { files: usize, bytes: u64 },
+    File { path: PathBuf },
+    Bytes(u64),
+    Committing,
+}
+
+pub type ProgressSink = Arc<dyn Fn(Progress) + Send + Sync>;
+
+/// A table being loaded: its sink, key index and buffered rows.
+struct TableState {
+    name: String,
+    schema: SchemaRef,
+    sink: Option<TableSink>,
+    index: KeyIndex,
+    inserts: ResourceRows,
+    updates: ResourceRows,
+    update_batches: Vec<RecordBatch>,
+    update_bytes: usize,
+    record: TableRecord,
+}
+
+impl TableState {
+    async fn open(lake: &Lake, name: &str, mode: LoadMode) -> Result<Self, LoadError> {
+        let schema = resource_schema();
+        let sink = TableSink::open(lake, name, &schema).await?;
+        let index = read_key_index(sink.table(), name, mode).await?;
+        Ok(Self {
+            name: name.to_owned(),
+            inserts: ResourceRows::new(schema.clone()),
+            updates: ResourceRows::new(schema.clone()),
+            schema,
+            sink: Some(sink),
+            index,
+            update_batches: Vec::new(),
+            update_bytes: 0,
+            record: TableRecord::default(),
+        })
+    }
+
+    fn arrow_err(&self) -> impl FnOnce(deltalake::arrow::error::ArrowError) -> LoadError + '_ {
+        move |source| LoadError::Arrow {
+            table: self.name.clone(),
+            source,
+        }
+    }
+
+    async fn write_inserts(&mut self, clock: &StageClock) -> Result<(), LoadError> {
+        if self.inserts.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let batch = self.inserts.finish().map_err(self.arrow_err())?;
+        StageClock::add(&clock.build, started);
+        let started = Instant::now();
+        self.sink.as_mut().expect("sink open").write(batch).await?;
+        StageClock::add(&clock.write, started);
+        Ok(())
+    }
+
+    fn stash_updates(&mut self) -> Result<(), LoadError> {
+        if !self.updates.is_empty() {
+            self.update_bytes += self.updates.bytes();
+            let batch = self.updates.finish().map_err(self.arrow_err())?;
+            self.update_batches.push(batch);
+        }
+        Ok(())
+    }
+
+    /// Commits the appends, then MERGEs the buffered updates (which may
+    /// update rows those appends just added). Reopens the sink if `reopen`.
+    async fn commit(
+        &mut self,
+        lake: &Lake,
+        clock: &StageClock,
+        reopen: bool,
+    ) -> Result<(), LoadError> {
+        self.write_inserts(clock).await?;
+        self.stash_updates()?;
+        let started = Instant::now();
+        let sink = self.sink.take().expect("sink open");
+        let (mut table, version) = sink.commit().await?;
+        if let Some(version) = version {
+            self.record.commits.push(CommitRecord {
+                version: version as u64,
+                operation: "append".into(),
+                merge: None,
+            });
+        }
+        let updates = std::mem::take(&mut self.update_batches);
+        self.update_bytes = 0;
+        if !updates.is_empty() {
+            let (merged, metrics) = merge_updates(table, &self.name, &self.schema, updates).await?;
+            table = merged;
+            if let Some(version) = table.version() {
+                self.record.commits.push(CommitRecord {
+                    version: version as u64,
+                    operation: "merge".into(),
+                    merge: Some(metrics),
+                });
+            }
+        }
+        if reopen {
+            self.sink = Some(TableSink::open(lake, &self.name, &self.schema).await?);
+        }
+        StageClock::add(&clock.commit, started);
+        Ok(())
+    }
+}
+
+/// A rejected line held until its file's SHA-256 is known.
+struct PendingReject {
+    line: u64,
+    offset: u64,
+    reason: RejectReason,
+    raw: Vec<u8>,
+}
+
+/// Where a stand-in `meta.lastUpdated` comes from for one file.
+struct StandInRule {
+    source: &'static str,
+    micros: i64,
+    text: String,
+}
+
+fn rfc3339(micros: i64) -> String {
+    DateTime::<Utc>::from_timestamp_micros(micros)
+        .unwrap_or_default()
+        .to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+fn stand_in_rule(plan: &LoadPlan, discovered: &Discovered, file: &InputFile) -> StandInRule {
+    if let Some(as_of) = plan.as_of {
+        let micros = as_of.timestamp_micros();
+        return StandInRule {
+            source: "as_of",
+            micros,
+            text: rfc3339(micros),
+        };
+    }
+    let dir = file
+        .path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let from_export = discovered
+        .transaction_times
+        .iter()
+        .find(|(d, _)| same_dir(d, &dir))
+        .and_then(|(_, t)| fhir::parse_instant_micros(t));
+    if let Some(micros) = from_export {
+        return StandInRule {
+            source: "transaction_time",
+            micros,
+            text: rfc3339(micros),
+        };
+    }
+    // Last resort: when the file was written. Stable across re-runs of the
+    // same file, and recorded in the manifest and on every row it applies to.
+    let micros = std::fs::metadata(&file.path)
+        .and_then(|m| m.modified())
+        .map(|t| DateTime::<Utc>::from(t).timestamp_micros())
+        .unwrap_or(0);
+    StandInRule {
+        source: "file_mtime",
+        micros,
+        text: rfc3339(micros),
+    }
+}
+
+fn same_dir(a: &Path, b: &Path) -> bool {
+    a == b || std::fs::canonicalize(a).ok() == std::fs::canonicalize(b).ok()
+}
+
+fn display_path(path: &Path) -> String {
+    std::fs::canonicalize(path)
+        .unwrap_or_else(|_| path.to_path_buf())
+        .display()
+        .to_string()
+}
+
+fn new_job_id(now: DateTime<Utc>) -> String {
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    format!("{}-{}", now.format("%Y%m%dT%H%M%S%.3fZ"), &suffix[..8])
+}
+
+/// SHA-256s already loaded into the lake, grouped by file size so a file is
+/// hashed up front only when a same-sized loaded file exists.
+async fn loaded_by_size(lake: &Lake) -> Result<HashMap<u64, HashSet<String>>, LakeError> {
+    let prefix = lake.path(ledger::LOADED_DIR);
+    let mut listing = lake.store().list(Some(&prefix));
+    let mut by_size: HashMap<u64, HashSet<String>> = HashMap::new();
+    while let Some(meta) = listing.next().await {
+        let meta = meta.map_err(|source| LakeError::Store {
+            path: prefix.to_string(),
+            source,
+        })?;
+        let Some(name) = meta.location.filename() else {
+            continue;
+        };
+        // Marker names are `<bytes>-<sha256>.json`.
+        if let Some((size, sha)) = name.trim_end_matches(".json").split_once('-')
+            && let Ok(size) = size.parse()
+        {
+            by_size.entry(size).or_default().insert(sha.to_owned());
+        }
+    }
+    Ok(by_size)
+}
+
+fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
+    let mut reader = HashingReader::new(std::fs::File::open(path)?);
+    std::io::copy(&mut reader, &mut std::io::sink())?;
+    Ok(reader.finish())
+}
+
+/// Runs one load job.
+pub async fn run(
+    lake: &Lake,
+    plan: &LoadPlan,
+    progress: Option<ProgressSink>,
+) -> Result<LoadReport, LoadError> {
+    let started_at = Utc::now();
+    let clock_start = Instant::now();
+    let job_id = new_job_id(started_at);
+    let lineage = Lineage {
+        job_id: job_id.clone(),
+        ingested_at: started_at.timestamp_micros(),
+    };
+    let clock = Arc::new(StageClock::default());
+    let notify = |event: Progress| {
+        if let Some(p) = &progress {
+            p(event);
+        }
+    };
+
+    let discovered = discover(&plan.inputs)?;
+    let total_bytes: u64 = discovered
+        .files
+        .iter()
+        .filter_map(|f| std::fs::metadata(&f.path).ok())
+        .map(|m| m.len())
+        .sum();
+    notify(Progress::Started {
+        files: discovered.files.len(),
+        bytes: total_bytes,
+    });
+    let loaded = if plan.force {
+        HashMap::new()
+    } else {
+        loaded_by_size(lake).await?
+    };
+
+    let mut warnings = Vec::new();
+    let mut inputs = Vec::new();
+    let mut tables: BTreeMap<String, TableState> = BTreeMap::new();
+    let mut quarantine = QuarantineRows::new(quarantine_schema());
+    let mut bytes_read = 0u64;
+
+    for log in &discovered.export_logs {
+        let (sha256, bytes) = hash_file(log).map_err(|source| LoadError::Read {
+            path: log.clone(),
+            source,
+        })?;
+        inputs.push(InputRecord {
+            path: display_path(log),
+            bytes,
+            sha256,
+            status: InputStatus::ExportLog,
+            lines: 0,
+            blank_lines: 0,
+            rows: RowCounts::default(),
+            tables: BTreeMap::new(),
+            last_updated_stand_in: None,
+            loaded_by_job: None,
+        });
+    }
+
+    for file in &discovered.files {
+        notify(Progress::File {
+            path: file.path.clone(),
+        });
+        let read_err = |source| LoadError::Read {
+            path: file.path.clone(),
+            source,
+        };
+        let size = std::fs::metadata(&file.path).map_err(read_err)?.len();
+        if let Some(shas) = loaded.get(&size) {
+            let (sha256, bytes) = hash_file(&file.path).map_err(read_err)?;
+            if shas.contains(&sha256) {
+                let marker = ledger::loaded_marker(lake, &marker_key(bytes, &sha256)).await?;
+                notify(Progress::Bytes(bytes));
+                inputs.push(InputRecord {
+                    path: display_path(&file.path),
+                    bytes,
+                    sha256,
+                    status: InputStatus::SkippedAlreadyLoaded,
+                    lines: 0,
+                    blank_lines: 0,
+                    rows: RowCounts::default(),
+                    tables: BTreeMap::new(),
+                    last_updated_stand_in: None,
+                    loaded_by_job: marker.map(|m| m.job_id),
+                });
+                continue;
+            }
+        }
+        let record = load_file(
+            lake,
+            plan,
+            &discovered,
+            file,
+            &lineage,
+            &clock,
+            &progress,
+            &mut tables,
+            &mut quarantine,
+            &mut warnings,
+        )
+        .await?;
+        bytes_read += record.bytes;
+        record.check_accounting()?;
+        inputs.push(record);
+        // Bound memory: MERGE buffered updates once they grow large.
+        for state in tables.values_mut() {
+            state.stash_updates()?;
+            if state.update_bytes >= plan.update_flush_bytes {
+                state.commit(lake, &clock, true).await?;
+            }
+        }
+    }
+
+    notify(Progress::Committing);
+    let mut table_records = BTreeMap::new();
+    for (name, mut state) in tables {
+        state.commit(lake, &clock, false).await?;
+        table_records.insert(name, state.record);
+    }
+    if !quarantine.is_empty() {
+        let started = Instant::now();
+        let schema = quarantine_schema();
+        let mut sink = TableSink::open(lake, QUARANTINE_TABLE, &schema).await?;
+        let batch = quarantine.finish().map_err(|source| LoadError::Arrow {
+            table: QUARANTINE_TABLE.into(),
+            source,
+        })?;
+        sink.write(batch).await?;
+        let (_, version) = sink.commit().await?;
+        let record: &mut TableRecord = table_records
+            .entry(QUARANTINE_TABLE.to_owned())
+            .or_default();
+        if let Some(version) = version {
+            record.commits.push(CommitRecord {
+                version: version as u64,
+                operation: "append".into(),
+                merge: None,
+            });
+        }
+        StageClock::add(&clock.commit, started);
+    }
+    // Per-table row counts come from the inputs, so the two views agree.
+    for input in &inputs {
+        for (name, counts) in &input.tables {
+            table_records
+                .entry(name.clone())
+                .or_default()
+                .rows
+                .add(counts);
+        }
+    }
+    let mut totals = RowCounts::default();
+    for input in &inputs {
+        totals.add(&input.rows);
+    }
+
+    let manifest = JobManifest {
+        job_id: job_id.clone(),
+        kind: "load".into(),
+        fhirlake_version: env!("CARGO_PKG_VERSION").into(),
+        started_at: started_at.to_rfc3339_opts(SecondsFormat::Millis, true),
+        finished_at: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
+        lake: lake.root().to_string(),
+        mode: plan.mode,
+        inputs,
+        tables: table_records,
+        totals,
+    };
+    let manifest_path = ledger::write_manifest(lake, &manifest).await?;
+    for input in manifest
+        .inputs
+        .iter()
+        .filter(|i| i.status == InputStatus::Loaded)
+    {
+        let marker = LoadedMarker {
+            sha256: input.sha256.clone(),
+            job_id: job_id.clone(),
+            path: input.path.clone(),
+        };
+        ledger::write_loaded_marker(lake, &marker_key(input.bytes, &input.sha256), &marker).await?;
+    }
+
+    let nanos = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed) as f64 / 1e9;
+    Ok(LoadReport {
+        stages: StageTimings {
+            read_hash_s: nanos(&clock.read_hash),
+            decode_s: nanos(&clock.decode),
+            build_s: nanos(&clock.build),
+            write_s: nanos(&clock.write),
+            commit_s: nanos(&clock.commit),
+        },
+        manifest,
+        manifest_path,
+        elapsed_s: clock_start.elapsed().as_secs_f64(),
+        bytes_read,
+        warnings,
+    })
+}
+
+/// Marker object name for a loaded file: size first, so listing can group by it.
+fn marker_key(bytes: u64, sha256: &str) -> String {
+    format!("{bytes}-{sha256}")
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn load_file(
+    lake: &Lake,
+    plan: &LoadPlan,
+    discovered: &Discovered,
+    file: &InputFile,
+    lineage: &Lineage,
+    clock: &Arc<StageClock>,
+    progress: &Option<ProgressSink>,
+    tables: &mut BTreeMap<String, TableState>,
+    quarantine: &mut QuarantineRows,
+    warnings: &mut Vec<String>,
+) -> Result<InputRecord, LoadError> {
+    let source = display_path(&file.path);
+    let stand_in = stand_in_rule(plan, discovered, file);
+    let byte_progress: Arc<dyn Fn(u64) + Send + Sync> = match progress.clone() {
+        Some(p) => Arc::new(move |n| p(Progress::Bytes(n))),
+        None => Arc::new(|_| {}),
+    };
+    let mut pieces = pipeline::start(file, plan.chunk_bytes, clock.clone(), byte_progress);
+
+    let mut record = InputRecord {
+        path: source.clone(),
+        bytes: 0,
+        sha256: String::new(),
+        status: InputStatus::Loaded,
+        lines: 0,
+        blank_lines: 0,
+        rows: RowCounts::default(),
+        tables: BTreeMap::new(),
+        last_updated_stand_in: None,
+        loaded_by_job: None,
+    };
+    let mut rejects: Vec<PendingReject> = Vec::new();
+    let mut stand_ins = 0u64;
+    let mut finished = false;
+
+    while let Some(piece) = pieces.recv().await {
+        let (chunk, lines) = match piece {
+            Piece::Lines(chunk, lines) => (chunk, lines),
+            Piece::Done { sha256, bytes } => {
+                record.sha256 = sha256;
+                record.bytes = bytes;
+                finished = true;
+                break;
+            }
+            Piece::Failed(source) => {
+                return Err(LoadError::Read {
+                    path: file.path.clone(),
+                    source,
+                });
+            }
+        };
+        let started = Instant::now();
+        for line in lines {
+            let raw = &chunk.data[line.start..line.end];
+            let keys = match line.kind {
+                LineKind::Blank => {
+                    record.blank_lines += 1;
+                    continue;
+                }
+                LineKind::Rejected(reason) => {
+                    record.lines += 1;
+                    rejects.push(PendingReject {
+                        line: line.line,
+                        offset: line.offset,
+                        reason,
+                        raw: raw.to_vec(),
+                    });
+                    continue;
+                }
+                LineKind::Resource(keys) => keys,
+            };
+            record.lines += 1;
+            let (last_updated, from) = match keys.last_updated {
+                Some(t) => (t, None),
+                None => {
+                    stand_ins += 1;
+                    (stand_in.micros, Some(stand_in.source))
+                }
+            };
+            // simd-json validated the line as UTF-8 while parsing it.
+            let resource = std::str::from_utf8(raw).expect("parsed JSON is UTF-8");
+            let name = fhir::table_name(&keys.resource_type);
+            if !tables.contains_key(&name) {
+                StageClock::add(&clock.build, started);
+                let state = TableState::open(lake, &name, plan.mode).await?;
+                tables.insert(name.clone(), state);
+            }
+            let state = tables.get_mut(&name).expect("opened above");
+            let counts = record.tables.entry(name).or_default();
+            let row = ResourceRow {
+                id: &keys.id,
+                last_updated,
+                version_id: keys.version_id.as_deref(),
+                last_updated_from: from,
+                resource,
+                source: &source,
+                line: line.line,
+            };
+            match state.index.classify(&keys.id, last_updated) {
+                KeyState::New => {
+                    counts.inserted += 1;
+                    state.inserts.push(&row, lineage);
+                    if state.inserts.len() >= plan.batch_rows {
+                        state.write_inserts(clock).await?;
+                    }
+                }
+                KeyState::Newer => {
+                    counts.updated += 1;
+                    state.updates.push(&row, lineage);
+                }
+                KeyState::Unchanged => counts.unchanged += 1,
+            }
+        }
+        StageClock::add(&clock.build, started);
+    }
+    if !finished {
+        return Err(LoadError::Read {
+            path: file.path.clone(),
+            source: std::io::Error::other("reader stopped before the end of the file"),
+        });
+    }
+
+    if !rejects.is_empty() {
+        record
+            .tables
+            .entry(QUARANTINE_TABLE.to_owned())
+            .or_default()
+            .quarantined = rejects.len() as u64;
+        warnings.push(format!("{}: {} line(s) quarantined", source, rejects.len()));
+    }
+    for reject in &rejects {
+        let reason = reject.reason.to_string();
+        quarantine.push(
+            &QuarantineRow {
+                source: &source,
+                source_sha256: &record.sha256,
+                line: reject.line,
+                byte_offset: reject.offset,
+                reason_code: reject.reason.code(),
+                reason: &reason,
+                resource_type: match &reject.reason {
+                    RejectReason::TypeMismatch { found, .. } => Some(found),
+                    _ => None,
+                },
+                resource_id: None,
+                raw: &reject.raw,
+            },
+            lineage,
+        );
+    }
+    for counts in record.tables.values() {
+        record.rows.add(counts);
+    }
+    if stand_ins > 0 {
+        record.last_updated_stand_in = Some(StandIn {
+            source: stand_in.source.to_owned(),
+            value: stand_in.text,
+            resources: stand_ins,
+        });
+    }
+    Ok(record)
+}

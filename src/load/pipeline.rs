@@ -1,0 +1,170 @@
+//! Read → chunk → decode for one file, on threads, feeding the async loader.
+//!
+//! ```text
+//!  reader thread            decode thread                    loader (async)
+//!  read + SHA-256  ──chunks──▶ rayon: decode N chunks ──(chunk, lines)──▶ classify, build, write
+//! ```
+//! Both channels are bounded, so memory is about (queue depth + N) × chunk
+//! size whatever the file size.
+
+use std::io::Read;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::Instant;
+
+use rayon::prelude::*;
+use tokio::sync::mpsc as async_mpsc;
+
+use crate::ndjson::{Chunk, ChunkDecoder, DecodedLine, InputFile, LineChunker, open_input};
+
+/// Nanoseconds spent per stage, summed over threads.
+#[derive(Debug, Default)]
+pub struct StageClock {
+    pub read_hash: AtomicU64,
+    pub decode: AtomicU64,
+    pub build: AtomicU64,
+    pub write: AtomicU64,
+    pub commit: AtomicU64,
+}
+
+impl StageClock {
+    pub fn add(counter: &AtomicU64, since: Instant) {
+        counter.fetch_add(since.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    }
+}
+
+pub enum Piece {
+    Lines(Chunk, Vec<DecodedLine>),
+    /// The file was read to the end: its stored SHA-256 and size.
+    Done {
+        sha256: String,
+        bytes: u64,
+    },
+    Failed(std::io::Error),
+}
+
+/// Starts reading and decoding `file`; pieces arrive in input order.
+pub fn start(
+    file: &InputFile,
+    chunk_bytes: usize,
+    clock: Arc<StageClock>,
+    progress: Arc<dyn Fn(u64) + Send + Sync>,
+) -> async_mpsc::Receiver<Piece> {
+    let (chunk_tx, chunk_rx) = mpsc::sync_channel::<Result<Chunk, Piece>>(4);
+    let (piece_tx, piece_rx) = async_mpsc::channel::<Piece>(4);
+
+    let reader_file = file.clone();
+    let reader_clock = clock.clone();
+    std::thread::spawn(move || {
+        read_file(
+            &reader_file,
+            chunk_bytes,
+            &chunk_tx,
+            &reader_clock,
+            &*progress,
+        )
+    });
+
+    let expected = file.expected_type;
+    std::thread::spawn(move || decode_chunks(chunk_rx, &piece_tx, expected, &clock));
+    piece_rx
+}
+
+fn read_file(
+    file: &InputFile,
+    chunk_bytes: usize,
+    tx: &mpsc::SyncSender<Result<Chunk, Piece>>,
+    clock: &StageClock,
+    progress: &(dyn Fn(u64) + Send + Sync),
+) {
+    let mut reader = match open_input(&file.path, file.gzip) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = tx.send(Err(Piece::Failed(e)));
+            return;
+        }
+    };
+    let mut chunker = LineChunker::new(chunk_bytes);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut ready = Vec::new();
+    loop {
+        let started = Instant::now();
+        let n = match reader.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = tx.send(Err(Piece::Failed(e)));
+                return;
+            }
+        };
+        if n == 0 {
+            break;
+        }
+        chunker.push(&buf[..n], &mut ready);
+        StageClock::add(&clock.read_hash, started);
+        progress(n as u64);
+        for chunk in ready.drain(..) {
+            if tx.send(Ok(chunk)).is_err() {
+                return;
+            }
+        }
+    }
+    if let Some(last) = chunker.finish()
+        && tx.send(Ok(last)).is_err()
+    {
+        return;
+    }
+    let started = Instant::now();
+    let done = match reader.finish() {
+        Ok((sha256, bytes)) => Piece::Done { sha256, bytes },
+        Err(e) => Piece::Failed(e),
+    };
+    StageClock::add(&clock.read_hash, started);
+    let _ = tx.send(Err(done));
+}
+
+fn decode_chunks(
+    rx: mpsc::Receiver<Result<Chunk, Piece>>,
+    tx: &async_mpsc::Sender<Piece>,
+    expected: Option<&'static str>,
+    clock: &StageClock,
+) {
+    let group = rayon::current_num_threads().max(1) * 2;
+    let mut pending: Vec<Chunk> = Vec::with_capacity(group);
+    loop {
+        // Block for one chunk, then take whatever else is already queued.
+        let first = match rx.recv() {
+            Ok(item) => item,
+            Err(_) => return,
+        };
+        let mut end = None;
+        match first {
+            Ok(chunk) => pending.push(chunk),
+            Err(piece) => end = Some(piece),
+        }
+        while end.is_none() && pending.len() < group {
+            match rx.try_recv() {
+                Ok(Ok(chunk)) => pending.push(chunk),
+                Ok(Err(piece)) => end = Some(piece),
+                Err(_) => break,
+            }
+        }
+        let started = Instant::now();
+        let decoded: Vec<Vec<DecodedLine>> = pending
+            .par_iter()
+            .map_init(ChunkDecoder::default, |decoder, chunk| {
+                decoder.decode(chunk, expected)
+            })
+            .collect();
+        StageClock::add(&clock.decode, started);
+        for (chunk, lines) in pending.drain(..).zip(decoded) {
+            if tx.blocking_send(Piece::Lines(chunk, lines)).is_err() {
+                return;
+            }
+        }
+        if let Some(piece) = end {
+            let _ = tx.blocking_send(piece);
+            return;
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! Arrow builders for the rows one job appends: resource rows and quarantine rows.
+
+use std::sync::Arc;
+
+use deltalake::arrow::array::{
+    ArrayBuilder, ArrayRef, BinaryBuilder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
+};
+use deltalake::arrow::datatypes::SchemaRef;
+use deltalake::arrow::error::ArrowError;
+use deltalake::arrow::record_batch::RecordBatch;
+
+/// Per-job constants stamped on every row.
+#[derive(Debug, Clone)]
+pub struct Lineage {
+    pub job_id: String,
+    pub ingested_at: i64,
+}
+
+/// One resource row as the standard columns see it.
+pub struct ResourceRow<'a> {
+    pub id: &'a str,
+    pub last_updated: i64,
+    pub version_id: Option<&'a str>,
+    pub last_updated_from: Option<&'a str>,
+    pub resource: &'a str,
+    pub source: &'a str,
+    pub line: u64,
+}
+
+pub struct ResourceRows {
+    schema: SchemaRef,
+    id: StringBuilder,
+    last_updated: TimestampMicrosecondBuilder,
+    version_id: StringBuilder,
+    last_updated_from: StringBuilder,
+    resource: StringBuilder,
+    job_id: StringBuilder,
+    source: StringBuilder,
+    line: Int64Builder,
+    ingested_at: TimestampMicrosecondBuilder,
+    bytes: usize,
+}
+
+fn utc(builder: TimestampMicrosecondBuilder) -> TimestampMicrosecondBuilder {
+    builder.with_timezone("UTC")
+}
+
+impl ResourceRows {
+    pub fn new(schema: SchemaRef) -> Self {
+        Self {
+            schema,
+            id: StringBuilder::new(),
+            last_updated: utc(TimestampMicrosecondBuilder::new()),
+            version_id: StringBuilder::new(),
+            last_updated_from: StringBuilder::new(),
+            resource: StringBuilder::new(),
+            job_id: StringBuilder::new(),
+            source: StringBuilder::new(),
+            line: Int64Builder::new(),
+            ingested_at: utc(TimestampMicrosecondBuilder::new()),
+            bytes: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.line.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Approximate payload bytes buffered (the raw resources dominate).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    pub fn push(&mut self, row: &ResourceRow<'_>, lineage: &Lineage) {
+        self.id.append_value(row.id);
+        self.last_updated.append_value(row.last_updated);
+        self.version_id.append_option(row.version_id);
+        self.last_updated_from.append_option(row.last_updated_from);
+        self.resource.append_value(row.resource);
+        self.job_id.append_value(&lineage.job_id);
+        self.source.append_value(row.source);
+        self.line.append_value(row.line as i64);
+        self.ingested_at.append_value(lineage.ingested_at);
+        self.bytes += row.resource.len() + row.id.len() + 64;
+    }
+
+    /// Takes the buffered rows as a batch, leaving the builder empty.
+    pub fn finish(&mut self) -> Result<RecordBatch, ArrowError> {
+        self.bytes = 0;
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(self.id.finish()),
+            Arc::new(self.last_updated.finish()),
+            Arc::new(self.version_id.finish()),
+            Arc::new(self.last_updated_from.finish()),
+            Arc::new(self.resource.finish()),
+            Arc::new(self.job_id.finish()),
+            Arc::new(self.source.finish()),
+            Arc::new(self.line.finish()),
+            Arc::new(self.ingested_at.finish()),
+        ];
+        RecordBatch::try_new(self.schema.clone(), columns)
+    }
+}
+
+/// One rejected line.
+pub struct QuarantineRow<'a> {
+    pub source: &'a str,
+    pub source_sha256: &'a str,
+    pub line: u64,
+    pub byte_offset: u64,
+    pub reason_code: &'a str,
+    pub reason: &'a str,
+    pub resource_type: Option<&'a str>,
+    pub resource_id: Option<&'a str>,
+    pub raw: &'a [u8],
+}
+
+pub struct QuarantineRows {
+    schema: SchemaRef,
+    job_id: StringBuilder,
+    source: StringBuilder,
+    source_sha256: StringBuilder,
+    line: Int64Builder,
+    byte_offset: Int64Builder,
+    reason_code: StringBuilder,
+    reason: StringBuilder,
+    resource_type: StringBuilder,
+    resource_id: StringBuilder,
+    raw: BinaryBuilder,
+    ingested_at: TimestampMicrosecondBuilder,
+}
+
+impl QuarantineRows {
+    pub fn new(schema: SchemaRef) -> Self {
+        Self {
+            schema,
+            job_id: StringBuilder::new(),
+            source: StringBuilder::new(),
+            source_sha256: StringBuilder::new(),
+            line: Int64Builder::new(),
+            byte_offset: Int64Builder::new(),
+            reason_code: StringBuilder::new(),
+            reason: StringBuilder::new(),
+            resource_type: StringBuilder::new(),
+            resource_id: StringBuilder::new(),
+            raw: BinaryBuilder::new(),
+            ingested_at: utc(TimestampMicrosecondBuilder::new()),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.line.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn push(&mut self, row: &QuarantineRow<'_>, lineage: &Lineage) {
+        self.job_id.append_value(&lineage.job_id);
+        self.source.append_value(row.source);
+        self.source_sha256.append_value(row.source_sha256);
+        self.line.append_value(row.line as i64);
+        self.byte_offset.append_value(row.byte_offset as i64);
+        self.reason_code.append_value(row.reason_code);
+        self.reason.append_value(row.reason);
+        self.resource_type.append_option(row.resource_type);
+        self.resource_id.append_option(row.resource_id);
+        self.raw.append_value(row.raw);
+        self.ingested_at.append_value(lineage.ingested_at);
+    }
+
+    pub fn finish(&mut self) -> Result<RecordBatch, ArrowError> {
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(self.job_id.finish()),
+            Arc::new(self.source.finish()),
+            Arc::new(self.source_sha256.finish()),
+            Arc::new(self.line.finish()),
+            Arc::new(self.byte_offset.finish()),
+            Arc::new(self.reason_code.finish()),
+            Arc::new(self.reason.finish()),
+            Arc::new(self.resource_type.finish()),
+            Arc::new(self.resource_id.finish()),
+            Arc::new(self.raw.finish()),
+            Arc::new(self.ingested_at.finish()),
+        ];
+        RecordBatch::try_new(self.schema.clone(), columns)
+    }
+}

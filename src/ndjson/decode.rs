@@ -1,0 +1,286 @@
+//! Parsing one chunk's lines into resource keys or reject reasons.
+
+use simd_json::prelude::*;
+use simd_json::tape::Tape;
+
+use super::Chunk;
+use crate::fhir;
+
+/// What the load path needs of a resource line before any view runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceKeys {
+    pub resource_type: Box<str>,
+    pub id: Box<str>,
+    /// `meta.lastUpdated` as UTC microseconds; `None` when the resource has none.
+    pub last_updated: Option<i64>,
+    pub version_id: Option<Box<str>>,
+}
+
+/// Why a line cannot be loaded. Each reason says what to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RejectReason {
+    #[error("not valid JSON ({detail}); fix or re-export the line")]
+    InvalidJson { detail: String },
+    #[error("the line is JSON but not an object; each NDJSON line must be one FHIR resource")]
+    NotAnObject,
+    #[error("no string \"resourceType\"; each line must be one FHIR resource")]
+    MissingResourceType,
+    #[error("\"resourceType\" {found:?} is not a FHIR resource type name")]
+    InvalidResourceType { found: String },
+    #[error("no string \"id\"; Bulk Data resources must carry their server id")]
+    MissingId,
+    #[error(
+        "resourceType {found:?} in a file named for {expected:?}; the file mixes types or is misnamed"
+    )]
+    TypeMismatch { expected: String, found: String },
+    #[error("meta.lastUpdated {value:?} is not a FHIR instant (e.g. 2024-01-31T12:00:00Z)")]
+    BadLastUpdated { value: String },
+}
+
+impl RejectReason {
+    /// Stable machine-readable code, stored in the quarantine table.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidJson { .. } => "invalid_json",
+            Self::NotAnObject => "not_an_object",
+            Self::MissingResourceType => "missing_resource_type",
+            Self::InvalidResourceType { .. } => "invalid_resource_type",
+            Self::MissingId => "missing_id",
+            Self::TypeMismatch { .. } => "type_mismatch",
+            Self::BadLastUpdated { .. } => "bad_last_updated",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LineKind {
+    /// Empty or whitespace only: not a record, not an error.
+    Blank,
+    Resource(ResourceKeys),
+    Rejected(RejectReason),
+}
+
+/// One line of a chunk: where it is and what it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodedLine {
+    /// 1-based line number in the input.
+    pub line: u64,
+    /// Byte offset of the line's first byte in the input.
+    pub offset: u64,
+    /// The line's bytes within `Chunk::data`, without `\n` or a trailing `\r`.
+    pub start: usize,
+    pub end: usize,
+    pub kind: LineKind,
+}
+
+/// Decodes chunks; holds one thread's reusable parse buffers (simd-json
+/// parses in place, so each line is copied into a scratch buffer first).
+pub struct ChunkDecoder {
+    buffers: simd_json::Buffers,
+    scratch: Vec<u8>,
+    tape: Option<Tape<'static>>,
+}
+
+impl Default for ChunkDecoder {
+    fn default() -> Self {
+        Self {
+            buffers: simd_json::Buffers::new(64 * 1024),
+            scratch: Vec::with_capacity(64 * 1024),
+            tape: Some(Tape::null().reset()),
+        }
+    }
+}
+
+impl ChunkDecoder {
+    /// Decodes every line of `chunk`. `expected_type` is the type the file's
+    /// name promises, if any; lines of another type are rejected.
+    pub fn decode(&mut self, chunk: &Chunk, expected_type: Option<&str>) -> Vec<DecodedLine> {
+        let data = &chunk.data;
+        let mut out = Vec::with_capacity(data.len() / 512 + 1);
+        let mut start = 0usize;
+        let mut line = chunk.first_line;
+        while start < data.len() {
+            let newline = memchr::memchr(b'\n', &data[start..]).map(|p| start + p);
+            let stop = newline.unwrap_or(data.len());
+            let mut end = stop;
+            if end > start && data[end - 1] == b'\r' {
+                end -= 1;
+            }
+            let bytes = &data[start..end];
+            let kind = if bytes.iter().all(u8::is_ascii_whitespace) {
+                LineKind::Blank
+            } else {
+                self.decode_line(bytes, expected_type)
+            };
+            out.push(DecodedLine {
+                line,
+                offset: chunk.first_offset + start as u64,
+                start,
+                end,
+                kind,
+            });
+            line += 1;
+            start = stop + 1;
+        }
+        out
+    }
+
+    fn decode_line(&mut self, bytes: &[u8], expected_type: Option<&str>) -> LineKind {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        scratch.extend_from_slice(bytes);
+        let mut tape = self
+            .tape
+            .take()
+            .unwrap_or_else(|| Tape::null().reset())
+            .reset();
+        let kind = match simd_json::fill_tape(&mut scratch, &mut self.buffers, &mut tape) {
+            Ok(()) => keys_from_tape(&tape, expected_type),
+            Err(e) => LineKind::Rejected(RejectReason::InvalidJson {
+                detail: e.to_string(),
+            }),
+        };
+        self.tape = Some(tape.reset());
+        self.scratch = scratch;
+        kind
+    }
+}
+
+fn keys_from_tape(tape: &Tape<'_>, expected_type: Option<&str>) -> LineKind {
+    let root = tape.as_value();
+    if !root.is_object() {
+        return LineKind::Rejected(RejectReason::NotAnObject);
+    }
+    // Tape values are views: keep each one bound while its &str is in use.
+    let type_value = root.get("resourceType");
+    let Some(resource_type) = type_value.as_ref().and_then(|v| v.as_str()) else {
+        return LineKind::Rejected(RejectReason::MissingResourceType);
+    };
+    if !fhir::is_valid_resource_type(resource_type) {
+        return LineKind::Rejected(RejectReason::InvalidResourceType {
+            found: resource_type.to_owned(),
+        });
+    }
+    if let Some(expected) = expected_type
+        && expected != resource_type
+    {
+        return LineKind::Rejected(RejectReason::TypeMismatch {
+            expected: expected.to_owned(),
+            found: resource_type.to_owned(),
+        });
+    }
+    let id_value = root.get("id");
+    let id = match id_value.as_ref().and_then(|v| v.as_str()) {
+        Some(id) if !id.is_empty() => id,
+        _ => return LineKind::Rejected(RejectReason::MissingId),
+    };
+    let meta = root.get("meta");
+    let last_updated = match meta.as_ref().and_then(|m| m.get("lastUpdated")) {
+        None => None,
+        Some(value) => match value.as_str().and_then(fhir::parse_instant_micros) {
+            Some(micros) => Some(micros),
+            None => {
+                return LineKind::Rejected(RejectReason::BadLastUpdated {
+                    value: value
+                        .as_str()
+                        .map_or_else(|| format!("{:?}", value.value_type()), str::to_owned),
+                });
+            }
+        },
+    };
+    let version_value = meta.as_ref().and_then(|m| m.get("versionId"));
+    let version_id = version_value
+        .as_ref()
+        .and_then(|v| v.as_str())
+        .map(Box::from);
+    LineKind::Resource(ResourceKeys {
+        resource_type: resource_type.into(),
+        id: id.into(),
+        last_updated,
+        version_id,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_one(line: &str, expected: Option<&str>) -> LineKind {
+        let chunk = Chunk {
+            data: line.as_bytes().to_vec(),
+            first_line: 7,
+            first_offset: 100,
+        };
+        let mut lines = ChunkDecoder::default().decode(&chunk, expected);
+        assert_eq!(lines.len(), 1);
+        lines.remove(0).kind
+    }
+
+    #[test]
+    fn extracts_keys() {
+        let kind = decode_one(
+            r#"{"resourceType":"Patient","id":"p1","meta":{"versionId":"3","lastUpdated":"2024-01-01T00:00:00Z"}}"#,
+            Some("Patient"),
+        );
+        assert_eq!(
+            kind,
+            LineKind::Resource(ResourceKeys {
+                resource_type: "Patient".into(),
+                id: "p1".into(),
+                last_updated: Some(1_704_067_200_000_000),
+                version_id: Some("3".into()),
+            })
+        );
+    }
+
+    #[test]
+    fn rejects_with_reasons() {
+        let cases = [
+            (r#"{"resourceType":"Patient","id":"p1""#, "invalid_json"),
+            (r#"[1,2]"#, "not_an_object"),
+            (r#"{"id":"p1"}"#, "missing_resource_type"),
+            (
+                r#"{"resourceType":"../x","id":"p1"}"#,
+                "invalid_resource_type",
+            ),
+            (r#"{"resourceType":"Patient"}"#, "missing_id"),
+            (r#"{"resourceType":"Patient","id":""}"#, "missing_id"),
+            (
+                r#"{"resourceType":"Observation","id":"o1"}"#,
+                "type_mismatch",
+            ),
+            (
+                r#"{"resourceType":"Patient","id":"p1","meta":{"lastUpdated":"2024-13-01"}}"#,
+                "bad_last_updated",
+            ),
+        ];
+        for (line, code) in cases {
+            match decode_one(line, Some("Patient")) {
+                LineKind::Rejected(reason) => assert_eq!(reason.code(), code, "{line}"),
+                other => panic!("{line}: expected {code}, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn positions_blank_lines_and_crlf() {
+        let chunk = Chunk {
+            data: b"{\"resourceType\":\"Patient\",\"id\":\"a\"}\r\n\n  \n{\"resourceType\":\"Patient\",\"id\":\"b\"}".to_vec(),
+            first_line: 1,
+            first_offset: 0,
+        };
+        let lines = ChunkDecoder::default().decode(&chunk, None);
+        let summary: Vec<(u64, u64, bool)> = lines
+            .iter()
+            .map(|l| (l.line, l.offset, matches!(l.kind, LineKind::Blank)))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![(1, 0, false), (2, 38, true), (3, 39, true), (4, 42, false)]
+        );
+        assert_eq!(
+            &chunk.data[lines[0].start..lines[0].end],
+            br#"{"resourceType":"Patient","id":"a"}"#
+        );
+    }
+}

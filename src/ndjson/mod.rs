@@ -1,0 +1,17 @@
+//! NDJSON in, keyed resource lines out.
+//!
+//! Bytes arrive in arbitrary pieces (file reads, HTTP bodies, S3 ranges);
+//! [`LineChunker`] cuts them into newline-aligned [`Chunk`]s that carry their
+//! first line number and byte offset, and [`ChunkDecoder`] parses every line of
+//! a chunk with simd-json's tape (no per-node allocation) into a
+//! [`DecodedLine`]: the resource's keys, or the reason it was rejected.
+//! Nothing here reads files or writes tables; chunks are independent, so
+//! callers decode them on all cores.
+
+mod chunker;
+mod decode;
+mod input;
+
+pub use chunker::{Chunk, LineChunker};
+pub use decode::{ChunkDecoder, DecodedLine, LineKind, RejectReason, ResourceKeys};
+pub use input::{HashingReader, InputFile, open_input};
