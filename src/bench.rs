@@ -58,7 +58,10 @@ pub fn parse_size(text: &str) -> Result<u64> {
         "GIB" => 1024.0 * 1024.0 * 1024.0,
         _ => bail!("size {text:?}: use B, KB, MB or GB"),
     };
-    let value: f64 = number.trim().parse().with_context(|| format!("size {text:?} is not a number"))?;
+    let value: f64 = number
+        .trim()
+        .parse()
+        .with_context(|| format!("size {text:?} is not a number"))?;
     Ok((value * scale) as u64)
 }
 
@@ -78,7 +81,11 @@ fn uuid_positions(line: &[u8]) -> Vec<usize> {
     while i + 36 <= line.len() {
         let w = &line[i..i + 36];
         let dashes = w[8] == b'-' && w[13] == b'-' && w[18] == b'-' && w[23] == b'-';
-        if dashes && w.iter().enumerate().all(|(j, &b)| matches!(j, 8 | 13 | 18 | 23) || is_hex(b)) {
+        if dashes
+            && w.iter()
+                .enumerate()
+                .all(|(j, &b)| matches!(j, 8 | 13 | 18 | 23) || is_hex(b))
+        {
             found.push(i);
             i += 36;
         } else {
@@ -124,9 +131,16 @@ pub fn generate(sample: &Path, dir: &Path, target_bytes: u64, seed: u64) -> Resu
         if entry.file_name().is_some_and(|n| n == "log.ndjson") {
             continue;
         }
-        let name = entry.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        let Some(kind) = crate::fhir::type_from_file_name(name) else { continue };
-        let reader = BufReader::new(File::open(&entry).with_context(|| format!("reading sample {}", entry.display()))?);
+        let name = entry
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        let Some(kind) = crate::fhir::type_from_file_name(name) else {
+            continue;
+        };
+        let reader = BufReader::new(
+            File::open(&entry).with_context(|| format!("reading sample {}", entry.display()))?,
+        );
         for line in reader.split(b'\n') {
             let mut line = line?;
             if line.iter().all(u8::is_ascii_whitespace) {
@@ -135,15 +149,26 @@ pub fn generate(sample: &Path, dir: &Path, target_bytes: u64, seed: u64) -> Resu
             line.push(b'\n');
             sample_bytes += line.len() as u64;
             let uuid_at = uuid_positions(&line);
-            by_type.entry(kind.to_owned()).or_default().push(Template { line, uuid_at });
+            by_type
+                .entry(kind.to_owned())
+                .or_default()
+                .push(Template { line, uuid_at });
         }
     }
     if sample_bytes == 0 {
-        bail!("no NDJSON resources found under {}; pass --sample DIR", sample.display());
+        bail!(
+            "no NDJSON resources found under {}; pass --sample DIR",
+            sample.display()
+        );
     }
     std::fs::create_dir_all(dir)?;
     let rounds = target_bytes.div_ceil(sample_bytes).max(1);
-    let mut dataset = Dataset { dir: dir.to_path_buf(), bytes: 0, lines: 0, files: 0 };
+    let mut dataset = Dataset {
+        dir: dir.to_path_buf(),
+        bytes: 0,
+        lines: 0,
+        files: 0,
+    };
     let mut buf = Vec::with_capacity(8 << 20);
     for (kind, templates) in &by_type {
         let path = dir.join(format!("{kind}.000.ndjson"));
@@ -172,7 +197,9 @@ fn walk_ndjson(root: &Path) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+        for entry in
+            std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?
+        {
             let path = entry?.path();
             if path.is_dir() {
                 stack.push(path);
@@ -206,17 +233,28 @@ pub struct BenchResult {
 
 pub fn run(args: BenchArgs) -> Result<()> {
     let target = parse_size(&args.size)?;
-    let data_dir = args.work_dir.join(format!("data-{}", args.size.to_ascii_lowercase()));
+    let data_dir = args
+        .work_dir
+        .join(format!("data-{}", args.size.to_ascii_lowercase()));
     let reuse = std::fs::read_to_string(data_dir.join(".complete")).is_ok();
     let dataset = if reuse {
-        let mut dataset = Dataset { dir: data_dir.clone(), bytes: 0, lines: 0, files: 0 };
+        let mut dataset = Dataset {
+            dir: data_dir.clone(),
+            bytes: 0,
+            lines: 0,
+            files: 0,
+        };
         for file in walk_ndjson(&data_dir)? {
             dataset.bytes += std::fs::metadata(&file)?.len();
             dataset.files += 1;
         }
         dataset
     } else {
-        eprintln!("generating {} of synthetic Bulk NDJSON in {}", args.size, data_dir.display());
+        eprintln!(
+            "generating {} of synthetic Bulk NDJSON in {}",
+            args.size,
+            data_dir.display()
+        );
         let dataset = generate(&args.sample, &data_dir, target, args.seed)?;
         std::fs::write(data_dir.join(".complete"), b"")?;
         dataset
@@ -228,13 +266,23 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let lake_uri = match &args.lake {
         Some(uri) => uri.clone(),
         None => {
-            let dir = args.work_dir.join(format!("lake-{}", uuid::Uuid::new_v4().simple()));
+            let dir = args
+                .work_dir
+                .join(format!("lake-{}", uuid::Uuid::new_v4().simple()));
             dir.display().to_string()
         }
     };
-    let lake = LakeArgs { lake: lake_uri.clone(), storage_options: Vec::new() }.open()?;
+    let lake = LakeArgs {
+        lake: lake_uri.clone(),
+        storage_options: Vec::new(),
+    }
+    .open()?;
     let started = Instant::now();
-    let report = runtime()?.block_on(load::run(&lake, &LoadPlan::new(vec![dataset.dir.clone()]), None))?;
+    let report = runtime()?.block_on(load::run(
+        &lake,
+        &LoadPlan::new(vec![dataset.dir.clone()]),
+        None,
+    ))?;
     let seconds = started.elapsed().as_secs_f64();
     let result = summarize(dataset, &report, seconds);
     if args.lake.is_none() {
@@ -297,7 +345,10 @@ mod tests {
     #[test]
     fn rounds_rewrite_uuids_consistently() {
         let line = b"{\"id\":\"0a1b2c3d-0000-4000-8000-000000000001\",\"subject\":{\"reference\":\"Patient/0a1b2c3d-0000-4000-8000-000000000001\"}}\n".to_vec();
-        let template = Template { uuid_at: uuid_positions(&line), line };
+        let template = Template {
+            uuid_at: uuid_positions(&line),
+            line,
+        };
         assert_eq!(template.uuid_at.len(), 2);
         let mut round0 = Vec::new();
         write_round(&template, 0, 1, &mut round0);

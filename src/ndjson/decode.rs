@@ -276,7 +276,7 @@ mod tests {
             .collect();
         assert_eq!(
             summary,
-            vec![(1, 0, false), (2, 38, true), (3, 39, true), (4, 42, false)]
+            vec![(1, 0, false), (2, 37, true), (3, 38, true), (4, 41, false)]
         );
         assert_eq!(
             &chunk.data[lines[0].start..lines[0].end],

@@ -1,1 +1,4 @@
+//! Integration tests: one binary, a module per area (see STYLE.md).
 
+mod common;
+mod load;
