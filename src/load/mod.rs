@@ -115,8 +115,9 @@ pub enum LoadError {
         #[source]
         source: std::io::Error,
     },
+    // Boxed: Delta errors are large and LoadError travels on every `?`.
     #[error(transparent)]
-    Lake(#[from] LakeError),
+    Lake(Box<LakeError>),
     #[error("building rows for table {table}: {source}")]
     Arrow {
         table: String,
@@ -125,6 +126,12 @@ pub enum LoadError {
     },
     #[error(transparent)]
     Accounting(#[from] AccountingError),
+}
+
+impl From<LakeError> for LoadError {
+    fn from(error: LakeError) -> Self {
+        Self::Lake(Box::new(error))
+    }
 }
 
 /// Seconds spent per stage (summed over threads for read and decode).
@@ -239,7 +246,7 @@ impl TableState {
         let (mut table, version) = sink.commit().await?;
         if let Some(version) = version {
             self.record.commits.push(CommitRecord {
-                version: version as u64,
+                version,
                 operation: "append".into(),
                 merge: None,
             });
@@ -251,7 +258,7 @@ impl TableState {
             table = merged;
             if let Some(version) = table.version() {
                 self.record.commits.push(CommitRecord {
-                    version: version as u64,
+                    version,
                     operation: "merge".into(),
                     merge: Some(metrics),
                 });
@@ -508,7 +515,7 @@ pub async fn run(
             .or_default();
         if let Some(version) = version {
             record.commits.push(CommitRecord {
-                version: version as u64,
+                version,
                 operation: "append".into(),
                 merge: None,
             });

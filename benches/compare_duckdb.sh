@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# fhirlake load vs DuckDB read_ndjson_auto -> Parquet, same files, same machine, same run.
+# Usage: benches/compare_duckdb.sh [SIZE]   (default 1GB; needs a release build and .ci's venv)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SIZE="${1:-1GB}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/fhirlake-target}"
+PY="${FHIRLAKE_PYTHON:-$HOME/.cache/fhirlake-venv/bin/python}"
+cargo build --release --quiet
+BIN="$CARGO_TARGET_DIR/release/fhirlake"
+DATA=$("$BIN" bench --size "$SIZE" --generate-only)
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(date -u +%F)"
+echo "dataset: $DATA ($(du -sh "$DATA" | cut -f1))"
+sync
+echo "== fhirlake load (fresh local lake)"
+"$BIN" bench --size "$SIZE"
+echo "== DuckDB $("$PY" -c 'import duckdb; print(duckdb.__version__)'): read_ndjson_auto -> Parquet, one file per type"
+"$PY" - "$DATA" <<'PY'
+import duckdb, glob, os, resource, sys, tempfile, time
+data = sys.argv[1]
+files = sorted(glob.glob(os.path.join(data, "*.ndjson")))
+total = sum(os.path.getsize(f) for f in files)
+out = tempfile.mkdtemp(prefix="duckdb-bench-")
+con = duckdb.connect()
+start = time.time()
+for f in files:
+    name = os.path.basename(f).split(".")[0].lower()
+    con.execute(f"COPY (SELECT * FROM read_ndjson_auto('{f}')) TO '{out}/{name}.parquet' (FORMAT parquet)")
+secs = time.time() - start
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(f"duckdb: {total/1e6:.1f} MB in {secs:.2f} s: {total/1e6/secs:.1f} MB/s, peak RSS {rss:.0f} MB, threads {con.execute('select current_setting(\'threads\')').fetchone()[0]}")
+PY
