@@ -29,15 +29,24 @@ fn chunks(data: &[u8], size: usize) -> Vec<Chunk> {
 }
 
 fn decode_and_build(chunks: &[Chunk]) -> usize {
-    let lineage = Lineage { job_id: "bench".into(), ingested_at: 0 };
+    let lineage = Lineage {
+        job_id: "bench".into(),
+        ingested_at: 0,
+    };
     chunks
         .par_iter()
         .map_init(
-            || (ChunkDecoder::default(), ResourceRows::new(resource_schema())),
+            || {
+                (
+                    ChunkDecoder::default(),
+                    ResourceRows::new(resource_schema()),
+                )
+            },
             |(decoder, rows), chunk| {
                 for line in decoder.decode(chunk, Some("Observation")) {
                     if let LineKind::Resource(keys) = line.kind {
-                        let resource = std::str::from_utf8(&chunk.data[line.start..line.end]).unwrap();
+                        let resource =
+                            std::str::from_utf8(&chunk.data[line.start..line.end]).unwrap();
                         rows.push(
                             &ResourceRow {
                                 id: &keys.id,
@@ -68,11 +77,15 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             parts
                 .par_iter()
-                .map_init(ChunkDecoder::default, |d, c| d.decode(c, Some("Observation")).len())
+                .map_init(ChunkDecoder::default, |d, c| {
+                    d.decode(c, Some("Observation")).len()
+                })
                 .sum::<usize>()
         })
     });
-    group.bench_function("decode_and_arrow_batch", |b| b.iter(|| decode_and_build(&parts)));
+    group.bench_function("decode_and_arrow_batch", |b| {
+        b.iter(|| decode_and_build(&parts))
+    });
     group.finish();
 }
 
