@@ -7,7 +7,7 @@ use deltalake::arrow::record_batch::RecordBatch;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::{StructType, Version};
 use deltalake::parquet::basic::Compression;
-use deltalake::parquet::file::properties::WriterProperties;
+use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use deltalake::parquet::schema::types::ColumnPath;
 use deltalake::protocol::SaveMode;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
@@ -52,15 +52,18 @@ pub async fn open_or_create_table(
 }
 
 /// Parquet settings for our tables: the raw-resource column is unique per row,
-/// so a dictionary would only cost time; row groups are capped so a writer's
-/// memory stays bounded whatever the input size.
+/// so a dictionary or min/max statistics would only cost time (nobody prunes
+/// on a JSON document); row groups are capped so a writer's memory stays
+/// bounded whatever the input size.
 pub fn writer_properties(schema: &SchemaRef) -> WriterProperties {
     let mut builder = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .set_max_row_group_row_count(Some(32 * 1024));
     for wide in ["resource", "raw"] {
         if schema.field_with_name(wide).is_ok() {
-            builder = builder.set_column_dictionary_enabled(ColumnPath::from(wide), false);
+            builder = builder
+                .set_column_dictionary_enabled(ColumnPath::from(wide), false)
+                .set_column_statistics_enabled(ColumnPath::from(wide), EnabledStatistics::None);
         }
     }
     builder.build()

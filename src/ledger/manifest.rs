@@ -117,6 +117,22 @@ pub struct AccountingError {
 }
 
 impl InputRecord {
+    /// A record with no lines counted yet.
+    pub fn new(path: String, status: InputStatus, sha256: String, bytes: u64) -> Self {
+        Self {
+            path,
+            bytes,
+            sha256,
+            status,
+            lines: 0,
+            blank_lines: 0,
+            rows: RowCounts::default(),
+            tables: BTreeMap::new(),
+            last_updated_stand_in: None,
+            loaded_by_job: None,
+        }
+    }
+
     /// The invariant: every non-blank line is inserted, updated, unchanged or
     /// quarantined, and the per-table counts add up to the file's.
     pub fn check_accounting(&self) -> Result<(), AccountingError> {

@@ -426,18 +426,12 @@ pub async fn run(
             path: log.clone(),
             source,
         })?;
-        inputs.push(InputRecord {
-            path: display_path(log),
-            bytes,
+        inputs.push(InputRecord::new(
+            display_path(log),
+            InputStatus::ExportLog,
             sha256,
-            status: InputStatus::ExportLog,
-            lines: 0,
-            blank_lines: 0,
-            rows: RowCounts::default(),
-            tables: BTreeMap::new(),
-            last_updated_stand_in: None,
-            loaded_by_job: None,
-        });
+            bytes,
+        ));
     }
 
     for file in &discovered.files {
@@ -454,18 +448,14 @@ pub async fn run(
             if shas.contains(&sha256) {
                 let marker = ledger::loaded_marker(lake, &marker_key(bytes, &sha256)).await?;
                 notify(Progress::Bytes(bytes));
-                inputs.push(InputRecord {
-                    path: display_path(&file.path),
-                    bytes,
+                let mut skipped = InputRecord::new(
+                    display_path(&file.path),
+                    InputStatus::SkippedAlreadyLoaded,
                     sha256,
-                    status: InputStatus::SkippedAlreadyLoaded,
-                    lines: 0,
-                    blank_lines: 0,
-                    rows: RowCounts::default(),
-                    tables: BTreeMap::new(),
-                    last_updated_stand_in: None,
-                    loaded_by_job: marker.map(|m| m.job_id),
-                });
+                    bytes,
+                );
+                skipped.loaded_by_job = marker.map(|m| m.job_id);
+                inputs.push(skipped);
                 continue;
             }
         }
@@ -606,18 +596,7 @@ async fn load_file(
     };
     let mut pieces = pipeline::start(file, plan.chunk_bytes, clock.clone(), byte_progress);
 
-    let mut record = InputRecord {
-        path: source.clone(),
-        bytes: 0,
-        sha256: String::new(),
-        status: InputStatus::Loaded,
-        lines: 0,
-        blank_lines: 0,
-        rows: RowCounts::default(),
-        tables: BTreeMap::new(),
-        last_updated_stand_in: None,
-        loaded_by_job: None,
-    };
+    let mut record = InputRecord::new(source.clone(), InputStatus::Loaded, String::new(), 0);
     let mut rejects: Vec<PendingReject> = Vec::new();
     let mut stand_ins = 0u64;
     let mut finished = false;
