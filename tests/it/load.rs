@@ -548,3 +548,40 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mixed_type_file_routes_each_line_by_its_resource_type() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lake_dir = tmp.path().join("lake");
+    let observation = r#"{"resourceType":"Observation","id":"o1","meta":{"lastUpdated":"2024-01-01T00:00:00Z"},"status":"final"}"#;
+    let file = write_file(
+        tmp.path(),
+        "export.ndjson",
+        &[
+            patient("p1", "2024-01-01T00:00:00Z", "1"),
+            observation.to_owned(),
+        ],
+    );
+    let r = load(&open_lake(&lake_dir), LoadPlan::new(vec![file])).await;
+    assert_eq!(r.manifest.tables["patient"].rows.inserted, 1);
+    assert_eq!(r.manifest.tables["observation"].rows.inserted, 1);
+    assert_eq!(r.manifest.inputs[0].tables.len(), 2);
+}
+
+#[test]
+fn fatal_errors_name_the_path_and_exit_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("no-such-export");
+    let out = fhirlake()
+        .args(["load", "--lake"])
+        .arg(tmp.path().join("lake"))
+        .arg(&missing)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&missing.display().to_string()), "{stderr}");
+    assert!(stderr.contains("check the path exists"), "{stderr}");
+    // Nothing was written for a job that failed before loading.
+    assert!(!tmp.path().join("lake/_fhirlake/manifests").exists());
+}
