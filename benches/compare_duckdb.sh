@@ -28,5 +28,6 @@ for f in files:
     con.execute(f"COPY (SELECT * FROM read_ndjson_auto('{f}')) TO '{out}/{name}.parquet' (FORMAT parquet)")
 secs = time.time() - start
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(f"duckdb: {total/1e6:.1f} MB in {secs:.2f} s: {total/1e6/secs:.1f} MB/s, peak RSS {rss:.0f} MB, threads {con.execute('select current_setting(\'threads\')').fetchone()[0]}")
+threads = con.execute("SELECT current_setting('threads')").fetchone()[0]
+print(f"duckdb: {total/1e6:.1f} MB in {secs:.2f} s: {total/1e6/secs:.1f} MB/s, peak RSS {rss:.0f} MB, threads {threads}")
 PY
