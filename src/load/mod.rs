@@ -599,6 +599,7 @@ async fn load_file(
     let mut rejects: Vec<PendingReject> = Vec::new();
     let mut stand_ins = 0u64;
     let mut finished = false;
+    let mut table_of_type: (Box<str>, String) = (Box::from(""), String::new());
 
     while let Some(piece) = pieces.recv().await {
         let (chunk, lines) = match piece {
@@ -647,13 +648,23 @@ async fn load_file(
             };
             // simd-json validated the line as UTF-8 while parsing it.
             let resource = std::str::from_utf8(raw).expect("parsed JSON is UTF-8");
-            let name = fhir::table_name(&keys.resource_type);
-            if !tables.contains_key(&name) {
-                let state = TableState::open(lake, &name, plan.mode).await?;
+            // Lines of one file are nearly always one type: name the table once per run of it.
+            if table_of_type.0 != keys.resource_type {
+                table_of_type = (
+                    keys.resource_type.clone(),
+                    fhir::table_name(&keys.resource_type),
+                );
+            }
+            let name = &table_of_type.1;
+            if !tables.contains_key(name) {
+                let state = TableState::open(lake, name, plan.mode).await?;
                 tables.insert(name.clone(), state);
             }
-            let state = tables.get_mut(&name).expect("opened above");
-            let counts = record.tables.entry(name).or_default();
+            let state = tables.get_mut(name).expect("opened above");
+            if !record.tables.contains_key(name) {
+                record.tables.insert(name.clone(), RowCounts::default());
+            }
+            let counts = record.tables.get_mut(name).expect("inserted above");
             let row = ResourceRow {
                 id: &keys.id,
                 last_updated,

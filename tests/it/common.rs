@@ -126,3 +126,21 @@ pub fn write_file(dir: &Path, name: &str, lines: &[String]) -> PathBuf {
     std::fs::write(&path, lines.join("\n") + "\n").unwrap();
     path
 }
+
+/// Runs `fhirlake load --json --lake LAKE INPUT`, asserts the exit code, returns the summary.
+pub fn load_cli_json(lake: &Path, input: &Path, expected_code: i32) -> Value {
+    let out = fhirlake()
+        .args(["load", "--json", "--lake"])
+        .arg(lake)
+        .arg(input)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(expected_code),
+        "fhirlake load {}: {}",
+        input.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}

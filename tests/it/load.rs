@@ -278,19 +278,8 @@ fn quarantine_records_file_line_offset_and_reason() {
         })
         .collect();
 
-    let out = fhirlake()
-        .args(["load", "--json", "--lake"])
-        .arg(&lake_dir)
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "quarantined lines give exit code 1: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Quarantined lines give exit code 1.
+    let summary = load_cli_json(&lake_dir, &file, 1);
     assert_eq!(
         summary["totals"],
         json!({"inserted": 2, "updated": 0, "unchanged": 0, "quarantined": 5})
@@ -477,19 +466,7 @@ fn kill_9_mid_load_then_rerun_converges_to_a_clean_run() {
         "the load finished before it could be killed; grow the dataset"
     );
 
-    let rerun = fhirlake()
-        .args(["load", "--json", "--lake"])
-        .arg(&crashed)
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert_eq!(
-        rerun.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&rerun.stderr)
-    );
-    let summary: Value = serde_json::from_slice(&rerun.stdout).unwrap();
+    let summary = load_cli_json(&crashed, &data, 0);
     for input in summary["inputs"].as_array().unwrap() {
         let sum: u64 = ["inserted", "updated", "unchanged", "quarantined"]
             .iter()
