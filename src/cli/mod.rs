@@ -33,6 +33,10 @@ enum Command {
     /// Load Bulk Data NDJSON files or directories into the lake.
     #[command(after_help = EXIT_CODES)]
     Load(LoadArgs),
+    /// Compact small files of every table (or --table) with Delta OPTIMIZE.
+    Optimize(OptimizeArgs),
+    /// Delete data files no longer referenced by recent table versions (Delta VACUUM).
+    Vacuum(VacuumArgs),
     /// Generate a synthetic Bulk dataset, load it into a fresh lake, report throughput.
     Bench(crate::bench::BenchArgs),
 }
@@ -80,6 +84,41 @@ struct LoadArgs {
     chunk_bytes: usize,
 }
 
+#[derive(Debug, Args)]
+struct OptimizeArgs {
+    #[command(flatten)]
+    lake: LakeArgs,
+    /// Only this table (default: every table in the lake).
+    #[arg(long)]
+    table: Option<String>,
+    /// Target file size in bytes (default: Delta's, 100 MB).
+    #[arg(long)]
+    target_size: Option<u64>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct VacuumArgs {
+    #[command(flatten)]
+    lake: LakeArgs,
+    /// Keep files needed by any version of the last HOURS (time travel window).
+    #[arg(long, value_name = "HOURS")]
+    retain: u64,
+    /// Only this table (default: every table in the lake).
+    #[arg(long)]
+    table: Option<String>,
+    /// List what would be deleted, delete nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Allow --retain under the table's minimum (7 days by default). Readers of
+    /// older versions, and loads running right now, may then fail.
+    #[arg(long)]
+    allow_short_retention: bool,
+    #[arg(long)]
+    json: bool,
+}
+
 fn parse_key_value(text: &str) -> Result<(String, String), String> {
     text.split_once('=')
         .map(|(k, v)| (k.trim().to_owned(), v.to_owned()))
@@ -103,16 +142,18 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
-    deltalake::aws::register_handlers(None);
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Load(args) => run_load(args),
+        Command::Optimize(args) => run_optimize(args),
+        Command::Vacuum(args) => run_vacuum(args),
         Command::Bench(args) => crate::bench::run(args).map(|()| ExitCode::SUCCESS),
     };
     match outcome {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("fhirlake: error: {error:#}");
+            // Our error messages already carry their causes; `{:#}` would repeat them.
+            eprintln!("fhirlake: error: {error}");
             ExitCode::from(2)
         }
     }
@@ -146,4 +187,66 @@ fn run_load(args: LoadArgs) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+async fn tables_to_maintain(lake: &Lake, only: Option<&str>) -> Result<Vec<String>> {
+    Ok(match only {
+        Some(table) => vec![table.to_owned()],
+        None => crate::lake::list_tables(lake).await?,
+    })
+}
+
+fn run_optimize(args: OptimizeArgs) -> Result<ExitCode> {
+    let lake = args.lake.open()?;
+    let reports = runtime()?.block_on(async {
+        lake.ensure_put_if_absent().await?;
+        let mut reports = Vec::new();
+        for table in tables_to_maintain(&lake, args.table.as_deref()).await? {
+            reports.push(crate::lake::optimize(&lake, &table, args.target_size).await?);
+        }
+        anyhow::Ok(reports)
+    })?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    } else {
+        for r in &reports {
+            println!(
+                "{:<28} {:>5} files compacted into {:>3}  version {} -> {}",
+                r.table,
+                r.files_removed,
+                r.files_added,
+                r.version_before.map_or("-".into(), |v| v.to_string()),
+                r.version_after.map_or("-".into(), |v| v.to_string())
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_vacuum(args: VacuumArgs) -> Result<ExitCode> {
+    let lake = args.lake.open()?;
+    let reports = runtime()?.block_on(async {
+        let mut reports = Vec::new();
+        for table in tables_to_maintain(&lake, args.table.as_deref()).await? {
+            let report = crate::lake::vacuum(
+                &lake,
+                &table,
+                args.retain,
+                args.dry_run,
+                args.allow_short_retention,
+            )
+            .await?;
+            reports.push(report);
+        }
+        anyhow::Ok(reports)
+    })?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    } else {
+        for r in &reports {
+            let verb = if r.dry_run { "would delete" } else { "deleted" };
+            println!("{:<28} {verb} {} file(s)", r.table, r.files_deleted);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

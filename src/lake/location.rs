@@ -3,8 +3,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use object_store::ObjectStore;
+use deltalake::DeltaTableBuilder;
 use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use url::Url;
 
 use super::LakeError;
@@ -14,8 +15,8 @@ use super::LakeError;
 pub struct Lake {
     root: Url,
     storage_options: HashMap<String, String>,
+    /// Rooted at the lake root: paths are relative to it.
     store: Arc<dyn ObjectStore>,
-    prefix: ObjectPath,
 }
 
 impl std::fmt::Debug for Lake {
@@ -53,13 +54,20 @@ impl Lake {
         if !root.path().ends_with('/') {
             root.set_path(&format!("{}/", root.path()));
         }
-        let (store, prefix) = object_store::parse_url_opts(&root, storage_options.iter())
-            .map_err(|e| bad(format!("{e}; check the scheme and --storage-option values")))?;
+        register_storage_handlers();
+        // The ledger's store comes from deltalake's own factory, so ledger files
+        // and tables see the same configuration (env AWS_* plus --storage-option).
+        let store = DeltaTableBuilder::from_url(root.clone())
+            .and_then(|b| {
+                b.with_storage_options(storage_options.clone())
+                    .build_storage()
+            })
+            .map_err(|e| bad(format!("{e}; check the scheme and --storage-option values")))?
+            .object_store(None);
         Ok(Self {
             root,
             storage_options,
-            store: Arc::from(store),
-            prefix,
+            store,
         })
     }
 
@@ -93,6 +101,42 @@ impl Lake {
         Ok(url)
     }
 
+    /// Checks that the store honours put-if-absent, which Delta commits and
+    /// the ledger rely on: a second create of the same object must fail.
+    pub async fn ensure_put_if_absent(&self) -> Result<(), LakeError> {
+        let path = self.path(&format!(
+            "_fhirlake/probe/{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let create = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        let refuse = |detail: String| LakeError::NoPutIfAbsent {
+            uri: self.root.to_string(),
+            detail,
+        };
+        let first = self
+            .store
+            .put_opts(&path, PutPayload::from_static(b"1"), create.clone())
+            .await;
+        if let Err(e) = first {
+            return Err(refuse(e.to_string()));
+        }
+        let second = self
+            .store
+            .put_opts(&path, PutPayload::from_static(b"2"), create)
+            .await;
+        let _ = self.store.delete(&path).await;
+        match second {
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(()),
+            Err(e) => Err(refuse(e.to_string())),
+            Ok(_) => Err(refuse(
+                "a second create of the same object succeeded".into(),
+            )),
+        }
+    }
+
     /// The object store holding the lake, for ledger files.
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
         &self.store
@@ -100,13 +144,12 @@ impl Lake {
 
     /// Object path of `relative` (e.g. `_fhirlake/manifests/x.json`) in the store.
     pub fn path(&self, relative: &str) -> ObjectPath {
-        let mut parts: Vec<String> = self.prefix.parts().map(|p| p.as_ref().to_owned()).collect();
-        parts.extend(
-            relative
-                .split('/')
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned),
-        );
-        ObjectPath::from_iter(parts)
+        ObjectPath::from_iter(relative.split('/').filter(|s| !s.is_empty()))
     }
+}
+
+/// Makes `s3://` (and `s3a://`) URLs known to deltalake; idempotent.
+pub fn register_storage_handlers() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| deltalake::aws::register_handlers(None));
 }

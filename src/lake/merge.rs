@@ -11,6 +11,7 @@ use deltalake::datafusion::prelude::SessionContext;
 use serde::Serialize;
 
 use super::LakeError;
+use super::sink::{COMMIT_ATTEMPTS, is_commit_conflict};
 
 /// What a MERGE did, in the manifest's terms.
 #[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
@@ -26,6 +27,27 @@ pub struct UpdateMetrics {
 /// the batches are collapsed to the newest first (MERGE rejects two source
 /// rows matching one target row).
 pub async fn merge_updates(
+    mut table: DeltaTable,
+    name: &str,
+    schema: &SchemaRef,
+    batches: Vec<RecordBatch>,
+) -> Result<(DeltaTable, UpdateMetrics), LakeError> {
+    // Conflicting concurrent commits: re-run the MERGE on a fresh snapshot.
+    let mut attempt = 1;
+    loop {
+        match merge_once(table.clone(), name, schema, batches.clone()).await {
+            Err(LakeError::Delta { source, .. })
+                if attempt < COMMIT_ATTEMPTS && is_commit_conflict(&source) =>
+            {
+                attempt += 1;
+                table.load().await.map_err(LakeError::delta(name))?;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn merge_once(
     table: DeltaTable,
     name: &str,
     schema: &SchemaRef,

@@ -14,12 +14,14 @@
 
 mod keys;
 mod location;
+mod maintain;
 mod merge;
 mod schema;
 mod sink;
 
 pub use keys::{KeyIndex, KeyState, LoadMode, read_key_index};
-pub use location::Lake;
+pub use location::{Lake, register_storage_handlers};
+pub use maintain::{OptimizeReport, VacuumReport, list_tables, optimize, vacuum};
 pub use merge::{UpdateMetrics, merge_updates};
 pub use schema::{QUARANTINE_TABLE, quarantine_schema, resource_schema};
 pub use sink::{TableSink, open_or_create_table};
@@ -47,6 +49,13 @@ pub enum LakeError {
         #[source]
         source: deltalake::arrow::error::ArrowError,
     },
+    #[error(
+        "the store at {uri} cannot create an object only if it is absent ({detail}); Delta commits \
+         and ledger records could silently overwrite each other there, so fhirlake will not write \
+         to it. Use a store with conditional PUT (AWS S3, MinIO, SeaweedFS, R2) and do not set \
+         aws_conditional_put=disabled"
+    )]
+    NoPutIfAbsent { uri: String, detail: String },
     #[error("object {path}: {source}")]
     Store {
         path: String,

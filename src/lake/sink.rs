@@ -1,7 +1,6 @@
 //! Writing batches into a table as parquet files that stay invisible until
 //! one commit adds them all.
 
-use deltalake::DeltaTable;
 use deltalake::arrow::datatypes::SchemaRef;
 use deltalake::arrow::record_batch::RecordBatch;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
@@ -11,6 +10,7 @@ use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use deltalake::parquet::schema::types::ColumnPath;
 use deltalake::protocol::SaveMode;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use deltalake::{DeltaTable, DeltaTableError};
 
 use super::{Lake, LakeError};
 
@@ -41,14 +41,31 @@ pub async fn open_or_create_table(
         .with_table_name(name)
         .with_columns(kernel.fields().cloned())
         .with_save_mode(SaveMode::Ignore)
-        .await
-        .map_err(LakeError::delta(name))?;
-    if created.version().is_some() {
-        return Ok(created);
+        .await;
+    match created {
+        Ok(created) if created.version().is_some() => Ok(created),
+        // Lost the race to create version 0 (or Ignore found it existing): load the winner's.
+        Ok(_)
+        | Err(DeltaTableError::VersionAlreadyExists(_) | DeltaTableError::Transaction { .. }) => {
+            let url = lake.table_url(name);
+            DeltaTable::try_from_url_with_storage_options(url, lake.storage_options().clone())
+                .await
+                .map_err(LakeError::delta(name))
+        }
+        Err(e) => Err(LakeError::delta(name)(e)),
     }
-    let mut reloaded = created;
-    reloaded.load().await.map_err(LakeError::delta(name))?;
-    Ok(reloaded)
+}
+
+/// Commit attempts against a fresh snapshot before giving up: concurrent
+/// writers of the same table make the loser of each race retry.
+pub const COMMIT_ATTEMPTS: usize = 10;
+
+/// True for errors a retry on a fresh snapshot can fix.
+pub fn is_commit_conflict(error: &DeltaTableError) -> bool {
+    matches!(
+        error,
+        DeltaTableError::Transaction { .. } | DeltaTableError::VersionAlreadyExists(_)
+    )
 }
 
 /// Parquet settings for our tables: the raw-resource column is unique per row,
@@ -117,11 +134,20 @@ impl TableSink {
         if self.rows_written == 0 {
             return Ok((self.table, None));
         }
-        let version = self
-            .writer
-            .flush_and_commit(&mut self.table)
-            .await
-            .map_err(LakeError::delta(&self.name))?;
-        Ok((self.table, Some(version)))
+        // A failed commit leaves the files staged, so a retry re-uploads nothing.
+        let mut attempt = 1;
+        loop {
+            match self.writer.flush_and_commit(&mut self.table).await {
+                Ok(version) => return Ok((self.table, Some(version))),
+                Err(e) if attempt < COMMIT_ATTEMPTS && is_commit_conflict(&e) => {
+                    attempt += 1;
+                    self.table
+                        .load()
+                        .await
+                        .map_err(LakeError::delta(&self.name))?;
+                }
+                Err(e) => return Err(LakeError::delta(&self.name)(e)),
+            }
+        }
     }
 }

@@ -398,6 +398,7 @@ pub async fn run(
     };
 
     let discovered = discover(&plan.inputs)?;
+    lake.ensure_put_if_absent().await?;
     let total_bytes: u64 = discovered
         .files
         .iter()

@@ -59,6 +59,10 @@ fn python() -> Option<PathBuf> {
 /// Runs SQL in DuckDB (delta extension) and returns the rows. `None` means
 /// DuckDB is not installed; the test then says so loudly, unless CI requires it.
 pub fn duckdb(sql: &str) -> Option<Vec<Vec<Value>>> {
+    duckdb_with_env(sql, &[])
+}
+
+pub fn duckdb_with_env(sql: &str, env: &[(&str, String)]) -> Option<Vec<Vec<Value>>> {
     let Some(python) = python() else {
         assert!(
             std::env::var("FHIRLAKE_REQUIRE_DUCKDB").is_err(),
@@ -71,6 +75,7 @@ pub fn duckdb(sql: &str) -> Option<Vec<Vec<Value>>> {
     };
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/duckdb_query.py");
     let out = Command::new(python)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .arg(script)
         .arg(sql)
         .output()
@@ -143,4 +148,81 @@ pub fn load_cli_json(lake: &Path, input: &Path, expected_code: i32) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The SeaweedFS server started by scripts/test.sh, if any.
+pub struct S3 {
+    pub endpoint: String,
+    pub bucket: String,
+    pub key: String,
+    pub secret: String,
+}
+
+impl S3 {
+    /// `None` (with a loud message) when no S3 server was started, unless CI requires one.
+    pub fn from_env() -> Option<Self> {
+        let var = |name: &str| std::env::var(name).ok();
+        match (
+            var("FHIRLAKE_S3_ENDPOINT"),
+            var("FHIRLAKE_S3_BUCKET"),
+            var("FHIRLAKE_S3_KEY"),
+            var("FHIRLAKE_S3_SECRET"),
+        ) {
+            (Some(endpoint), Some(bucket), Some(key), Some(secret)) => Some(Self {
+                endpoint,
+                bucket,
+                key,
+                secret,
+            }),
+            _ => {
+                assert!(
+                    std::env::var("FHIRLAKE_REQUIRE_S3").is_err(),
+                    "an S3 server is required (FHIRLAKE_REQUIRE_S3) but FHIRLAKE_S3_* is not set; run scripts/test.sh"
+                );
+                eprintln!("!!! SKIPPING S3 test: no S3 server (scripts/test.sh starts SeaweedFS)");
+                None
+            }
+        }
+    }
+
+    /// A fresh lake URI under a unique prefix.
+    pub fn fresh_lake(&self) -> String {
+        format!("s3://{}/{}", self.bucket, uuid::Uuid::new_v4().simple())
+    }
+
+    /// Standard AWS settings, as storage options (tests share one process, so not env).
+    pub fn options(&self) -> std::collections::HashMap<String, String> {
+        [
+            ("AWS_ENDPOINT_URL", self.endpoint.as_str()),
+            ("AWS_ACCESS_KEY_ID", self.key.as_str()),
+            ("AWS_SECRET_ACCESS_KEY", self.secret.as_str()),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ALLOW_HTTP", "true"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+    }
+
+    pub fn open(&self, uri: &str) -> Lake {
+        Lake::open(uri, self.options()).unwrap()
+    }
+
+    /// The CLI, configured the standard AWS way (environment).
+    pub fn fhirlake(&self) -> Command {
+        let mut cmd = fhirlake();
+        cmd.envs(self.options());
+        cmd
+    }
+
+    pub fn duckdb(&self, sql: &str) -> Option<Vec<Vec<Value>>> {
+        let endpoint = self.endpoint.trim_start_matches("http://");
+        duckdb_with_env(
+            sql,
+            &[(
+                "FHIRLAKE_DUCKDB_S3",
+                format!("{},{},{endpoint}", self.key, self.secret),
+            )],
+        )
+    }
 }

@@ -2,3 +2,4 @@
 
 mod common;
 mod load;
+mod s3;

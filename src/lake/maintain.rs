@@ -1,0 +1,127 @@
+//! Table maintenance: compaction (Delta OPTIMIZE) and removal of unreferenced
+//! files (VACUUM). Nightly incremental loads add a few small files per table;
+//! compaction keeps scans fast. Checkpoints need no command: deltalake writes
+//! one every 100 commits (the Delta default) after a commit.
+
+use std::num::NonZeroU64;
+
+use deltalake::DeltaTable;
+use deltalake::operations::vacuum::VacuumMode;
+use object_store::ObjectStore;
+use serde::Serialize;
+
+use super::{Lake, LakeError};
+
+/// Names of the Delta tables in the lake (directories holding a `_delta_log`).
+pub async fn list_tables(lake: &Lake) -> Result<Vec<String>, LakeError> {
+    let store = lake.store();
+    let listing = store
+        .list_with_delimiter(None)
+        .await
+        .map_err(|source| LakeError::Store {
+            path: lake.root().to_string(),
+            source,
+        })?;
+    let mut tables = Vec::new();
+    for dir in listing.common_prefixes {
+        let Some(name) = dir.filename().map(str::to_owned) else {
+            continue;
+        };
+        if name == "_fhirlake" || name == "_raw" {
+            continue;
+        }
+        let log = lake.path(&format!("{name}/_delta_log"));
+        let entries = store
+            .list_with_delimiter(Some(&log))
+            .await
+            .map_err(|source| LakeError::Store {
+                path: log.to_string(),
+                source,
+            })?;
+        if !entries.objects.is_empty() {
+            tables.push(name);
+        }
+    }
+    tables.sort();
+    Ok(tables)
+}
+
+async fn open_existing(lake: &Lake, name: &str) -> Result<DeltaTable, LakeError> {
+    let table = DeltaTable::try_from_url_with_storage_options(
+        lake.table_url(name),
+        lake.storage_options().clone(),
+    )
+    .await
+    .map_err(LakeError::delta(name))?;
+    if table.version().is_none() {
+        return Err(LakeError::Location {
+            uri: lake.table_url(name).to_string(),
+            reason: "no Delta table here; `fhirlake optimize --lake URI` without --table lists what exists".into(),
+        });
+    }
+    Ok(table)
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OptimizeReport {
+    pub table: String,
+    pub files_removed: u64,
+    pub files_added: u64,
+    pub version_before: Option<u64>,
+    pub version_after: Option<u64>,
+}
+
+/// Compacts small files of `name` into files of about `target_bytes`.
+pub async fn optimize(
+    lake: &Lake,
+    name: &str,
+    target_bytes: Option<u64>,
+) -> Result<OptimizeReport, LakeError> {
+    let table = open_existing(lake, name).await?;
+    let version_before = table.version();
+    let mut builder = table.optimize();
+    if let Some(target) = target_bytes.and_then(NonZeroU64::new) {
+        builder = builder.with_target_size(target);
+    }
+    let (table, metrics) = builder.await.map_err(LakeError::delta(name))?;
+    Ok(OptimizeReport {
+        table: name.to_owned(),
+        files_removed: metrics.num_files_removed,
+        files_added: metrics.num_files_added,
+        version_before,
+        version_after: table.version(),
+    })
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VacuumReport {
+    pub table: String,
+    pub dry_run: bool,
+    pub files_deleted: usize,
+}
+
+/// Deletes files no version within the last `retain_hours` refers to, including
+/// orphans of killed jobs. Delta refuses a retention under its configured
+/// minimum (7 days by default) unless `allow_short_retention`.
+pub async fn vacuum(
+    lake: &Lake,
+    name: &str,
+    retain_hours: u64,
+    dry_run: bool,
+    allow_short_retention: bool,
+) -> Result<VacuumReport, LakeError> {
+    let table = open_existing(lake, name).await?;
+    let (_, metrics) = table
+        .vacuum()
+        .with_mode(VacuumMode::Full)
+        .with_retention_period(chrono::Duration::hours(retain_hours as i64))
+        .with_enforce_retention_duration(!allow_short_retention)
+        .with_dry_run(dry_run)
+        .await
+        .map_err(LakeError::delta(name))?;
+    Ok(VacuumReport {
+        table: name.to_owned(),
+        dry_run,
+        files_deleted: metrics.files_deleted.len(),
+    })
+}
