@@ -54,16 +54,9 @@ impl Lake {
         if !root.path().ends_with('/') {
             root.set_path(&format!("{}/", root.path()));
         }
-        register_storage_handlers();
         // The ledger's store comes from deltalake's own factory, so ledger files
         // and tables see the same configuration (env AWS_* plus --storage-option).
-        let store = DeltaTableBuilder::from_url(root.clone())
-            .and_then(|b| {
-                b.with_storage_options(storage_options.clone())
-                    .build_storage()
-            })
-            .map_err(|e| bad(format!("{e}; check the scheme and --storage-option values")))?
-            .object_store(None);
+        let store = object_store_for(&root, &storage_options)?;
         Ok(Self {
             root,
             storage_options,
@@ -146,6 +139,22 @@ impl Lake {
     pub fn path(&self, relative: &str) -> ObjectPath {
         ObjectPath::from_iter(relative.split('/').filter(|s| !s.is_empty()))
     }
+}
+
+/// An object store rooted at `url`, configured as deltalake configures table
+/// stores: the process's `AWS_*` environment plus `options`.
+pub fn object_store_for(
+    url: &Url,
+    options: &HashMap<String, String>,
+) -> Result<Arc<dyn ObjectStore>, LakeError> {
+    register_storage_handlers();
+    DeltaTableBuilder::from_url(url.clone())
+        .and_then(|b| b.with_storage_options(options.clone()).build_storage())
+        .map(|log_store| log_store.object_store(None))
+        .map_err(|e| LakeError::Location {
+            uri: url.to_string(),
+            reason: format!("{e}; check the scheme and --storage-option values"),
+        })
 }
 
 /// Makes `s3://` (and `s3a://`) URLs known to deltalake; idempotent.

@@ -20,7 +20,7 @@ mod schema;
 mod sink;
 
 pub use keys::{KeyIndex, KeyState, LoadMode, read_key_index};
-pub use location::{Lake, register_storage_handlers};
+pub use location::{Lake, object_store_for, register_storage_handlers};
 pub use maintain::{OptimizeReport, VacuumReport, list_tables, optimize, vacuum};
 pub use merge::{UpdateMetrics, merge_updates};
 pub use schema::{QUARANTINE_TABLE, quarantine_schema, resource_schema};

@@ -320,10 +320,7 @@ fn stand_in_rule(plan: &LoadPlan, discovered: &Discovered, file: &InputFile) -> 
     }
     // Last resort: when the file was written. Stable across re-runs of the
     // same file, and recorded in the manifest and on every row it applies to.
-    let micros = std::fs::metadata(&file.path)
-        .and_then(|m| m.modified())
-        .map(|t| DateTime::<Utc>::from(t).timestamp_micros())
-        .unwrap_or(0);
+    let micros = file.modified.unwrap_or(0);
     StandInRule {
         source: "file_mtime",
         micros,
@@ -332,7 +329,13 @@ fn stand_in_rule(plan: &LoadPlan, discovered: &Discovered, file: &InputFile) -> 
 }
 
 fn same_dir(a: &Path, b: &Path) -> bool {
-    a == b || std::fs::canonicalize(a).ok() == std::fs::canonicalize(b).ok()
+    if a == b {
+        return true;
+    }
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
 }
 
 fn display_path(path: &Path) -> String {
@@ -371,8 +374,8 @@ async fn loaded_by_size(lake: &Lake) -> Result<HashMap<u64, HashSet<String>>, La
     Ok(by_size)
 }
 
-fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
-    let mut reader = HashingReader::new(std::fs::File::open(path)?);
+fn hash_file(file: &InputFile) -> std::io::Result<(String, u64)> {
+    let mut reader = HashingReader::new(file.open_raw()?);
     std::io::copy(&mut reader, &mut std::io::sink())?;
     Ok(reader.finish())
 }
@@ -397,14 +400,9 @@ pub async fn run(
         }
     };
 
-    let discovered = discover(&plan.inputs)?;
+    let discovered = discover(&plan.inputs, lake.storage_options()).await?;
     lake.ensure_put_if_absent().await?;
-    let total_bytes: u64 = discovered
-        .files
-        .iter()
-        .filter_map(|f| std::fs::metadata(&f.path).ok())
-        .map(|m| m.len())
-        .sum();
+    let total_bytes: u64 = discovered.files.iter().map(|f| f.size).sum();
     notify(Progress::Started {
         files: discovered.files.len(),
         bytes: total_bytes,
@@ -422,12 +420,13 @@ pub async fn run(
     let mut bytes_read = 0u64;
 
     for log in &discovered.export_logs {
-        let (sha256, bytes) = hash_file(log).map_err(|source| LoadError::Read {
-            path: log.clone(),
-            source,
-        })?;
+        let (sha256, bytes) =
+            tokio::task::block_in_place(|| hash_file(log)).map_err(|source| LoadError::Read {
+                path: log.path.clone(),
+                source,
+            })?;
         inputs.push(InputRecord::new(
-            display_path(log),
+            display_path(&log.path),
             InputStatus::ExportLog,
             sha256,
             bytes,
@@ -442,9 +441,10 @@ pub async fn run(
             path: file.path.clone(),
             source,
         };
-        let size = std::fs::metadata(&file.path).map_err(read_err)?.len();
-        if let Some(shas) = loaded.get(&size) {
-            let (sha256, bytes) = hash_file(&file.path).map_err(read_err)?;
+        if let Some(shas) = loaded.get(&file.size) {
+            // Blocking reads (a file, or an object through this runtime).
+            let (sha256, bytes) =
+                tokio::task::block_in_place(|| hash_file(file)).map_err(read_err)?;
             if shas.contains(&sha256) {
                 let marker = ledger::loaded_marker(lake, &marker_key(bytes, &sha256)).await?;
                 notify(Progress::Bytes(bytes));

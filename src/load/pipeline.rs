@@ -78,7 +78,7 @@ fn read_file(
     clock: &StageClock,
     progress: &(dyn Fn(u64) + Send + Sync),
 ) {
-    let mut reader = match open_input(&file.path, file.gzip) {
+    let mut reader = match open_input(file) {
         Ok(r) => r,
         Err(e) => {
             let _ = tx.send(Err(Piece::Failed(e)));

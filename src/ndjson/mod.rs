@@ -5,8 +5,9 @@
 //! first line number and byte offset, and [`ChunkDecoder`] parses every line of
 //! a chunk with simd-json's tape (no per-node allocation) into a
 //! [`DecodedLine`]: the resource's keys, or the reason it was rejected.
-//! Nothing here reads files or writes tables; chunks are independent, so
-//! callers decode them on all cores.
+//! [`open_input`] turns a local file or an object into a hashed byte stream;
+//! nothing here writes tables. Chunks are independent, so callers decode them
+//! on all cores.
 
 mod chunker;
 mod decode;
@@ -14,4 +15,4 @@ mod input;
 
 pub use chunker::{Chunk, LineChunker};
 pub use decode::{ChunkDecoder, DecodedLine, LineKind, RejectReason, ResourceKeys};
-pub use input::{HashingReader, InputFile, open_input};
+pub use input::{HashingReader, InputFile, InputSource, open_input};

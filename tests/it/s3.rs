@@ -270,3 +270,70 @@ fn kill_9_during_an_s3_load_then_rerun_converges() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ndjson_already_in_a_bucket_loads_from_s3_urls() {
+    let Some(s3) = S3::from_env() else { return };
+    let bucket_root = s3.open(&format!("s3://{}", s3.bucket));
+    let prefix = uuid::Uuid::new_v4().simple().to_string();
+    let sample = sample_dir("synthea-10");
+    for entry in std::fs::read_dir(&sample).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        let mut bytes = std::fs::read(&path).unwrap();
+        let key = if name == "Patient.000.ndjson" {
+            // One object gzipped, to stream-decompress from S3 too.
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            std::io::Write::write_all(&mut gz, &bytes).unwrap();
+            bytes = gz.finish().unwrap();
+            format!("{prefix}/export/{name}.gz")
+        } else {
+            format!("{prefix}/export/{name}")
+        };
+        use object_store::ObjectStoreExt;
+        bucket_root
+            .store()
+            .put(&bucket_root.path(&key), bytes.into())
+            .await
+            .unwrap();
+    }
+    let input = std::path::PathBuf::from(format!("s3://{}/{prefix}/export", s3.bucket));
+    let lake_uri = s3.fresh_lake();
+    let lake = s3.open(&lake_uri);
+    let report = load(&lake, LoadPlan::new(vec![input.clone()])).await;
+    for (table, ids) in expected_ids(&[sample]) {
+        assert_eq!(
+            report.manifest.tables[&table].rows.inserted as usize,
+            ids.len(),
+            "{table}"
+        );
+    }
+    let patient = report
+        .manifest
+        .inputs
+        .iter()
+        .find(|i| i.path.ends_with("Patient.000.ndjson.gz"))
+        .unwrap();
+    assert!(patient.path.starts_with("s3://"), "{}", patient.path);
+    let stand_in = patient.last_updated_stand_in.as_ref().unwrap();
+    assert_eq!(
+        stand_in.source, "transaction_time",
+        "log.ndjson in the bucket was read"
+    );
+    let log = report
+        .manifest
+        .inputs
+        .iter()
+        .find(|i| i.path.ends_with("log.ndjson"))
+        .unwrap();
+    assert_eq!(log.status, InputStatus::ExportLog);
+
+    let again = load(&lake, LoadPlan::new(vec![input])).await;
+    assert!(
+        again
+            .manifest
+            .inputs
+            .iter()
+            .all(|i| i.status != InputStatus::Loaded)
+    );
+}
