@@ -12,3 +12,4 @@ pub mod lake;
 pub mod ledger;
 pub mod load;
 pub mod ndjson;
+pub mod view;

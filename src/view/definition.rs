@@ -1,0 +1,310 @@
+//! Parsing and compiling a ViewDefinition.
+
+use serde::Deserialize;
+
+use super::fhirpath::{self, Expr, Literal};
+use super::json::Json;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ViewError {
+    #[error("ViewDefinition is not valid: {0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Path(#[from] fhirpath::ParseError),
+    #[error("column {column:?}: {message}")]
+    Column { column: String, message: String },
+    #[error("{0}")]
+    Eval(String),
+}
+
+#[derive(Debug, Deserialize)]
+struct RawView {
+    name: Option<String>,
+    resource: String,
+    #[serde(default)]
+    constant: Vec<serde_json::Map<String, serde_json::Value>>,
+    #[serde(default)]
+    select: Vec<RawSelect>,
+    #[serde(default, rename = "where")]
+    where_: Vec<RawWhere>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawWhere {
+    path: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawSelect {
+    #[serde(default)]
+    column: Vec<RawColumn>,
+    #[serde(default)]
+    select: Vec<RawSelect>,
+    for_each: Option<String>,
+    for_each_or_null: Option<String>,
+    repeat: Option<Vec<String>>,
+    #[serde(default)]
+    union_all: Vec<RawSelect>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawColumn {
+    name: String,
+    path: String,
+    #[serde(rename = "type")]
+    ty: Option<String>,
+    #[serde(default)]
+    collection: bool,
+}
+
+/// An output column: name, FHIR type (if declared) and whether it holds a list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnSpec {
+    pub name: String,
+    pub ty: Option<String>,
+    pub collection: bool,
+}
+
+#[derive(Debug, Clone)]
+pub(super) enum Iterate {
+    Once,
+    ForEach(Expr),
+    ForEachOrNull(Expr),
+    Repeat(Vec<Expr>),
+}
+
+/// A compiled select: columns (as indices into the view's columns) and paths.
+#[derive(Debug, Clone)]
+pub(super) struct Select {
+    pub columns: Vec<(usize, Expr)>,
+    pub iterate: Iterate,
+    pub children: Vec<Select>,
+    pub union_all: Vec<Select>,
+    /// Every column this select and its descendants produce (for null rows).
+    pub all_columns: Vec<usize>,
+}
+
+/// A ViewDefinition ready to run: paths parsed once, constants resolved.
+#[derive(Debug, Clone)]
+pub struct CompiledView {
+    pub name: Option<String>,
+    pub resource: String,
+    pub columns: Vec<ColumnSpec>,
+    pub(super) filters: Vec<Expr>,
+    pub(super) root: Select,
+}
+
+fn constant_literal(
+    entry: &serde_json::Map<String, serde_json::Value>,
+) -> Result<(String, Literal), ViewError> {
+    let name = entry
+        .get("name")
+        .and_then(|n| n.as_str())
+        .ok_or_else(|| ViewError::Invalid("a constant has no name".into()))?;
+    let (key, value) = entry
+        .iter()
+        .find(|(k, _)| k.starts_with("value"))
+        .ok_or_else(|| ViewError::Invalid(format!("constant {name:?} has no value[x]")))?;
+    let bad = || ViewError::Invalid(format!("constant {name:?}: {key} has the wrong JSON type"));
+    let literal = match key.as_str() {
+        "valueBoolean" => Literal::Boolean(value.as_bool().ok_or_else(bad)?),
+        "valueInteger" | "valuePositiveInt" | "valueUnsignedInt" | "valueInteger64" => {
+            Literal::Integer(value.as_i64().ok_or_else(bad)?)
+        }
+        "valueDecimal" => Literal::Decimal(value.as_number().ok_or_else(bad)?.to_string()),
+        "valueDate" => Literal::Date(value.as_str().ok_or_else(bad)?.to_owned()),
+        "valueDateTime" | "valueInstant" => {
+            Literal::DateTime(value.as_str().ok_or_else(bad)?.to_owned())
+        }
+        "valueTime" => Literal::Time(value.as_str().ok_or_else(bad)?.to_owned()),
+        _ => Literal::String(value.as_str().ok_or_else(bad)?.to_owned()),
+    };
+    Ok((name.to_owned(), literal))
+}
+
+struct Compiler {
+    constants: Vec<(String, Literal)>,
+    columns: Vec<ColumnSpec>,
+}
+
+impl Compiler {
+    fn path(&self, text: &str) -> Result<Expr, ViewError> {
+        let expr = fhirpath::parse(text)?;
+        let lookup = |name: &str| {
+            self.constants
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, l)| l.clone())
+        };
+        expr.resolve_constants(&lookup)
+            .map_err(|message| ViewError::Invalid(format!("path {text:?}: {message}")))
+    }
+
+    fn select(&mut self, raw: &RawSelect) -> Result<Select, ViewError> {
+        let kinds = [
+            raw.for_each.is_some(),
+            raw.for_each_or_null.is_some(),
+            raw.repeat.is_some(),
+        ];
+        if kinds.iter().filter(|k| **k).count() > 1 {
+            return Err(ViewError::Invalid(
+                "a select may have only one of forEach, forEachOrNull, repeat".into(),
+            ));
+        }
+        let iterate = if let Some(p) = &raw.for_each {
+            Iterate::ForEach(self.path(p)?)
+        } else if let Some(p) = &raw.for_each_or_null {
+            Iterate::ForEachOrNull(self.path(p)?)
+        } else if let Some(paths) = &raw.repeat {
+            Iterate::Repeat(
+                paths
+                    .iter()
+                    .map(|p| self.path(p))
+                    .collect::<Result<_, _>>()?,
+            )
+        } else {
+            Iterate::Once
+        };
+        let mut columns = Vec::new();
+        for column in &raw.column {
+            if self.columns.iter().any(|c| c.name == column.name) {
+                return Err(ViewError::Invalid(format!(
+                    "column name {:?} is used twice",
+                    column.name
+                )));
+            }
+            if !is_column_name(&column.name) {
+                return Err(ViewError::Invalid(format!(
+                    "column name {:?} must be letters, digits and _ and start with a letter",
+                    column.name
+                )));
+            }
+            self.columns.push(ColumnSpec {
+                name: column.name.clone(),
+                ty: column.ty.clone(),
+                collection: column.collection,
+            });
+            columns.push((self.columns.len() - 1, self.path(&column.path)?));
+        }
+        let children = raw
+            .select
+            .iter()
+            .map(|s| self.select(s))
+            .collect::<Result<Vec<_>, _>>()?;
+        let union_all = self.union_all(&raw.union_all)?;
+        let mut all_columns: Vec<usize> = columns.iter().map(|(i, _)| *i).collect();
+        for s in &children {
+            all_columns.extend(&s.all_columns);
+        }
+        if let Some(first) = union_all.first() {
+            all_columns.extend(&first.all_columns);
+        }
+        Ok(Select {
+            columns,
+            iterate,
+            children,
+            union_all,
+            all_columns,
+        })
+    }
+
+    /// unionAll branches must produce the same column names, in the same
+    /// order. Each branch is compiled from the same starting column list, so
+    /// equal shapes land on the same column indices.
+    fn union_all(&mut self, branches: &[RawSelect]) -> Result<Vec<Select>, ViewError> {
+        let base = self.columns.clone();
+        let mut after_first = None;
+        let mut shape: Vec<String> = Vec::new();
+        let mut compiled = Vec::new();
+        for raw in branches {
+            self.columns = base.clone();
+            compiled.push(self.select(raw)?);
+            let names: Vec<String> = self.columns[base.len()..]
+                .iter()
+                .map(|c| c.name.clone())
+                .collect();
+            match &after_first {
+                None => {
+                    shape = names;
+                    after_first = Some(self.columns.clone());
+                }
+                Some(_) if names != shape => {
+                    return Err(ViewError::Invalid(format!(
+                        "unionAll branches must have the same columns in the same order: {shape:?} vs {names:?}"
+                    )));
+                }
+                Some(_) => {}
+            }
+        }
+        self.columns = after_first.unwrap_or(base);
+        Ok(compiled)
+    }
+}
+
+fn is_column_name(name: &str) -> bool {
+    name.starts_with(|c: char| c.is_ascii_alphabetic())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+impl CompiledView {
+    /// Compiles a ViewDefinition given as JSON text.
+    pub fn parse(text: &str) -> Result<Self, ViewError> {
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| ViewError::Invalid(e.to_string()))?;
+        Self::compile(&value)
+    }
+
+    pub fn compile(view: &serde_json::Value) -> Result<Self, ViewError> {
+        let raw: RawView =
+            serde_json::from_value(view.clone()).map_err(|e| ViewError::Invalid(e.to_string()))?;
+        if !crate::fhir::is_valid_resource_type(&raw.resource) {
+            return Err(ViewError::Invalid(format!(
+                "resource {:?} is not a FHIR resource type",
+                raw.resource
+            )));
+        }
+        let constants = raw
+            .constant
+            .iter()
+            .map(constant_literal)
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut compiler = Compiler {
+            constants,
+            columns: Vec::new(),
+        };
+        let filters = raw
+            .where_
+            .iter()
+            .map(|w| compiler.path(&w.path))
+            .collect::<Result<Vec<_>, _>>()?;
+        let children = raw
+            .select
+            .iter()
+            .map(|s| compiler.select(s))
+            .collect::<Result<Vec<_>, _>>()?;
+        let all_columns = children
+            .iter()
+            .flat_map(|s| s.all_columns.clone())
+            .collect();
+        Ok(Self {
+            name: raw.name,
+            resource: raw.resource,
+            columns: compiler.columns,
+            filters,
+            root: Select {
+                columns: Vec::new(),
+                iterate: Iterate::Once,
+                children,
+                union_all: Vec::new(),
+                all_columns,
+            },
+        })
+    }
+
+    /// Runs the view on one resource given as text.
+    pub fn rows_for_text(&self, text: &str) -> Result<Vec<super::Row>, ViewError> {
+        let json = Json::parse(text).map_err(|e| ViewError::Invalid(e.to_string()))?;
+        self.rows(&json)
+    }
+}

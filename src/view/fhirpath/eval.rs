@@ -1,0 +1,707 @@
+//! Evaluating a FHIRPath AST on a JSON resource. Every expression yields a
+//! collection of [`Item`]s; items borrow from the resource, so navigation
+//! copies nothing.
+
+use std::borrow::Cow;
+
+use super::ast::{BinOp, Expr, Literal};
+use super::boundary;
+use crate::view::json::Json;
+
+/// One value in a FHIRPath collection.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Item<'a> {
+    /// A node of the resource; `ty` is the FHIR type a choice element's name
+    /// gave it (`valueQuantity` → `Quantity`), when known.
+    Node {
+        json: &'a Json,
+        ty: Option<&'a str>,
+    },
+    Bool(bool),
+    Int(i64),
+    /// Decimal as written (keeps precision).
+    Dec(Cow<'a, str>),
+    Str(Cow<'a, str>),
+    Date(Cow<'a, str>),
+    DateTime(Cow<'a, str>),
+    Time(Cow<'a, str>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct EvalError(pub String);
+
+type Coll<'a> = Vec<Item<'a>>;
+type R<T> = Result<T, EvalError>;
+
+fn err<T>(message: impl Into<String>) -> R<T> {
+    Err(EvalError(message.into()))
+}
+
+/// Scalar view of an item, for comparisons.
+#[derive(Debug, PartialEq)]
+enum Scalar<'s> {
+    Bool(bool),
+    Num(f64),
+    Str(&'s str),
+    Other,
+}
+
+impl<'a> Item<'a> {
+    fn scalar(&self) -> Scalar<'_> {
+        match self {
+            Item::Bool(b) => Scalar::Bool(*b),
+            Item::Int(i) => Scalar::Num(*i as f64),
+            Item::Dec(d) => d.parse().map_or(Scalar::Other, Scalar::Num),
+            Item::Str(s) | Item::Date(s) | Item::DateTime(s) | Item::Time(s) => Scalar::Str(s),
+            Item::Node { json, .. } => match json {
+                Json::Bool(b) => Scalar::Bool(*b),
+                Json::Number(n) => n.parse().map_or(Scalar::Other, Scalar::Num),
+                Json::String(s) => Scalar::Str(s),
+                _ => Scalar::Other,
+            },
+        }
+    }
+
+    /// The FHIR type name of the item, as far as it is known.
+    pub fn type_name(&self) -> Cow<'_, str> {
+        match self {
+            Item::Bool(_) => "boolean".into(),
+            Item::Int(_) => "integer".into(),
+            Item::Dec(_) => "decimal".into(),
+            Item::Str(_) => "string".into(),
+            Item::Date(_) => "date".into(),
+            Item::DateTime(_) => "dateTime".into(),
+            Item::Time(_) => "time".into(),
+            Item::Node { ty: Some(ty), .. } => {
+                let mut chars = ty.chars();
+                let first = chars.next().unwrap_or('X');
+                // Choice suffixes capitalise primitives (valueDateTime → dateTime).
+                if is_primitive(&ty.to_ascii_lowercase())
+                    || is_primitive(&format!("{}{}", first.to_ascii_lowercase(), chars.as_str()))
+                {
+                    format!("{}{}", first.to_ascii_lowercase(), &ty[first.len_utf8()..]).into()
+                } else {
+                    (*ty).into()
+                }
+            }
+            Item::Node { json, ty: None } => match json {
+                Json::Bool(_) => "boolean".into(),
+                Json::Number(n) if !n.contains(['.', 'e', 'E']) => "integer".into(),
+                Json::Number(_) => "decimal".into(),
+                Json::String(_) => "string".into(),
+                Json::Object(_) => json
+                    .get("resourceType")
+                    .and_then(Json::as_str)
+                    .unwrap_or("Element")
+                    .into(),
+                _ => "Element".into(),
+            },
+        }
+    }
+
+    /// Converts to a JSON value for output.
+    pub fn to_serde(&self) -> serde_json::Value {
+        match self {
+            Item::Bool(b) => (*b).into(),
+            Item::Int(i) => (*i).into(),
+            Item::Dec(d) => crate::view::json::number_to_serde(d),
+            Item::Str(s) | Item::Date(s) | Item::DateTime(s) | Item::Time(s) => s.as_ref().into(),
+            Item::Node { json, .. } => json.to_serde(),
+        }
+    }
+}
+
+const PRIMITIVES: &[&str] = &[
+    "base64Binary",
+    "boolean",
+    "canonical",
+    "code",
+    "date",
+    "dateTime",
+    "decimal",
+    "id",
+    "instant",
+    "integer",
+    "integer64",
+    "markdown",
+    "oid",
+    "positiveInt",
+    "string",
+    "time",
+    "unsignedInt",
+    "uri",
+    "url",
+    "uuid",
+    "xhtml",
+];
+
+fn is_primitive(name: &str) -> bool {
+    PRIMITIVES.iter().any(|p| p.eq_ignore_ascii_case(name))
+}
+
+/// Whether `item` is of FHIR type `wanted` (FHIR. / System. prefixes ignored).
+fn is_type(item: &Item<'_>, wanted: &str) -> bool {
+    let actual = item.type_name();
+    if actual.eq_ignore_ascii_case(wanted) {
+        return true;
+    }
+    // Untyped JSON strings can hold any string-based primitive.
+    let untyped_string = matches!(
+        item,
+        Item::Node {
+            json: Json::String(_),
+            ty: None
+        }
+    );
+    let string_based = [
+        "code",
+        "id",
+        "uri",
+        "url",
+        "canonical",
+        "oid",
+        "uuid",
+        "markdown",
+        "base64Binary",
+        "date",
+        "dateTime",
+        "instant",
+        "time",
+    ];
+    untyped_string && string_based.iter().any(|t| t.eq_ignore_ascii_case(wanted))
+        || matches!(
+            item,
+            Item::Node {
+                json: Json::Number(_),
+                ty: None
+            }
+        ) && ["positiveInt", "unsignedInt", "decimal"]
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case(wanted))
+}
+
+/// Evaluation context: the resource (for `getResourceKey` at the root) and
+/// the current forEach/repeat index (`%rowIndex`).
+#[derive(Debug, Clone, Copy)]
+pub struct Ctx {
+    pub row_index: i64,
+}
+
+/// Evaluates `expr` with `focus` as `$this`.
+pub fn evaluate<'a>(expr: &Expr, focus: &[Item<'a>], row_index: i64) -> R<Coll<'a>> {
+    eval(expr, focus, Ctx { row_index }, None)
+}
+
+/// Boolean value of a collection in a boolean context: empty → None,
+/// a single boolean → it, any other single item → true, more → error.
+pub fn singleton_bool(items: &[Item<'_>]) -> R<Option<bool>> {
+    match items {
+        [] => Ok(None),
+        [item] => Ok(Some(match item.scalar() {
+            Scalar::Bool(b) => b,
+            _ => true,
+        })),
+        _ => err(format!(
+            "expected a single boolean, got {} items",
+            items.len()
+        )),
+    }
+}
+
+fn member<'a>(item: &Item<'a>, name: &str, out: &mut Coll<'a>) {
+    let Item::Node {
+        json: json @ Json::Object(members),
+        ..
+    } = item
+    else {
+        return;
+    };
+    // A path may start with the resource type: `Patient.name`.
+    if name.starts_with(|c: char| c.is_ascii_uppercase())
+        && json.get("resourceType").and_then(Json::as_str) == Some(name)
+    {
+        out.push(item.clone());
+        return;
+    }
+    let push = |value: &'a Json, ty: Option<&'a str>, out: &mut Coll<'a>| match value {
+        Json::Array(items) => out.extend(
+            items
+                .iter()
+                .filter(|j| **j != Json::Null)
+                .map(|json| Item::Node { json, ty }),
+        ),
+        Json::Null => {}
+        json => out.push(Item::Node { json, ty }),
+    };
+    if let Some((_, value)) = members.iter().find(|(k, _)| &**k == name) {
+        push(value, None, out);
+        return;
+    }
+    // Choice element: `value` matches `valueQuantity`, typed Quantity.
+    for (key, value) in members {
+        if let Some(suffix) = key.strip_prefix(name)
+            && suffix.starts_with(|c: char| c.is_ascii_uppercase())
+        {
+            push(value, Some(suffix), out);
+        }
+    }
+}
+
+fn eval<'a>(expr: &Expr, focus: &[Item<'a>], ctx: Ctx, index: Option<i64>) -> R<Coll<'a>> {
+    match expr {
+        Expr::This => Ok(focus.to_vec()),
+        Expr::IndexVar => Ok(index.map(Item::Int).into_iter().collect()),
+        Expr::RowIndex => Ok(vec![Item::Int(ctx.row_index)]),
+        Expr::Constant(name) => err(format!("unresolved constant %{name}")),
+        Expr::TypeName(name) => err(format!("type name {name} used as a value")),
+        Expr::Literal(lit) => Ok(literal(lit)),
+        Expr::Member(base, name) => {
+            let base = eval(base, focus, ctx, index)?;
+            let mut out = Vec::new();
+            for item in &base {
+                member(item, name, &mut out);
+            }
+            Ok(out)
+        }
+        Expr::Index(base, i) => {
+            let base = eval(base, focus, ctx, index)?;
+            let i = eval(i, focus, ctx, index)?;
+            match i.as_slice() {
+                [] => Ok(vec![]),
+                [Item::Int(n)] if *n >= 0 => {
+                    Ok(base.get(*n as usize).cloned().into_iter().collect())
+                }
+                [Item::Int(_)] => Ok(vec![]),
+                _ => err("an indexer must be a single integer"),
+            }
+        }
+        Expr::Negate(inner) => {
+            let v = eval(inner, focus, ctx, index)?;
+            match v.as_slice() {
+                [] => Ok(vec![]),
+                [Item::Int(i)] => Ok(vec![Item::Int(-i)]),
+                [item] => match item.scalar() {
+                    Scalar::Num(n) => Ok(vec![decimal(-n)]),
+                    _ => err("unary minus needs a number"),
+                },
+                _ => err("unary minus needs a single value"),
+            }
+        }
+        Expr::Binary(op, a, b) => binary(*op, a, b, focus, ctx, index),
+        Expr::Call(base, name, args) => {
+            let base = eval(base, focus, ctx, index)?;
+            call(name, base, args, ctx)
+        }
+    }
+}
+
+fn literal<'a>(lit: &Literal) -> Coll<'a> {
+    match lit {
+        Literal::Empty => vec![],
+        Literal::Boolean(b) => vec![Item::Bool(*b)],
+        Literal::Integer(i) => vec![Item::Int(*i)],
+        Literal::Decimal(d) => vec![Item::Dec(Cow::Owned(d.clone()))],
+        Literal::String(s) => vec![Item::Str(Cow::Owned(s.clone()))],
+        Literal::Date(s) => vec![Item::Date(Cow::Owned(s.clone()))],
+        Literal::DateTime(s) => vec![Item::DateTime(Cow::Owned(s.clone()))],
+        Literal::Time(s) => vec![Item::Time(Cow::Owned(s.clone()))],
+    }
+}
+
+fn decimal<'a>(n: f64) -> Item<'a> {
+    if n.fract() == 0.0 && n.abs() < 1e15 {
+        Item::Dec(Cow::Owned(format!("{n:.1}")))
+    } else {
+        Item::Dec(Cow::Owned(n.to_string()))
+    }
+}
+
+fn items_equal(a: &Item<'_>, b: &Item<'_>) -> bool {
+    match (a.scalar(), b.scalar()) {
+        (Scalar::Other, Scalar::Other) => match (a, b) {
+            (Item::Node { json: x, .. }, Item::Node { json: y, .. }) => x == y,
+            _ => false,
+        },
+        (x, y) => x == y,
+    }
+}
+
+fn collections_equal(a: &[Item<'_>], b: &[Item<'_>]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| items_equal(x, y))
+}
+
+fn binary<'a>(
+    op: BinOp,
+    a: &Expr,
+    b: &Expr,
+    focus: &[Item<'a>],
+    ctx: Ctx,
+    index: Option<i64>,
+) -> R<Coll<'a>> {
+    if matches!(op, BinOp::Is | BinOp::As) {
+        let Expr::TypeName(ty) = b else {
+            return err("is/as need a type name");
+        };
+        let left = eval(a, focus, ctx, index)?;
+        return Ok(match (op, left.as_slice()) {
+            (_, []) => vec![],
+            (BinOp::Is, [item]) => vec![Item::Bool(is_type(item, ty))],
+            (BinOp::As, [item]) => {
+                if is_type(item, ty) {
+                    vec![item.clone()]
+                } else {
+                    vec![]
+                }
+            }
+            _ => return err("is/as need a single value"),
+        });
+    }
+    let left = eval(a, focus, ctx, index)?;
+    let right = eval(b, focus, ctx, index)?;
+    let logic = |v: &Coll<'a>| singleton_bool(v);
+    let out = |b: Option<bool>| b.map(Item::Bool).into_iter().collect::<Coll<'a>>();
+    Ok(match op {
+        BinOp::And => out(match (logic(&left)?, logic(&right)?) {
+            (Some(false), _) | (_, Some(false)) => Some(false),
+            (Some(true), Some(true)) => Some(true),
+            _ => None,
+        }),
+        BinOp::Or => out(match (logic(&left)?, logic(&right)?) {
+            (Some(true), _) | (_, Some(true)) => Some(true),
+            (Some(false), Some(false)) => Some(false),
+            _ => None,
+        }),
+        BinOp::Xor => out(match (logic(&left)?, logic(&right)?) {
+            (Some(x), Some(y)) => Some(x != y),
+            _ => None,
+        }),
+        BinOp::Implies => out(match (logic(&left)?, logic(&right)?) {
+            (Some(false), _) | (_, Some(true)) => Some(true),
+            (Some(true), Some(false)) => Some(false),
+            _ => None,
+        }),
+        BinOp::Eq | BinOp::Equiv | BinOp::Ne | BinOp::NotEquiv => {
+            if (left.is_empty() || right.is_empty()) && matches!(op, BinOp::Eq | BinOp::Ne) {
+                return Ok(vec![]);
+            }
+            let equal = collections_equal(&left, &right);
+            vec![Item::Bool(if matches!(op, BinOp::Eq | BinOp::Equiv) {
+                equal
+            } else {
+                !equal
+            })]
+        }
+        BinOp::Lt | BinOp::Gt | BinOp::Le | BinOp::Ge => {
+            match (left.as_slice(), right.as_slice()) {
+                ([], _) | (_, []) => vec![],
+                ([x], [y]) => {
+                    let ordering = match (x.scalar(), y.scalar()) {
+                        (Scalar::Num(p), Scalar::Num(q)) => p.partial_cmp(&q),
+                        (Scalar::Str(p), Scalar::Str(q)) => Some(p.cmp(q)),
+                        _ => return err("cannot compare these values"),
+                    };
+                    let Some(o) = ordering else { return Ok(vec![]) };
+                    vec![Item::Bool(match op {
+                        BinOp::Lt => o.is_lt(),
+                        BinOp::Gt => o.is_gt(),
+                        BinOp::Le => o.is_le(),
+                        _ => o.is_ge(),
+                    })]
+                }
+                _ => return err("comparison needs single values"),
+            }
+        }
+        BinOp::Union => {
+            let mut all: Coll<'a> = Vec::new();
+            for item in left.into_iter().chain(right) {
+                if !all.iter().any(|seen| items_equal(seen, &item)) {
+                    all.push(item);
+                }
+            }
+            all
+        }
+        BinOp::In | BinOp::Contains => {
+            let (needle, hay) = if op == BinOp::In {
+                (left, right)
+            } else {
+                (right, left)
+            };
+            match needle.as_slice() {
+                [] => vec![],
+                [n] => vec![Item::Bool(hay.iter().any(|h| items_equal(h, n)))],
+                _ => return err("membership needs a single value"),
+            }
+        }
+        BinOp::Concat => {
+            let text = |c: &Coll<'a>| -> R<String> {
+                match c.as_slice() {
+                    [] => Ok(String::new()),
+                    [item] => match item.scalar() {
+                        Scalar::Str(s) => Ok(s.to_owned()),
+                        _ => err("& needs strings"),
+                    },
+                    _ => err("& needs single values"),
+                }
+            };
+            vec![Item::Str(Cow::Owned(text(&left)? + &text(&right)?))]
+        }
+        BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::IntDiv | BinOp::Mod => {
+            arithmetic(op, &left, &right)?
+        }
+        BinOp::Is | BinOp::As => unreachable!("handled above"),
+    })
+}
+
+fn arithmetic<'a>(op: BinOp, left: &[Item<'a>], right: &[Item<'a>]) -> R<Coll<'a>> {
+    let (x, y) = match (left, right) {
+        ([], _) | (_, []) => return Ok(vec![]),
+        ([x], [y]) => (x, y),
+        _ => return err("arithmetic needs single values"),
+    };
+    if let (BinOp::Add, Scalar::Str(p), Scalar::Str(q)) = (op, x.scalar(), y.scalar()) {
+        return Ok(vec![Item::Str(Cow::Owned(format!("{p}{q}")))]);
+    }
+    let int = |i: &Item<'_>| match i {
+        Item::Int(v) => Some(*v),
+        Item::Node {
+            json: Json::Number(n),
+            ..
+        } => n.parse().ok(),
+        _ => None,
+    };
+    if let (Some(p), Some(q)) = (int(x), int(y)) {
+        return Ok(match op {
+            BinOp::Add => p.checked_add(q).map(Item::Int),
+            BinOp::Sub => p.checked_sub(q).map(Item::Int),
+            BinOp::Mul => p.checked_mul(q).map(Item::Int),
+            BinOp::Div => (q != 0).then(|| decimal(p as f64 / q as f64)),
+            BinOp::IntDiv => p.checked_div(q).map(Item::Int),
+            _ => p.checked_rem(q).map(Item::Int),
+        }
+        .into_iter()
+        .collect());
+    }
+    let (Scalar::Num(p), Scalar::Num(q)) = (x.scalar(), y.scalar()) else {
+        return err("arithmetic needs numbers");
+    };
+    Ok(match op {
+        BinOp::Add => vec![decimal(p + q)],
+        BinOp::Sub => vec![decimal(p - q)],
+        BinOp::Mul => vec![decimal(p * q)],
+        BinOp::Div if q != 0.0 => vec![decimal(p / q)],
+        BinOp::IntDiv if q != 0.0 => vec![Item::Int((p / q).trunc() as i64)],
+        BinOp::Mod if q != 0.0 => vec![decimal(p % q)],
+        _ => vec![],
+    })
+}
+
+fn type_arg(args: &[Expr], function: &str) -> R<String> {
+    match args {
+        [Expr::Member(base, name)] if **base == Expr::This => Ok(name.clone()),
+        [Expr::TypeName(name)] => Ok(name.clone()),
+        [Expr::Member(base, name)] => match &**base {
+            Expr::Member(root, _) if **root == Expr::This => Ok(name.clone()), // FHIR.Patient
+            _ => err(format!("{function}() needs a type name")),
+        },
+        _ => err(format!("{function}() needs a type name")),
+    }
+}
+
+fn call<'a>(name: &str, base: Coll<'a>, args: &[Expr], ctx: Ctx) -> R<Coll<'a>> {
+    let arity = |n: usize| -> R<()> {
+        if args.len() == n {
+            Ok(())
+        } else {
+            err(format!(
+                "{name}() takes {n} argument(s), got {}",
+                args.len()
+            ))
+        }
+    };
+    Ok(match name {
+        "where" => {
+            arity(1)?;
+            let mut out = Vec::new();
+            for (i, item) in base.into_iter().enumerate() {
+                let keep = eval(&args[0], std::slice::from_ref(&item), ctx, Some(i as i64))?;
+                if singleton_bool(&keep)? == Some(true) {
+                    out.push(item);
+                }
+            }
+            out
+        }
+        "select" => {
+            arity(1)?;
+            let mut out = Vec::new();
+            for (i, item) in base.iter().enumerate() {
+                out.extend(eval(
+                    &args[0],
+                    std::slice::from_ref(item),
+                    ctx,
+                    Some(i as i64),
+                )?);
+            }
+            out
+        }
+        "exists" => {
+            if args.is_empty() {
+                vec![Item::Bool(!base.is_empty())]
+            } else {
+                vec![Item::Bool(!call("where", base, args, ctx)?.is_empty())]
+            }
+        }
+        "empty" => {
+            arity(0)?;
+            vec![Item::Bool(base.is_empty())]
+        }
+        "count" => {
+            arity(0)?;
+            vec![Item::Int(base.len() as i64)]
+        }
+        "first" => {
+            arity(0)?;
+            base.into_iter().take(1).collect()
+        }
+        "last" => {
+            arity(0)?;
+            base.into_iter().last().into_iter().collect()
+        }
+        "not" => {
+            arity(0)?;
+            singleton_bool(&base)?
+                .map(|b| Item::Bool(!b))
+                .into_iter()
+                .collect()
+        }
+        "hasValue" => {
+            arity(0)?;
+            vec![Item::Bool(
+                matches!(base.as_slice(), [item] if !matches!(item.scalar(), Scalar::Other)),
+            )]
+        }
+        "ofType" => {
+            arity(1)?;
+            let ty = type_arg(args, name)?;
+            base.into_iter().filter(|item| is_type(item, &ty)).collect()
+        }
+        "extension" => {
+            arity(1)?;
+            let url = match eval(&args[0], &[], ctx, None)?.as_slice() {
+                [item] => match item.scalar() {
+                    Scalar::Str(s) => s.to_owned(),
+                    _ => return err("extension() needs a url string"),
+                },
+                _ => return err("extension() needs a url string"),
+            };
+            let mut out = Vec::new();
+            for item in &base {
+                let mut extensions = Vec::new();
+                member(item, "extension", &mut extensions);
+                out.extend(extensions.into_iter().filter(|e| match e {
+                    Item::Node { json, .. } => {
+                        json.get("url").and_then(Json::as_str) == Some(url.as_str())
+                    }
+                    _ => false,
+                }));
+            }
+            out
+        }
+        "join" => {
+            let separator = match args {
+                [] => String::new(),
+                [sep] => match eval(sep, &[], ctx, None)?.as_slice() {
+                    [item] => match item.scalar() {
+                        Scalar::Str(s) => s.to_owned(),
+                        _ => return err("join() needs a string separator"),
+                    },
+                    _ => return err("join() needs a string separator"),
+                },
+                _ => return err("join() takes at most one argument"),
+            };
+            if base.is_empty() {
+                return Ok(vec![]);
+            }
+            let mut parts = Vec::with_capacity(base.len());
+            for item in &base {
+                match item.scalar() {
+                    Scalar::Str(s) => parts.push(s.to_owned()),
+                    _ => return err("join() needs strings"),
+                }
+            }
+            vec![Item::Str(Cow::Owned(parts.join(&separator)))]
+        }
+        "getResourceKey" => {
+            arity(0)?;
+            base.iter()
+                .filter_map(|item| match item {
+                    Item::Node { json, .. } => json
+                        .get("id")
+                        .and_then(Json::as_str)
+                        .map(|id| Item::Str(Cow::Borrowed(id))),
+                    _ => None,
+                })
+                .collect()
+        }
+        "getReferenceKey" => {
+            let wanted = if args.is_empty() {
+                None
+            } else {
+                Some(type_arg(args, name)?)
+            };
+            base.iter()
+                .filter_map(|item| {
+                    let Item::Node { json, .. } = item else {
+                        return None;
+                    };
+                    let reference = json.get("reference")?.as_str()?;
+                    let (ty, id) = reference_parts(reference)?;
+                    if wanted.as_deref().is_some_and(|w| w != ty) {
+                        return None;
+                    }
+                    Some(Item::Str(Cow::Borrowed(id)))
+                })
+                .collect()
+        }
+        "lowBoundary" | "highBoundary" => {
+            arity(0)?;
+            let high = name == "highBoundary";
+            let mut out = Vec::new();
+            for item in &base {
+                if let Some(b) = boundary::of(item, high) {
+                    out.push(b);
+                }
+            }
+            out
+        }
+        "toString" => {
+            arity(0)?;
+            base.iter()
+                .filter_map(|item| match item.scalar() {
+                    Scalar::Str(s) => Some(s.to_owned()),
+                    Scalar::Bool(b) => Some(b.to_string()),
+                    Scalar::Num(_) => Some(match item {
+                        Item::Node {
+                            json: Json::Number(n),
+                            ..
+                        } => n.to_string(),
+                        Item::Dec(d) => d.to_string(),
+                        Item::Int(i) => i.to_string(),
+                        _ => return None,
+                    }),
+                    Scalar::Other => None,
+                })
+                .map(|s| Item::Str(Cow::Owned(s)))
+                .collect()
+        }
+        other => return err(format!("unsupported function {other}()")),
+    })
+}
+
+/// `Type/id` (also absolute URLs ending in `Type/id`, and `Type/id/_history/v`).
+fn reference_parts(reference: &str) -> Option<(&str, &str)> {
+    let path = reference.split("/_history/").next()?;
+    let (rest, id) = path.rsplit_once('/')?;
+    let ty = rest.rsplit('/').next()?;
+    (!id.is_empty() && ty.starts_with(|c: char| c.is_ascii_uppercase())).then_some((ty, id))
+}

@@ -1,0 +1,15 @@
+//! The FHIRPath subset SQL-on-FHIR v2 requires: paths, indexers, `where`,
+//! `exists`, `empty`, `first`, `last`, `count`, `not`, `ofType`,
+//! `extension`, `join`, `getResourceKey`, `getReferenceKey`,
+//! `lowBoundary`/`highBoundary`, boolean logic, comparison, arithmetic,
+//! `%constants` and `%rowIndex`. Parsed once ([`parse`]), evaluated per
+//! resource ([`evaluate`]).
+
+mod ast;
+mod boundary;
+mod eval;
+mod parse;
+
+pub use ast::{BinOp, Expr, Literal};
+pub use eval::{EvalError, Item, evaluate, singleton_bool};
+pub use parse::{ParseError, parse};

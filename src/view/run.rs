@@ -1,0 +1,161 @@
+//! Running a compiled view on one resource: the select tree becomes rows.
+//!
+//! A select's rows are the cross product of its own columns, each nested
+//! select's rows and the concatenated rows of its unionAll branches, for each
+//! item its forEach / forEachOrNull / repeat yields.
+
+use super::definition::{CompiledView, Iterate, Select, ViewError};
+use super::fhirpath::{Item, evaluate, singleton_bool};
+use super::json::Json;
+
+/// One output row: a value per view column (JSON null when absent).
+pub type Row = Vec<serde_json::Value>;
+
+type Partial = Vec<(usize, serde_json::Value)>;
+
+impl CompiledView {
+    /// The rows `resource` contributes (none if it is another type or a
+    /// `where` filter rejects it).
+    pub fn rows(&self, resource: &Json) -> Result<Vec<Row>, ViewError> {
+        if resource.get("resourceType").and_then(Json::as_str) != Some(self.resource.as_str()) {
+            return Ok(Vec::new());
+        }
+        let focus = [Item::Node {
+            json: resource,
+            ty: None,
+        }];
+        for filter in &self.filters {
+            let result = evaluate(filter, &focus, 0).map_err(|e| ViewError::Eval(e.0))?;
+            match singleton_bool(&result).map_err(|e| ViewError::Eval(format!("where: {}", e.0)))? {
+                Some(true) => {}
+                _ => return Ok(Vec::new()),
+            }
+        }
+        let partials = self.select_rows(&self.root, &focus[0], 0)?;
+        Ok(partials
+            .into_iter()
+            .map(|partial| {
+                let mut row = vec![serde_json::Value::Null; self.columns.len()];
+                for (i, value) in partial {
+                    row[i] = value;
+                }
+                row
+            })
+            .collect())
+    }
+
+    fn select_rows<'a>(
+        &self,
+        select: &Select,
+        focus: &Item<'a>,
+        row_index: i64,
+    ) -> Result<Vec<Partial>, ViewError> {
+        let eval = |expr, row_index| {
+            evaluate(expr, std::slice::from_ref(focus), row_index).map_err(|e| ViewError::Eval(e.0))
+        };
+        let foci: Vec<(Item<'a>, i64)> = match &select.iterate {
+            Iterate::Once => vec![(focus.clone(), row_index)],
+            Iterate::ForEach(path) => eval(path, row_index)?.into_iter().zip(0..).collect(),
+            Iterate::ForEachOrNull(path) => {
+                let items = eval(path, row_index)?;
+                if items.is_empty() {
+                    return Ok(vec![
+                        select
+                            .all_columns
+                            .iter()
+                            .map(|&i| (i, serde_json::Value::Null))
+                            .collect(),
+                    ]);
+                }
+                items.into_iter().zip(0..).collect()
+            }
+            Iterate::Repeat(paths) => {
+                let mut out = Vec::new();
+                repeat(paths, focus, &mut out)?;
+                out.into_iter().zip(0..).collect()
+            }
+        };
+        let mut rows = Vec::new();
+        for (item, index) in &foci {
+            let mut base: Vec<Partial> = vec![self.columns_of(select, item, *index)?];
+            for child in &select.children {
+                base = product(base, self.select_rows(child, item, *index)?);
+            }
+            if !select.union_all.is_empty() {
+                let mut union = Vec::new();
+                for branch in &select.union_all {
+                    union.extend(self.select_rows(branch, item, *index)?);
+                }
+                base = product(base, union);
+            }
+            rows.extend(base);
+        }
+        Ok(rows)
+    }
+
+    fn columns_of(
+        &self,
+        select: &Select,
+        focus: &Item<'_>,
+        row_index: i64,
+    ) -> Result<Partial, ViewError> {
+        let mut partial = Vec::with_capacity(select.columns.len());
+        for (index, expr) in &select.columns {
+            let spec = &self.columns[*index];
+            let items = evaluate(expr, std::slice::from_ref(focus), row_index).map_err(|e| {
+                ViewError::Column {
+                    column: spec.name.clone(),
+                    message: e.0,
+                }
+            })?;
+            let value = if spec.collection {
+                serde_json::Value::Array(items.iter().map(Item::to_serde).collect())
+            } else {
+                match items.as_slice() {
+                    [] => serde_json::Value::Null,
+                    [item] => item.to_serde(),
+                    _ => {
+                        return Err(ViewError::Column {
+                            column: spec.name.clone(),
+                            message: format!(
+                                "the path gave {} values; set \"collection\": true to keep a list",
+                                items.len()
+                            ),
+                        });
+                    }
+                }
+            };
+            partial.push((*index, value));
+        }
+        Ok(partial)
+    }
+}
+
+/// Pre-order walk: each node, then (per path, in order) its descendants.
+fn repeat<'a>(
+    paths: &[super::fhirpath::Expr],
+    focus: &Item<'a>,
+    out: &mut Vec<Item<'a>>,
+) -> Result<(), ViewError> {
+    for path in paths {
+        for child in
+            evaluate(path, std::slice::from_ref(focus), 0).map_err(|e| ViewError::Eval(e.0))?
+        {
+            out.push(child.clone());
+            repeat(paths, &child, out)?;
+        }
+    }
+    Ok(())
+}
+
+fn product(left: Vec<Partial>, right: Vec<Partial>) -> Vec<Partial> {
+    let mut out = Vec::with_capacity(left.len() * right.len());
+    for l in &left {
+        for r in &right {
+            let mut row = l.clone();
+            row.extend(r.iter().cloned());
+            out.push(row);
+        }
+    }
+    out
+}
