@@ -3,6 +3,7 @@
 
 mod progress;
 mod summary;
+mod view;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -33,6 +34,9 @@ enum Command {
     /// Load Bulk Data NDJSON files or directories into the lake.
     #[command(after_help = EXIT_CODES)]
     Load(LoadArgs),
+    /// SQL-on-FHIR ViewDefinitions: run one over resources to see its rows.
+    #[command(subcommand)]
+    View(view::ViewCommand),
     /// Compact small files of every table (or --table) with Delta OPTIMIZE.
     Optimize(OptimizeArgs),
     /// Delete data files no longer referenced by recent table versions (Delta VACUUM).
@@ -134,6 +138,22 @@ fn parse_as_of(text: &str) -> Result<DateTime<Utc>> {
         })
 }
 
+/// The error and its causes, skipping a cause whose text the message already
+/// holds (many errors embed their source in their own message).
+fn error_chain(error: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            if !message.is_empty() {
+                message.push_str(": ");
+            }
+            message.push_str(&text);
+        }
+    }
+    message
+}
+
 pub fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -145,6 +165,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Load(args) => run_load(args),
+        Command::View(command) => view::run(command).map(|()| ExitCode::SUCCESS),
         Command::Optimize(args) => run_optimize(args),
         Command::Vacuum(args) => run_vacuum(args),
         Command::Bench(args) => crate::bench::run(args).map(|()| ExitCode::SUCCESS),
@@ -152,8 +173,7 @@ pub fn main() -> ExitCode {
     match outcome {
         Ok(code) => code,
         Err(error) => {
-            // Our error messages already carry their causes; `{:#}` would repeat them.
-            eprintln!("fhirlake: error: {error}");
+            eprintln!("fhirlake: error: {}", error_chain(&error));
             ExitCode::from(2)
         }
     }

@@ -118,7 +118,19 @@ pub async fn vacuum(
         .with_enforce_retention_duration(!allow_short_retention)
         .with_dry_run(dry_run)
         .await
-        .map_err(LakeError::delta(name))?;
+        .map_err(|source| {
+            if source.to_string().contains("minimum retention") {
+                LakeError::Location {
+                    uri: lake.table_url(name).to_string(),
+                    reason: format!(
+                        "--retain {retain_hours} is under the table's minimum retention ({source}); \
+                         pass --allow-short-retention if no reader needs older versions and no load is running"
+                    ),
+                }
+            } else {
+                LakeError::delta(name)(source)
+            }
+        })?;
     Ok(VacuumReport {
         table: name.to_owned(),
         dry_run,

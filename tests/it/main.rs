@@ -4,3 +4,4 @@ mod common;
 mod load;
 mod s3;
 mod sof;
+mod views;

@@ -699,7 +699,11 @@ fn call<'a>(name: &str, base: Coll<'a>, args: &[Expr], ctx: Ctx) -> R<Coll<'a>> 
 }
 
 /// `Type/id` (also absolute URLs ending in `Type/id`, and `Type/id/_history/v`).
+/// Conditional references (`Type?identifier=…`) and contained ones (`#x`) have no key.
 fn reference_parts(reference: &str) -> Option<(&str, &str)> {
+    if reference.contains('?') || reference.starts_with('#') {
+        return None;
+    }
     let path = reference.split("/_history/").next()?;
     let (rest, id) = path.rsplit_once('/')?;
     let ty = rest.rsplit('/').next()?;
