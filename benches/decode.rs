@@ -56,6 +56,7 @@ fn decode_and_build(chunks: &[Chunk]) -> usize {
                                 resource,
                                 source: "bench",
                                 line: line.line,
+                                view_row: line.view_row.as_ref(),
                             },
                             &lineage,
                         );

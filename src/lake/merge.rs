@@ -81,6 +81,7 @@ async fn merge_once(
         .merge(newest, "target.id = source.id")
         .with_source_alias("source")
         .with_target_alias("target")
+        .with_merge_schema(true)
         .when_matched_update(|update| {
             names.iter().fold(
                 update.predicate("source.meta_last_updated > target.meta_last_updated"),

@@ -9,7 +9,7 @@ use deltalake::parquet::basic::Compression;
 use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use deltalake::parquet::schema::types::ColumnPath;
 use deltalake::protocol::SaveMode;
-use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use deltalake::writer::{DeltaWriter, RecordBatchWriter, WriteMode};
 use deltalake::{DeltaTable, DeltaTableError};
 
 use super::{Lake, LakeError};
@@ -122,8 +122,9 @@ impl TableSink {
     /// Writes a batch to (uncommitted) parquet files.
     pub async fn write(&mut self, batch: RecordBatch) -> Result<(), LakeError> {
         self.rows_written += batch.num_rows() as u64;
+        // MergeSchema: a view that gained columns widens the table (old rows read null).
         self.writer
-            .write(batch)
+            .write_with_mode(batch, WriteMode::MergeSchema)
             .await
             .map_err(LakeError::delta(&self.name))
     }

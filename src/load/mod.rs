@@ -36,13 +36,14 @@ pub use rows::{Lineage, QuarantineRow, QuarantineRows, ResourceRow, ResourceRows
 use crate::fhir;
 use crate::lake::{
     KeyIndex, KeyState, Lake, LakeError, LoadMode, QUARANTINE_TABLE, TableSink, merge_updates,
-    quarantine_schema, read_key_index, resource_schema,
+    quarantine_schema, read_key_index,
 };
 use crate::ledger::{
     self, AccountingError, CommitRecord, InputRecord, InputStatus, JobManifest, LoadedMarker,
     RowCounts, StandIn, TableRecord,
 };
 use crate::ndjson::{HashingReader, InputFile, LineKind, RejectReason};
+use crate::view::{CompiledView, ViewSet};
 
 /// What to load and how. Built with `with_*` setters; [`LoadPlan::new`] has the defaults.
 #[derive(Debug, Clone)]
@@ -57,6 +58,8 @@ pub struct LoadPlan {
     pub batch_rows: usize,
     /// Buffered updated rows per table before they are MERGEd mid-job.
     pub update_flush_bytes: usize,
+    /// Views whose columns the per-type tables get (default: `schemas/`).
+    pub views: Arc<ViewSet>,
 }
 
 impl LoadPlan {
@@ -69,7 +72,13 @@ impl LoadPlan {
             chunk_bytes: 4 << 20,
             batch_rows: 16 * 1024,
             update_flush_bytes: 256 << 20,
+            views: Arc::new(ViewSet::defaults()),
         }
+    }
+
+    pub fn with_views(mut self, views: ViewSet) -> Self {
+        self.views = Arc::new(views);
+        self
     }
 
     pub fn with_mode(mut self, mode: LoadMode) -> Self {
@@ -185,14 +194,19 @@ struct TableState {
 }
 
 impl TableState {
-    async fn open(lake: &Lake, name: &str, mode: LoadMode) -> Result<Self, LoadError> {
-        let schema = resource_schema();
+    async fn open(
+        lake: &Lake,
+        name: &str,
+        mode: LoadMode,
+        view: Option<Arc<CompiledView>>,
+    ) -> Result<Self, LoadError> {
+        let schema = rows::table_schema(view.as_deref());
         let sink = TableSink::open(lake, name, &schema).await?;
         let index = read_key_index(sink.table(), name, mode).await?;
         Ok(Self {
             name: name.to_owned(),
-            inserts: ResourceRows::new(schema.clone()),
-            updates: ResourceRows::new(schema.clone()),
+            inserts: ResourceRows::with_view(schema.clone(), view.clone()),
+            updates: ResourceRows::with_view(schema.clone(), view),
             schema,
             sink: Some(sink),
             index,
@@ -594,7 +608,13 @@ async fn load_file(
         Some(p) => Arc::new(move |n| p(Progress::Bytes(n))),
         None => Arc::new(|_| {}),
     };
-    let mut pieces = pipeline::start(file, plan.chunk_bytes, clock.clone(), byte_progress);
+    let mut pieces = pipeline::start(
+        file,
+        plan.chunk_bytes,
+        plan.views.clone(),
+        clock.clone(),
+        byte_progress,
+    );
 
     let mut record = InputRecord::new(source.clone(), InputStatus::Loaded, String::new(), 0);
     let mut rejects: Vec<PendingReject> = Vec::new();
@@ -658,7 +678,8 @@ async fn load_file(
             }
             let name = &table_of_type.1;
             if !tables.contains_key(name) {
-                let state = TableState::open(lake, name, plan.mode).await?;
+                let view = plan.views.for_type(&keys.resource_type).cloned();
+                let state = TableState::open(lake, name, plan.mode, view).await?;
                 tables.insert(name.clone(), state);
             }
             let state = tables.get_mut(name).expect("opened above");
@@ -674,6 +695,7 @@ async fn load_file(
                 resource,
                 source: &source,
                 line: line.line,
+                view_row: line.view_row.as_ref(),
             };
             match state.index.classify(&keys.id, last_updated) {
                 KeyState::New => {
@@ -722,9 +744,13 @@ async fn load_file(
                 reason: &reason,
                 resource_type: match &reject.reason {
                     RejectReason::TypeMismatch { found, .. } => Some(found),
+                    RejectReason::View { resource_type, .. } => Some(resource_type),
                     _ => None,
                 },
-                resource_id: None,
+                resource_id: match &reject.reason {
+                    RejectReason::View { id, .. } => Some(id),
+                    _ => None,
+                },
                 raw: &reject.raw,
             },
             lineage,

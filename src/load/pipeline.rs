@@ -17,6 +17,7 @@ use rayon::prelude::*;
 use tokio::sync::mpsc as async_mpsc;
 
 use crate::ndjson::{Chunk, ChunkDecoder, DecodedLine, InputFile, LineChunker, open_input};
+use crate::view::ViewSet;
 
 /// Nanoseconds spent per stage, summed over threads.
 #[derive(Debug, Default)]
@@ -48,6 +49,7 @@ pub enum Piece {
 pub fn start(
     file: &InputFile,
     chunk_bytes: usize,
+    views: Arc<ViewSet>,
     clock: Arc<StageClock>,
     progress: Arc<dyn Fn(u64) + Send + Sync>,
 ) -> async_mpsc::Receiver<Piece> {
@@ -67,7 +69,7 @@ pub fn start(
     });
 
     let expected = file.expected_type;
-    std::thread::spawn(move || decode_chunks(chunk_rx, &piece_tx, expected, &clock));
+    std::thread::spawn(move || decode_chunks(chunk_rx, &piece_tx, expected, &views, &clock));
     piece_rx
 }
 
@@ -127,6 +129,7 @@ fn decode_chunks(
     rx: mpsc::Receiver<Result<Chunk, Piece>>,
     tx: &async_mpsc::Sender<Piece>,
     expected: Option<&'static str>,
+    views: &Arc<ViewSet>,
     clock: &StageClock,
 ) {
     let group = rayon::current_num_threads().max(1) * 2;
@@ -152,9 +155,10 @@ fn decode_chunks(
         let started = Instant::now();
         let decoded: Vec<Vec<DecodedLine>> = pending
             .par_iter()
-            .map_init(ChunkDecoder::default, |decoder, chunk| {
-                decoder.decode(chunk, expected)
-            })
+            .map_init(
+                || ChunkDecoder::with_views(views.clone()),
+                |decoder, chunk| decoder.decode(chunk, expected),
+            )
             .collect();
         StageClock::add(&clock.decode, started);
         for (chunk, lines) in pending.drain(..).zip(decoded) {

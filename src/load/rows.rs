@@ -5,9 +5,11 @@ use std::sync::Arc;
 use deltalake::arrow::array::{
     ArrayBuilder, ArrayRef, BinaryBuilder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
 };
-use deltalake::arrow::datatypes::SchemaRef;
+use deltalake::arrow::datatypes::{Field, Schema, SchemaRef};
 use deltalake::arrow::error::ArrowError;
 use deltalake::arrow::record_batch::RecordBatch;
+
+use crate::view::{CompiledView, Row};
 
 /// Per-job constants stamped on every row.
 #[derive(Debug, Clone)]
@@ -25,10 +27,14 @@ pub struct ResourceRow<'a> {
     pub resource: &'a str,
     pub source: &'a str,
     pub line: u64,
+    pub view_row: Option<&'a Row>,
 }
 
 pub struct ResourceRows {
     schema: SchemaRef,
+    /// The type's view: its rows become the columns after the standard ones.
+    view: Option<Arc<CompiledView>>,
+    view_rows: Vec<Row>,
     id: StringBuilder,
     last_updated: TimestampMicrosecondBuilder,
     version_id: StringBuilder,
@@ -45,10 +51,34 @@ fn utc(builder: TimestampMicrosecondBuilder) -> TimestampMicrosecondBuilder {
     builder.with_timezone("UTC")
 }
 
+/// The table schema for a type: standard columns, then its view's columns
+/// (a view column named like a standard one, e.g. `id`, is not repeated).
+pub fn table_schema(view: Option<&CompiledView>) -> SchemaRef {
+    let standard = crate::lake::resource_schema();
+    let Some(view) = view else { return standard };
+    let mut fields: Vec<Field> = standard
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    for field in view.arrow_fields() {
+        if standard.field_with_name(field.name()).is_err() {
+            fields.push(field);
+        }
+    }
+    Arc::new(Schema::new(fields))
+}
+
 impl ResourceRows {
     pub fn new(schema: SchemaRef) -> Self {
+        Self::with_view(schema, None)
+    }
+
+    pub fn with_view(schema: SchemaRef, view: Option<Arc<CompiledView>>) -> Self {
         Self {
             schema,
+            view,
+            view_rows: Vec::new(),
             id: StringBuilder::new(),
             last_updated: utc(TimestampMicrosecondBuilder::new()),
             version_id: StringBuilder::new(),
@@ -76,6 +106,13 @@ impl ResourceRows {
     }
 
     pub fn push(&mut self, row: &ResourceRow<'_>, lineage: &Lineage) {
+        if let Some(view) = &self.view {
+            self.view_rows.push(
+                row.view_row
+                    .cloned()
+                    .unwrap_or_else(|| vec![serde_json::Value::Null; view.columns.len()]),
+            );
+        }
         self.id.append_value(row.id);
         self.last_updated.append_value(row.last_updated);
         self.version_id.append_option(row.version_id);
@@ -91,7 +128,7 @@ impl ResourceRows {
     /// Takes the buffered rows as a batch, leaving the builder empty.
     pub fn finish(&mut self) -> Result<RecordBatch, ArrowError> {
         self.bytes = 0;
-        let columns: Vec<ArrayRef> = vec![
+        let mut columns: Vec<ArrayRef> = vec![
             Arc::new(self.id.finish()),
             Arc::new(self.last_updated.finish()),
             Arc::new(self.version_id.finish()),
@@ -102,6 +139,16 @@ impl ResourceRows {
             Arc::new(self.line.finish()),
             Arc::new(self.ingested_at.finish()),
         ];
+        if let Some(view) = &self.view {
+            let rows: Vec<&Row> = self.view_rows.iter().collect();
+            let standard = crate::lake::resource_schema();
+            for (field, array) in view.arrow_fields().iter().zip(view.arrow_arrays(&rows)) {
+                if standard.field_with_name(field.name()).is_err() {
+                    columns.push(array);
+                }
+            }
+            self.view_rows.clear();
+        }
         RecordBatch::try_new(self.schema.clone(), columns)
     }
 }

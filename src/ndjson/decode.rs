@@ -3,8 +3,11 @@
 use simd_json::prelude::*;
 use simd_json::tape::Tape;
 
+use std::sync::Arc;
+
 use super::Chunk;
 use crate::fhir;
+use crate::view::{CompiledView, Json, Row, ViewSet};
 
 /// What the load path needs of a resource line before any view runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +38,13 @@ pub enum RejectReason {
     TypeMismatch { expected: String, found: String },
     #[error("meta.lastUpdated {value:?} is not a FHIR instant (e.g. 2024-01-31T12:00:00Z)")]
     BadLastUpdated { value: String },
+    #[error("view {view:?} on {resource_type}/{id}: {message}")]
+    View {
+        view: String,
+        resource_type: String,
+        id: String,
+        message: String,
+    },
 }
 
 impl RejectReason {
@@ -48,6 +58,7 @@ impl RejectReason {
             Self::MissingId => "missing_id",
             Self::TypeMismatch { .. } => "type_mismatch",
             Self::BadLastUpdated { .. } => "bad_last_updated",
+            Self::View { .. } => "view_error",
         }
     }
 }
@@ -61,7 +72,7 @@ pub enum LineKind {
 }
 
 /// One line of a chunk: where it is and what it holds.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DecodedLine {
     /// 1-based line number in the input.
     pub line: u64,
@@ -71,6 +82,8 @@ pub struct DecodedLine {
     pub start: usize,
     pub end: usize,
     pub kind: LineKind,
+    /// The row of the type's view, when the type has one and it produced a row.
+    pub view_row: Option<Row>,
 }
 
 /// Decodes chunks; holds one thread's reusable parse buffers (simd-json
@@ -79,19 +92,26 @@ pub struct ChunkDecoder {
     buffers: simd_json::Buffers,
     scratch: Vec<u8>,
     tape: Option<Tape<'static>>,
+    views: Arc<ViewSet>,
 }
 
 impl Default for ChunkDecoder {
     fn default() -> Self {
-        Self {
-            buffers: simd_json::Buffers::new(64 * 1024),
-            scratch: Vec::with_capacity(64 * 1024),
-            tape: Some(Tape::null().reset()),
-        }
+        Self::with_views(Arc::new(ViewSet::none()))
     }
 }
 
 impl ChunkDecoder {
+    /// A decoder that also evaluates each type's view on its lines.
+    pub fn with_views(views: Arc<ViewSet>) -> Self {
+        Self {
+            buffers: simd_json::Buffers::new(64 * 1024),
+            scratch: Vec::with_capacity(64 * 1024),
+            tape: Some(Tape::null().reset()),
+            views,
+        }
+    }
+
     /// Decodes every line of `chunk`. `expected_type` is the type the file's
     /// name promises, if any; lines of another type are rejected.
     pub fn decode(&mut self, chunk: &Chunk, expected_type: Option<&str>) -> Vec<DecodedLine> {
@@ -107,8 +127,8 @@ impl ChunkDecoder {
                 end -= 1;
             }
             let bytes = &data[start..end];
-            let kind = if bytes.iter().all(u8::is_ascii_whitespace) {
-                LineKind::Blank
+            let (kind, view_row) = if bytes.iter().all(u8::is_ascii_whitespace) {
+                (LineKind::Blank, None)
             } else {
                 self.decode_line(bytes, expected_type)
             };
@@ -118,6 +138,7 @@ impl ChunkDecoder {
                 start,
                 end,
                 kind,
+                view_row,
             });
             line += 1;
             start = stop + 1;
@@ -125,7 +146,45 @@ impl ChunkDecoder {
         out
     }
 
-    fn decode_line(&mut self, bytes: &[u8], expected_type: Option<&str>) -> LineKind {
+    fn decode_line(
+        &mut self,
+        bytes: &[u8],
+        expected_type: Option<&str>,
+    ) -> (LineKind, Option<Row>) {
+        // A file promising a type with a view: one parse (the view's tree) serves both.
+        if let Some(view) = expected_type.and_then(|t| self.views.for_type(t)).cloned() {
+            return match std::str::from_utf8(bytes)
+                .map_err(|e| e.to_string())
+                .and_then(|t| Json::parse(t).map_err(|e| e.to_string()))
+            {
+                Ok(json) => {
+                    let kind = keys_from_json(&json, expected_type);
+                    apply_view(kind, &view, &json)
+                }
+                Err(detail) => (
+                    LineKind::Rejected(RejectReason::InvalidJson { detail }),
+                    None,
+                ),
+            };
+        }
+        let kind = self.decode_with_tape(bytes, expected_type);
+        // Mixed-type files learn the type only now: parse again for the view.
+        match &kind {
+            LineKind::Resource(keys) => match self.views.for_type(&keys.resource_type).cloned() {
+                Some(view) => match std::str::from_utf8(bytes)
+                    .ok()
+                    .and_then(|t| Json::parse(t).ok())
+                {
+                    Some(json) => apply_view(kind, &view, &json),
+                    None => (kind, None),
+                },
+                None => (kind, None),
+            },
+            _ => (kind, None),
+        }
+    }
+
+    fn decode_with_tape(&mut self, bytes: &[u8], expected_type: Option<&str>) -> LineKind {
         let mut scratch = std::mem::take(&mut self.scratch);
         scratch.clear();
         scratch.extend_from_slice(bytes);
@@ -146,14 +205,50 @@ impl ChunkDecoder {
     }
 }
 
-fn keys_from_tape(tape: &Tape<'_>, expected_type: Option<&str>) -> LineKind {
-    let root = tape.as_value();
-    if !root.is_object() {
-        return LineKind::Rejected(RejectReason::NotAnObject);
+/// A table view gives at most one row per resource: zero rows (a `where`
+/// filtered it) leave the view columns null; errors and extra rows quarantine
+/// the line, naming the view.
+fn apply_view(kind: LineKind, view: &CompiledView, json: &Json) -> (LineKind, Option<Row>) {
+    let LineKind::Resource(keys) = kind else {
+        return (kind, None);
+    };
+    let reject = |message: String| {
+        LineKind::Rejected(RejectReason::View {
+            view: view.name.clone().unwrap_or_else(|| view.resource.clone()),
+            resource_type: keys.resource_type.to_string(),
+            id: keys.id.to_string(),
+            message,
+        })
+    };
+    match view.rows(json) {
+        Err(e) => (reject(e.to_string()), None),
+        Ok(mut rows) if rows.len() <= 1 => (LineKind::Resource(keys), rows.pop()),
+        Ok(rows) => (
+            reject(format!(
+                "gave {} rows; a table's view must give at most one row per resource (use .first() or collection: true)",
+                rows.len()
+            )),
+            None,
+        ),
     }
-    // Tape values are views: keep each one bound while its &str is in use.
-    let type_value = root.get("resourceType");
-    let Some(resource_type) = type_value.as_ref().and_then(|v| v.as_str()) else {
+}
+
+/// How `meta.lastUpdated` looked in the document.
+enum LastUpdated<'a> {
+    Absent,
+    Text(&'a str),
+    NotText(String),
+}
+
+/// The checks every line passes, whichever parser read it.
+fn make_keys(
+    resource_type: Option<&str>,
+    id: Option<&str>,
+    last_updated: LastUpdated<'_>,
+    version_id: Option<&str>,
+    expected_type: Option<&str>,
+) -> LineKind {
+    let Some(resource_type) = resource_type else {
         return LineKind::Rejected(RejectReason::MissingResourceType);
     };
     if !fhir::is_valid_resource_type(resource_type) {
@@ -169,36 +264,76 @@ fn keys_from_tape(tape: &Tape<'_>, expected_type: Option<&str>) -> LineKind {
             found: resource_type.to_owned(),
         });
     }
-    let id_value = root.get("id");
-    let id = match id_value.as_ref().and_then(|v| v.as_str()) {
+    let id = match id {
         Some(id) if !id.is_empty() => id,
         _ => return LineKind::Rejected(RejectReason::MissingId),
     };
-    let meta = root.get("meta");
-    let last_updated = match meta.as_ref().and_then(|m| m.get("lastUpdated")) {
-        None => None,
-        Some(value) => match value.as_str().and_then(fhir::parse_instant_micros) {
+    let last_updated = match last_updated {
+        LastUpdated::Absent => None,
+        LastUpdated::Text(text) => match fhir::parse_instant_micros(text) {
             Some(micros) => Some(micros),
             None => {
                 return LineKind::Rejected(RejectReason::BadLastUpdated {
-                    value: value
-                        .as_str()
-                        .map_or_else(|| format!("{:?}", value.value_type()), str::to_owned),
+                    value: text.to_owned(),
                 });
             }
         },
+        LastUpdated::NotText(kind) => {
+            return LineKind::Rejected(RejectReason::BadLastUpdated { value: kind });
+        }
     };
-    let version_value = meta.as_ref().and_then(|m| m.get("versionId"));
-    let version_id = version_value
-        .as_ref()
-        .and_then(|v| v.as_str())
-        .map(Box::from);
     LineKind::Resource(ResourceKeys {
         resource_type: resource_type.into(),
         id: id.into(),
         last_updated,
-        version_id,
+        version_id: version_id.map(Box::from),
     })
+}
+
+fn keys_from_json(root: &Json, expected_type: Option<&str>) -> LineKind {
+    if !matches!(root, Json::Object(_)) {
+        return LineKind::Rejected(RejectReason::NotAnObject);
+    }
+    let meta = root.get("meta");
+    let last_updated = match meta.and_then(|m| m.get("lastUpdated")) {
+        None => LastUpdated::Absent,
+        Some(Json::String(s)) => LastUpdated::Text(s),
+        Some(other) => LastUpdated::NotText(other.to_string()),
+    };
+    make_keys(
+        root.get("resourceType").and_then(Json::as_str),
+        root.get("id").and_then(Json::as_str),
+        last_updated,
+        meta.and_then(|m| m.get("versionId")).and_then(Json::as_str),
+        expected_type,
+    )
+}
+
+fn keys_from_tape(tape: &Tape<'_>, expected_type: Option<&str>) -> LineKind {
+    let root = tape.as_value();
+    if !root.is_object() {
+        return LineKind::Rejected(RejectReason::NotAnObject);
+    }
+    // Tape values are views: keep each one bound while its &str is in use.
+    let type_value = root.get("resourceType");
+    let id_value = root.get("id");
+    let meta = root.get("meta");
+    let updated_value = meta.as_ref().and_then(|m| m.get("lastUpdated"));
+    let version_value = meta.as_ref().and_then(|m| m.get("versionId"));
+    let last_updated = match &updated_value {
+        None => LastUpdated::Absent,
+        Some(v) => match v.as_str() {
+            Some(text) => LastUpdated::Text(text),
+            None => LastUpdated::NotText(format!("{:?}", v.value_type())),
+        },
+    };
+    make_keys(
+        type_value.as_ref().and_then(|v| v.as_str()),
+        id_value.as_ref().and_then(|v| v.as_str()),
+        last_updated,
+        version_value.as_ref().and_then(|v| v.as_str()),
+        expected_type,
+    )
 }
 
 #[cfg(test)]

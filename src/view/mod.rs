@@ -11,10 +11,12 @@ mod definition;
 pub mod fhirpath;
 pub mod json;
 mod run;
+mod set;
 
 pub use definition::{ColumnSpec, CompiledView, ViewError};
 pub use json::Json;
 pub use run::Row;
+pub use set::{ViewSet, ViewSetError};
 
 impl CompiledView {
     /// Arrow fields of this view's columns (companion columns included).

@@ -1,0 +1,198 @@
+//! The views a load applies: the defaults compiled into the binary (from
+//! `schemas/`), plus or replaced by the user's `--views DIR`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use super::{CompiledView, ViewError};
+
+/// The default ViewDefinitions, embedded so an installed binary has them.
+const DEFAULTS: &[(&str, &str)] = &[
+    (
+        "allergyintolerance.json",
+        include_str!("../../schemas/allergyintolerance.json"),
+    ),
+    (
+        "condition.json",
+        include_str!("../../schemas/condition.json"),
+    ),
+    (
+        "diagnosticreport.json",
+        include_str!("../../schemas/diagnosticreport.json"),
+    ),
+    (
+        "documentreference.json",
+        include_str!("../../schemas/documentreference.json"),
+    ),
+    (
+        "encounter.json",
+        include_str!("../../schemas/encounter.json"),
+    ),
+    (
+        "immunization.json",
+        include_str!("../../schemas/immunization.json"),
+    ),
+    ("location.json", include_str!("../../schemas/location.json")),
+    (
+        "medicationrequest.json",
+        include_str!("../../schemas/medicationrequest.json"),
+    ),
+    (
+        "observation.json",
+        include_str!("../../schemas/observation.json"),
+    ),
+    (
+        "organization.json",
+        include_str!("../../schemas/organization.json"),
+    ),
+    ("patient.json", include_str!("../../schemas/patient.json")),
+    (
+        "practitioner.json",
+        include_str!("../../schemas/practitioner.json"),
+    ),
+    (
+        "procedure.json",
+        include_str!("../../schemas/procedure.json"),
+    ),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ViewSetError {
+    #[error("view {file}: {source}")]
+    View {
+        file: String,
+        #[source]
+        source: ViewError,
+    },
+    #[error("views directory {dir}: {source}")]
+    Io {
+        dir: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "view {file}: its name {name:?} differs from its resource type {resource:?}; fhirlake loads \
+         one view per resource type into the type's table (name it {expected:?})"
+    )]
+    Unsupported {
+        file: String,
+        name: String,
+        resource: String,
+        expected: String,
+    },
+}
+
+/// Views by resource type; each becomes the columns of that type's table.
+#[derive(Debug, Clone, Default)]
+pub struct ViewSet {
+    by_type: BTreeMap<String, Arc<CompiledView>>,
+}
+
+impl ViewSet {
+    /// No views: tables get the standard columns only.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// The defaults from `schemas/`.
+    pub fn defaults() -> Self {
+        let mut set = Self::default();
+        for (file, text) in DEFAULTS {
+            set.add(file, text).expect("default views compile (tested)");
+        }
+        set
+    }
+
+    /// Adds every `*.json` in `dir`; a view for a type replaces the one before.
+    pub fn add_dir(&mut self, dir: &Path) -> Result<(), ViewSetError> {
+        let io = |source| ViewSetError::Io {
+            dir: dir.display().to_string(),
+            source,
+        };
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .map_err(io)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        files.sort();
+        for file in files {
+            let text = std::fs::read_to_string(&file).map_err(io)?;
+            self.add(&file.display().to_string(), &text)?;
+        }
+        Ok(())
+    }
+
+    fn add(&mut self, file: &str, text: &str) -> Result<(), ViewSetError> {
+        let view = CompiledView::parse(text).map_err(|source| ViewSetError::View {
+            file: file.to_owned(),
+            source,
+        })?;
+        let expected = crate::fhir::table_name(&view.resource);
+        if let Some(name) = &view.name
+            && name.to_ascii_lowercase() != expected
+        {
+            return Err(ViewSetError::Unsupported {
+                file: file.to_owned(),
+                name: name.clone(),
+                resource: view.resource.clone(),
+                expected,
+            });
+        }
+        self.by_type.insert(view.resource.clone(), Arc::new(view));
+        Ok(())
+    }
+
+    pub fn for_type(&self, resource_type: &str) -> Option<&Arc<CompiledView>> {
+        self.by_type.get(resource_type)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_type.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_type.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_compile_and_cover_us_core_types() {
+        let set = ViewSet::defaults();
+        for ty in [
+            "Patient",
+            "Encounter",
+            "Observation",
+            "Condition",
+            "MedicationRequest",
+            "Procedure",
+            "AllergyIntolerance",
+            "Immunization",
+            "DiagnosticReport",
+            "DocumentReference",
+            "Organization",
+            "Practitioner",
+            "Location",
+        ] {
+            assert!(set.for_type(ty).is_some(), "{ty}");
+        }
+    }
+
+    #[test]
+    fn embedded_defaults_are_exactly_the_schemas_directory() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas");
+        let on_disk = std::fs::read_dir(&dir).unwrap().count();
+        assert_eq!(
+            on_disk,
+            DEFAULTS.len(),
+            "add new schemas/*.json to DEFAULTS"
+        );
+        for (file, text) in DEFAULTS {
+            assert_eq!(std::fs::read_to_string(dir.join(file)).unwrap(), *text);
+        }
+    }
+}
