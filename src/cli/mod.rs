@@ -83,6 +83,12 @@ struct LoadArgs {
     /// Print the job summary as JSON on stdout.
     #[arg(long)]
     json: bool,
+    /// Directory of ViewDefinitions added to (or, per resource type, replacing) the defaults.
+    #[arg(long, value_name = "DIR")]
+    views: Option<PathBuf>,
+    /// Load the standard columns only (no view columns).
+    #[arg(long, conflicts_with = "views")]
+    no_views: bool,
     /// Bytes per decode chunk (tuning; results never depend on it).
     #[arg(long, default_value_t = 4 << 20, hide = true)]
     chunk_bytes: usize,
@@ -154,6 +160,18 @@ fn error_chain(error: &anyhow::Error) -> String {
     message
 }
 
+/// The defaults plus `--views DIR`, or nothing with `--no-views`.
+pub fn views_for(no_views: bool, dir: Option<&std::path::Path>) -> Result<crate::view::ViewSet> {
+    if no_views {
+        return Ok(crate::view::ViewSet::none());
+    }
+    let mut views = crate::view::ViewSet::defaults();
+    if let Some(dir) = dir {
+        views.add_dir(dir)?;
+    }
+    Ok(views)
+}
+
 pub fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -193,7 +211,8 @@ fn run_load(args: LoadArgs) -> Result<ExitCode> {
         })
         .with_as_of(as_of)
         .with_force(args.force)
-        .with_chunk_bytes(args.chunk_bytes);
+        .with_chunk_bytes(args.chunk_bytes)
+        .with_views(views_for(args.no_views, args.views.as_deref())?);
     let display = progress::Display::for_stderr();
     let report = runtime()?.block_on(load::run(&lake, &plan, display.sink()))?;
     display.finish();

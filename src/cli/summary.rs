@@ -89,7 +89,10 @@ pub fn text(report: &LoadReport) -> String {
         );
     }
     if t.inserted + t.updated == 0 {
-        let _ = writeln!(out, "no changes: every table is as it was before this run");
+        let _ = writeln!(
+            out,
+            "no rows changed: every line was already loaded or quarantined"
+        );
     }
     if t.quarantined > 0 {
         let _ = writeln!(

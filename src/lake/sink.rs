@@ -25,7 +25,7 @@ pub async fn open_or_create_table(
         .await
         .map_err(LakeError::delta(name))?;
     if table.version().is_some() {
-        return Ok(table);
+        return add_missing_columns(table, name, schema).await;
     }
     let kernel: StructType = schema
         .as_ref()
@@ -54,6 +54,52 @@ pub async fn open_or_create_table(
         }
         Err(e) => Err(LakeError::delta(name)(e)),
     }
+}
+
+/// Schema evolution: columns in `schema` the table lacks (a view gained a
+/// column) are added as nullable; existing rows read null for them.
+async fn add_missing_columns(
+    mut table: DeltaTable,
+    name: &str,
+    schema: &SchemaRef,
+) -> Result<DeltaTable, LakeError> {
+    for attempt in 1..=COMMIT_ATTEMPTS {
+        let existing: Vec<String> = table
+            .snapshot()
+            .map_err(LakeError::delta(name))?
+            .schema()
+            .fields()
+            .map(|f| f.name().to_owned())
+            .collect();
+        let missing: Vec<_> = schema
+            .fields()
+            .iter()
+            .filter(|f| !existing.iter().any(|e| e == f.name()))
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect();
+        if missing.is_empty() {
+            return Ok(table);
+        }
+        let kernel: StructType = (&deltalake::arrow::datatypes::Schema::new(missing))
+            .try_into_kernel()
+            .map_err(|e| LakeError::Delta {
+                table: name.to_owned(),
+                source: e.into(),
+            })?;
+        match table
+            .clone()
+            .add_columns()
+            .with_fields(kernel.fields().cloned().collect::<Vec<_>>())
+            .await
+        {
+            Ok(evolved) => return Ok(evolved),
+            Err(e) if attempt < COMMIT_ATTEMPTS && is_commit_conflict(&e) => {
+                table.load().await.map_err(LakeError::delta(name))?;
+            }
+            Err(e) => return Err(LakeError::delta(name)(e)),
+        }
+    }
+    Ok(table)
 }
 
 /// Commit attempts against a fresh snapshot before giving up: concurrent

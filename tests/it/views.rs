@@ -124,3 +124,202 @@ fn view_run_writes_csv_and_parquet_and_reports_bad_input_with_its_line() {
         "{stderr}"
     );
 }
+
+mod load {
+    use std::collections::BTreeMap;
+
+    use fhirlake::load::LoadPlan;
+    use fhirlake::view::ViewSet;
+    use serde_json::{Value, json};
+
+    use crate::common::*;
+
+    fn ndjson(path: &std::path::Path) -> Vec<Value> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn view_columns_join_observations_to_patients_in_duckdb() {
+        let tmp = tempfile::tempdir().unwrap();
+        let lake_dir = tmp.path().join("lake");
+        let sample = sample_dir("bds-r4-10");
+        load(&open_lake(&lake_dir), LoadPlan::new(vec![sample.clone()])).await;
+
+        // Independently, from the NDJSON: observations per patient gender, and
+        // each patient's latest body weight (LOINC 29463-7).
+        let gender: BTreeMap<String, String> = ndjson(&sample.join("Patient.ndjson"))
+            .iter()
+            .map(|p| {
+                (
+                    p["id"].as_str().unwrap().to_owned(),
+                    p["gender"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        let mut per_gender: BTreeMap<String, i64> = BTreeMap::new();
+        let mut latest_weight: BTreeMap<String, (String, f64)> = BTreeMap::new();
+        for o in ndjson(&sample.join("Observation.ndjson")) {
+            let patient = o["subject"]["reference"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("Patient/")
+                .to_owned();
+            *per_gender.entry(gender[&patient].clone()).or_default() += 1;
+            if o["code"]["coding"][0]["code"] == "29463-7" {
+                let when = o["effectiveDateTime"].as_str().unwrap().to_owned();
+                let value = o["valueQuantity"]["value"].as_f64().unwrap();
+                let entry = latest_weight
+                    .entry(patient)
+                    .or_insert((when.clone(), value));
+                if when > entry.0 {
+                    *entry = (when, value);
+                }
+            }
+        }
+        let Some(rows) = duckdb(&format!(
+            "SELECT p.gender, count(*) FROM {} o JOIN {} p ON o.patient_id = p.id GROUP BY 1 ORDER BY 1",
+            scan(&lake_dir, "observation"),
+            scan(&lake_dir, "patient")
+        )) else {
+            return;
+        };
+        let want: Vec<Vec<Value>> = per_gender
+            .iter()
+            .map(|(g, n)| vec![json!(g), json!(n)])
+            .collect();
+        assert_eq!(rows, want);
+
+        let rows = duckdb(&format!(
+            "SELECT patient_id, arg_max(value_quantity, effective_date_time_ts) FROM {} \
+             WHERE loinc_code = '29463-7' GROUP BY 1 ORDER BY 1",
+            scan(&lake_dir, "observation")
+        ))
+        .unwrap();
+        let want: Vec<Vec<Value>> = latest_weight
+            .iter()
+            .map(|(p, (_, v))| vec![json!(p), json!(v)])
+            .collect();
+        assert_eq!(rows, want);
+        assert!(!want.is_empty());
+    }
+
+    fn view_dir(root: &std::path::Path, columns: Value) -> std::path::PathBuf {
+        let dir = root.join(uuid::Uuid::new_v4().simple().to_string());
+        std::fs::create_dir_all(&dir).unwrap();
+        let view = json!({"resourceType": "ViewDefinition", "name": "patient", "resource": "Patient",
+                          "status": "active", "select": [{"column": columns}]});
+        std::fs::write(dir.join("patient.json"), view.to_string()).unwrap();
+        dir
+    }
+
+    fn custom_views(dir: &std::path::Path) -> ViewSet {
+        let mut views = ViewSet::none();
+        views.add_dir(dir).unwrap();
+        views
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn adding_a_view_column_evolves_the_table_and_old_rows_read_null() {
+        let tmp = tempfile::tempdir().unwrap();
+        let lake_dir = tmp.path().join("lake");
+        let lake = open_lake(&lake_dir);
+        let first = write_file(
+            &tmp.path().join("a"),
+            "Patient.ndjson",
+            &[patient("p1", "2024-01-01T00:00:00Z", "1")],
+        );
+        let second = write_file(
+            &tmp.path().join("b"),
+            "Patient.ndjson",
+            &[patient("p2", "2024-01-01T00:00:00Z", "1")],
+        );
+        let v1 = view_dir(
+            tmp.path(),
+            json!([{"name": "gender", "path": "gender", "type": "code"}]),
+        );
+        let v2 = view_dir(
+            tmp.path(),
+            json!([
+                {"name": "gender", "path": "gender", "type": "code"},
+                {"name": "version", "path": "meta.versionId", "type": "string"}
+            ]),
+        );
+        load(
+            &lake,
+            LoadPlan::new(vec![first]).with_views(custom_views(&v1)),
+        )
+        .await;
+        load(
+            &lake,
+            LoadPlan::new(vec![second]).with_views(custom_views(&v2)),
+        )
+        .await;
+        if let Some(rows) = duckdb(&format!(
+            "SELECT id, gender, version FROM {} ORDER BY id",
+            scan(&lake_dir, "patient")
+        )) {
+            assert_eq!(
+                rows,
+                vec![
+                    vec![json!("p1"), json!("female"), Value::Null],
+                    vec![json!("p2"), json!("female"), json!("1")]
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn rows_a_view_cannot_evaluate_are_quarantined_with_the_view_and_column() {
+        let tmp = tempfile::tempdir().unwrap();
+        let lake_dir = tmp.path().join("lake");
+        // `name.given` is not a collection column: patients with several given names fail it.
+        let views = view_dir(
+            tmp.path(),
+            json!([{"name": "given", "path": "name.given", "type": "string"}]),
+        );
+        let input = sample_dir("bds-r4-10").join("Patient.ndjson");
+        let out = fhirlake()
+            .args(["load", "--json", "--views"])
+            .arg(&views)
+            .arg("--lake")
+            .arg(&lake_dir)
+            .arg(&input)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let multi_given = ndjson(&input)
+            .iter()
+            .filter(|p| {
+                p["name"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|n| n["given"].as_array().map_or(0, Vec::len))
+                    .sum::<usize>()
+                    > 1
+            })
+            .count() as u64;
+        assert!(multi_given > 0);
+        assert_eq!(summary["totals"]["quarantined"], json!(multi_given));
+        assert_eq!(summary["totals"]["inserted"], json!(10 - multi_given));
+        if let Some(rows) = duckdb(&format!(
+            "SELECT DISTINCT reason_code, resource_type, reason LIKE '%view \"patient\"%column \"given\"%collection%' FROM {}",
+            scan(&lake_dir, "_quarantine")
+        )) {
+            assert_eq!(
+                rows,
+                vec![vec![json!("view_error"), json!("Patient"), json!(true)]]
+            );
+        }
+    }
+}
