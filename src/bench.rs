@@ -42,6 +42,9 @@ pub struct BenchArgs {
     /// Print the results as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Load without view columns (to measure what the views cost).
+    #[arg(long)]
+    pub no_views: bool,
 }
 
 /// Parses `500MB`, `1GB`, `1.5GB`, `4096` (bytes).
@@ -278,11 +281,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     .open()?;
     let started = Instant::now();
-    let report = runtime()?.block_on(load::run(
-        &lake,
-        &LoadPlan::new(vec![dataset.dir.clone()]),
-        None,
-    ))?;
+    let plan = LoadPlan::new(vec![dataset.dir.clone()])
+        .with_views(crate::cli::views_for(args.no_views, None)?);
+    let report = runtime()?.block_on(load::run(&lake, &plan, None))?;
     let seconds = started.elapsed().as_secs_f64();
     let result = summarize(dataset, &report, seconds);
     if args.lake.is_none() {

@@ -42,7 +42,7 @@ pub struct RunArgs {
 }
 
 /// Resources in `text`, each with where it came from (for error messages).
-fn resources(text: &str) -> Result<Vec<(String, Json)>> {
+fn resources(text: &str) -> Result<Vec<(String, Json<'_>)>> {
     if let Ok(json) = Json::parse(text) {
         if json.get("resourceType").and_then(Json::as_str) == Some("Bundle") {
             let Some(Json::Array(entries)) = json.get("entry") else {

@@ -2,18 +2,22 @@
 //! text: FHIRPath needs a decimal's written precision (`1.0` vs `1`) for
 //! `lowBoundary()`/`highBoundary()`, which a float would lose.
 
+use std::borrow::Cow;
 use std::fmt;
 
+/// Borrows from the text it was parsed from: names, strings and numbers are
+/// slices of the line unless a string had escapes (then it is unescaped into
+/// an owned copy). Parsing allocates only the arrays and objects.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Json {
+pub enum Json<'a> {
     Null,
     Bool(bool),
     /// The number exactly as written.
-    Number(Box<str>),
-    String(Box<str>),
-    Array(Vec<Json>),
+    Number(&'a str),
+    String(Cow<'a, str>),
+    Array(Vec<Json<'a>>),
     /// Members in document order.
-    Object(Vec<(Box<str>, Json)>),
+    Object(Vec<(Cow<'a, str>, Json<'a>)>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -23,8 +27,8 @@ pub struct JsonError {
     pub message: &'static str,
 }
 
-impl Json {
-    pub fn parse(text: &str) -> Result<Json, JsonError> {
+impl<'a> Json<'a> {
+    pub fn parse(text: &'a str) -> Result<Json<'a>, JsonError> {
         let mut parser = Parser {
             bytes: text.as_bytes(),
             pos: 0,
@@ -39,7 +43,7 @@ impl Json {
         Ok(value)
     }
 
-    pub fn get(&self, key: &str) -> Option<&Json> {
+    pub fn get(&self, key: &str) -> Option<&Json<'a>> {
         match self {
             Json::Object(members) => members.iter().find(|(k, _)| &**k == key).map(|(_, v)| v),
             _ => None,
@@ -79,7 +83,7 @@ pub fn number_to_serde(text: &str) -> serde_json::Value {
         .map_or(serde_json::Value::Null, Into::into)
 }
 
-impl fmt::Display for Json {
+impl fmt::Display for Json<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.to_serde())
     }
@@ -93,7 +97,7 @@ struct Parser<'a> {
     pos: usize,
 }
 
-impl Parser<'_> {
+impl<'a> Parser<'a> {
     fn err(&self, message: &'static str) -> JsonError {
         JsonError {
             offset: self.pos,
@@ -109,7 +113,7 @@ impl Parser<'_> {
         }
     }
 
-    fn expect_literal(&mut self, literal: &str, value: Json) -> Result<Json, JsonError> {
+    fn expect_literal(&mut self, literal: &str, value: Json<'a>) -> Result<Json<'a>, JsonError> {
         if self.text[self.pos..].starts_with(literal) {
             self.pos += literal.len();
             Ok(value)
@@ -118,7 +122,7 @@ impl Parser<'_> {
         }
     }
 
-    fn value(&mut self, depth: usize) -> Result<Json, JsonError> {
+    fn value(&mut self, depth: usize) -> Result<Json<'a>, JsonError> {
         if depth > MAX_DEPTH {
             return Err(self.err("nested too deeply"));
         }
@@ -127,7 +131,7 @@ impl Parser<'_> {
             Some(b'n') => self.expect_literal("null", Json::Null),
             Some(b't') => self.expect_literal("true", Json::Bool(true)),
             Some(b'f') => self.expect_literal("false", Json::Bool(false)),
-            Some(b'"') => Ok(Json::String(self.string()?.into())),
+            Some(b'"') => Ok(Json::String(self.string()?)),
             Some(b'[') => {
                 self.pos += 1;
                 let mut items = Vec::new();
@@ -171,7 +175,7 @@ impl Parser<'_> {
                     self.pos += 1;
                     self.skip_ws();
                     let value = self.value(depth + 1)?;
-                    members.push((key.into(), value));
+                    members.push((key, value));
                     self.skip_ws();
                     match self.bytes.get(self.pos) {
                         Some(b',') => self.pos += 1,
@@ -213,14 +217,15 @@ impl Parser<'_> {
                         return Err(self.err("expected exponent digits"));
                     }
                 }
-                Ok(Json::Number(self.text[start..self.pos].into()))
+                Ok(Json::Number(&self.text[start..self.pos]))
             }
             Some(_) => Err(self.err("unexpected character")),
         }
     }
 
-    fn string(&mut self) -> Result<String, JsonError> {
+    fn string(&mut self) -> Result<Cow<'a, str>, JsonError> {
         self.pos += 1; // opening quote
+        let first = self.pos;
         let mut out = String::new();
         loop {
             let start = self.pos;
@@ -230,12 +235,17 @@ impl Parser<'_> {
                 }
                 self.pos += 1;
             }
+            // No escape so far: the string is a slice of the input.
+            if self.bytes.get(self.pos) == Some(&b'"') && start == first {
+                self.pos += 1;
+                return Ok(Cow::Borrowed(&self.text[first..self.pos - 1]));
+            }
             out.push_str(&self.text[start..self.pos]);
             match self.bytes.get(self.pos) {
                 None => return Err(self.err("unterminated string")),
                 Some(b'"') => {
                     self.pos += 1;
-                    return Ok(out);
+                    return Ok(Cow::Owned(out));
                 }
                 Some(_) => {
                     self.pos += 1;
@@ -298,7 +308,7 @@ mod tests {
     fn keeps_number_text_and_matches_serde() {
         let text = r#"{"a":1.0,"b":[true,null,-2e3,"x\"\u00e9\ud83d\ude00"],"c":{}}"#;
         let json = Json::parse(text).unwrap();
-        assert_eq!(json.get("a"), Some(&Json::Number("1.0".into())));
+        assert_eq!(json.get("a"), Some(&Json::Number("1.0")));
         assert_eq!(
             json.to_serde(),
             serde_json::from_str::<serde_json::Value>(text).unwrap()

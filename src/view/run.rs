@@ -16,7 +16,7 @@ type Partial = Vec<(usize, serde_json::Value)>;
 impl CompiledView {
     /// The rows `resource` contributes (none if it is another type or a
     /// `where` filter rejects it).
-    pub fn rows(&self, resource: &Json) -> Result<Vec<Row>, ViewError> {
+    pub fn rows(&self, resource: &Json<'_>) -> Result<Vec<Row>, ViewError> {
         if resource.get("resourceType").and_then(Json::as_str) != Some(self.resource.as_str()) {
             return Ok(Vec::new());
         }

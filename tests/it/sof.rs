@@ -13,7 +13,8 @@ fn run_view(view: &Value, resources: &[Value]) -> Result<(Vec<String>, Vec<Row>)
     let compiled = CompiledView::compile(view).map_err(|e| e.to_string())?;
     let mut rows = Vec::new();
     for resource in resources {
-        let json = Json::parse(&resource.to_string()).map_err(|e| e.to_string())?;
+        let text = resource.to_string();
+        let json = Json::parse(&text).map_err(|e| e.to_string())?;
         rows.extend(compiled.rows(&json).map_err(|e| e.to_string())?);
     }
     Ok((

@@ -171,7 +171,7 @@ mod tests {
 
     #[test]
     fn boundaries_follow_precision() {
-        let dec = Json::Number("1.0".into());
+        let dec = Json::Number("1.0");
         let item = Item::Node {
             json: &dec,
             ty: None,

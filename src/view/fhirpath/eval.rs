@@ -14,7 +14,7 @@ pub enum Item<'a> {
     /// A node of the resource; `ty` is the FHIR type a choice element's name
     /// gave it (`valueQuantity` → `Quantity`), when known.
     Node {
-        json: &'a Json,
+        json: &'a Json<'a>,
         ty: Option<&'a str>,
     },
     Bool(bool),
@@ -57,7 +57,7 @@ impl<'a> Item<'a> {
             Item::Node { json, .. } => match json {
                 Json::Bool(b) => Scalar::Bool(*b),
                 Json::Number(n) => n.parse().map_or(Scalar::Other, Scalar::Num),
-                Json::String(s) => Scalar::Str(s),
+                Json::String(s) => Scalar::Str(s.as_ref()),
                 _ => Scalar::Other,
             },
         }
@@ -224,7 +224,7 @@ fn member<'a>(item: &Item<'a>, name: &str, out: &mut Coll<'a>) {
         out.push(item.clone());
         return;
     }
-    let push = |value: &'a Json, ty: Option<&'a str>, out: &mut Coll<'a>| match value {
+    let push = |value: &'a Json<'a>, ty: Option<&'a str>, out: &mut Coll<'a>| match value {
         Json::Array(items) => out.extend(
             items
                 .iter()
