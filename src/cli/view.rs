@@ -1,8 +1,8 @@
 //! `fhirlake view run`: a ViewDefinition over resources, rows out. The way
 //! users debug their views before a load uses them.
 
-use std::io::Write;
-use std::path::PathBuf;
+use std::io::{BufRead, Read, Write};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
@@ -11,6 +11,9 @@ use deltalake::arrow::datatypes::Schema;
 use deltalake::arrow::record_batch::RecordBatch;
 use deltalake::parquet::arrow::ArrowWriter;
 
+use rayon::prelude::*;
+
+use crate::ndjson::{Chunk, LineChunker};
 use crate::view::{CompiledView, Json, Row};
 
 #[derive(Debug, Subcommand)]
@@ -80,47 +83,146 @@ pub fn run(command: ViewCommand) -> Result<()> {
     }
 }
 
+/// Where rows go: streamed as text, or collected for one Parquet file.
+enum Output<'v> {
+    Text {
+        sink: Box<dyn Write>,
+        csv: bool,
+        names: Vec<String>,
+    },
+    Parquet {
+        view: &'v CompiledView,
+        path: PathBuf,
+        rows: Vec<Row>,
+    },
+}
+
+impl Output<'_> {
+    fn write(&mut self, rows: Vec<Row>) -> Result<()> {
+        match self {
+            Output::Parquet { rows: all, .. } => all.extend(rows),
+            Output::Text { sink, csv, names } => {
+                for row in rows {
+                    if *csv {
+                        let fields: Vec<String> = row
+                            .iter()
+                            .map(|v| match v {
+                                serde_json::Value::Null => String::new(),
+                                serde_json::Value::String(s) => csv_field(s),
+                                other => csv_field(&other.to_string()),
+                            })
+                            .collect();
+                        writeln!(sink, "{}", fields.join(","))?;
+                    } else {
+                        let object: serde_json::Map<String, serde_json::Value> =
+                            names.iter().cloned().zip(row).collect();
+                        writeln!(sink, "{}", serde_json::Value::Object(object))?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<()> {
+        match self {
+            Output::Text { mut sink, .. } => Ok(sink.flush()?),
+            Output::Parquet { view, path, rows } => {
+                let schema = Arc::new(Schema::new(view.arrow_fields()));
+                let refs: Vec<&Row> = rows.iter().collect();
+                let batch = RecordBatch::try_new(schema.clone(), view.arrow_arrays(&refs))?;
+                let file = std::fs::File::create(&path)
+                    .with_context(|| format!("creating {}", path.display()))?;
+                let mut writer = ArrowWriter::try_new(file, schema, None)?;
+                writer.write(&batch)?;
+                writer.close()?;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The rows of one chunk of NDJSON lines; errors name the line.
+fn chunk_rows(view: &CompiledView, chunk: &Chunk) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    for (i, line) in chunk.data.split(|&b| b == b'\n').enumerate() {
+        let number = chunk.first_line + i as u64;
+        let text =
+            std::str::from_utf8(line).with_context(|| format!("line {number}: not UTF-8"))?;
+        if text.trim().is_empty() {
+            continue;
+        }
+        let json = Json::parse(text).with_context(|| format!("line {number}: not valid JSON"))?;
+        rows.extend(view.rows(&json).with_context(|| format!("line {number}"))?);
+    }
+    Ok(rows)
+}
+
+/// NDJSON streams through in chunks evaluated on all cores, in order; memory
+/// stays at a few chunks whatever the file size.
+fn stream_ndjson(view: &CompiledView, path: &Path, output: &mut Output<'_>) -> Result<()> {
+    let mut file = std::fs::File::open(path)?;
+    let mut chunker = LineChunker::new(4 << 20);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut pending: Vec<Chunk> = Vec::new();
+    let group = rayon::current_num_threads() * 2;
+    let flush = |pending: &mut Vec<Chunk>, output: &mut Output<'_>| -> Result<()> {
+        let results: Vec<Result<Vec<Row>>> =
+            pending.par_iter().map(|c| chunk_rows(view, c)).collect();
+        pending.clear();
+        for rows in results {
+            output.write(rows?)?;
+        }
+        Ok(())
+    };
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        chunker.push(&buf[..n], &mut pending);
+        if pending.len() >= group {
+            flush(&mut pending, output)?;
+        }
+    }
+    pending.extend(chunker.finish());
+    flush(&mut pending, output)
+}
+
+fn is_ndjson(path: &Path) -> Result<bool> {
+    let mut first = String::new();
+    std::io::BufReader::new(std::fs::File::open(path)?).read_line(&mut first)?;
+    Ok(Json::parse(first.trim()).is_ok() && first.trim_start().starts_with('{'))
+}
+
 fn run_view(command: ViewCommand) -> Result<()> {
     let ViewCommand::Run(args) = command;
     let view_text = std::fs::read_to_string(&args.view)
         .with_context(|| format!("reading view {}", args.view.display()))?;
     let view =
         CompiledView::parse(&view_text).with_context(|| format!("view {}", args.view.display()))?;
-    let input = std::fs::read_to_string(&args.input)
-        .with_context(|| format!("reading input {}", args.input.display()))?;
-    let mut rows: Vec<Row> = Vec::new();
-    for (origin, resource) in
-        resources(&input).with_context(|| format!("input {}", args.input.display()))?
-    {
-        let produced = view
-            .rows(&resource)
-            .with_context(|| format!("{}, {origin}", args.input.display()))?;
-        rows.extend(produced);
-    }
-    match args.format {
+    let names: Vec<String> = view.columns.iter().map(|c| c.name.clone()).collect();
+    let mut output = match args.format {
         Format::Parquet => {
-            let Some(out) = &args.out else {
+            let Some(out) = args.out.clone() else {
                 bail!("--format parquet needs --out FILE")
             };
-            let schema = Arc::new(Schema::new(view.arrow_fields()));
-            let refs: Vec<&Row> = rows.iter().collect();
-            let batch = RecordBatch::try_new(schema.clone(), view.arrow_arrays(&refs))?;
-            let file = std::fs::File::create(out)
-                .with_context(|| format!("creating {}", out.display()))?;
-            let mut writer = ArrowWriter::try_new(file, schema, None)?;
-            writer.write(&batch)?;
-            writer.close()?;
+            Output::Parquet {
+                view: &view,
+                path: out,
+                rows: Vec::new(),
+            }
         }
         format => {
             let mut sink: Box<dyn Write> = match &args.out {
-                Some(path) => Box::new(
+                Some(path) => Box::new(std::io::BufWriter::new(
                     std::fs::File::create(path)
                         .with_context(|| format!("creating {}", path.display()))?,
-                ),
-                None => Box::new(std::io::stdout().lock()),
+                )),
+                None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
             };
-            let names: Vec<&str> = view.columns.iter().map(|c| c.name.as_str()).collect();
-            if matches!(format, Format::Csv) {
+            let csv = matches!(format, Format::Csv);
+            if csv {
                 writeln!(
                     sink,
                     "{}",
@@ -131,33 +233,26 @@ fn run_view(command: ViewCommand) -> Result<()> {
                         .join(",")
                 )?;
             }
-            for row in &rows {
-                match format {
-                    Format::Csv => {
-                        let fields: Vec<String> = row
-                            .iter()
-                            .map(|v| match v {
-                                serde_json::Value::Null => String::new(),
-                                serde_json::Value::String(s) => csv_field(s),
-                                other => csv_field(&other.to_string()),
-                            })
-                            .collect();
-                        writeln!(sink, "{}", fields.join(","))?;
-                    }
-                    _ => {
-                        let object: serde_json::Map<String, serde_json::Value> = names
-                            .iter()
-                            .map(|n| n.to_string())
-                            .zip(row.iter().cloned())
-                            .collect();
-                        writeln!(sink, "{}", serde_json::Value::Object(object))?;
-                    }
-                }
-            }
-            sink.flush()?;
+            Output::Text { sink, csv, names }
+        }
+    };
+    let input_name = args.input.display().to_string();
+    if is_ndjson(&args.input).with_context(|| format!("reading input {input_name}"))? {
+        stream_ndjson(&view, &args.input, &mut output)
+            .with_context(|| format!("input {input_name}"))?;
+    } else {
+        let input = std::fs::read_to_string(&args.input)
+            .with_context(|| format!("reading input {input_name}"))?;
+        for (origin, resource) in
+            resources(&input).with_context(|| format!("input {input_name}"))?
+        {
+            let rows = view
+                .rows(&resource)
+                .with_context(|| format!("{input_name}, {origin}"))?;
+            output.write(rows)?;
         }
     }
-    Ok(())
+    output.finish()
 }
 
 fn csv_field(text: &str) -> String {
