@@ -608,7 +608,7 @@ async fn load_file(
         Some(p) => Arc::new(move |n| p(Progress::Bytes(n))),
         None => Arc::new(|_| {}),
     };
-    let mut pieces = pipeline::start(
+    let mut pipeline = pipeline::start(
         file,
         plan.chunk_bytes,
         plan.views.clone(),
@@ -622,7 +622,7 @@ async fn load_file(
     let mut finished = false;
     let mut table_of_type: (Box<str>, String) = (Box::from(""), String::new());
 
-    while let Some(piece) = pieces.recv().await {
+    while let Some(piece) = pipeline.pieces.recv().await {
         let (chunk, lines) = match piece {
             Piece::Lines(chunk, lines) => (chunk, lines),
             Piece::Done { sha256, bytes } => {
@@ -716,6 +716,7 @@ async fn load_file(
         let written = clock.write.load(Ordering::Relaxed) - write_before;
         let own = (started.elapsed().as_nanos() as u64).saturating_sub(written);
         clock.build.fetch_add(own, Ordering::Relaxed);
+        pipeline.recycle(chunk);
     }
     if !finished {
         return Err(LoadError::Read {

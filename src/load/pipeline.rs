@@ -45,6 +45,20 @@ pub enum Piece {
     Failed(std::io::Error),
 }
 
+/// A running file pipeline: pieces in input order, and a way to hand
+/// consumed chunk buffers back to the reader.
+pub struct FilePipeline {
+    pub pieces: async_mpsc::Receiver<Piece>,
+    recycle: mpsc::Sender<Vec<u8>>,
+}
+
+impl FilePipeline {
+    /// Returns a processed chunk's buffer to the reader for reuse.
+    pub fn recycle(&self, chunk: Chunk) {
+        let _ = self.recycle.send(chunk.data);
+    }
+}
+
 /// Starts reading and decoding `file`; pieces arrive in input order.
 pub fn start(
     file: &InputFile,
@@ -52,8 +66,9 @@ pub fn start(
     views: Arc<ViewSet>,
     clock: Arc<StageClock>,
     progress: Arc<dyn Fn(u64) + Send + Sync>,
-) -> async_mpsc::Receiver<Piece> {
+) -> FilePipeline {
     let (chunk_tx, chunk_rx) = mpsc::sync_channel::<Result<Chunk, Piece>>(4);
+    let (recycle, recycled) = mpsc::channel::<Vec<u8>>();
     let (piece_tx, piece_rx) = async_mpsc::channel::<Piece>(4);
 
     let reader_file = file.clone();
@@ -63,6 +78,7 @@ pub fn start(
             &reader_file,
             chunk_bytes,
             &chunk_tx,
+            &recycled,
             &reader_clock,
             &*progress,
         )
@@ -70,13 +86,17 @@ pub fn start(
 
     let expected = file.expected_type;
     std::thread::spawn(move || decode_chunks(chunk_rx, &piece_tx, expected, &views, &clock));
-    piece_rx
+    FilePipeline {
+        pieces: piece_rx,
+        recycle,
+    }
 }
 
 fn read_file(
     file: &InputFile,
     chunk_bytes: usize,
     tx: &mpsc::SyncSender<Result<Chunk, Piece>>,
+    recycled: &mpsc::Receiver<Vec<u8>>,
     clock: &StageClock,
     progress: &(dyn Fn(u64) + Send + Sync),
 ) {
@@ -101,6 +121,9 @@ fn read_file(
         };
         if n == 0 {
             break;
+        }
+        while let Ok(buffer) = recycled.try_recv() {
+            chunker.recycle(buffer);
         }
         chunker.push(&buf[..n], &mut ready);
         StageClock::add(&clock.read_hash, started);

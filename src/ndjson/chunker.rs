@@ -20,6 +20,9 @@ pub struct LineChunker {
     pending: Vec<u8>,
     next_line: u64,
     next_offset: u64,
+    /// Buffers of consumed chunks, reused so a long file does not allocate
+    /// (and page-fault) a fresh multi-megabyte buffer per chunk.
+    spare: Vec<Vec<u8>>,
 }
 
 impl LineChunker {
@@ -30,6 +33,15 @@ impl LineChunker {
             pending: Vec::with_capacity(target_bytes + 64 * 1024),
             next_line: 1,
             next_offset: 0,
+            spare: Vec::new(),
+        }
+    }
+
+    /// Hands back a consumed chunk's buffer for reuse.
+    pub fn recycle(&mut self, mut buffer: Vec<u8>) {
+        if self.spare.len() < 8 && buffer.capacity() >= self.target_bytes {
+            buffer.clear();
+            self.spare.push(buffer);
         }
     }
 
@@ -74,9 +86,13 @@ impl LineChunker {
     }
 
     fn emit(&mut self, cut: usize, out: &mut Vec<Chunk>) {
-        let rest = self.pending.split_off(cut);
-        let data = std::mem::replace(&mut self.pending, rest);
-        self.pending.reserve(self.target_bytes);
+        let mut next = self
+            .spare
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(self.target_bytes + 64 * 1024));
+        next.extend_from_slice(&self.pending[cut..]);
+        self.pending.truncate(cut);
+        let data = std::mem::replace(&mut self.pending, next);
         let chunk = self.make_chunk(data);
         out.push(chunk);
     }
