@@ -229,11 +229,12 @@ impl<'a> Parser<'a> {
         let mut out = String::new();
         loop {
             let start = self.pos;
-            while self.pos < self.bytes.len() && !matches!(self.bytes[self.pos], b'"' | b'\\') {
-                if self.bytes[self.pos] < 0x20 {
-                    return Err(self.err("control character in string"));
-                }
-                self.pos += 1;
+            // Jump to the next quote or backslash; then reject raw control
+            // characters in what was skipped (JSON forbids them in strings).
+            self.pos = memchr::memchr2(b'"', b'\\', &self.bytes[self.pos..])
+                .map_or(self.bytes.len(), |i| self.pos + i);
+            if self.bytes[start..self.pos].iter().any(|&b| b < 0x20) {
+                return Err(self.err("control character in string"));
             }
             // No escape so far: the string is a slice of the input.
             if self.bytes.get(self.pos) == Some(&b'"') && start == first {

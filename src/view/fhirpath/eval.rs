@@ -257,10 +257,16 @@ fn eval<'a>(expr: &Expr, focus: &[Item<'a>], ctx: Ctx, index: Option<i64>) -> R<
         Expr::TypeName(name) => err(format!("type name {name} used as a value")),
         Expr::Literal(lit) => Ok(literal(lit)),
         Expr::Member(base, name) => {
-            let base = eval(base, focus, ctx, index)?;
             let mut out = Vec::new();
-            for item in &base {
-                member(item, name, &mut out);
+            // Most paths start at the focus: walk it in place, no copy.
+            if **base == Expr::This {
+                for item in focus {
+                    member(item, name, &mut out);
+                }
+            } else {
+                for item in &eval(base, focus, ctx, index)? {
+                    member(item, name, &mut out);
+                }
             }
             Ok(out)
         }
