@@ -318,4 +318,110 @@ mod tests {
             assert!(Json::parse(bad).is_err(), "{bad}");
         }
     }
+
+    /// A small deterministic generator of JSON text (no extra crates).
+    struct Gen(u64);
+
+    impl Gen {
+        fn next(&mut self, n: u64) -> u64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (self.0 >> 33) % n
+        }
+
+        fn ws(&mut self, out: &mut String) {
+            for _ in 0..self.next(3) {
+                out.push([' ', '\n', '\t', '\r'][self.next(4) as usize]);
+            }
+        }
+
+        fn value(&mut self, depth: u32, out: &mut String) {
+            self.ws(out);
+            match if depth > 4 {
+                self.next(4)
+            } else {
+                self.next(7)
+            } {
+                0 => out.push_str(["null", "true", "false"][self.next(3) as usize]),
+                1 => {
+                    let int = self.next(2_000_000) as i64 - 1_000_000;
+                    match self.next(3) {
+                        0 => out.push_str(&int.to_string()),
+                        1 => out.push_str(&format!("{int}.{}", self.next(1000))),
+                        _ => out.push_str(&format!("{int}e{}", self.next(20) as i64 - 10)),
+                    }
+                }
+                2 | 3 => {
+                    out.push('"');
+                    for _ in 0..self.next(8) {
+                        let piece = [
+                            "a",
+                            "Z",
+                            "é",
+                            "😀",
+                            "\\n",
+                            "\\\"",
+                            "\\\\",
+                            "\\u00e9",
+                            "\\ud83d\\ude00",
+                            "\\/",
+                            " ",
+                        ];
+                        out.push_str(piece[self.next(piece.len() as u64) as usize]);
+                    }
+                    out.push('"');
+                }
+                4 | 5 => {
+                    out.push('[');
+                    for i in 0..self.next(4) {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        self.value(depth + 1, out);
+                    }
+                    self.ws(out);
+                    out.push(']');
+                }
+                _ => {
+                    out.push('{');
+                    for i in 0..self.next(4) {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        self.ws(out);
+                        out.push_str(&format!("\"k{}\"", self.next(5)));
+                        self.ws(out);
+                        out.push(':');
+                        self.value(depth + 1, out);
+                    }
+                    self.ws(out);
+                    out.push('}');
+                }
+            }
+            self.ws(out);
+        }
+    }
+
+    #[test]
+    fn agrees_with_serde_json_on_generated_and_truncated_documents() {
+        let mut g = Gen(20261126);
+        for _ in 0..3000 {
+            let mut text = String::new();
+            g.value(0, &mut text);
+            let ours = Json::parse(&text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+            let theirs: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(ours.to_serde(), theirs, "{text:?}");
+            // Every prefix: same verdict, and never a panic.
+            for cut in (0..text.len()).filter(|&c| text.is_char_boundary(c)) {
+                let prefix = &text[..cut];
+                assert_eq!(
+                    Json::parse(prefix).is_ok(),
+                    serde_json::from_str::<serde_json::Value>(prefix).is_ok(),
+                    "{prefix:?}"
+                );
+            }
+        }
+    }
 }

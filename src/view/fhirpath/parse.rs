@@ -431,4 +431,34 @@ mod tests {
         assert!(parse("name.").is_err());
         assert!(parse("name where").is_err());
     }
+
+    #[test]
+    fn random_token_soup_never_panics() {
+        let tokens = [
+            "name", ".", "where(", ")", "(", "[", "]", "0", "1.5", "'x'", "'", "%c", "$this",
+            "and", "or", "=", "!=", "<=", "|", "+", "-", "*", "/", "is", "as", "Patient", "`a b`",
+            "@2020-01", "{", "}", ",", "first()", "ofType(", "//c\n", "~", "&", "\\", "%", "$",
+        ];
+        let text = r#"{"resourceType":"Patient","id":"p","name":[{"family":"f","given":["a","b"]}],"active":true,"x":1.5}"#;
+        let patient = crate::view::Json::parse(text).unwrap();
+        let mut state = 42u64;
+        for _ in 0..20_000 {
+            let mut text = String::new();
+            for _ in 0..(state % 9) {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                text.push_str(tokens[((state >> 33) % tokens.len() as u64) as usize]);
+            }
+            state = state.wrapping_add(1);
+            // Whatever parses must also evaluate (to a value or an error) without panicking.
+            if let Ok(expr) = parse(&text) {
+                let focus = [super::super::Item::Node {
+                    json: &patient,
+                    ty: None,
+                }];
+                let _ = super::super::evaluate(&expr, &focus, 0);
+            }
+        }
+    }
 }
