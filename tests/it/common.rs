@@ -132,22 +132,39 @@ pub fn write_file(dir: &Path, name: &str, lines: &[String]) -> PathBuf {
     path
 }
 
-/// Runs `fhirlake load --json --lake LAKE INPUT`, asserts the exit code, returns the summary.
-pub fn load_cli_json(lake: &Path, input: &Path, expected_code: i32) -> Value {
-    let out = fhirlake()
-        .args(["load", "--json", "--lake"])
-        .arg(lake)
-        .arg(input)
-        .output()
-        .unwrap();
+/// Runs a `fhirlake ... --json` command, asserts its exit code, returns its JSON output.
+pub fn run_json(command: &mut Command, expected_code: i32) -> Value {
+    let out = command.output().unwrap();
     assert_eq!(
         out.status.code(),
         Some(expected_code),
-        "fhirlake load {}: {}",
-        input.display(),
+        "{command:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Runs `fhirlake load --json --lake LAKE INPUT`, asserts the exit code, returns the summary.
+pub fn load_cli_json(lake: &Path, input: &Path, expected_code: i32) -> Value {
+    run_json(
+        fhirlake()
+            .args(["load", "--json", "--lake"])
+            .arg(lake)
+            .arg(input),
+        expected_code,
+    )
+}
+
+/// The manifest's record of the input whose path ends with `suffix`.
+pub fn input_ending<'m>(
+    manifest: &'m fhirlake::ledger::JobManifest,
+    suffix: &str,
+) -> &'m fhirlake::ledger::InputRecord {
+    manifest
+        .inputs
+        .iter()
+        .find(|i| i.path.ends_with(suffix))
+        .unwrap_or_else(|| panic!("no input ending in {suffix}"))
 }
 
 /// The SeaweedFS server started by scripts/test.sh, if any.
@@ -224,5 +241,29 @@ impl S3 {
                 format!("{},{},{endpoint}", self.key, self.secret),
             )],
         )
+    }
+}
+
+/// Asserts that a lake killed mid-load and then re-run holds the same rows as
+/// a clean run, table by table, with no duplicate ids. `scan(lake, table)` names
+/// a table for `query` (local `delta_scan` or S3).
+pub fn assert_converged<L: Copy>(
+    tables: impl IntoIterator<Item = String>,
+    (crashed, clean): (L, L),
+    scan: impl Fn(L, &str) -> String,
+    query: impl Fn(&str) -> Option<Vec<Vec<Value>>>,
+) {
+    for table in tables {
+        let q = |lake: L| {
+            query(&format!(
+                "SELECT count(*), count(DISTINCT id), sum(hash(id, resource)) FROM {}",
+                scan(lake, &table)
+            ))
+        };
+        let (got, want) = (q(crashed), q(clean));
+        assert_eq!(got, want, "{table}: crash + rerun must equal a clean run");
+        if let Some(rows) = got {
+            assert_eq!(rows[0][0], rows[0][1], "{table}: no duplicate ids");
+        }
     }
 }

@@ -43,19 +43,9 @@ async fn sample_load_matches_input_and_reload_changes_nothing() {
     }
     // synthea-10's log.ndjson is an export log: recorded, not loaded, and its
     // transactionTime stands in for the missing meta.lastUpdated.
-    let log = first
-        .manifest
-        .inputs
-        .iter()
-        .find(|i| i.path.ends_with("log.ndjson"))
-        .unwrap();
+    let log = input_ending(&first.manifest, "log.ndjson");
     assert_eq!(log.status, InputStatus::ExportLog);
-    let patient_input = first
-        .manifest
-        .inputs
-        .iter()
-        .find(|i| i.path.ends_with("synthea-10/Patient.000.ndjson"))
-        .unwrap();
+    let patient_input = input_ending(&first.manifest, "synthea-10/Patient.000.ndjson");
     let stand_in = patient_input.last_updated_stand_in.as_ref().unwrap();
     assert_eq!(
         (stand_in.source.as_str(), stand_in.value.as_str()),
@@ -493,19 +483,7 @@ fn kill_9_mid_load_then_rerun_converges_to_a_clean_run() {
         .cloned()
         .collect();
     assert!(tables.len() > 10);
-    for table in tables {
-        let q = |lake: &std::path::Path| {
-            duckdb(&format!(
-                "SELECT count(*), count(DISTINCT id), sum(hash(id, resource)) FROM {}",
-                scan(lake, &table)
-            ))
-        };
-        let (got, want) = (q(&crashed), q(&clean));
-        assert_eq!(got, want, "{table} after crash + rerun vs clean run");
-        if let Some(rows) = got {
-            assert_eq!(rows[0][0], rows[0][1], "{table}: no duplicate ids");
-        }
-    }
+    assert_converged(tables, (crashed.as_path(), clean.as_path()), scan, duckdb);
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

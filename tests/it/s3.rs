@@ -176,9 +176,8 @@ async fn optimize_compacts_and_vacuum_removes_replaced_files_on_s3() {
         .await
         .unwrap();
     assert_eq!((report.files_removed, report.files_added), (3, 1));
-    let out = s3
-        .fhirlake()
-        .args([
+    let vacuumed = run_json(
+        s3.fhirlake().args([
             "vacuum",
             "--json",
             "--retain",
@@ -188,16 +187,9 @@ async fn optimize_compacts_and_vacuum_removes_replaced_files_on_s3() {
             "patient",
             "--lake",
             &uri,
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ]),
+        0,
     );
-    let vacuumed: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(vacuumed[0]["files_deleted"], json!(3));
     if let Some(rows) = s3.duckdb(&format!(
         "SELECT string_agg(id, ',' ORDER BY id) FROM {}",
@@ -231,19 +223,12 @@ fn kill_9_during_an_s3_load_then_rerun_converges() {
     );
 
     for uri in [&crashed, &clean] {
-        let out = s3
-            .fhirlake()
-            .args(["load", "--json", "--lake", uri])
-            .arg(&data)
-            .output()
-            .unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let summary = run_json(
+            s3.fhirlake()
+                .args(["load", "--json", "--lake", uri])
+                .arg(&data),
+            0,
         );
-        let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
         for input in summary["inputs"].as_array().unwrap() {
             let sum: u64 = ["inserted", "updated", "unchanged", "quarantined"]
                 .iter()
@@ -256,19 +241,9 @@ fn kill_9_during_an_s3_load_then_rerun_converges() {
         expected_ids(&[sample_dir("synthea-10"), sample_dir("bds-r4-10")])
             .into_keys()
             .collect();
-    for table in tables {
-        let q = |uri: &str| {
-            s3.duckdb(&format!(
-                "SELECT count(*), count(DISTINCT id), sum(hash(id, resource)) FROM {}",
-                scan_s3(uri, &table)
-            ))
-        };
-        let (got, want) = (q(&crashed), q(&clean));
-        assert_eq!(got, want, "{table}: crash + rerun equals a clean run");
-        if let Some(rows) = got {
-            assert_eq!(rows[0][0], rows[0][1], "{table}: no duplicate ids");
-        }
-    }
+    assert_converged(tables, (crashed.as_str(), clean.as_str()), scan_s3, |sql| {
+        s3.duckdb(sql)
+    });
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -308,24 +283,14 @@ async fn ndjson_already_in_a_bucket_loads_from_s3_urls() {
             "{table}"
         );
     }
-    let patient = report
-        .manifest
-        .inputs
-        .iter()
-        .find(|i| i.path.ends_with("Patient.000.ndjson.gz"))
-        .unwrap();
+    let patient = input_ending(&report.manifest, "Patient.000.ndjson.gz");
     assert!(patient.path.starts_with("s3://"), "{}", patient.path);
     let stand_in = patient.last_updated_stand_in.as_ref().unwrap();
     assert_eq!(
         stand_in.source, "transaction_time",
         "log.ndjson in the bucket was read"
     );
-    let log = report
-        .manifest
-        .inputs
-        .iter()
-        .find(|i| i.path.ends_with("log.ndjson"))
-        .unwrap();
+    let log = input_ending(&report.manifest, "log.ndjson");
     assert_eq!(log.status, InputStatus::ExportLog);
 
     let again = load(&lake, LoadPlan::new(vec![input])).await;
