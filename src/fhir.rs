@@ -203,6 +203,11 @@ pub fn is_valid_resource_type(name: &str) -> bool {
         && bytes.iter().all(u8::is_ascii_alphanumeric)
 }
 
+/// True when `table` is the table name of a known resource type (`patient`).
+pub fn is_known_resource_type_table(table: &str) -> bool {
+    RESOURCE_TYPES.iter().any(|t| t.eq_ignore_ascii_case(table))
+}
+
 /// The Delta table that holds resources of this type: its lower-cased name.
 pub fn table_name(resource_type: &str) -> String {
     resource_type.to_ascii_lowercase()

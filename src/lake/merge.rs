@@ -23,19 +23,49 @@ pub struct UpdateMetrics {
     pub files_removed: u64,
 }
 
+/// How a MERGE matches and what it does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MergeKind {
+    /// Keyed on `id`: update when the source is newer, insert when absent.
+    NewerById,
+    /// Keyed on (`id`, `meta_last_updated`, `_row`): insert what is absent,
+    /// never update (own-table view rows; makes a re-run a no-op).
+    InsertMissing,
+}
+
+impl MergeKind {
+    fn key(self) -> &'static [&'static str] {
+        match self {
+            MergeKind::NewerById => &["id"],
+            MergeKind::InsertMissing => &["id", "meta_last_updated", "_row"],
+        }
+    }
+}
+
 /// Applies `batches` to `table` keyed on `id`. Several versions of one id in
 /// the batches are collapsed to the newest first (MERGE rejects two source
 /// rows matching one target row).
 pub async fn merge_updates(
-    mut table: DeltaTable,
+    table: DeltaTable,
     name: &str,
     schema: &SchemaRef,
     batches: Vec<RecordBatch>,
 ) -> Result<(DeltaTable, UpdateMetrics), LakeError> {
+    merge_rows(table, name, schema, batches, MergeKind::NewerById).await
+}
+
+/// MERGEs `batches` into `table` as `kind` says, retrying on commit conflicts.
+pub async fn merge_rows(
+    mut table: DeltaTable,
+    name: &str,
+    schema: &SchemaRef,
+    batches: Vec<RecordBatch>,
+    kind: MergeKind,
+) -> Result<(DeltaTable, UpdateMetrics), LakeError> {
     // Conflicting concurrent commits: re-run the MERGE on a fresh snapshot.
     let mut attempt = 1;
     loop {
-        match merge_once(table.clone(), name, schema, batches.clone()).await {
+        match merge_once(table.clone(), name, schema, batches.clone(), kind).await {
             Err(LakeError::Delta { source, .. })
                 if attempt < COMMIT_ATTEMPTS && is_commit_conflict(&source) =>
             {
@@ -52,6 +82,7 @@ async fn merge_once(
     name: &str,
     schema: &SchemaRef,
     batches: Vec<RecordBatch>,
+    kind: MergeKind,
 ) -> Result<(DeltaTable, UpdateMetrics), LakeError> {
     let query_err = |source| LakeError::Query {
         table: name.to_owned(),
@@ -67,33 +98,42 @@ async fn merge_once(
         .map(|f| format!("\"{}\"", f.name()))
         .collect();
     let column_list = columns.join(", ");
+    let key = kind.key();
+    let partition = key.join(", ");
     let newest = ctx
         .sql(&format!(
             "SELECT {column_list} FROM (SELECT *, row_number() OVER \
-             (PARTITION BY id ORDER BY meta_last_updated DESC, _line DESC) AS _rank FROM updates) \
+             (PARTITION BY {partition} ORDER BY meta_last_updated DESC, _line DESC) AS _rank FROM updates) \
              WHERE _rank = 1"
         ))
         .await
         .map_err(query_err)?;
 
     let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
-    let (table, metrics) = table
-        .merge(newest, "target.id = source.id")
+    let on: Vec<String> = key
+        .iter()
+        .map(|k| format!("target.\"{k}\" = source.\"{k}\""))
+        .collect();
+    let mut builder = table
+        .merge(newest, on.join(" AND "))
         .with_source_alias("source")
         .with_target_alias("target")
-        .with_merge_schema(true)
-        .when_matched_update(|update| {
-            names.iter().fold(
-                update.predicate("source.meta_last_updated > target.meta_last_updated"),
-                |u, c| u.update(c.as_str(), format!("source.\"{c}\"")),
-            )
-        })
-        .and_then(|b| {
-            b.when_not_matched_insert(|insert| {
-                names
-                    .iter()
-                    .fold(insert, |i, c| i.set(c.as_str(), format!("source.\"{c}\"")))
+        .with_merge_schema(true);
+    if kind == MergeKind::NewerById {
+        builder = builder
+            .when_matched_update(|update| {
+                names.iter().fold(
+                    update.predicate("source.meta_last_updated > target.meta_last_updated"),
+                    |u, c| u.update(c.as_str(), format!("source.\"{c}\"")),
+                )
             })
+            .map_err(LakeError::delta(name))?;
+    }
+    let (table, metrics) = builder
+        .when_not_matched_insert(|insert| {
+            names
+                .iter()
+                .fold(insert, |i, c| i.set(c.as_str(), format!("source.\"{c}\"")))
         })
         .map_err(LakeError::delta(name))?
         .await

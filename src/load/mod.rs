@@ -15,6 +15,7 @@
 mod discover;
 mod pipeline;
 mod rows;
+mod view_tables;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -32,6 +33,7 @@ pub use discover::{DiscoverError, Discovered, discover};
 use pipeline::Piece;
 pub use pipeline::StageClock;
 pub use rows::{Lineage, QuarantineRow, QuarantineRows, ResourceRow, ResourceRows};
+use view_tables::ViewTable;
 
 use crate::fhir;
 use crate::lake::{
@@ -430,6 +432,8 @@ pub async fn run(
     let mut warnings = Vec::new();
     let mut inputs = Vec::new();
     let mut tables: BTreeMap<String, TableState> = BTreeMap::new();
+    let mut view_tables: BTreeMap<String, ViewTable> = BTreeMap::new();
+    let mut view_records: BTreeMap<String, TableRecord> = BTreeMap::new();
     let mut quarantine = QuarantineRows::new(quarantine_schema());
     let mut bytes_read = 0u64;
 
@@ -482,6 +486,7 @@ pub async fn run(
             &clock,
             &progress,
             &mut tables,
+            &mut view_tables,
             &mut quarantine,
             &mut warnings,
         )
@@ -489,17 +494,20 @@ pub async fn run(
         bytes_read += record.bytes;
         record.check_accounting()?;
         inputs.push(record);
-        // Bound memory: MERGE buffered updates once they grow large.
+        // Bound memory: MERGE buffered updates once they grow large (own-table
+        // views first: a type table may never commit ahead of them).
         for state in tables.values_mut() {
             state.stash_updates()?;
             if state.update_bytes >= plan.update_flush_bytes {
+                commit_view_tables(lake, &mut view_tables, &mut view_records).await?;
                 state.commit(lake, &clock, true).await?;
             }
         }
     }
 
     notify(Progress::Committing);
-    let mut table_records = BTreeMap::new();
+    commit_view_tables(lake, &mut view_tables, &mut view_records).await?;
+    let mut table_records = view_records;
     for (name, mut state) in tables {
         state.commit(lake, &clock, false).await?;
         table_records.insert(name, state.record);
@@ -584,6 +592,20 @@ pub async fn run(
     })
 }
 
+/// Commits every own-table view's pending rows (before any type table commits).
+async fn commit_view_tables(
+    lake: &Lake,
+    view_tables: &mut BTreeMap<String, ViewTable>,
+    records: &mut BTreeMap<String, TableRecord>,
+) -> Result<(), LoadError> {
+    for (name, table) in view_tables.iter_mut() {
+        table
+            .commit(lake, records.entry(name.clone()).or_default())
+            .await?;
+    }
+    Ok(())
+}
+
 /// Marker object name for a loaded file: size first, so listing can group by it.
 fn marker_key(bytes: u64, sha256: &str) -> String {
     format!("{bytes}-{sha256}")
@@ -599,6 +621,7 @@ async fn load_file(
     clock: &Arc<StageClock>,
     progress: &Option<ProgressSink>,
     tables: &mut BTreeMap<String, TableState>,
+    view_tables: &mut BTreeMap<String, ViewTable>,
     quarantine: &mut QuarantineRows,
     warnings: &mut Vec<String>,
 ) -> Result<InputRecord, LoadError> {
@@ -697,7 +720,28 @@ async fn load_file(
                 line: line.line,
                 view_row: line.view_row.as_ref(),
             };
-            match state.index.classify(&keys.id, last_updated) {
+            let state_of_key = state.index.classify(&keys.id, last_updated);
+            if state_of_key != KeyState::Unchanged {
+                let extras = plan.views.extras_for(&keys.resource_type);
+                for ((table, view), rows) in extras.iter().zip(&line.extra_rows) {
+                    view_tables
+                        .entry(table.clone())
+                        .or_insert_with(|| ViewTable::new(table, view.clone(), lineage.clone()))
+                        .push(
+                            &keys.id,
+                            last_updated,
+                            rows,
+                            &source,
+                            line.line,
+                            state_of_key == KeyState::Newer,
+                        )
+                        .map_err(|source| LoadError::Arrow {
+                            table: table.clone(),
+                            source,
+                        })?;
+                }
+            }
+            match state_of_key {
                 KeyState::New => {
                     counts.inserted += 1;
                     state.inserts.push(&row, lineage);

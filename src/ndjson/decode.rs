@@ -84,6 +84,8 @@ pub struct DecodedLine {
     pub kind: LineKind,
     /// The row of the type's view, when the type has one and it produced a row.
     pub view_row: Option<Row>,
+    /// Rows of the type's own-table views, in `ViewSet::extras_for` order.
+    pub extra_rows: Vec<Vec<Row>>,
 }
 
 /// Decodes chunks; holds one thread's reusable parse buffers (simd-json
@@ -127,8 +129,8 @@ impl ChunkDecoder {
                 end -= 1;
             }
             let bytes = &data[start..end];
-            let (kind, view_row) = if bytes.iter().all(u8::is_ascii_whitespace) {
-                (LineKind::Blank, None)
+            let (kind, view_row, extra_rows) = if bytes.iter().all(u8::is_ascii_whitespace) {
+                (LineKind::Blank, None, Vec::new())
             } else {
                 self.decode_line(bytes, expected_type)
             };
@@ -139,6 +141,7 @@ impl ChunkDecoder {
                 end,
                 kind,
                 view_row,
+                extra_rows,
             });
             line += 1;
             start = stop + 1;
@@ -146,41 +149,37 @@ impl ChunkDecoder {
         out
     }
 
-    fn decode_line(
-        &mut self,
-        bytes: &[u8],
-        expected_type: Option<&str>,
-    ) -> (LineKind, Option<Row>) {
-        // A file promising a type with a view: one parse (the view's tree) serves both.
-        if let Some(view) = expected_type.and_then(|t| self.views.for_type(t)).cloned() {
+    fn decode_line(&mut self, bytes: &[u8], expected_type: Option<&str>) -> Decoded {
+        // A file promising a type with views: one parse (the view tree) serves both.
+        if expected_type.is_some_and(|t| self.views.has_views_for(t)) {
             return match std::str::from_utf8(bytes)
                 .map_err(|e| e.to_string())
                 .and_then(|t| Json::parse(t).map_err(|e| e.to_string()))
             {
                 Ok(json) => {
                     let kind = keys_from_json(&json, expected_type);
-                    apply_view(kind, &view, &json)
+                    apply_views(kind, &self.views, &json)
                 }
                 Err(detail) => (
                     LineKind::Rejected(RejectReason::InvalidJson { detail }),
                     None,
+                    Vec::new(),
                 ),
             };
         }
         let kind = self.decode_with_tape(bytes, expected_type);
-        // Mixed-type files learn the type only now: parse again for the view.
-        match &kind {
-            LineKind::Resource(keys) => match self.views.for_type(&keys.resource_type).cloned() {
-                Some(view) => match std::str::from_utf8(bytes)
+        // Mixed-type files learn the type only now: parse again for its views.
+        let has_views = matches!(&kind, LineKind::Resource(keys) if self.views.has_views_for(&keys.resource_type));
+        match has_views
+            .then(|| {
+                std::str::from_utf8(bytes)
                     .ok()
                     .and_then(|t| Json::parse(t).ok())
-                {
-                    Some(json) => apply_view(kind, &view, &json),
-                    None => (kind, None),
-                },
-                None => (kind, None),
-            },
-            _ => (kind, None),
+            })
+            .flatten()
+        {
+            Some(json) => apply_views(kind, &self.views, &json),
+            None => (kind, None, Vec::new()),
         }
     }
 
@@ -205,14 +204,18 @@ impl ChunkDecoder {
     }
 }
 
-/// A table view gives at most one row per resource: zero rows (a `where`
-/// filtered it) leave the view columns null; errors and extra rows quarantine
-/// the line, naming the view.
-fn apply_view(kind: LineKind, view: &CompiledView, json: &Json) -> (LineKind, Option<Row>) {
+/// What a line decodes to: its kind, its type-table view row, its own-table view rows.
+type Decoded = (LineKind, Option<Row>, Vec<Vec<Row>>);
+
+/// Runs the type's views. A type-table view gives at most one row per
+/// resource: zero rows (a `where` filtered it) leave its columns null.
+/// Own-table views give any number. Any error, or extra rows from a
+/// type-table view, quarantines the line, naming the view.
+fn apply_views(kind: LineKind, views: &ViewSet, json: &Json) -> Decoded {
     let LineKind::Resource(keys) = kind else {
-        return (kind, None);
+        return (kind, None, Vec::new());
     };
-    let reject = |message: String| {
+    let reject = |view: &CompiledView, message: String| {
         LineKind::Rejected(RejectReason::View {
             view: view.name.clone().unwrap_or_else(|| view.resource.clone()),
             resource_type: keys.resource_type.to_string(),
@@ -220,17 +223,28 @@ fn apply_view(kind: LineKind, view: &CompiledView, json: &Json) -> (LineKind, Op
             message,
         })
     };
-    match view.rows(json) {
-        Err(e) => (reject(e.to_string()), None),
-        Ok(mut rows) if rows.len() <= 1 => (LineKind::Resource(keys), rows.pop()),
-        Ok(rows) => (
-            reject(format!(
-                "gave {} rows; a table's view must give at most one row per resource (use .first() or collection: true)",
-                rows.len()
-            )),
-            None,
-        ),
+    let mut view_row = None;
+    if let Some(view) = views.for_type(&keys.resource_type) {
+        match view.rows(json) {
+            Err(e) => return (reject(view, e.to_string()), None, Vec::new()),
+            Ok(mut rows) if rows.len() <= 1 => view_row = rows.pop(),
+            Ok(rows) => {
+                let message = format!(
+                    "gave {} rows; a table's view must give at most one row per resource (use .first() or collection: true)",
+                    rows.len()
+                );
+                return (reject(view, message), None, Vec::new());
+            }
+        }
     }
+    let mut extra_rows = Vec::new();
+    for (_, view) in views.extras_for(&keys.resource_type) {
+        match view.rows(json) {
+            Ok(rows) => extra_rows.push(rows),
+            Err(e) => return (reject(view, e.to_string()), None, Vec::new()),
+        }
+    }
+    (LineKind::Resource(keys), view_row, extra_rows)
 }
 
 /// How `meta.lastUpdated` looked in the document.

@@ -72,21 +72,20 @@ pub enum ViewSetError {
         source: std::io::Error,
     },
     #[error(
-        "view {file}: its name {name:?} differs from its resource type {resource:?}; fhirlake loads \
-         one view per resource type into the type's table (name it {expected:?})"
+        "view {file}: name {name:?} cannot name a table: use lower-case letters, digits and _, \
+         starting with a letter, and not a resource type's table name or one starting with _"
     )]
-    Unsupported {
-        file: String,
-        name: String,
-        resource: String,
-        expected: String,
-    },
+    BadName { file: String, name: String },
 }
 
-/// Views by resource type; each becomes the columns of that type's table.
+/// Views by resource type. A view named like its type (`patient`) gives the
+/// columns of that type's table; any other name (`observation_category`) is a
+/// table of its own, with 0..n rows per resource.
 #[derive(Debug, Clone, Default)]
 pub struct ViewSet {
     by_type: BTreeMap<String, Arc<CompiledView>>,
+    /// Own-table views by resource type, each with its table name.
+    extra: BTreeMap<String, Vec<(String, Arc<CompiledView>)>>,
 }
 
 impl ViewSet {
@@ -128,18 +127,26 @@ impl ViewSet {
             file: file.to_owned(),
             source,
         })?;
-        let expected = crate::fhir::table_name(&view.resource);
-        if let Some(name) = &view.name
-            && name.to_ascii_lowercase() != expected
-        {
-            return Err(ViewSetError::Unsupported {
+        let type_table = crate::fhir::table_name(&view.resource);
+        let name = view.name.clone().unwrap_or_else(|| type_table.clone());
+        if name.to_ascii_lowercase() == type_table {
+            self.by_type.insert(view.resource.clone(), Arc::new(view));
+            return Ok(());
+        }
+        let valid = name.starts_with(|c: char| c.is_ascii_lowercase())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            && !crate::fhir::is_known_resource_type_table(&name);
+        if !valid {
+            return Err(ViewSetError::BadName {
                 file: file.to_owned(),
-                name: name.clone(),
-                resource: view.resource.clone(),
-                expected,
+                name,
             });
         }
-        self.by_type.insert(view.resource.clone(), Arc::new(view));
+        let views = self.extra.entry(view.resource.clone()).or_default();
+        views.retain(|(table, _)| *table != name);
+        views.push((name, Arc::new(view)));
         Ok(())
     }
 
@@ -147,12 +154,22 @@ impl ViewSet {
         self.by_type.get(resource_type)
     }
 
+    /// Own-table views of a type, with their table names.
+    pub fn extras_for(&self, resource_type: &str) -> &[(String, Arc<CompiledView>)] {
+        self.extra.get(resource_type).map_or(&[], Vec::as_slice)
+    }
+
+    /// Whether lines of this type need the view tree at all.
+    pub fn has_views_for(&self, resource_type: &str) -> bool {
+        self.by_type.contains_key(resource_type) || self.extra.contains_key(resource_type)
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.by_type.is_empty()
+        self.by_type.is_empty() && self.extra.is_empty()
     }
 
     pub fn len(&self) -> usize {
-        self.by_type.len()
+        self.by_type.len() + self.extra.values().map(Vec::len).sum::<usize>()
     }
 }
 
@@ -179,6 +196,29 @@ mod tests {
             "Location",
         ] {
             assert!(set.for_type(ty).is_some(), "{ty}");
+        }
+    }
+
+    #[test]
+    fn own_table_views_need_a_safe_distinct_table_name() {
+        let view = |name: &str| {
+            format!(
+                r#"{{"name":"{name}","resource":"Observation","select":[{{"column":[{{"name":"c","path":"code"}}]}}]}}"#
+            )
+        };
+        let mut set = ViewSet::none();
+        set.add("a.json", &view("observation_category")).unwrap();
+        set.add("b.json", &view("observation")).unwrap();
+        assert_eq!(set.extras_for("Observation").len(), 1);
+        assert!(set.for_type("Observation").is_some());
+        for bad in ["Encounter_x", "encounter", "_quarantine", "a-b", "../x"] {
+            assert!(
+                matches!(
+                    set.add("c.json", &view(bad)),
+                    Err(ViewSetError::BadName { .. })
+                ),
+                "{bad}"
+            );
         }
     }
 

@@ -272,6 +272,94 @@ mod load {
         }
     }
 
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_view_named_apart_from_its_type_is_its_own_table_and_newer_versions_replace_rows() {
+        let tmp = tempfile::tempdir().unwrap();
+        let lake_dir = tmp.path().join("lake");
+        let lake = open_lake(&lake_dir);
+        let dir = tmp.path().join("views");
+        std::fs::create_dir_all(&dir).unwrap();
+        let view = json!({"resourceType": "ViewDefinition", "name": "observation_category", "resource": "Observation",
+            "status": "active", "select": [{"forEach": "category.coding",
+            "column": [{"name": "code", "path": "code", "type": "code"}]}]});
+        std::fs::write(dir.join("observation_category.json"), view.to_string()).unwrap();
+        let views = || {
+            let mut v = ViewSet::defaults();
+            v.add_dir(&dir).unwrap();
+            v
+        };
+        let input = sample_dir("bds-r4-10").join("Observation.ndjson");
+        let observations = ndjson(&input);
+        let codings: usize = observations
+            .iter()
+            .map(|o| {
+                o["category"].as_array().map_or(0, |c| {
+                    c.iter()
+                        .map(|x| x["coding"].as_array().map_or(0, Vec::len))
+                        .sum()
+                })
+            })
+            .sum();
+        let count = || {
+            duckdb(&format!(
+                "SELECT count(*) FROM {}",
+                scan(&lake_dir, "observation_category")
+            ))
+        };
+
+        let first = load(
+            &lake,
+            LoadPlan::new(vec![input.clone()]).with_views(views()),
+        )
+        .await;
+        assert!(first.manifest.tables.contains_key("observation_category"));
+        if let Some(rows) = count() {
+            assert_eq!(rows, vec![vec![json!(codings)]]);
+        }
+        load(
+            &lake,
+            LoadPlan::new(vec![input])
+                .with_views(views())
+                .with_force(true),
+        )
+        .await;
+        if let Some(rows) = count() {
+            assert_eq!(rows, vec![vec![json!(codings)]], "a reload adds no rows");
+        }
+
+        // A newer version of one observation with two category codings replaces its rows;
+        // an older one changes nothing.
+        let mut changed = observations[0].clone();
+        let id = changed["id"].as_str().unwrap().to_owned();
+        changed["meta"] = json!({"lastUpdated": "2099-01-01T00:00:00Z"});
+        changed["category"] =
+            json!([{"coding": [{"code": "laboratory"}, {"code": "vital-signs"}]}]);
+        let mut stale = observations[0].clone();
+        stale["meta"] = json!({"lastUpdated": "1999-01-01T00:00:00Z"});
+        stale["category"] = json!([{"coding": [{"code": "stale"}]}]);
+        let newer = write_file(
+            &tmp.path().join("n"),
+            "Observation.ndjson",
+            &[changed.to_string()],
+        );
+        let older = write_file(
+            &tmp.path().join("o"),
+            "Observation.ndjson",
+            &[stale.to_string()],
+        );
+        load(&lake, LoadPlan::new(vec![newer]).with_views(views())).await;
+        load(&lake, LoadPlan::new(vec![older]).with_views(views())).await;
+        if let Some(rows) = duckdb(&format!(
+            "SELECT string_agg(code, ',' ORDER BY _row), count(DISTINCT meta_last_updated) FROM {} WHERE id = '{id}'",
+            scan(&lake_dir, "observation_category")
+        )) {
+            assert_eq!(rows, vec![vec![json!("laboratory,vital-signs"), json!(1)]]);
+        }
+        if let Some(rows) = count() {
+            assert_eq!(rows, vec![vec![json!(codings + 1)]]);
+        }
+    }
+
     #[test]
     fn rows_a_view_cannot_evaluate_are_quarantined_with_the_view_and_column() {
         let tmp = tempfile::tempdir().unwrap();
