@@ -11,6 +11,7 @@ use deltalake::arrow::datatypes::Schema;
 use deltalake::arrow::record_batch::RecordBatch;
 use deltalake::parquet::arrow::ArrowWriter;
 
+use bumpalo::Bump;
 use rayon::prelude::*;
 
 use crate::ndjson::{Chunk, LineChunker};
@@ -45,8 +46,8 @@ pub struct RunArgs {
 }
 
 /// Resources in `text`, each with where it came from (for error messages).
-fn resources(text: &str) -> Result<Vec<(String, Json<'_>)>> {
-    if let Ok(json) = Json::parse(text) {
+fn resources<'a>(text: &'a str, arena: &'a Bump) -> Result<Vec<(String, Json<'a>)>> {
+    if let Ok(json) = Json::parse(text, arena) {
         if json.get("resourceType").and_then(Json::as_str) == Some("Bundle") {
             let Some(Json::Array(entries)) = json.get("entry") else {
                 return Ok(Vec::new());
@@ -64,7 +65,8 @@ fn resources(text: &str) -> Result<Vec<(String, Json<'_>)>> {
         if line.trim().is_empty() {
             continue;
         }
-        let json = Json::parse(line).with_context(|| format!("line {}: not valid JSON", i + 1))?;
+        let json =
+            Json::parse(line, arena).with_context(|| format!("line {}: not valid JSON", i + 1))?;
         out.push((format!("line {}", i + 1), json));
     }
     Ok(out)
@@ -145,6 +147,7 @@ impl Output<'_> {
 /// The rows of one chunk of NDJSON lines; errors name the line.
 fn chunk_rows(view: &CompiledView, chunk: &Chunk) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
+    let mut arena = Bump::new();
     for (i, line) in chunk.data.split(|&b| b == b'\n').enumerate() {
         let number = chunk.first_line + i as u64;
         let text =
@@ -152,8 +155,10 @@ fn chunk_rows(view: &CompiledView, chunk: &Chunk) -> Result<Vec<Row>> {
         if text.trim().is_empty() {
             continue;
         }
-        let json = Json::parse(text).with_context(|| format!("line {number}: not valid JSON"))?;
+        let json =
+            Json::parse(text, &arena).with_context(|| format!("line {number}: not valid JSON"))?;
         rows.extend(view.rows(&json).with_context(|| format!("line {number}"))?);
+        arena.reset();
     }
     Ok(rows)
 }
@@ -192,7 +197,7 @@ fn stream_ndjson(view: &CompiledView, path: &Path, output: &mut Output<'_>) -> R
 fn is_ndjson(path: &Path) -> Result<bool> {
     let mut first = String::new();
     std::io::BufReader::new(std::fs::File::open(path)?).read_line(&mut first)?;
-    Ok(Json::parse(first.trim()).is_ok() && first.trim_start().starts_with('{'))
+    Ok(Json::parse(first.trim(), &Bump::new()).is_ok() && first.trim_start().starts_with('{'))
 }
 
 fn run_view(command: ViewCommand) -> Result<()> {
@@ -243,8 +248,9 @@ fn run_view(command: ViewCommand) -> Result<()> {
     } else {
         let input = std::fs::read_to_string(&args.input)
             .with_context(|| format!("reading input {input_name}"))?;
+        let arena = Bump::new();
         for (origin, resource) in
-            resources(&input).with_context(|| format!("input {input_name}"))?
+            resources(&input, &arena).with_context(|| format!("input {input_name}"))?
         {
             let rows = view
                 .rows(&resource)

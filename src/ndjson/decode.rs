@@ -5,6 +5,8 @@ use simd_json::tape::Tape;
 
 use std::sync::Arc;
 
+use bumpalo::Bump;
+
 use super::Chunk;
 use crate::fhir;
 use crate::view::{CompiledView, Json, Row, ViewSet};
@@ -95,6 +97,8 @@ pub struct ChunkDecoder {
     scratch: Vec<u8>,
     tape: Option<Tape<'static>>,
     views: Arc<ViewSet>,
+    /// Holds each line's view tree; reset per line.
+    arena: Bump,
 }
 
 impl Default for ChunkDecoder {
@@ -111,6 +115,7 @@ impl ChunkDecoder {
             scratch: Vec::with_capacity(64 * 1024),
             tape: Some(Tape::null().reset()),
             views,
+            arena: Bump::new(),
         }
     }
 
@@ -150,11 +155,12 @@ impl ChunkDecoder {
     }
 
     fn decode_line(&mut self, bytes: &[u8], expected_type: Option<&str>) -> Decoded {
+        self.arena.reset();
         // A file promising a type with views: one parse (the view tree) serves both.
         if expected_type.is_some_and(|t| self.views.has_views_for(t)) {
             return match std::str::from_utf8(bytes)
                 .map_err(|e| e.to_string())
-                .and_then(|t| Json::parse(t).map_err(|e| e.to_string()))
+                .and_then(|t| Json::parse(t, &self.arena).map_err(|e| e.to_string()))
             {
                 Ok(json) => {
                     let kind = keys_from_json(&json, expected_type);
@@ -174,7 +180,7 @@ impl ChunkDecoder {
             .then(|| {
                 std::str::from_utf8(bytes)
                     .ok()
-                    .and_then(|t| Json::parse(t).ok())
+                    .and_then(|t| Json::parse(t, &self.arena).ok())
             })
             .flatten()
         {

@@ -304,7 +304,8 @@ impl CompiledView {
 
     /// Runs the view on one resource given as text.
     pub fn rows_for_text(&self, text: &str) -> Result<Vec<super::Row>, ViewError> {
-        let json = Json::parse(text).map_err(|e| ViewError::Invalid(e.to_string()))?;
+        let arena = bumpalo::Bump::new();
+        let json = Json::parse(text, &arena).map_err(|e| ViewError::Invalid(e.to_string()))?;
         self.rows(&json)
     }
 }

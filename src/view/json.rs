@@ -2,22 +2,25 @@
 //! text: FHIRPath needs a decimal's written precision (`1.0` vs `1`) for
 //! `lowBoundary()`/`highBoundary()`, which a float would lose.
 
-use std::borrow::Cow;
 use std::fmt;
 
-/// Borrows from the text it was parsed from: names, strings and numbers are
-/// slices of the line unless a string had escapes (then it is unescaped into
-/// an owned copy). Parsing allocates only the arrays and objects.
-#[derive(Debug, Clone, PartialEq)]
+use bumpalo::Bump;
+use bumpalo::collections::Vec as BumpVec;
+
+/// Borrows from the text it was parsed from (names, strings and numbers are
+/// slices of the line) and from an arena (arrays, objects, and strings that
+/// had escapes, unescaped). Nothing is freed per node: the caller resets the
+/// arena once the tree is done with, so a line costs no heap traffic.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Json<'a> {
     Null,
     Bool(bool),
     /// The number exactly as written.
     Number(&'a str),
-    String(Cow<'a, str>),
-    Array(Vec<Json<'a>>),
+    String(&'a str),
+    Array(&'a [Json<'a>]),
     /// Members in document order.
-    Object(Vec<(Cow<'a, str>, Json<'a>)>),
+    Object(&'a [(&'a str, Json<'a>)]),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -28,11 +31,13 @@ pub struct JsonError {
 }
 
 impl<'a> Json<'a> {
-    pub fn parse(text: &'a str) -> Result<Json<'a>, JsonError> {
+    /// Parses `text`, allocating arrays and objects in `arena`.
+    pub fn parse(text: &'a str, arena: &'a Bump) -> Result<Json<'a>, JsonError> {
         let mut parser = Parser {
             bytes: text.as_bytes(),
             pos: 0,
             text,
+            arena,
         };
         parser.skip_ws();
         let value = parser.value(0)?;
@@ -63,7 +68,7 @@ impl<'a> Json<'a> {
             Json::Null => serde_json::Value::Null,
             Json::Bool(b) => (*b).into(),
             Json::Number(n) => number_to_serde(n),
-            Json::String(s) => s.as_ref().into(),
+            Json::String(s) => (*s).into(),
             Json::Array(items) => items.iter().map(Json::to_serde).collect(),
             Json::Object(members) => members
                 .iter()
@@ -95,6 +100,7 @@ struct Parser<'a> {
     bytes: &'a [u8],
     text: &'a str,
     pos: usize,
+    arena: &'a Bump,
 }
 
 impl<'a> Parser<'a> {
@@ -134,11 +140,11 @@ impl<'a> Parser<'a> {
             Some(b'"') => Ok(Json::String(self.string()?)),
             Some(b'[') => {
                 self.pos += 1;
-                let mut items = Vec::new();
+                let mut items = BumpVec::new_in(self.arena);
                 self.skip_ws();
                 if self.bytes.get(self.pos) == Some(&b']') {
                     self.pos += 1;
-                    return Ok(Json::Array(items));
+                    return Ok(Json::Array(&[]));
                 }
                 loop {
                     self.skip_ws();
@@ -148,7 +154,7 @@ impl<'a> Parser<'a> {
                         Some(b',') => self.pos += 1,
                         Some(b']') => {
                             self.pos += 1;
-                            return Ok(Json::Array(items));
+                            return Ok(Json::Array(items.into_bump_slice()));
                         }
                         _ => return Err(self.err("expected , or ]")),
                     }
@@ -156,11 +162,11 @@ impl<'a> Parser<'a> {
             }
             Some(b'{') => {
                 self.pos += 1;
-                let mut members = Vec::new();
+                let mut members = BumpVec::new_in(self.arena);
                 self.skip_ws();
                 if self.bytes.get(self.pos) == Some(&b'}') {
                     self.pos += 1;
-                    return Ok(Json::Object(members));
+                    return Ok(Json::Object(&[]));
                 }
                 loop {
                     self.skip_ws();
@@ -181,7 +187,7 @@ impl<'a> Parser<'a> {
                         Some(b',') => self.pos += 1,
                         Some(b'}') => {
                             self.pos += 1;
-                            return Ok(Json::Object(members));
+                            return Ok(Json::Object(members.into_bump_slice()));
                         }
                         _ => return Err(self.err("expected , or }")),
                     }
@@ -223,7 +229,7 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn string(&mut self) -> Result<Cow<'a, str>, JsonError> {
+    fn string(&mut self) -> Result<&'a str, JsonError> {
         self.pos += 1; // opening quote
         let first = self.pos;
         let mut out = String::new();
@@ -239,14 +245,14 @@ impl<'a> Parser<'a> {
             // No escape so far: the string is a slice of the input.
             if self.bytes.get(self.pos) == Some(&b'"') && start == first {
                 self.pos += 1;
-                return Ok(Cow::Borrowed(&self.text[first..self.pos - 1]));
+                return Ok(&self.text[first..self.pos - 1]);
             }
             out.push_str(&self.text[start..self.pos]);
             match self.bytes.get(self.pos) {
                 None => return Err(self.err("unterminated string")),
                 Some(b'"') => {
                     self.pos += 1;
-                    return Ok(Cow::Owned(out));
+                    return Ok(self.arena.alloc_str(&out));
                 }
                 Some(_) => {
                     self.pos += 1;
@@ -308,14 +314,15 @@ mod tests {
     #[test]
     fn keeps_number_text_and_matches_serde() {
         let text = r#"{"a":1.0,"b":[true,null,-2e3,"x\"\u00e9\ud83d\ude00"],"c":{}}"#;
-        let json = Json::parse(text).unwrap();
+        let arena = Bump::new();
+        let json = Json::parse(text, &arena).unwrap();
         assert_eq!(json.get("a"), Some(&Json::Number("1.0")));
         assert_eq!(
             json.to_serde(),
             serde_json::from_str::<serde_json::Value>(text).unwrap()
         );
         for bad in ["{", "[1,]", "{\"a\" 1}", "01x", "\"\\q\"", "[1] 2"] {
-            assert!(Json::parse(bad).is_err(), "{bad}");
+            assert!(Json::parse(bad, &arena).is_err(), "{bad}");
         }
     }
 
@@ -410,14 +417,15 @@ mod tests {
         for _ in 0..3000 {
             let mut text = String::new();
             g.value(0, &mut text);
-            let ours = Json::parse(&text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+            let arena = Bump::new();
+            let ours = Json::parse(&text, &arena).unwrap_or_else(|e| panic!("{text:?}: {e}"));
             let theirs: serde_json::Value = serde_json::from_str(&text).unwrap();
             assert_eq!(ours.to_serde(), theirs, "{text:?}");
             // Every prefix: same verdict, and never a panic.
             for cut in (0..text.len()).filter(|&c| text.is_char_boundary(c)) {
                 let prefix = &text[..cut];
                 assert_eq!(
-                    Json::parse(prefix).is_ok(),
+                    Json::parse(prefix, &arena).is_ok(),
                     serde_json::from_str::<serde_json::Value>(prefix).is_ok(),
                     "{prefix:?}"
                 );

@@ -14,7 +14,8 @@ fn run_view(view: &Value, resources: &[Value]) -> Result<(Vec<String>, Vec<Row>)
     let mut rows = Vec::new();
     for resource in resources {
         let text = resource.to_string();
-        let json = Json::parse(&text).map_err(|e| e.to_string())?;
+        let arena = bumpalo::Bump::new();
+        let json = Json::parse(&text, &arena).map_err(|e| e.to_string())?;
         rows.extend(compiled.rows(&json).map_err(|e| e.to_string())?);
     }
     Ok((

@@ -239,7 +239,7 @@ fn member<'a>(item: &Item<'a>, name: &str, out: &mut Coll<'a>) {
         return;
     }
     // Choice element: `value` matches `valueQuantity`, typed Quantity.
-    for (key, value) in members {
+    for (key, value) in members.iter() {
         if let Some(suffix) = key.strip_prefix(name)
             && suffix.starts_with(|c: char| c.is_ascii_uppercase())
         {

@@ -440,7 +440,8 @@ mod tests {
             "@2020-01", "{", "}", ",", "first()", "ofType(", "//c\n", "~", "&", "\\", "%", "$",
         ];
         let text = r#"{"resourceType":"Patient","id":"p","name":[{"family":"f","given":["a","b"]}],"active":true,"x":1.5}"#;
-        let patient = crate::view::Json::parse(text).unwrap();
+        let arena = bumpalo::Bump::new();
+        let patient = crate::view::Json::parse(text, &arena).unwrap();
         let mut state = 42u64;
         for _ in 0..20_000 {
             let mut text = String::new();
