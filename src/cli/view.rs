@@ -55,7 +55,7 @@ fn resources<'a>(text: &'a str, arena: &'a Bump) -> Result<Vec<(String, Json<'a>
             return Ok(entries
                 .iter()
                 .enumerate()
-                .filter_map(|(i, e)| e.get("resource").map(|r| (format!("entry {i}"), r.clone())))
+                .filter_map(|(i, e)| e.get("resource").map(|r| (format!("entry {i}"), *r)))
                 .collect());
         }
         return Ok(vec![("the resource".into(), json)]);

@@ -57,7 +57,7 @@ impl<'a> Item<'a> {
             Item::Node { json, .. } => match json {
                 Json::Bool(b) => Scalar::Bool(*b),
                 Json::Number(n) => n.parse().map_or(Scalar::Other, Scalar::Num),
-                Json::String(s) => Scalar::Str(s.as_ref()),
+                Json::String(s) => Scalar::Str(s),
                 _ => Scalar::Other,
             },
         }
