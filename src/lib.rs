@@ -6,6 +6,7 @@
 //! command line.
 
 pub mod bench;
+pub mod bulk;
 pub mod cli;
 pub mod fhir;
 pub mod lake;
