@@ -411,3 +411,54 @@ mod load {
         }
     }
 }
+
+#[test]
+fn kill_9_with_an_own_table_view_then_rerun_converges() {
+    use crate::common::*;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    fhirlake::bench::generate(&sample_dir(""), &data, 40_000_000, 5).unwrap();
+    let views = tmp.path().join("views");
+    std::fs::create_dir_all(&views).unwrap();
+    let view = serde_json::json!({"resourceType": "ViewDefinition", "name": "observation_category",
+        "resource": "Observation", "status": "active", "select": [{"forEach": "category.coding",
+        "column": [{"name": "code", "path": "code", "type": "code"}]}]});
+    std::fs::write(views.join("observation_category.json"), view.to_string()).unwrap();
+    let (crashed, clean) = (tmp.path().join("crashed"), tmp.path().join("clean"));
+    let load_cmd = |lake: &Path| {
+        let mut cmd = fhirlake();
+        cmd.args(["load", "--json", "--views"])
+            .arg(&views)
+            .arg("--lake")
+            .arg(lake)
+            .arg(&data);
+        cmd
+    };
+    let mut child = load_cmd(&crashed)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let killed_mid_run = child.try_wait().unwrap().is_none();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        killed_mid_run,
+        "the load finished before it could be killed; grow the dataset"
+    );
+    run_json(&mut load_cmd(&crashed), 0);
+    run_json(&mut load_cmd(&clean), 0);
+    let tables = ["observation", "patient", "encounter"].map(String::from);
+    assert_converged(tables, (crashed.as_path(), clean.as_path()), scan, duckdb);
+    let rows = |lake: &Path| {
+        duckdb(&format!(
+            "SELECT count(*), count(DISTINCT (id, _row)), sum(hash(id, _row, code)) FROM {}",
+            scan(lake, "observation_category")
+        ))
+    };
+    let (got, want) = (rows(&crashed), rows(&clean));
+    assert_eq!(got, want, "observation_category after crash + rerun");
+    if let Some(r) = got {
+        assert_eq!(r[0][0], r[0][1], "no duplicate view rows");
+    }
+}
