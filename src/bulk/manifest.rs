@@ -18,7 +18,7 @@ pub struct ManifestFile {
 }
 
 /// A parsed manifest.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
     /// The server's cut-off instant: the next `--since` of an incremental export.
     pub transaction_time: String,

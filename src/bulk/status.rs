@@ -86,7 +86,7 @@ const TRANSIENT_CODES: &[&str] = &[
 ];
 
 /// (all issues transient?, diagnostics text) of an OperationOutcome body.
-fn outcome(body: &[u8]) -> Option<(bool, String)> {
+pub(crate) fn outcome(body: &[u8]) -> Option<(bool, String)> {
     let value: Value = serde_json::from_slice(body).ok()?;
     if value.get("resourceType").and_then(Value::as_str) != Some("OperationOutcome") {
         return None;

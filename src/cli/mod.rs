@@ -1,6 +1,7 @@
 //! Command line: parse flags, resolve them into plans, run, print, exit.
 //! Nothing here loads data; it only wires flags to the library.
 
+mod export;
 mod progress;
 mod summary;
 mod view;
@@ -22,6 +23,13 @@ Exit codes:
   1  finished, but some lines were quarantined (see <lake>/_quarantine)
   2  fatal error: nothing after the failing step was committed; fix and re-run";
 
+const EXPORT_EXIT_CODES: &str = "\
+Exit codes:
+  0    finished: downloaded, loaded, the server's job deleted
+  1    finished with warnings: quarantined lines, server error files, or a count mismatch
+  2    fatal: the job is saved in <lake>/_fhirlake/jobs; re-run the same command to resume
+  130  cancelled (Ctrl-C); the server's job was deleted unless --keep-server-job";
+
 #[derive(Debug, Parser)]
 #[command(name = "fhirlake", version, about = "Load FHIR data into Delta Lake tables, accounting for every line.", after_help = EXIT_CODES)]
 struct Cli {
@@ -34,6 +42,9 @@ enum Command {
     /// Load Bulk Data NDJSON files or directories into the lake.
     #[command(after_help = EXIT_CODES)]
     Load(LoadArgs),
+    /// Run a FHIR Bulk Data $export against a server and load the result (resumable).
+    #[command(after_help = EXPORT_EXIT_CODES)]
+    Export(Box<export::ExportArgs>),
     /// SQL-on-FHIR ViewDefinitions: run one over resources to see its rows.
     #[command(subcommand)]
     View(view::ViewCommand),
@@ -183,6 +194,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Load(args) => run_load(args),
+        Command::Export(args) => export::run(*args),
         Command::View(command) => view::run(command).map(|()| ExitCode::SUCCESS),
         Command::Optimize(args) => run_optimize(args),
         Command::Vacuum(args) => run_vacuum(args),

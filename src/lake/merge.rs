@@ -19,6 +19,8 @@ pub struct UpdateMetrics {
     pub source_rows: u64,
     pub rows_updated: u64,
     pub rows_inserted: u64,
+    #[serde(default)]
+    pub rows_deleted: u64,
     pub files_added: u64,
     pub files_removed: u64,
 }
@@ -144,6 +146,7 @@ async fn merge_once(
             source_rows: metrics.num_source_rows as u64,
             rows_updated: metrics.num_target_rows_updated as u64,
             rows_inserted: metrics.num_target_rows_inserted as u64,
+            rows_deleted: metrics.num_target_rows_deleted as u64,
             files_added: metrics.num_target_files_added as u64,
             files_removed: metrics.num_target_files_removed as u64,
         },

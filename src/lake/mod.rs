@@ -12,6 +12,7 @@
 //! The ledger (manifest, loaded-file markers) is written only after these commits.
 //! Nothing here decides *what* to load; that is the `load` module's job.
 
+mod delete;
 mod keys;
 mod location;
 mod maintain;
@@ -19,6 +20,7 @@ mod merge;
 mod schema;
 mod sink;
 
+pub use delete::{Deletion, DeletionOutcome, TombstoneLineage, apply_deletions};
 pub use keys::{KeyIndex, KeyState, LoadMode, read_key_index};
 pub use location::{Lake, object_store_for, register_storage_handlers};
 pub use maintain::{OptimizeReport, VacuumReport, list_tables, optimize, vacuum};

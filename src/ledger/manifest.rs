@@ -98,6 +98,78 @@ pub struct JobManifest {
     pub inputs: Vec<InputRecord>,
     pub tables: BTreeMap<String, TableRecord>,
     pub totals: RowCounts,
+    /// For an export job: the request, the server's files and their fate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub export: Option<ExportRecord>,
+}
+
+/// What a `$export` job asked for and received (no credentials: URLs are redacted).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ExportRecord {
+    pub server: String,
+    pub kickoff_url: String,
+    pub kickoff_method: String,
+    pub params: Vec<(String, String)>,
+    pub status_url: String,
+    pub transaction_time: String,
+    pub requires_access_token: bool,
+    pub files: Vec<ExportFile>,
+    /// Resources the server listed as deleted, and what that did.
+    pub deletions_requested: u64,
+    /// Rows removed (current mode).
+    pub rows_deleted: u64,
+    /// Tombstone versions written (history mode).
+    pub tombstones: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileKind {
+    Output,
+    Error,
+    Deleted,
+}
+
+impl FileKind {
+    pub fn dir(self) -> &'static str {
+        match self {
+            FileKind::Output => "output",
+            FileKind::Error => "error",
+            FileKind::Deleted => "deleted",
+        }
+    }
+}
+
+/// One file of an export manifest and what became of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportFile {
+    pub kind: FileKind,
+    pub resource_type: String,
+    /// Position within its kind in the (possibly paged) manifest.
+    pub index: usize,
+    /// Redacted: never a pre-signed query string.
+    pub url: String,
+    /// Path of the raw copy, relative to the job's raw folder.
+    pub name: String,
+    pub declared_count: Option<u64>,
+    pub bytes: Option<u64>,
+    pub sha256: Option<String>,
+    /// Non-blank lines received (decompressed).
+    pub lines: Option<u64>,
+    pub content_encoding: Option<String>,
+    pub attempts: u32,
+    /// pending, downloaded, count_mismatch, expired, failed: ….
+    pub outcome: String,
+    /// For error files: the OperationOutcome diagnostics they carried.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub diagnostics: Vec<String>,
+}
+
+impl ExportFile {
+    /// Downloaded completely and checksummed (a count mismatch included: its lines are real).
+    pub fn verified(&self) -> bool {
+        self.sha256.is_some() && matches!(self.outcome.as_str(), "downloaded" | "count_mismatch")
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

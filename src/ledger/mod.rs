@@ -11,8 +11,8 @@
 mod manifest;
 
 pub use manifest::{
-    AccountingError, CommitRecord, InputRecord, InputStatus, JobManifest, RowCounts, StandIn,
-    TableRecord,
+    AccountingError, CommitRecord, ExportFile, ExportRecord, FileKind, InputRecord, InputStatus,
+    JobManifest, RowCounts, StandIn, TableRecord,
 };
 
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};

@@ -37,12 +37,13 @@ use view_tables::ViewTable;
 
 use crate::fhir;
 use crate::lake::{
-    KeyIndex, KeyState, Lake, LakeError, LoadMode, QUARANTINE_TABLE, TableSink, merge_updates,
-    quarantine_schema, read_key_index,
+    Deletion, KeyIndex, KeyState, Lake, LakeError, LoadMode, QUARANTINE_TABLE, TableSink,
+    TombstoneLineage, UpdateMetrics, apply_deletions, merge_updates, quarantine_schema,
+    read_key_index,
 };
 use crate::ledger::{
-    self, AccountingError, CommitRecord, InputRecord, InputStatus, JobManifest, LoadedMarker,
-    RowCounts, StandIn, TableRecord,
+    self, AccountingError, CommitRecord, ExportRecord, InputRecord, InputStatus, JobManifest,
+    LoadedMarker, RowCounts, StandIn, TableRecord,
 };
 use crate::ndjson::{HashingReader, InputFile, LineKind, RejectReason};
 use crate::view::{CompiledView, ViewSet};
@@ -62,6 +63,25 @@ pub struct LoadPlan {
     pub update_flush_bytes: usize,
     /// Views whose columns the per-type tables get (default: `schemas/`).
     pub views: Arc<ViewSet>,
+    /// Use this job id instead of a new one (an export loads under its own id).
+    pub job_id: Option<String>,
+    /// Set by an export: recorded in the manifest, which then has kind "export".
+    pub export: Option<ExportRecord>,
+    /// OperationOutcome lines from an export's `error[]` files, for the quarantine.
+    pub server_issues: Vec<ServerIssue>,
+    /// Resources an export reports deleted, by resource type.
+    pub deletions: BTreeMap<String, Vec<Deletion>>,
+}
+
+/// One OperationOutcome line the server reported about the export.
+#[derive(Debug, Clone)]
+pub struct ServerIssue {
+    pub source: String,
+    pub source_sha256: String,
+    pub line: u64,
+    pub byte_offset: u64,
+    pub diagnostics: String,
+    pub raw: Vec<u8>,
 }
 
 impl LoadPlan {
@@ -75,6 +95,10 @@ impl LoadPlan {
             batch_rows: 16 * 1024,
             update_flush_bytes: 256 << 20,
             views: Arc::new(ViewSet::defaults()),
+            job_id: None,
+            export: None,
+            server_issues: Vec::new(),
+            deletions: BTreeMap::new(),
         }
     }
 
@@ -404,7 +428,10 @@ pub async fn run(
 ) -> Result<LoadReport, LoadError> {
     let started_at = Utc::now();
     let clock_start = Instant::now();
-    let job_id = new_job_id(started_at);
+    let job_id = plan
+        .job_id
+        .clone()
+        .unwrap_or_else(|| new_job_id(started_at));
     let lineage = Lineage {
         job_id: job_id.clone(),
         ingested_at: started_at.timestamp_micros(),
@@ -512,6 +539,57 @@ pub async fn run(
         state.commit(lake, &clock, false).await?;
         table_records.insert(name, state.record);
     }
+    let mut export = plan.export.clone();
+    // Deletions after the loads, so a row loaded by this job that is older
+    // than its deletion goes too.
+    for (resource_type, deletions) in &plan.deletions {
+        let name = fhir::table_name(resource_type);
+        let lineage = TombstoneLineage {
+            job_id: &job_id,
+            ingested_at: lineage.ingested_at,
+        };
+        let outcome = apply_deletions(lake, &name, plan.mode, deletions, &lineage).await?;
+        if let Some(version) = outcome.version {
+            table_records
+                .entry(name)
+                .or_default()
+                .commits
+                .push(CommitRecord {
+                    version,
+                    operation: match plan.mode {
+                        LoadMode::Current => "delete".into(),
+                        LoadMode::History => "tombstone".into(),
+                    },
+                    merge: Some(UpdateMetrics {
+                        source_rows: deletions.len() as u64,
+                        rows_inserted: outcome.tombstones,
+                        rows_deleted: outcome.rows_deleted,
+                        ..Default::default()
+                    }),
+                });
+        }
+        if let Some(export) = export.as_mut() {
+            export.deletions_requested += deletions.len() as u64;
+            export.rows_deleted += outcome.rows_deleted;
+            export.tombstones += outcome.tombstones;
+        }
+    }
+    for issue in &plan.server_issues {
+        quarantine.push(
+            &QuarantineRow {
+                source: &issue.source,
+                source_sha256: &issue.source_sha256,
+                line: issue.line,
+                byte_offset: issue.byte_offset,
+                reason_code: "server_error",
+                reason: &issue.diagnostics,
+                resource_type: None,
+                resource_id: None,
+                raw: &issue.raw,
+            },
+            &lineage,
+        );
+    }
     if !quarantine.is_empty() {
         let started = Instant::now();
         let schema = quarantine_schema();
@@ -544,6 +622,14 @@ pub async fn run(
                 .add(counts);
         }
     }
+    if !plan.server_issues.is_empty() {
+        // Not lines of any input: the export's error files, recorded per file in `export`.
+        table_records
+            .entry(QUARANTINE_TABLE.to_owned())
+            .or_default()
+            .rows
+            .quarantined += plan.server_issues.len() as u64;
+    }
     let mut totals = RowCounts::default();
     for input in &inputs {
         totals.add(&input.rows);
@@ -551,7 +637,7 @@ pub async fn run(
 
     let manifest = JobManifest {
         job_id: job_id.clone(),
-        kind: "load".into(),
+        kind: if export.is_some() { "export" } else { "load" }.into(),
         fhirlake_version: env!("CARGO_PKG_VERSION").into(),
         started_at: started_at.to_rfc3339_opts(SecondsFormat::Millis, true),
         finished_at: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
@@ -560,6 +646,7 @@ pub async fn run(
         inputs,
         tables: table_records,
         totals,
+        export,
     };
     let manifest_path = ledger::write_manifest(lake, &manifest).await?;
     for input in manifest

@@ -1,6 +1,8 @@
 //! Integration tests: one binary, a module per area (see STYLE.md).
 
+mod bulk_server;
 mod common;
+mod export;
 mod load;
 mod s3;
 mod sof;

@@ -1,0 +1,253 @@
+//! Streaming one manifest file to disk: SHA-256 and line count computed as the
+//! bytes arrive, written to `<name>.part` and renamed only when complete, so a
+//! file on disk under its final name is always whole.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use futures::StreamExt;
+use reqwest::{Method, StatusCode};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+use url::Url;
+
+use super::events::EventLog;
+use super::http::{BulkHttp, HttpError, redact_url};
+
+/// A completed download.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    /// `<stem>.ndjson`, or `<stem>.ndjson.gz` when the server sent gzip.
+    pub path: PathBuf,
+    pub bytes: u64,
+    pub sha256: String,
+    /// Non-blank lines after decompression.
+    pub lines: u64,
+    pub content_encoding: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DownloadError {
+    /// 404/410: the link expired; a fresh manifest may have a new one.
+    #[error("{url}: HTTP {status} (the file expired or is gone)")]
+    Expired { url: String, status: u16 },
+    /// Worth another try: a cut body, a network error, a 5xx after retries.
+    #[error("{url}: {reason}")]
+    Retryable { url: String, reason: String },
+    #[error("{url}: HTTP {status}: {reason}")]
+    Refused {
+        url: String,
+        status: u16,
+        reason: String,
+    },
+    #[error("writing {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl From<HttpError> for DownloadError {
+    fn from(error: HttpError) -> Self {
+        match error {
+            HttpError::Gave { url, reason, .. } => Self::Retryable { url, reason },
+            HttpError::Auth(e) => Self::Refused {
+                url: String::new(),
+                status: 401,
+                reason: e.to_string(),
+            },
+        }
+    }
+}
+
+/// Counts non-blank lines of the bytes written to it.
+#[derive(Default)]
+pub struct LineCounter {
+    pub lines: u64,
+    in_content: bool,
+}
+
+impl LineCounter {
+    pub fn feed(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            if b == b'\n' {
+                if self.in_content {
+                    self.lines += 1;
+                }
+                self.in_content = false;
+            } else if !b.is_ascii_whitespace() {
+                self.in_content = true;
+            }
+        }
+    }
+
+    /// Counts a last line without a trailing newline.
+    pub fn finish(&mut self) -> u64 {
+        if std::mem::take(&mut self.in_content) {
+            self.lines += 1;
+        }
+        self.lines
+    }
+}
+
+impl Write for LineCounter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.feed(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Counts lines of plain or gzip bytes as they stream by.
+enum Counter {
+    Plain(LineCounter),
+    Gzip(Box<flate2::write::MultiGzDecoder<LineCounter>>),
+}
+
+impl Counter {
+    fn feed(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Counter::Plain(c) => {
+                c.feed(bytes);
+                Ok(())
+            }
+            Counter::Gzip(d) => d.write_all(bytes),
+        }
+    }
+
+    fn finish(self) -> std::io::Result<u64> {
+        match self {
+            Counter::Plain(mut c) => Ok(c.finish()),
+            Counter::Gzip(d) => Ok(d.finish()?.finish()),
+        }
+    }
+}
+
+/// The SHA-256 of a file on disk (to trust a download from an earlier run).
+pub fn sha256_of(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            return Ok(hex::encode(hasher.finalize()));
+        }
+        hasher.update(&buf[..n]);
+    }
+}
+
+/// Downloads `url` to `<stem>.ndjson[.gz]` (via `<stem>.part`). Sends the
+/// token only when `with_token`.
+pub async fn download(
+    http: &BulkHttp,
+    url: &Url,
+    with_token: bool,
+    stem: &Path,
+    events: &EventLog,
+) -> Result<Received, DownloadError> {
+    let shown = redact_url(url.as_str());
+    let response = http
+        .send("download", Method::GET, url, with_token, events, |r| {
+            r.header("Accept", "application/fhir+ndjson")
+                .header("Accept-Encoding", "gzip")
+        })
+        .await?;
+    let status = response.status();
+    if status == StatusCode::NOT_FOUND || status == StatusCode::GONE {
+        return Err(DownloadError::Expired {
+            url: shown,
+            status: status.as_u16(),
+        });
+    }
+    if !status.is_success() {
+        let body = response.bytes().await.unwrap_or_default();
+        return Err(DownloadError::Refused {
+            url: shown,
+            status: status.as_u16(),
+            reason: super::kickoff::diagnostics(&body),
+        });
+    }
+    let encoding = response
+        .headers()
+        .get("content-encoding")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .filter(|v| v != "identity");
+    let mut counter = match encoding.as_deref() {
+        None => Counter::Plain(LineCounter::default()),
+        Some("gzip") => Counter::Gzip(Box::new(flate2::write::MultiGzDecoder::new(
+            LineCounter::default(),
+        ))),
+        Some(other) => {
+            return Err(DownloadError::Refused {
+                url: shown,
+                status: status.as_u16(),
+                reason: format!("unsupported Content-Encoding {other:?} (only gzip was offered)"),
+            });
+        }
+    };
+    let part = stem.with_extension("part");
+    let dest = stem.with_extension(if encoding.is_some() {
+        "ndjson.gz"
+    } else {
+        "ndjson"
+    });
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| DownloadError::Io { path, source }
+    };
+    if let Some(dir) = part.parent() {
+        tokio::fs::create_dir_all(dir).await.map_err(io(dir))?;
+    }
+    let mut file = tokio::fs::File::create(&part).await.map_err(io(&part))?;
+    let mut hasher = Sha256::new();
+    let mut bytes = 0u64;
+    let mut stream = response.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| DownloadError::Retryable {
+            url: shown.clone(),
+            reason: format!("body cut after {bytes} bytes ({})", e.without_url()),
+        })?;
+        hasher.update(&chunk);
+        bytes += chunk.len() as u64;
+        counter.feed(&chunk).map_err(|e| DownloadError::Retryable {
+            url: shown.clone(),
+            reason: format!("gzip stream corrupt after {bytes} bytes: {e}"),
+        })?;
+        file.write_all(&chunk).await.map_err(io(&part))?;
+    }
+    file.flush().await.map_err(io(&part))?;
+    file.sync_all().await.map_err(io(&part))?;
+    drop(file);
+    let lines = counter.finish().map_err(|e| DownloadError::Retryable {
+        url: shown.clone(),
+        reason: format!("gzip stream truncated ({e})"),
+    })?;
+    tokio::fs::rename(&part, &dest).await.map_err(io(&dest))?;
+    Ok(Received {
+        path: dest,
+        bytes,
+        sha256: hex::encode(hasher.finalize()),
+        lines,
+        content_encoding: encoding,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_counter_ignores_blank_lines_and_counts_an_unterminated_last_line() {
+        let mut c = LineCounter::default();
+        c.feed(b"{\"a\":1}\n\n  \n{\"a\"");
+        c.feed(b":2}\r\n{\"a\":3}");
+        assert_eq!(c.finish(), 3);
+    }
+}

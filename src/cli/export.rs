@@ -1,0 +1,378 @@
+//! `fhirlake export`: flags → an [`ExportPlan`] and credentials; events to
+//! stderr as they happen; a summary (or `--json`) at the end.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use serde_json::{Value, json};
+use url::Url;
+
+use super::{LakeArgs, runtime, views_for};
+use crate::bulk::{
+    self, BulkHttp, Credentials, ExportError, ExportPlan, KickoffMethod, PollPolicy, Resume,
+    RetryPolicy, Scope, SigningKey, Since, SmartClient, TokenSource,
+};
+use crate::lake::LoadMode;
+use crate::load::LoadPlan;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuthKind {
+    /// No Authorization header.
+    None,
+    /// A fixed bearer token from --token-file or FHIRLAKE_TOKEN.
+    Bearer,
+    /// SMART Backend Services: client_credentials with a signed JWT assertion.
+    SmartBackend,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// FHIR server base URL, e.g. https://ehr.example.org/fhir
+    #[arg(long)]
+    server: Url,
+    /// Export one Group's patients (/Group/ID/$export).
+    #[arg(long, value_name = "ID", conflicts_with = "all_patients")]
+    group: Option<String>,
+    /// Export all patients (/Patient/$export). Without --group or this: system level (/$export).
+    #[arg(long)]
+    all_patients: bool,
+    /// Resource types (_type), comma-separated or repeated.
+    #[arg(long = "type", value_delimiter = ',', value_name = "TYPE")]
+    types: Vec<String>,
+    /// Only resources changed since this instant, or `auto`: the transactionTime of the
+    /// last finished export of the same server, scope and parameters in this lake.
+    #[arg(long, value_name = "INSTANT|auto")]
+    since: Option<String>,
+    /// Only resources changed up to this instant (_until).
+    #[arg(long, value_name = "INSTANT")]
+    until: Option<String>,
+    /// Elements to include (_elements), comma-separated.
+    #[arg(long, value_name = "LIST")]
+    elements: Option<String>,
+    /// A _typeFilter query, e.g. 'Observation?category=laboratory' (repeatable).
+    #[arg(long = "type-filter", value_name = "QUERY")]
+    type_filters: Vec<String>,
+    /// Restrict to a patient reference, e.g. Patient/123 (repeatable; forces POST).
+    #[arg(long = "patient", value_name = "REFERENCE")]
+    patients: Vec<String>,
+    /// includeAssociatedData code, e.g. LatestProvenanceResources (repeatable).
+    #[arg(long = "include-associated-data", value_name = "CODE")]
+    include_associated_data: Vec<String>,
+    /// Let the server split the manifest into pages (allowPartialManifests).
+    #[arg(long)]
+    allow_partial_manifests: bool,
+    /// organizeOutputBy, e.g. Patient.
+    #[arg(long, value_name = "TYPE")]
+    organize_output_by: Option<String>,
+    /// _outputFormat (the server's default when omitted).
+    #[arg(long, value_name = "MIME")]
+    output_format: Option<String>,
+    /// Kick-off method; auto = GET (POST when --patient), falling back on 405/400.
+    #[arg(long, value_enum, default_value = "auto")]
+    method: KickoffMethod,
+
+    /// How to authenticate. Default: smart-backend with --client-id, bearer with a token, else none.
+    #[arg(long, value_enum)]
+    auth: Option<AuthKind>,
+    /// File holding a bearer token (or set FHIRLAKE_TOKEN).
+    #[arg(long, value_name = "PATH")]
+    token_file: Option<PathBuf>,
+    /// SMART client id registered with the server.
+    #[arg(long, value_name = "ID")]
+    client_id: Option<String>,
+    /// Private key: JWKS / JWK (RSA for RS384, EC P-384 for ES384) or PKCS#8/PKCS#1 PEM.
+    #[arg(long, value_name = "PATH", env = "FHIRLAKE_KEY_FILE")]
+    key: Option<PathBuf>,
+    /// Key id (required for PEM keys; picks a key out of a JWKS).
+    #[arg(long)]
+    kid: Option<String>,
+    /// Token endpoint (default: discovered from <server>/.well-known/smart-configuration).
+    #[arg(long)]
+    token_url: Option<Url>,
+    /// Scopes to request: SMART v1 `system/*.read` or v2 `system/*.rs`.
+    #[arg(long, default_value = "system/*.read")]
+    scope: String,
+
+    /// Files downloaded at once.
+    #[arg(long, default_value_t = 4)]
+    parallel: usize,
+    /// Parent folder for the job's raw files (default: <lake>/_raw; for an s3:// lake
+    /// ~/.cache/fhirlake/raw).
+    #[arg(long, value_name = "DIR")]
+    raw_dir: Option<PathBuf>,
+    /// Delete the job's raw files after a successful load.
+    #[arg(long)]
+    no_keep_raw: bool,
+    /// Longest Retry-After honoured, in seconds (longer ones are cut to this).
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    max_retry_after: u64,
+    /// Poll interval when the server sends no Retry-After, in seconds.
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    poll_interval: u64,
+    /// Tries per request on 429/5xx/network errors and per file on cut bodies.
+    #[arg(long, default_value_t = 8)]
+    retries: u32,
+    /// First backoff step in milliseconds (doubles per retry, full jitter, capped at 60 s).
+    #[arg(long, default_value_t = 500, value_name = "MS")]
+    backoff_ms: u64,
+    /// Require an unfinished job of the same request to resume (the default resumes one if found).
+    #[arg(long, conflicts_with = "fresh")]
+    resume: bool,
+    /// Always kick off a new export, even if an unfinished one exists.
+    #[arg(long)]
+    fresh: bool,
+    /// Do not DELETE the server's job when done or on Ctrl-C.
+    #[arg(long)]
+    keep_server_job: bool,
+
+    #[command(flatten)]
+    lake: LakeArgs,
+    /// Keep every version, keyed on (id, meta.lastUpdated); deletions become tombstones.
+    #[arg(long)]
+    history: bool,
+    /// Directory of ViewDefinitions added to (or replacing) the defaults.
+    #[arg(long, value_name = "DIR")]
+    views: Option<PathBuf>,
+    #[arg(long, conflicts_with = "views")]
+    no_views: bool,
+    /// Print the job as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+fn credentials(args: &ExportArgs) -> Result<Credentials> {
+    let kind = args.auth.unwrap_or(if args.client_id.is_some() {
+        AuthKind::SmartBackend
+    } else if args.token_file.is_some() || std::env::var_os("FHIRLAKE_TOKEN").is_some() {
+        AuthKind::Bearer
+    } else {
+        AuthKind::None
+    });
+    Ok(match kind {
+        AuthKind::None => Credentials::None,
+        AuthKind::Bearer => match &args.token_file {
+            Some(path) => Credentials::bearer_from_file(path)?,
+            None => match std::env::var("FHIRLAKE_TOKEN") {
+                Ok(token) if !token.trim().is_empty() => {
+                    Credentials::Bearer(bulk::Secret::new(token.trim().to_owned()))
+                }
+                _ => bail!("--auth bearer needs --token-file or FHIRLAKE_TOKEN"),
+            },
+        },
+        AuthKind::SmartBackend => {
+            let client_id = args
+                .client_id
+                .clone()
+                .context("--auth smart-backend needs --client-id")?;
+            let key = args
+                .key
+                .as_deref()
+                .context("--auth smart-backend needs --key (a JWKS or PEM private key file)")?;
+            Credentials::Smart(SmartClient {
+                client_id,
+                key: SigningKey::from_file(key, args.kid.as_deref())?,
+                token_url: args.token_url.clone(),
+                scope: args.scope.clone(),
+            })
+        }
+    })
+}
+
+fn params(args: &ExportArgs) -> Vec<(String, String)> {
+    let mut params = Vec::new();
+    if let Some(format) = &args.output_format {
+        params.push(("_outputFormat".into(), format.clone()));
+    }
+    if !args.types.is_empty() {
+        params.push(("_type".into(), args.types.join(",")));
+    }
+    if let Some(until) = &args.until {
+        params.push(("_until".into(), until.clone()));
+    }
+    if let Some(elements) = &args.elements {
+        params.push(("_elements".into(), elements.clone()));
+    }
+    for filter in &args.type_filters {
+        params.push(("_typeFilter".into(), filter.clone()));
+    }
+    for patient in &args.patients {
+        params.push(("patient".into(), patient.clone()));
+    }
+    for code in &args.include_associated_data {
+        params.push(("includeAssociatedData".into(), code.clone()));
+    }
+    if args.allow_partial_manifests {
+        params.push(("allowPartialManifests".into(), "true".into()));
+    }
+    if let Some(by) = &args.organize_output_by {
+        params.push(("organizeOutputBy".into(), by.clone()));
+    }
+    params
+}
+
+fn check_instant(flag: &str, text: &str) -> Result<()> {
+    if crate::fhir::parse_instant_micros(text).is_none() {
+        bail!("{flag} {text:?} is not a FHIR instant such as 2024-08-06T18:12:57Z");
+    }
+    Ok(())
+}
+
+/// One line on stderr per notable event (the progress display).
+fn echo(event: &str, entry: &Value) {
+    let get = |k: &str| entry.get(k).cloned().unwrap_or(Value::Null);
+    let line = match event {
+        "kickoff" => format!("kick-off accepted ({} {})", get("method"), get("url")),
+        "resume" => format!("resuming job {} (phase {})", get("job_id"), get("phase")),
+        "status" if get("status") == json!(202) => format!(
+            "export in progress{} — next poll in {:.1} s",
+            match get("progress") {
+                Value::String(p) => format!(" ({p})"),
+                _ => String::new(),
+            },
+            get("next_poll_ms").as_f64().unwrap_or(0.0) / 1000.0
+        ),
+        "status" => format!(
+            "export complete: {} output, {} error, {} deleted file(s), transactionTime {}",
+            get("output_files"),
+            get("error_files"),
+            get("deleted_files"),
+            get("transaction_time")
+        ),
+        "status_retry" | "retry" | "download_retry" => {
+            format!("retrying ({}) attempt {}", get("reason"), get("attempt"))
+        }
+        "download_complete" => format!(
+            "downloaded {} ({} lines, {} bytes)",
+            get("type"),
+            get("lines"),
+            get("bytes")
+        ),
+        "download_expired" => format!("link expired ({}): {}", get("status"), get("url")),
+        "manifest_refresh" => "fetching a fresh manifest for expired links".into(),
+        "token_refresh" => "access token rejected; fetching a new one".into(),
+        "load_start" => "loading into the lake".into(),
+        "cancel" => "cancelled".into(),
+        _ => return,
+    };
+    eprintln!("fhirlake export: {line}");
+}
+
+pub fn run(args: ExportArgs) -> Result<ExitCode> {
+    let lake = args.lake.open()?;
+    let scope = match (&args.group, args.all_patients) {
+        (Some(id), _) => Scope::Group(id.clone()),
+        (None, true) => Scope::Patient,
+        (None, false) => Scope::System,
+    };
+    let since = match args.since.as_deref() {
+        None => Since::None,
+        Some("auto") => Since::Auto,
+        Some(text) => {
+            check_instant("--since", text)?;
+            Since::At(text.to_owned())
+        }
+    };
+    if let Some(until) = &args.until {
+        check_instant("--until", until)?;
+    }
+    let load = LoadPlan::new(Vec::new())
+        .with_mode(if args.history {
+            LoadMode::History
+        } else {
+            LoadMode::Current
+        })
+        .with_views(views_for(args.no_views, args.views.as_deref())?);
+    let retry = RetryPolicy {
+        attempts: args.retries.max(1),
+        base: Duration::from_millis(args.backoff_ms),
+        cap: Duration::from_secs(60),
+        max_wait: Duration::from_secs(args.max_retry_after),
+    };
+    let plan = ExportPlan {
+        server: args.server.clone(),
+        scope,
+        params: params(&args),
+        since,
+        method: args.method,
+        parallel: args.parallel.max(1),
+        keep_raw: !args.no_keep_raw,
+        raw_dir: args.raw_dir.clone(),
+        poll: PollPolicy {
+            default_wait: Duration::from_secs(args.poll_interval),
+            max_wait: Duration::from_secs(args.max_retry_after),
+        },
+        keep_server_job: args.keep_server_job,
+        resume: if args.resume {
+            Resume::Require
+        } else if args.fresh {
+            Resume::Fresh
+        } else {
+            Resume::Auto
+        },
+        load,
+    };
+    let client = reqwest::Client::builder()
+        .user_agent(concat!("fhirlake/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(30))
+        .read_timeout(Duration::from_secs(300))
+        .build()
+        .context("building the HTTP client")?;
+    let http = BulkHttp {
+        tokens: TokenSource::new(credentials(&args)?, args.server.clone(), client.clone()),
+        client,
+        retry,
+    };
+    let echo: bulk::Echo = Arc::new(echo);
+    let result = runtime()?.block_on(bulk::run(&lake, plan, &http, Some(echo)));
+    let report = match result {
+        Ok(report) => report,
+        Err(error @ ExportError::Cancelled { .. }) => {
+            eprintln!("fhirlake: {error}");
+            return Ok(ExitCode::from(130));
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let quarantined = report
+        .load
+        .as_ref()
+        .map_or(0, |l| l.manifest.totals.quarantined);
+    if args.json {
+        let out = json!({
+            "job": report.job,
+            "resumed": report.resumed,
+            "load": report.load.as_ref().map(super::summary::json),
+            "warnings": report.warnings,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        let job = &report.job;
+        println!(
+            "export {}{}: transactionTime {}",
+            job.job_id,
+            if report.resumed { " (resumed)" } else { "" },
+            job.transaction_time.as_deref().unwrap_or("-")
+        );
+        let bytes: u64 = job.files.iter().filter_map(|f| f.bytes).sum();
+        println!(
+            "  {} file(s), {} bytes; raw copies in {}",
+            job.files.len(),
+            bytes,
+            job.raw_dir
+        );
+        if let Some(load) = &report.load {
+            print!("{}", super::summary::text(load));
+        }
+        for warning in &report.warnings {
+            println!("  warning: {warning}");
+        }
+    }
+    Ok(if quarantined > 0 || !report.warnings.is_empty() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
