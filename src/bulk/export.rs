@@ -101,7 +101,7 @@ pub enum ExportError {
         diagnostics: String,
     },
     #[error(
-        "export job {job_id}: the status URL {url} answered HTTP {status}: the server no longer knows the job; start a new one with --fresh"
+        "export job {job_id}: the status URL {url} answered HTTP {status}: the server no longer knows the job; it is marked failed and the next run starts a new export"
     )]
     StatusGone {
         job_id: String,
@@ -288,7 +288,10 @@ pub async fn run(
     if let Err(error) = fetched {
         let mut state = job.state.lock().await;
         state.error = Some(error.to_string());
-        if matches!(error, ExportError::Failed { .. }) {
+        if matches!(
+            error,
+            ExportError::Failed { .. } | ExportError::StatusGone { .. }
+        ) {
             state.phase = Phase::Failed;
         }
         drop(state);
