@@ -676,3 +676,34 @@ fn export_into_an_s3_lake_keeps_its_job_state_there_for_since_auto() {
         last.query
     );
 }
+
+#[test]
+fn a_declared_count_that_never_matches_is_retried_then_reported_and_the_lines_still_load() {
+    let rt = runtime();
+    let files = sample(&["Patient", "Immunization"]);
+    let server = rt.block_on(BulkServer::start(Config {
+        files: files.clone(),
+        declare_counts: true,
+        overcount: [0].into(),
+        ..Default::default()
+    }));
+    let tmp = tempfile::tempdir().unwrap();
+    let lake = tmp.path().join("lake");
+    let (json, out) = run(&mut export(&server, &lake), 1);
+    assert_eq!(
+        server.requests("/output/0").len(),
+        3,
+        "retried twice, then accepted"
+    );
+    assert_eq!(server.requests("/output/1").len(), 1);
+    let file = &json["job"]["files"][0];
+    assert_eq!(file["outcome"], "count_mismatch");
+    assert_eq!(
+        file["lines"].as_u64().unwrap() + 1,
+        file["declared_count"].as_u64().unwrap()
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("the manifest declared"));
+    let total: usize = files.iter().map(|(_, b)| lines(b)).sum();
+    let job = json["job"]["job_id"].as_str().unwrap();
+    assert_eq!(manifest(&lake, job)["totals"]["inserted"], total as u64);
+}
