@@ -85,7 +85,8 @@ pub fn run(command: ViewCommand) -> Result<()> {
     }
 }
 
-/// Where rows go: streamed as text, or collected for one Parquet file.
+/// Where rows go: streamed as text, or as one row group per batch of chunks
+/// into a Parquet file.
 enum Output<'v> {
     Text {
         sink: Box<dyn Write>,
@@ -94,15 +95,32 @@ enum Output<'v> {
     },
     Parquet {
         view: &'v CompiledView,
-        path: PathBuf,
+        schema: Arc<Schema>,
+        writer: ArrowWriter<std::fs::File>,
         rows: Vec<Row>,
     },
 }
 
+/// Rows buffered before a Parquet row group is written.
+const PARQUET_BATCH_ROWS: usize = 256 * 1024;
+
 impl Output<'_> {
     fn write(&mut self, rows: Vec<Row>) -> Result<()> {
         match self {
-            Output::Parquet { rows: all, .. } => all.extend(rows),
+            Output::Parquet {
+                view,
+                schema,
+                writer,
+                rows: buffered,
+            } => {
+                buffered.extend(rows);
+                if buffered.len() >= PARQUET_BATCH_ROWS {
+                    let refs: Vec<&Row> = buffered.iter().collect();
+                    let batch = RecordBatch::try_new(schema.clone(), view.arrow_arrays(&refs))?;
+                    writer.write(&batch)?;
+                    buffered.clear();
+                }
+            }
             Output::Text { sink, csv, names } => {
                 for row in rows {
                     if *csv {
@@ -129,13 +147,14 @@ impl Output<'_> {
     fn finish(self) -> Result<()> {
         match self {
             Output::Text { mut sink, .. } => Ok(sink.flush()?),
-            Output::Parquet { view, path, rows } => {
-                let schema = Arc::new(Schema::new(view.arrow_fields()));
+            Output::Parquet {
+                view,
+                schema,
+                mut writer,
+                rows,
+            } => {
                 let refs: Vec<&Row> = rows.iter().collect();
-                let batch = RecordBatch::try_new(schema.clone(), view.arrow_arrays(&refs))?;
-                let file = std::fs::File::create(&path)
-                    .with_context(|| format!("creating {}", path.display()))?;
-                let mut writer = ArrowWriter::try_new(file, schema, None)?;
+                let batch = RecordBatch::try_new(schema, view.arrow_arrays(&refs))?;
                 writer.write(&batch)?;
                 writer.close()?;
                 Ok(())
@@ -145,9 +164,9 @@ impl Output<'_> {
 }
 
 /// The rows of one chunk of NDJSON lines; errors name the line.
-fn chunk_rows(view: &CompiledView, chunk: &Chunk) -> Result<Vec<Row>> {
+fn chunk_rows(view: &CompiledView, chunk: &Chunk, arena: &mut Bump) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
-    let mut arena = Bump::new();
+    arena.reset();
     for (i, line) in chunk.data.split(|&b| b == b'\n').enumerate() {
         let number = chunk.first_line + i as u64;
         let text =
@@ -171,10 +190,19 @@ fn stream_ndjson(view: &CompiledView, path: &Path, output: &mut Output<'_>) -> R
     let mut buf = vec![0u8; 1 << 20];
     let mut pending: Vec<Chunk> = Vec::new();
     let group = rayon::current_num_threads() * 2;
-    let flush = |pending: &mut Vec<Chunk>, output: &mut Output<'_>| -> Result<()> {
-        let results: Vec<Result<Vec<Row>>> =
-            pending.par_iter().map(|c| chunk_rows(view, c)).collect();
-        pending.clear();
+    let flush = |pending: &mut Vec<Chunk>,
+                 chunker: &mut LineChunker,
+                 output: &mut Output<'_>|
+     -> Result<()> {
+        // One arena per rayon job, reused across its chunks (fresh arenas
+        // per chunk cost page faults on every chunk).
+        let results: Vec<Result<Vec<Row>>> = pending
+            .par_iter()
+            .map_init(Bump::new, |arena, c| chunk_rows(view, c, arena))
+            .collect();
+        for chunk in pending.drain(..) {
+            chunker.recycle(chunk.data);
+        }
         for rows in results {
             output.write(rows?)?;
         }
@@ -187,11 +215,11 @@ fn stream_ndjson(view: &CompiledView, path: &Path, output: &mut Output<'_>) -> R
         }
         chunker.push(&buf[..n], &mut pending);
         if pending.len() >= group {
-            flush(&mut pending, output)?;
+            flush(&mut pending, &mut chunker, output)?;
         }
     }
     pending.extend(chunker.finish());
-    flush(&mut pending, output)
+    flush(&mut pending, &mut chunker, output)
 }
 
 fn is_ndjson(path: &Path) -> Result<bool> {
@@ -212,9 +240,13 @@ fn run_view(command: ViewCommand) -> Result<()> {
             let Some(out) = args.out.clone() else {
                 bail!("--format parquet needs --out FILE")
             };
+            let schema = Arc::new(Schema::new(view.arrow_fields()));
+            let file = std::fs::File::create(&out)
+                .with_context(|| format!("creating {}", out.display()))?;
             Output::Parquet {
                 view: &view,
-                path: out,
+                writer: ArrowWriter::try_new(file, schema.clone(), None)?,
+                schema,
                 rows: Vec::new(),
             }
         }

@@ -334,7 +334,11 @@ fn since_auto_asks_for_changes_since_the_last_export_and_deletions_apply() {
         }
         let (json, _) = run(&mut command, 0);
         let raw = Path::new(json["job"]["raw_dir"].as_str().unwrap());
-        assert_eq!(raw.exists(), lake == &history, "--no-keep-raw removes {raw:?}");
+        assert_eq!(
+            raw.exists(),
+            lake == &history,
+            "--no-keep-raw removes {raw:?}"
+        );
     }
     // GET was refused with 405, so the kick-off went out as POST with a Parameters body.
     let kickoffs = server.requests("/Group/cohort-1/$export");
