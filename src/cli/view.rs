@@ -96,7 +96,7 @@ enum Output<'v> {
     Parquet {
         view: &'v CompiledView,
         schema: Arc<Schema>,
-        writer: ArrowWriter<std::fs::File>,
+        writer: Box<ArrowWriter<std::fs::File>>,
         rows: Vec<Row>,
     },
 }
@@ -175,7 +175,7 @@ fn chunk_rows(view: &CompiledView, chunk: &Chunk, arena: &mut Bump) -> Result<Ve
             continue;
         }
         let json =
-            Json::parse(text, &arena).with_context(|| format!("line {number}: not valid JSON"))?;
+            Json::parse(text, arena).with_context(|| format!("line {number}: not valid JSON"))?;
         rows.extend(view.rows(&json).with_context(|| format!("line {number}"))?);
         arena.reset();
     }
@@ -245,7 +245,7 @@ fn run_view(command: ViewCommand) -> Result<()> {
                 .with_context(|| format!("creating {}", out.display()))?;
             Output::Parquet {
                 view: &view,
-                writer: ArrowWriter::try_new(file, schema.clone(), None)?,
+                writer: Box::new(ArrowWriter::try_new(file, schema.clone(), None)?),
                 schema,
                 rows: Vec::new(),
             }
