@@ -89,7 +89,7 @@ pub fn run(command: ViewCommand) -> Result<()> {
 /// into a Parquet file.
 enum Output<'v> {
     Text {
-        sink: Box<dyn Write>,
+        sink: Box<dyn Write + Send>,
         csv: bool,
         names: Vec<String>,
     },
@@ -182,44 +182,61 @@ fn chunk_rows(view: &CompiledView, chunk: &Chunk, arena: &mut Bump) -> Result<Ve
     Ok(rows)
 }
 
-/// NDJSON streams through in chunks evaluated on all cores, in order; memory
-/// stays at a few chunks whatever the file size.
+/// NDJSON streams through in chunks evaluated on all cores, in order, while
+/// a writer thread turns the previous group's rows into output; memory stays
+/// at a few chunks whatever the file size.
 fn stream_ndjson(view: &CompiledView, path: &Path, output: &mut Output<'_>) -> Result<()> {
     let mut file = std::fs::File::open(path)?;
     let mut chunker = LineChunker::new(4 << 20);
     let mut buf = vec![0u8; 1 << 20];
     let mut pending: Vec<Chunk> = Vec::new();
     let group = rayon::current_num_threads() * 2;
-    let flush = |pending: &mut Vec<Chunk>,
-                 chunker: &mut LineChunker,
-                 output: &mut Output<'_>|
-     -> Result<()> {
-        // One arena per rayon job, reused across its chunks (fresh arenas
-        // per chunk cost page faults on every chunk).
-        let results: Vec<Result<Vec<Row>>> = pending
-            .par_iter()
-            .map_init(Bump::new, |arena, c| chunk_rows(view, c, arena))
-            .collect();
-        for chunk in pending.drain(..) {
-            chunker.recycle(chunk.data);
-        }
-        for rows in results {
-            output.write(rows?)?;
-        }
-        Ok(())
-    };
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        chunker.push(&buf[..n], &mut pending);
-        if pending.len() >= group {
-            flush(&mut pending, &mut chunker, output)?;
-        }
-    }
-    pending.extend(chunker.finish());
-    flush(&mut pending, &mut chunker, output)
+    std::thread::scope(|scope| {
+        // Bounded: the evaluators run at most two groups ahead of the writer.
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<Vec<Row>>(2 * group);
+        let writer = scope.spawn(move || -> Result<()> {
+            for rows in receiver {
+                output.write(rows)?;
+            }
+            Ok(())
+        });
+        let flush = |pending: &mut Vec<Chunk>, chunker: &mut LineChunker| -> Result<()> {
+            // One arena per rayon job, reused across its chunks (fresh arenas
+            // per chunk cost page faults on every chunk).
+            let results: Vec<Result<Vec<Row>>> = pending
+                .par_iter()
+                .map_init(Bump::new, |arena, c| chunk_rows(view, c, arena))
+                .collect();
+            for chunk in pending.drain(..) {
+                chunker.recycle(chunk.data);
+            }
+            for rows in results {
+                if sender.send(rows?).is_err() {
+                    // The writer stopped on an error; join reports it.
+                    break;
+                }
+            }
+            Ok(())
+        };
+        let read = (|| -> Result<()> {
+            loop {
+                let n = file.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                chunker.push(&buf[..n], &mut pending);
+                if pending.len() >= group {
+                    flush(&mut pending, &mut chunker)?;
+                }
+            }
+            pending.extend(chunker.finish());
+            flush(&mut pending, &mut chunker)
+        })();
+        // Closing the channel ends the writer's loop.
+        drop(sender);
+        let written = writer.join().expect("writer thread panicked");
+        read.and(written)
+    })
 }
 
 fn is_ndjson(path: &Path) -> Result<bool> {
@@ -251,12 +268,12 @@ fn run_view(command: ViewCommand) -> Result<()> {
             }
         }
         format => {
-            let mut sink: Box<dyn Write> = match &args.out {
+            let mut sink: Box<dyn Write + Send> = match &args.out {
                 Some(path) => Box::new(std::io::BufWriter::new(
                     std::fs::File::create(path)
                         .with_context(|| format!("creating {}", path.display()))?,
                 )),
-                None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+                None => Box::new(std::io::BufWriter::new(std::io::stdout())),
             };
             let csv = matches!(format, Format::Csv);
             if csv {
