@@ -167,7 +167,12 @@ impl Output<'_> {
 fn chunk_rows(view: &CompiledView, chunk: &Chunk, arena: &mut Bump) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     arena.reset();
-    for (i, line) in chunk.data.split(|&b| b == b'\n').enumerate() {
+    // memchr, not a per-byte split: this loop sees every byte of the input.
+    let mut start = 0;
+    let ends = memchr::memchr_iter(b'\n', &chunk.data).chain(std::iter::once(chunk.data.len()));
+    for (i, end) in ends.enumerate() {
+        let line = &chunk.data[start..end];
+        start = end + 1;
         let number = chunk.first_line + i as u64;
         let text =
             std::str::from_utf8(line).with_context(|| format!("line {number}: not UTF-8"))?;

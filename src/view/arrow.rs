@@ -87,11 +87,12 @@ fn full_date_days(text: &str) -> Option<i32> {
     Some((date - epoch).num_days() as i32)
 }
 
-fn text_of(value: &Value) -> Option<String> {
+/// Strings as they are (no copy); other JSON values as their JSON text.
+fn text_of(value: &Value) -> Option<std::borrow::Cow<'_, str>> {
     match value {
         Value::Null => None,
-        Value::String(s) => Some(s.clone()),
-        other => Some(other.to_string()),
+        Value::String(s) => Some(s.as_str().into()),
+        other => Some(other.to_string().into()),
     }
 }
 
@@ -124,7 +125,8 @@ pub fn arrays(column: &ColumnSpec, values: &[&Value]) -> Vec<ArrayRef> {
             out.push(Arc::new(b.finish()));
         }
         Kind::Text | Kind::Date | Kind::DateTime => {
-            let mut b = StringBuilder::new();
+            let bytes = values.iter().filter_map(|v| v.as_str()).map(str::len).sum();
+            let mut b = StringBuilder::with_capacity(values.len(), bytes);
             values.iter().for_each(|v| b.append_option(text_of(v)));
             out.push(Arc::new(b.finish()));
         }

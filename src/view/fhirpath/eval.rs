@@ -363,6 +363,17 @@ fn binary<'a>(
             _ => return err("is/as need a single value"),
         });
     }
+    // `x = 'literal'` (as in where(system = '...')) is the common case:
+    // compare in place instead of materialising the literal per item.
+    if let (BinOp::Eq | BinOp::Ne, Expr::Literal(Literal::String(wanted))) = (op, b) {
+        let left = eval(a, focus, ctx, index)?;
+        let equal = match left.as_slice() {
+            [] => return Ok(vec![]),
+            [item] => item.scalar() == Scalar::Str(wanted),
+            _ => false,
+        };
+        return Ok(vec![Item::Bool(equal == (op == BinOp::Eq))]);
+    }
     let left = eval(a, focus, ctx, index)?;
     let right = eval(b, focus, ctx, index)?;
     let logic = |v: &Coll<'a>| singleton_bool(v);
