@@ -56,8 +56,8 @@ fn decode_and_build(chunks: &[Chunk]) -> usize {
                                 resource,
                                 source: "bench",
                                 line: line.line,
-                                view_row: line.view_row.as_ref(),
                             },
+                            line.view_row,
                             &lineage,
                         );
                     }

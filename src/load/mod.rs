@@ -16,6 +16,7 @@ mod discover;
 mod pipeline;
 mod rows;
 mod view_tables;
+mod writer;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -34,6 +35,7 @@ use pipeline::Piece;
 pub use pipeline::StageClock;
 pub use rows::{Lineage, QuarantineRow, QuarantineRows, ResourceRow, ResourceRows};
 use view_tables::ViewTable;
+use writer::TableWriter;
 
 use crate::fhir;
 use crate::lake::{
@@ -210,7 +212,8 @@ pub type ProgressSink = Arc<dyn Fn(Progress) + Send + Sync>;
 struct TableState {
     name: String,
     schema: SchemaRef,
-    sink: Option<TableSink>,
+    view: Option<Arc<CompiledView>>,
+    writer: Option<TableWriter>,
     index: KeyIndex,
     inserts: ResourceRows,
     updates: ResourceRows,
@@ -225,6 +228,7 @@ impl TableState {
         name: &str,
         mode: LoadMode,
         view: Option<Arc<CompiledView>>,
+        clock: &Arc<StageClock>,
     ) -> Result<Self, LoadError> {
         let schema = rows::table_schema(view.as_deref());
         let sink = TableSink::open(lake, name, &schema).await?;
@@ -232,9 +236,10 @@ impl TableState {
         Ok(Self {
             name: name.to_owned(),
             inserts: ResourceRows::with_view(schema.clone(), view.clone()),
-            updates: ResourceRows::with_view(schema.clone(), view),
+            updates: ResourceRows::with_view(schema.clone(), view.clone()),
             schema,
-            sink: Some(sink),
+            view,
+            writer: Some(TableWriter::start(sink, clock.clone())),
             index,
             update_batches: Vec::new(),
             update_bytes: 0,
@@ -249,16 +254,15 @@ impl TableState {
         }
     }
 
-    async fn write_inserts(&mut self, clock: &StageClock) -> Result<(), LoadError> {
+    /// Hands the buffered inserts to the table's writer task; returns the
+    /// time spent waiting for room in its queue.
+    async fn write_inserts(&mut self) -> Result<std::time::Duration, LoadError> {
         if self.inserts.is_empty() {
-            return Ok(());
+            return Ok(std::time::Duration::ZERO);
         }
-        // Batch building counts as flatten time (in the caller's loop).
-        let batch = self.inserts.finish().map_err(self.arrow_err())?;
-        let started = Instant::now();
-        self.sink.as_mut().expect("sink open").write(batch).await?;
-        StageClock::add(&clock.write, started);
-        Ok(())
+        let fresh = ResourceRows::with_view(self.schema.clone(), self.view.clone());
+        let rows = std::mem::replace(&mut self.inserts, fresh);
+        self.writer.as_mut().expect("writer open").send(rows).await
     }
 
     fn stash_updates(&mut self) -> Result<(), LoadError> {
@@ -275,14 +279,14 @@ impl TableState {
     async fn commit(
         &mut self,
         lake: &Lake,
-        clock: &StageClock,
+        clock: &Arc<StageClock>,
         reopen: bool,
     ) -> Result<(), LoadError> {
-        self.write_inserts(clock).await?;
+        self.write_inserts().await?;
         self.stash_updates()?;
         let started = Instant::now();
-        let sink = self.sink.take().expect("sink open");
-        let (mut table, version) = sink.commit().await?;
+        let mut writer = self.writer.take().expect("writer open");
+        let (mut table, version) = writer.finish().await?.commit().await?;
         if let Some(version) = version {
             self.record.commits.push(CommitRecord {
                 version,
@@ -304,7 +308,8 @@ impl TableState {
             }
         }
         if reopen {
-            self.sink = Some(TableSink::open(lake, &self.name, &self.schema).await?);
+            let sink = TableSink::open(lake, &self.name, &self.schema).await?;
+            self.writer = Some(TableWriter::start(sink, clock.clone()));
         }
         StageClock::add(&clock.commit, started);
         Ok(())
@@ -749,8 +754,8 @@ async fn load_file(
             }
         };
         let started = Instant::now();
-        let write_before = clock.write.load(Ordering::Relaxed);
-        for line in lines {
+        let mut waited = std::time::Duration::ZERO;
+        for mut line in lines {
             let raw = &chunk.data[line.start..line.end];
             let keys = match line.kind {
                 LineKind::Blank => {
@@ -789,7 +794,7 @@ async fn load_file(
             let name = &table_of_type.1;
             if !tables.contains_key(name) {
                 let view = plan.views.for_type(&keys.resource_type).cloned();
-                let state = TableState::open(lake, name, plan.mode, view).await?;
+                let state = TableState::open(lake, name, plan.mode, view, clock).await?;
                 tables.insert(name.clone(), state);
             }
             let state = tables.get_mut(name).expect("opened above");
@@ -805,7 +810,6 @@ async fn load_file(
                 resource,
                 source: &source,
                 line: line.line,
-                view_row: line.view_row.as_ref(),
             };
             let state_of_key = state.index.classify(&keys.id, last_updated);
             if state_of_key != KeyState::Unchanged {
@@ -831,21 +835,20 @@ async fn load_file(
             match state_of_key {
                 KeyState::New => {
                     counts.inserted += 1;
-                    state.inserts.push(&row, lineage);
+                    state.inserts.push(&row, line.view_row.take(), lineage);
                     if state.inserts.len() >= plan.batch_rows {
-                        state.write_inserts(clock).await?;
+                        waited += state.write_inserts().await?;
                     }
                 }
                 KeyState::Newer => {
                     counts.updated += 1;
-                    state.updates.push(&row, lineage);
+                    state.updates.push(&row, line.view_row.take(), lineage);
                 }
                 KeyState::Unchanged => counts.unchanged += 1,
             }
         }
-        // Flatten time is this loop's time minus the parquet writes inside it.
-        let written = clock.write.load(Ordering::Relaxed) - write_before;
-        let own = (started.elapsed().as_nanos() as u64).saturating_sub(written);
+        // Flatten time is this loop's time minus its waits for the writers.
+        let own = started.elapsed().saturating_sub(waited).as_nanos() as u64;
         clock.build.fetch_add(own, Ordering::Relaxed);
         pipeline.recycle(chunk);
     }

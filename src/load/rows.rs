@@ -27,7 +27,6 @@ pub struct ResourceRow<'a> {
     pub resource: &'a str,
     pub source: &'a str,
     pub line: u64,
-    pub view_row: Option<&'a Row>,
 }
 
 pub struct ResourceRows {
@@ -105,12 +104,11 @@ impl ResourceRows {
         self.bytes
     }
 
-    pub fn push(&mut self, row: &ResourceRow<'_>, lineage: &Lineage) {
+    /// Appends a row; `view_row` (moved, not copied) fills the view columns.
+    pub fn push(&mut self, row: &ResourceRow<'_>, view_row: Option<Row>, lineage: &Lineage) {
         if let Some(view) = &self.view {
             self.view_rows.push(
-                row.view_row
-                    .cloned()
-                    .unwrap_or_else(|| vec![serde_json::Value::Null; view.columns.len()]),
+                view_row.unwrap_or_else(|| vec![serde_json::Value::Null; view.columns.len()]),
             );
         }
         self.id.append_value(row.id);

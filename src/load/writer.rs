@@ -1,0 +1,67 @@
+//! Parquet encoding off the classify loop: each table's insert batches are
+//! finished (Arrow arrays, view columns included) and written by a task of
+//! their own, so the loop builds the next batch while the last is encoded.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::LoadError;
+use super::pipeline::StageClock;
+use super::rows::ResourceRows;
+use crate::lake::TableSink;
+
+/// Batches queued per table before the loop waits for the encoder.
+const QUEUED_BATCHES: usize = 2;
+
+pub struct TableWriter {
+    sender: Option<mpsc::Sender<ResourceRows>>,
+    task: Option<JoinHandle<Result<TableSink, LoadError>>>,
+}
+
+impl TableWriter {
+    pub fn start(mut sink: TableSink, clock: Arc<StageClock>) -> Self {
+        let (sender, mut receiver) = mpsc::channel::<ResourceRows>(QUEUED_BATCHES);
+        let task = tokio::spawn(async move {
+            while let Some(mut rows) = receiver.recv().await {
+                let started = Instant::now();
+                let batch = rows.finish().map_err(|source| LoadError::Arrow {
+                    table: sink.name().to_owned(),
+                    source,
+                })?;
+                StageClock::add(&clock.build, started);
+                let started = Instant::now();
+                sink.write(batch).await?;
+                StageClock::add(&clock.write, started);
+            }
+            Ok(sink)
+        });
+        Self {
+            sender: Some(sender),
+            task: Some(task),
+        }
+    }
+
+    /// Queues `rows`; returns how long the queue was full (the loop's wait).
+    pub async fn send(&mut self, rows: ResourceRows) -> Result<Duration, LoadError> {
+        let started = Instant::now();
+        let sender = self.sender.as_ref().expect("writer open");
+        if sender.send(rows).await.is_err() {
+            // The task stopped early, which it only does on an error: report it.
+            return match self.finish().await {
+                Err(e) => Err(e),
+                Ok(_) => unreachable!("a writer task ends early only on error"),
+            };
+        }
+        Ok(started.elapsed())
+    }
+
+    /// Waits for queued batches to be written and hands back the sink.
+    pub async fn finish(&mut self) -> Result<TableSink, LoadError> {
+        self.sender.take();
+        let task = self.task.take().expect("writer finished once");
+        task.await.expect("table writer task panicked")
+    }
+}
