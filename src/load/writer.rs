@@ -14,7 +14,7 @@ use super::rows::ResourceRows;
 use crate::lake::TableSink;
 
 /// Batches queued per table before the loop waits for the encoder.
-const QUEUED_BATCHES: usize = 2;
+const QUEUED_BATCHES: usize = 1;
 
 pub struct TableWriter {
     sender: Option<mpsc::Sender<ResourceRows>>,
