@@ -260,7 +260,13 @@ impl TableState {
         if self.inserts.is_empty() {
             return Ok(std::time::Duration::ZERO);
         }
-        let fresh = ResourceRows::with_view(self.schema.clone(), self.view.clone());
+        // The next batch is sized like this one (files are mostly one type).
+        let fresh = ResourceRows::with_capacity(
+            self.schema.clone(),
+            self.view.clone(),
+            self.inserts.len(),
+            self.inserts.resource_bytes() + self.inserts.resource_bytes() / 8,
+        );
         let rows = std::mem::replace(&mut self.inserts, fresh);
         self.writer.as_mut().expect("writer open").send(rows).await
     }

@@ -44,6 +44,7 @@ pub struct ResourceRows {
     line: Int64Builder,
     ingested_at: TimestampMicrosecondBuilder,
     bytes: usize,
+    resource_bytes: usize,
 }
 
 fn utc(builder: TimestampMicrosecondBuilder) -> TimestampMicrosecondBuilder {
@@ -74,21 +75,38 @@ impl ResourceRows {
     }
 
     pub fn with_view(schema: SchemaRef, view: Option<Arc<CompiledView>>) -> Self {
+        Self::with_capacity(schema, view, 0, 0)
+    }
+
+    /// Sized for `rows` rows of `resource_bytes` raw resources, so the
+    /// builders fill without regrowing (each regrowth copies the whole batch).
+    pub fn with_capacity(
+        schema: SchemaRef,
+        view: Option<Arc<CompiledView>>,
+        rows: usize,
+        resource_bytes: usize,
+    ) -> Self {
         Self {
             schema,
             view,
-            view_rows: Vec::new(),
-            id: StringBuilder::new(),
-            last_updated: utc(TimestampMicrosecondBuilder::new()),
-            version_id: StringBuilder::new(),
-            last_updated_from: StringBuilder::new(),
-            resource: StringBuilder::new(),
-            job_id: StringBuilder::new(),
-            source: StringBuilder::new(),
-            line: Int64Builder::new(),
-            ingested_at: utc(TimestampMicrosecondBuilder::new()),
+            view_rows: Vec::with_capacity(rows),
+            id: StringBuilder::with_capacity(rows, rows * 40),
+            last_updated: utc(TimestampMicrosecondBuilder::with_capacity(rows)),
+            version_id: StringBuilder::with_capacity(rows, rows * 4),
+            last_updated_from: StringBuilder::with_capacity(rows, rows * 16),
+            resource: StringBuilder::with_capacity(rows, resource_bytes),
+            job_id: StringBuilder::with_capacity(rows, rows * 32),
+            source: StringBuilder::with_capacity(rows, rows * 64),
+            line: Int64Builder::with_capacity(rows),
+            ingested_at: utc(TimestampMicrosecondBuilder::with_capacity(rows)),
             bytes: 0,
+            resource_bytes: 0,
         }
+    }
+
+    /// Raw resource bytes buffered so far.
+    pub fn resource_bytes(&self) -> usize {
+        self.resource_bytes
     }
 
     pub fn len(&self) -> usize {
@@ -121,11 +139,13 @@ impl ResourceRows {
         self.line.append_value(row.line as i64);
         self.ingested_at.append_value(lineage.ingested_at);
         self.bytes += row.resource.len() + row.id.len() + 64;
+        self.resource_bytes += row.resource.len();
     }
 
     /// Takes the buffered rows as a batch, leaving the builder empty.
     pub fn finish(&mut self) -> Result<RecordBatch, ArrowError> {
         self.bytes = 0;
+        self.resource_bytes = 0;
         let mut columns: Vec<ArrayRef> = vec![
             Arc::new(self.id.finish()),
             Arc::new(self.last_updated.finish()),
