@@ -148,7 +148,30 @@ fn repeat<'a>(
     Ok(())
 }
 
-fn product(left: Vec<Partial>, right: Vec<Partial>) -> Vec<Partial> {
+/// Every left row joined with every right row. A partial row's entries
+/// carry their column index, so their order does not matter: the common
+/// one-row side is moved or appended instead of copying whole rows.
+fn product(mut left: Vec<Partial>, mut right: Vec<Partial>) -> Vec<Partial> {
+    if right.len() == 1 {
+        let last = right.pop().expect("one row");
+        if let Some((tail, init)) = left.split_last_mut() {
+            for row in init {
+                row.extend(last.iter().cloned());
+            }
+            tail.extend(last);
+        }
+        return left;
+    }
+    if left.len() == 1 {
+        let first = left.pop().expect("one row");
+        if let Some((tail, init)) = right.split_last_mut() {
+            for row in init {
+                row.extend(first.iter().cloned());
+            }
+            tail.extend(first);
+        }
+        return right;
+    }
     let mut out = Vec::with_capacity(left.len() * right.len());
     for l in &left {
         for r in &right {

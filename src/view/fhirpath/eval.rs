@@ -74,12 +74,9 @@ impl<'a> Item<'a> {
             Item::DateTime(_) => "dateTime".into(),
             Item::Time(_) => "time".into(),
             Item::Node { ty: Some(ty), .. } => {
-                let mut chars = ty.chars();
-                let first = chars.next().unwrap_or('X');
                 // Choice suffixes capitalise primitives (valueDateTime → dateTime).
-                if is_primitive(&ty.to_ascii_lowercase())
-                    || is_primitive(&format!("{}{}", first.to_ascii_lowercase(), chars.as_str()))
-                {
+                if is_primitive(ty) {
+                    let first = ty.chars().next().unwrap_or('X');
                     format!("{}{}", first.to_ascii_lowercase(), &ty[first.len_utf8()..]).into()
                 } else {
                     (*ty).into()
@@ -142,6 +139,11 @@ fn is_primitive(name: &str) -> bool {
 
 /// Whether `item` is of FHIR type `wanted` (FHIR. / System. prefixes ignored).
 fn is_type(item: &Item<'_>, wanted: &str) -> bool {
+    // A choice element's type is its name's suffix; the names compare
+    // case-insensitively (valueDateTime is a dateTime), no allocation.
+    if let Item::Node { ty: Some(ty), .. } = item {
+        return ty.eq_ignore_ascii_case(wanted);
+    }
     let actual = item.type_name();
     if actual.eq_ignore_ascii_case(wanted) {
         return true;
