@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use super::fhirpath::{self, Expr, Literal};
+use super::fhirpath::{self, Expr, Literal, Plan};
 use super::json::Json;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -78,6 +78,8 @@ pub(super) enum Iterate {
 #[derive(Debug, Clone)]
 pub(super) struct Select {
     pub columns: Vec<(usize, Expr)>,
+    /// Fast-path plans for `columns`, where the path has a simple shape.
+    pub plans: Vec<Option<Plan>>,
     pub iterate: Iterate,
     pub children: Vec<Select>,
     pub union_all: Vec<Select>,
@@ -201,6 +203,7 @@ impl Compiler {
             all_columns.extend(&first.all_columns);
         }
         Ok(Select {
+            plans: columns.iter().map(|(_, e)| Plan::compile(e)).collect(),
             columns,
             iterate,
             children,
@@ -294,6 +297,7 @@ impl CompiledView {
             filters,
             root: Select {
                 columns: Vec::new(),
+                plans: Vec::new(),
                 iterate: Iterate::Once,
                 children,
                 union_all: Vec::new(),

@@ -100,18 +100,29 @@ impl CompiledView {
         row_index: i64,
     ) -> Result<Partial, ViewError> {
         let mut partial = Vec::with_capacity(select.columns.len());
-        for (index, expr) in &select.columns {
+        for ((index, expr), plan) in select.columns.iter().zip(&select.plans) {
             let spec = &self.columns[*index];
-            let items = evaluate(expr, std::slice::from_ref(focus), row_index).map_err(|e| {
-                ViewError::Column {
-                    column: spec.name.clone(),
-                    message: e.0,
+            let (fast, general);
+            let items: &[Item<'_>] = match plan {
+                Some(plan) => {
+                    fast = plan.eval(focus);
+                    &fast
                 }
-            })?;
+                None => {
+                    general =
+                        evaluate(expr, std::slice::from_ref(focus), row_index).map_err(|e| {
+                            ViewError::Column {
+                                column: spec.name.clone(),
+                                message: e.0,
+                            }
+                        })?;
+                    &general
+                }
+            };
             let value = if spec.collection {
                 serde_json::Value::Array(items.iter().map(Item::to_serde).collect())
             } else {
-                match items.as_slice() {
+                match items {
                     [] => serde_json::Value::Null,
                     [item] => item.to_serde(),
                     _ => {

@@ -138,7 +138,7 @@ fn is_primitive(name: &str) -> bool {
 }
 
 /// Whether `item` is of FHIR type `wanted` (FHIR. / System. prefixes ignored).
-fn is_type(item: &Item<'_>, wanted: &str) -> bool {
+pub(super) fn is_type(item: &Item<'_>, wanted: &str) -> bool {
     // A choice element's type is its name's suffix; the names compare
     // case-insensitively (valueDateTime is a dateTime), no allocation.
     if let Item::Node { ty: Some(ty), .. } = item {
@@ -211,7 +211,8 @@ pub fn singleton_bool(items: &[Item<'_>]) -> R<Option<bool>> {
     }
 }
 
-fn member<'a>(item: &Item<'a>, name: &str, out: &mut Coll<'a>) {
+/// The items `name` selects on `item` (choice elements typed by their suffix).
+pub(super) fn member<'a>(item: &Item<'a>, name: &str, out: &mut impl Extend<Item<'a>>) {
     let Item::Node {
         json: json @ Json::Object(members),
         ..
@@ -223,19 +224,21 @@ fn member<'a>(item: &Item<'a>, name: &str, out: &mut Coll<'a>) {
     if name.starts_with(|c: char| c.is_ascii_uppercase())
         && json.get("resourceType").and_then(Json::as_str) == Some(name)
     {
-        out.push(item.clone());
+        out.extend(Some(item.clone()));
         return;
     }
-    let push = |value: &'a Json<'a>, ty: Option<&'a str>, out: &mut Coll<'a>| match value {
-        Json::Array(items) => out.extend(
-            items
-                .iter()
-                .filter(|j| **j != Json::Null)
-                .map(|json| Item::Node { json, ty }),
-        ),
-        Json::Null => {}
-        json => out.push(Item::Node { json, ty }),
-    };
+    fn push<'a>(value: &'a Json<'a>, ty: Option<&'a str>, out: &mut impl Extend<Item<'a>>) {
+        match value {
+            Json::Array(items) => out.extend(
+                items
+                    .iter()
+                    .filter(|j| **j != Json::Null)
+                    .map(|json| Item::Node { json, ty }),
+            ),
+            Json::Null => {}
+            json => out.extend(Some(Item::Node { json, ty })),
+        }
+    }
     if let Some((_, value)) = members.iter().find(|(k, _)| &**k == name) {
         push(value, None, out);
         return;
@@ -325,6 +328,11 @@ fn decimal<'a>(n: f64) -> Item<'a> {
     }
 }
 
+/// `item = 'text'` for a single item.
+pub(super) fn equals_text(item: &Item<'_>, text: &str) -> bool {
+    item.scalar() == Scalar::Str(text)
+}
+
 fn items_equal(a: &Item<'_>, b: &Item<'_>) -> bool {
     match (a.scalar(), b.scalar()) {
         (Scalar::Other, Scalar::Other) => match (a, b) {
@@ -371,7 +379,7 @@ fn binary<'a>(
         let left = eval(a, focus, ctx, index)?;
         let equal = match left.as_slice() {
             [] => return Ok(vec![]),
-            [item] => item.scalar() == Scalar::Str(wanted),
+            [item] => equals_text(item, wanted),
             _ => false,
         };
         return Ok(vec![Item::Bool(equal == (op == BinOp::Eq))]);
@@ -515,7 +523,7 @@ fn arithmetic<'a>(op: BinOp, left: &[Item<'a>], right: &[Item<'a>]) -> R<Coll<'a
     })
 }
 
-fn type_arg(args: &[Expr], function: &str) -> R<String> {
+pub(super) fn type_arg(args: &[Expr], function: &str) -> R<String> {
     match args {
         [Expr::Member(base, name)] if **base == Expr::This => Ok(name.clone()),
         [Expr::TypeName(name)] => Ok(name.clone()),
@@ -719,7 +727,7 @@ fn call<'a>(name: &str, base: Coll<'a>, args: &[Expr], ctx: Ctx) -> R<Coll<'a>> 
 
 /// `Type/id` (also absolute URLs ending in `Type/id`, and `Type/id/_history/v`).
 /// Conditional references (`Type?identifier=…`) and contained ones (`#x`) have no key.
-fn reference_parts(reference: &str) -> Option<(&str, &str)> {
+pub(super) fn reference_parts(reference: &str) -> Option<(&str, &str)> {
     if reference.contains('?') || reference.starts_with('#') {
         return None;
     }

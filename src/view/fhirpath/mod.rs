@@ -9,7 +9,9 @@ mod ast;
 mod boundary;
 mod eval;
 mod parse;
+mod plan;
 
 pub use ast::{BinOp, Expr, Literal};
 pub use eval::{EvalError, Item, evaluate, singleton_bool};
 pub use parse::{ParseError, parse};
+pub use plan::{Items, Plan};

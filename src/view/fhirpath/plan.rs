@@ -1,0 +1,229 @@
+//! A fast path for the path shapes views use most — member chains with
+//! `ofType(T)`, `where(member = 'text')`, `first()` and a final
+//! `getReferenceKey([T])` — evaluated on small inline buffers instead of a
+//! fresh collection per step. Any other expression returns `None` from
+//! [`Plan::compile`] and goes to the general evaluator. Each step calls the
+//! general evaluator's own helpers, so the two give the same items (a
+//! differential test below and the SQL-on-FHIR suite check it).
+
+use std::borrow::Cow;
+
+use smallvec::SmallVec;
+
+use super::ast::{BinOp, Expr, Literal};
+use super::eval::{Item, equals_text, is_type, member, reference_parts, type_arg};
+
+#[derive(Debug, Clone, PartialEq)]
+enum Step {
+    Member(String),
+    OfType(String),
+    /// `where(name = 'text')`
+    WhereEq(String, String),
+    First,
+    ReferenceKey(Option<String>),
+}
+
+/// A compiled simple path.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    steps: Vec<Step>,
+}
+
+/// Items of one evaluation: nearly always zero or one, kept on the stack.
+pub type Items<'a> = SmallVec<[Item<'a>; 2]>;
+
+fn walk(expr: &Expr, steps: &mut Vec<Step>) -> Option<()> {
+    match expr {
+        Expr::This => Some(()),
+        Expr::Member(base, name) => {
+            walk(base, steps)?;
+            steps.push(Step::Member(name.clone()));
+            Some(())
+        }
+        Expr::Call(base, function, args) => {
+            walk(base, steps)?;
+            let step = match (function.as_str(), args.as_slice()) {
+                ("first", []) => Step::First,
+                ("ofType", [_]) => Step::OfType(type_arg(args, function).ok()?),
+                ("getReferenceKey", []) => Step::ReferenceKey(None),
+                ("getReferenceKey", [_]) => {
+                    Step::ReferenceKey(Some(type_arg(args, function).ok()?))
+                }
+                ("where", [Expr::Binary(BinOp::Eq, left, right)]) => match (&**left, &**right) {
+                    (Expr::Member(base, name), Expr::Literal(Literal::String(text)))
+                        if **base == Expr::This =>
+                    {
+                        Step::WhereEq(name.clone(), text.clone())
+                    }
+                    _ => return None,
+                },
+                _ => return None,
+            };
+            steps.push(step);
+            Some(())
+        }
+        _ => None,
+    }
+}
+
+impl Plan {
+    /// The plan for `expr`, if it has a supported shape.
+    pub fn compile(expr: &Expr) -> Option<Plan> {
+        let mut steps = Vec::new();
+        walk(expr, &mut steps)?;
+        // Reference keys are strings: only `first()` may follow them.
+        let key_at = steps
+            .iter()
+            .position(|s| matches!(s, Step::ReferenceKey(_)));
+        if let Some(at) = key_at
+            && steps[at + 1..].iter().any(|s| *s != Step::First)
+        {
+            return None;
+        }
+        (!steps.is_empty()).then_some(Plan { steps })
+    }
+
+    /// The items the path yields from `focus`.
+    pub fn eval<'a>(&self, focus: &Item<'a>) -> Items<'a> {
+        // Two buffers used in turn (swapping inline buffers would copy them).
+        let mut buffers: [Items<'a>; 2] = [SmallVec::new(), SmallVec::new()];
+        buffers[0].push(focus.clone());
+        let mut at = 0;
+        for step in &self.steps {
+            let (first, second) = buffers.split_at_mut(1);
+            let (current, next) = if at == 0 {
+                (&mut first[0], &mut second[0])
+            } else {
+                (&mut second[0], &mut first[0])
+            };
+            match step {
+                Step::Member(name) => {
+                    next.clear();
+                    for item in current.iter() {
+                        member(item, name, next);
+                    }
+                    at = 1 - at;
+                }
+                Step::OfType(ty) => current.retain(|item| is_type(item, ty)),
+                Step::WhereEq(name, text) => current.retain(|item| {
+                    let mut values: Items<'a> = SmallVec::new();
+                    member(item, name, &mut values);
+                    matches!(values.as_slice(), [value] if equals_text(value, text))
+                }),
+                Step::First => current.truncate(1),
+                Step::ReferenceKey(wanted) => {
+                    next.clear();
+                    next.extend(current.iter().filter_map(|item| {
+                        let Item::Node { json, .. } = item else {
+                            return None;
+                        };
+                        let (ty, id) = reference_parts(json.get("reference")?.as_str()?)?;
+                        if wanted.as_deref().is_some_and(|w| w != ty) {
+                            return None;
+                        }
+                        Some(Item::Str(Cow::Borrowed(id)))
+                    }));
+                    at = 1 - at;
+                }
+            }
+            if buffers[at].is_empty() {
+                break;
+            }
+        }
+        let [first, second] = buffers;
+        if at == 0 { first } else { second }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bumpalo::Bump;
+
+    use super::super::{evaluate, parse};
+    use super::*;
+    use crate::view::json::Json;
+
+    const RESOURCES: &[&str] = &[
+        r##"{"resourceType":"Observation","id":"o1","status":"final",
+            "code":{"coding":[{"system":"http://loinc.org","code":"8302-2"},{"system":"http://snomed.info/sct","code":"50373000"},{"code":"x"}],"text":"Height"},
+            "category":[{"coding":[{"code":"vital-signs"}]},{"coding":[{"code":"exam"},{"code":"other"}]}],
+            "subject":{"reference":"Patient/p1"},"encounter":{"reference":"https://ehr/fhir/Encounter/e1/_history/2"},
+            "effectiveDateTime":"2020-01-01T00:00:00Z","valueQuantity":{"value":1.50,"unit":"m"},
+            "performer":[{"reference":"Practitioner/d1"},{"reference":"#contained"},{"display":"no ref"}]}"##,
+        r#"{"resourceType":"Observation","id":"o2","code":{"coding":[{"system":"http://loinc.org","code":"a"},{"system":"http://loinc.org","code":"b"}]},
+            "valueString":"positive","effectivePeriod":{"start":"2020"},"subject":{"reference":"Group/g1"},"identifier":[null,{"system":"s","value":"v"}]}"#,
+        r#"{"resourceType":"Patient","id":"p1","name":[{"use":"official","family":"Doe","given":["J","K"]},{"family":"Roe"}],
+            "identifier":[{"system":["weird"],"value":"x"},{"system":"s","value":"y"}],"deceasedBoolean":false,"active":true}"#,
+    ];
+
+    const PATHS: &[&str] = &[
+        "id",
+        "status",
+        "code.coding.code",
+        "code.coding.code.first()",
+        "code.coding.where(system = 'http://loinc.org').code",
+        "code.coding.where(system = 'http://loinc.org').code.first()",
+        "code.coding.where(system = 'nope').code.first()",
+        "category.coding.code.first()",
+        "category.coding.code",
+        "subject.getReferenceKey(Patient)",
+        "subject.getReferenceKey(Patient).first()",
+        "subject.getReferenceKey()",
+        "encounter.getReferenceKey(Encounter).first()",
+        "performer.getReferenceKey()",
+        "value.ofType(Quantity).value",
+        "value.ofType(Quantity).unit",
+        "value.ofType(string)",
+        "value.ofType(CodeableConcept).coding.code.first()",
+        "effective.ofType(dateTime)",
+        "effective.ofType(Period).start",
+        "name.where(use = 'official').family.first()",
+        "name.family",
+        "name.given.first()",
+        "identifier.where(system = 's').value.first()",
+        "deceased.ofType(boolean)",
+        "Patient.name.family.first()",
+        "active",
+        "missing.first()",
+    ];
+
+    #[test]
+    fn the_plan_gives_what_the_general_evaluator_gives() {
+        for text in RESOURCES {
+            let arena = Bump::new();
+            let json = Json::parse(text, &arena).unwrap();
+            let focus = Item::Node {
+                json: &json,
+                ty: None,
+            };
+            for path in PATHS {
+                let expr = parse(path).unwrap();
+                let plan = Plan::compile(&expr).unwrap_or_else(|| panic!("{path}: no plan"));
+                let general = evaluate(&expr, std::slice::from_ref(&focus), 0).unwrap();
+                let fast = plan.eval(&focus);
+                assert_eq!(fast.as_slice(), general.as_slice(), "{path} on {text}");
+            }
+        }
+    }
+
+    #[test]
+    fn other_shapes_are_left_to_the_general_evaluator() {
+        for path in [
+            "(code.coding.display | code.text).first()",
+            "component.where(code.coding.where(code = '1').exists()).value",
+            "name.first().given.join(' ')",
+            "subject.getReferenceKey().id",
+            "code.coding[0].code",
+            "%rowIndex",
+            "where(id = 'x')",
+        ] {
+            let expr = parse(path).unwrap();
+            if path == "where(id = 'x')" {
+                // A bare where on the focus is a supported shape.
+                assert!(Plan::compile(&expr).is_some());
+                continue;
+            }
+            assert_eq!(Plan::compile(&expr), None, "{path}");
+        }
+    }
+}
