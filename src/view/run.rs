@@ -54,7 +54,8 @@ impl CompiledView {
             evaluate(expr, std::slice::from_ref(focus), row_index).map_err(|e| ViewError::Eval(e.0))
         };
         let foci: Vec<(Item<'a>, i64)> = match &select.iterate {
-            Iterate::Once => vec![(focus.clone(), row_index)],
+            // The common case: no collection of foci to build.
+            Iterate::Once => return self.rows_at(select, focus, row_index),
             Iterate::ForEach(path) => eval(path, row_index)?.into_iter().zip(0..).collect(),
             Iterate::ForEachOrNull(path) => {
                 let items = eval(path, row_index)?;
@@ -77,20 +78,31 @@ impl CompiledView {
         };
         let mut rows = Vec::new();
         for (item, index) in &foci {
-            let mut base: Vec<Partial> = vec![self.columns_of(select, item, *index)?];
-            for child in &select.children {
-                base = product(base, self.select_rows(child, item, *index)?);
-            }
-            if !select.union_all.is_empty() {
-                let mut union = Vec::new();
-                for branch in &select.union_all {
-                    union.extend(self.select_rows(branch, item, *index)?);
-                }
-                base = product(base, union);
-            }
-            rows.extend(base);
+            rows.extend(self.rows_at(select, item, *index)?);
         }
         Ok(rows)
+    }
+
+    /// The rows of `select` for one focus: its columns times each nested
+    /// select's rows times its unionAll branches' rows.
+    fn rows_at(
+        &self,
+        select: &Select,
+        item: &Item<'_>,
+        index: i64,
+    ) -> Result<Vec<Partial>, ViewError> {
+        let mut base: Vec<Partial> = vec![self.columns_of(select, item, index)?];
+        for child in &select.children {
+            base = product(base, self.select_rows(child, item, index)?);
+        }
+        if !select.union_all.is_empty() {
+            let mut union = Vec::new();
+            for branch in &select.union_all {
+                union.extend(self.select_rows(branch, item, index)?);
+            }
+            base = product(base, union);
+        }
+        Ok(base)
     }
 
     fn columns_of(
