@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use chrono::{SecondsFormat, Utc};
 use futures::StreamExt;
+use object_store::ObjectStoreExt;
 use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
@@ -686,6 +687,7 @@ async fn adopt_manifest(job: &Job<'_>, manifest: &Manifest) -> Urls {
                 attempts: 0,
                 outcome: "pending".into(),
                 diagnostics: Vec::new(),
+                lake_copy: None,
             }));
         }
     }
@@ -787,6 +789,7 @@ async fn download_one(
                         .unwrap_or(&received.path)
                         .display()
                         .to_string();
+                    let lake_copy = copy_to_lake(job, &received.path, &name).await?;
                     job.events.record(
                         "download_complete",
                         json!({"url": shown, "type": file.resource_type, "bytes": received.bytes, "sha256": received.sha256, "lines": received.lines, "declared_count": file.declared_count, "content_encoding": received.content_encoding}),
@@ -811,6 +814,7 @@ async fn download_one(
                                 "downloaded"
                             }
                             .into();
+                            f.lake_copy = lake_copy;
                         }
                     }
                     job.save().await?;
@@ -840,6 +844,33 @@ async fn download_one(
         );
         tokio::time::sleep(wait).await;
     }
+}
+
+/// For a remote lake, uploads a verified raw file to `<lake>/_raw/<job>/<name>`
+/// (multipart for large files); a local lake already holds it there.
+async fn copy_to_lake(
+    job: &Job<'_>,
+    path: &Path,
+    name: &str,
+) -> Result<Option<String>, ExportError> {
+    if job.lake.root().scheme() == "file" {
+        return Ok(None);
+    }
+    let relative = format!("_raw/{}/{name}", job.id().await);
+    let location = job.lake.path(&relative);
+    let io = |source| ExportError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = tokio::fs::File::open(path).await.map_err(io)?;
+    let mut writer = object_store::buffered::BufWriter::new(job.lake.store().clone(), location);
+    tokio::io::copy(&mut file, &mut writer).await.map_err(io)?;
+    tokio::io::AsyncWriteExt::shutdown(&mut writer)
+        .await
+        .map_err(io)?;
+    job.events
+        .record("raw_uploaded", json!({"object": relative}));
+    Ok(Some(relative))
 }
 
 /// Reads a raw file's lines (gzip by name).
@@ -1110,6 +1141,25 @@ async fn finish(job: &Job<'_>, plan: &ExportPlan) -> Result<(), ExportError> {
         state.server_job_deleted = deleted;
         state.phase = Phase::Finished;
         state.error = None;
+    }
+    if !plan.keep_raw {
+        let copies: Vec<String> = {
+            let state = job.state.lock().await;
+            state
+                .files
+                .iter()
+                .filter_map(|f| f.lake_copy.clone())
+                .collect()
+        };
+        for copy in copies {
+            let location = job.lake.path(&copy);
+            job.lake.store().delete(&location).await.map_err(|source| {
+                ExportError::Lake(Box::new(LakeError::Store {
+                    path: copy.clone(),
+                    source,
+                }))
+            })?;
+        }
     }
     if !plan.keep_raw && raw.exists() {
         std::fs::remove_dir_all(&raw).map_err(|source| ExportError::Io {

@@ -163,6 +163,9 @@ pub struct ExportFile {
     /// For error files: the OperationOutcome diagnostics they carried.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub diagnostics: Vec<String>,
+    /// For a remote lake: the copy under `<lake>/_raw/<job>/`, relative to the lake.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lake_copy: Option<String>,
 }
 
 impl ExportFile {

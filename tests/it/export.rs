@@ -667,6 +667,27 @@ fn export_into_an_s3_lake_keeps_its_job_state_there_for_since_auto() {
     let second = rt
         .block_on(fhirlake::ledger::read_manifest(&lake, &jobs[1]))
         .unwrap();
+    // Each raw file also went to <lake>/_raw/<job>/ in the bucket, byte for byte.
+    let export = first.export.as_ref().unwrap();
+    for file in &export.files {
+        let copy = file.lake_copy.as_deref().expect("uploaded to the lake");
+        assert!(
+            copy.starts_with(&format!("_raw/{}/output/", jobs[0])),
+            "{copy}"
+        );
+        let bytes = rt.block_on(async {
+            use object_store::ObjectStoreExt;
+            lake.store()
+                .get(&lake.path(copy))
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap()
+        });
+        use sha2::Digest;
+        assert_eq!(Some(hex::encode(sha2::Sha256::digest(&bytes))), file.sha256);
+    }
     // The same bytes again: skipped by SHA-256, never loaded twice.
     assert_eq!(second.totals.total(), 0);
     assert!(
