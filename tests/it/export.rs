@@ -593,38 +593,52 @@ fn a_fatal_operation_outcome_ends_the_job_with_its_diagnostics_and_no_tables() {
 
 #[test]
 fn ctrl_c_cancels_the_server_job_too() {
-    let rt = runtime();
-    let server = rt.block_on(BulkServer::start(Config {
-        files: sample(&["Patient"]),
-        pending_polls: 10_000,
-        retry_after: Some("1".into()),
-        ..Default::default()
-    }));
-    let tmp = tempfile::tempdir().unwrap();
-    let lake = tmp.path().join("lake");
-    let child = export(&server, &lake)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while server.requests("/status/1").is_empty() {
-        assert!(started.elapsed() < Duration::from_secs(30), "never polled");
-        std::thread::sleep(Duration::from_millis(20));
+    for keep in [false, true] {
+        let rt = runtime();
+        let server = rt.block_on(BulkServer::start(Config {
+            files: sample(&["Patient"]),
+            pending_polls: 10_000,
+            retry_after: Some("1".into()),
+            ..Default::default()
+        }));
+        let tmp = tempfile::tempdir().unwrap();
+        let lake = tmp.path().join("lake");
+        let mut command = export(&server, &lake);
+        if keep {
+            command.arg("--keep-server-job");
+        }
+        let child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        while server.requests("/status/1").is_empty() {
+            assert!(started.elapsed() < Duration::from_secs(30), "never polled");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let status = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(130), "{stderr}");
+        let deletes = server.log.lock().unwrap().deletes;
+        assert_eq!(
+            deletes,
+            u32::from(!keep),
+            "--keep-server-job {keep}: {stderr}"
+        );
+        let state = all_files(&lake.join("_fhirlake/jobs"))
+            .into_iter()
+            .find(|p| p.extension().is_some_and(|e| e == "json"))
+            .unwrap();
+        let state: Value = serde_json::from_slice(&std::fs::read(state).unwrap()).unwrap();
+        assert_eq!(state["phase"], "cancelled");
+        assert_eq!(state["server_job_deleted"], !keep);
     }
-    let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(130),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(server.log.lock().unwrap().deletes, 1);
 }
 
 #[test]
