@@ -95,6 +95,14 @@ pub enum ExportError {
         #[source]
         source: HttpError,
     },
+    #[error(
+        "export job {job_id}: the completion manifest from {url} is unusable: {diagnostics}; nothing was downloaded or loaded, and the next run starts a new export"
+    )]
+    BadManifest {
+        job_id: String,
+        url: String,
+        diagnostics: String,
+    },
     #[error("export job {job_id} failed on the server (HTTP {status}): {diagnostics}")]
     Failed {
         job_id: String,
@@ -291,7 +299,9 @@ pub async fn run(
         state.error = Some(error.to_string());
         if matches!(
             error,
-            ExportError::Failed { .. } | ExportError::StatusGone { .. }
+            ExportError::Failed { .. }
+                | ExportError::StatusGone { .. }
+                | ExportError::BadManifest { .. }
         ) {
             state.phase = Phase::Failed;
         }
@@ -532,6 +542,18 @@ async fn poll(
             PollDecision::Retry { after, reason } => {
                 transient += 1;
                 wait_transient(job, &job_id, status_url, retry, transient, after, reason).await?;
+            }
+            PollDecision::Failed {
+                status: 200,
+                diagnostics,
+            } => {
+                job.events
+                    .record("bad_manifest", json!({"diagnostics": diagnostics}));
+                return Err(ExportError::BadManifest {
+                    job_id,
+                    url: redact_url(status_url.as_str()),
+                    diagnostics,
+                });
             }
             PollDecision::Failed {
                 status,

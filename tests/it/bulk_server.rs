@@ -35,6 +35,8 @@ pub struct Config {
     pub status_transient_outcome: u32,
     /// The status URL reports a fatal OperationOutcome.
     pub fatal: bool,
+    /// The completed status answers 200 with this body instead of a manifest.
+    pub bad_manifest: Option<String>,
     /// Output indexes whose first download is cut mid-body.
     pub truncate_once: HashSet<usize>,
     /// Output indexes whose first-generation links answer 410.
@@ -513,6 +515,10 @@ fn route(request: &Request, base: &str, log: &Mutex<Log>, config: &Config) -> Re
         }
         if n <= config.pending_polls + config.status_503 + config.status_transient_outcome {
             return Reply::json(500, outcome("transient", "database busy, try again"));
+        }
+        if let Some(body) = &config.bad_manifest {
+            return Reply::new(200, body.clone().into_bytes())
+                .header("Content-Type", "application/json");
         }
         let generation = log.completed_polls;
         log.completed_polls += 1;
