@@ -11,8 +11,8 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 use url::Url;
 
-use super::events::EventLog;
-use super::http::{BulkHttp, HttpError, redact_url};
+use crate::http::{HttpClient, HttpError, redact_url};
+use crate::ledger::EventLog;
 
 /// A completed download.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,7 +145,7 @@ pub fn sha256_of(path: &Path) -> std::io::Result<String> {
 /// Downloads `url` to `<stem>.ndjson[.gz]` (via `<stem>.part`). Sends the
 /// token only when `with_token`.
 pub async fn download(
-    http: &BulkHttp,
+    http: &HttpClient,
     url: &Url,
     with_token: bool,
     stem: &Path,

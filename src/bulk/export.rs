@@ -23,17 +23,17 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex;
 use url::Url;
 
-use super::auth::AuthError;
 use super::download::{DownloadError, download, sha256_of};
-use super::events::{Echo, EventLog};
-use super::http::{BulkHttp, HttpError, RetryPolicy, redact_url};
 use super::job::{ExportRequest, JobState, Phase, Scope, resumable, since_auto};
 use super::kickoff::{KickoffError, KickoffMethod, diagnostics, kick_off};
 use super::manifest::{Manifest, ManifestError};
 use super::status::{PollDecision, PollPolicy, StatusResponse, decide};
+use crate::auth::AuthError;
 use crate::fhir;
+use crate::http::{HttpClient, HttpError, RetryPolicy, redact_url};
 use crate::lake::{Deletion, Lake, LakeError};
 use crate::ledger::{self, ExportFile, ExportRecord, FileKind};
+use crate::ledger::{Echo, EventLog};
 use crate::load::{self, LoadError, LoadPlan, LoadReport, ServerIssue};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,7 +166,7 @@ struct Job<'a> {
     lake: &'a Lake,
     state: Mutex<JobState>,
     events: EventLog,
-    http: &'a BulkHttp,
+    http: &'a HttpClient,
 }
 
 impl Job<'_> {
@@ -210,7 +210,7 @@ fn default_raw_parent(lake: &Lake) -> PathBuf {
 pub async fn run(
     lake: &Lake,
     plan: ExportPlan,
-    http: &BulkHttp,
+    http: &HttpClient,
     echo: Option<Echo>,
 ) -> Result<ExportReport, ExportError> {
     lake.ensure_put_if_absent().await?;

@@ -6,9 +6,9 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use url::Url;
 
-use super::events::EventLog;
-use super::http::{BulkHttp, HttpError, redact_url};
 use super::job::ExportRequest;
+use crate::http::{HttpClient, HttpError, redact_url};
+use crate::ledger::EventLog;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum KickoffMethod {
@@ -93,7 +93,7 @@ pub fn diagnostics(body: &[u8]) -> String {
 }
 
 pub async fn kick_off(
-    http: &BulkHttp,
+    http: &HttpClient,
     server: &Url,
     request: &ExportRequest,
     method: KickoffMethod,

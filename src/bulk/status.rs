@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::manifest::Manifest;
+use crate::http::parse_retry_after;
 
 /// The parts of a status response the decision needs.
 #[derive(Debug, Clone, Copy)]
@@ -55,24 +56,6 @@ pub enum PollDecision {
         status: u16,
         diagnostics: String,
     },
-}
-
-/// `Retry-After` as seconds or an HTTP date, relative to `now`.
-pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let at = DateTime::parse_from_rfc2822(value)
-        .ok()?
-        .with_timezone(&Utc);
-    Some((at - now).to_std().unwrap_or(Duration::ZERO))
-}
-
-/// Exponential backoff with full jitter: `unit` is a random number in [0, 1).
-pub fn backoff_delay(attempt: u32, base: Duration, cap: Duration, unit: f64) -> Duration {
-    let exp = base.saturating_mul(1u32.checked_shl(attempt.min(30)).unwrap_or(u32::MAX));
-    exp.min(cap).mul_f64(unit.clamp(0.0, 1.0))
 }
 
 /// OperationOutcome issue codes that describe a passing condition.
@@ -272,14 +255,5 @@ mod tests {
             decide_on(404, None, "gone"),
             PollDecision::Failed { status: 404, .. }
         ));
-    }
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let (base, cap) = (Duration::from_millis(500), Duration::from_secs(30));
-        assert_eq!(backoff_delay(0, base, cap, 1.0), base);
-        assert_eq!(backoff_delay(3, base, cap, 1.0), Duration::from_secs(4));
-        assert_eq!(backoff_delay(20, base, cap, 1.0), cap);
-        assert_eq!(backoff_delay(20, base, cap, 0.5), cap / 2);
     }
 }

@@ -12,11 +12,11 @@ use serde_json::{Value, json};
 use url::Url;
 
 use super::{LakeArgs, runtime, views_for};
-use crate::bulk::{
-    self, BulkHttp, Credentials, ExportError, ExportPlan, KickoffMethod, PollPolicy, Resume,
-    RetryPolicy, Scope, SigningKey, Since, SmartClient, TokenSource,
-};
+use crate::auth::{Credentials, Secret, SigningKey, SmartClient, TokenSource};
+use crate::bulk::{self, ExportError, ExportPlan, KickoffMethod, PollPolicy, Resume, Scope, Since};
+use crate::http::{HttpClient, RetryPolicy};
 use crate::lake::LoadMode;
+use crate::ledger::Echo;
 use crate::load::LoadPlan;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -158,7 +158,7 @@ fn credentials(args: &ExportArgs) -> Result<Credentials> {
             Some(path) => Credentials::bearer_from_file(path)?,
             None => match std::env::var("FHIRLAKE_TOKEN") {
                 Ok(token) if !token.trim().is_empty() => {
-                    Credentials::Bearer(bulk::Secret::new(token.trim().to_owned()))
+                    Credentials::Bearer(Secret::new(token.trim().to_owned()))
                 }
                 _ => bail!("--auth bearer needs --token-file or FHIRLAKE_TOKEN"),
             },
@@ -321,12 +321,12 @@ pub fn run(args: ExportArgs) -> Result<ExitCode> {
         .read_timeout(Duration::from_secs(300))
         .build()
         .context("building the HTTP client")?;
-    let http = BulkHttp {
+    let http = HttpClient {
         tokens: TokenSource::new(credentials(&args)?, args.server.clone(), client.clone()),
         client,
         retry,
     };
-    let echo: bulk::Echo = Arc::new(echo);
+    let echo: Echo = Arc::new(echo);
     let result = runtime()?.block_on(bulk::run(&lake, plan, &http, Some(echo)));
     let report = match result {
         Ok(report) => report,

@@ -8,8 +8,10 @@
 //! job skip a file it has already loaded (the manifest is the record; a
 //! marker is only its index, so a lost marker costs a harmless reload).
 
+mod events;
 mod manifest;
 
+pub use events::{Echo, EventLog};
 pub use manifest::{
     AccountingError, CommitRecord, ExportFile, ExportRecord, FileKind, InputRecord, InputStatus,
     JobManifest, RowCounts, StandIn, TableRecord,

@@ -1,5 +1,5 @@
-//! One HTTP request to the Bulk Data server, retried the way a long unattended
-//! job needs: network errors, 429 and 5xx wait (the server's Retry-After,
+//! The HTTP client every FHIR server conversation shares (Bulk Data now, REST
+//! sync later): one request, retried the way a long unattended job needs: network errors, 429 and 5xx wait (the server's Retry-After,
 //! capped, else jittered exponential backoff); a 401 fetches a fresh token once.
 
 use std::time::Duration;
@@ -7,9 +7,28 @@ use std::time::Duration;
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use url::Url;
 
-use super::auth::{AuthError, TokenSource};
-use super::events::EventLog;
-use super::status::{backoff_delay, parse_retry_after};
+use chrono::{DateTime, Utc};
+
+use crate::auth::{AuthError, TokenSource};
+use crate::ledger::EventLog;
+
+/// `Retry-After` as seconds or an HTTP date, relative to `now`.
+pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = DateTime::parse_from_rfc2822(value)
+        .ok()?
+        .with_timezone(&Utc);
+    Some((at - now).to_std().unwrap_or(Duration::ZERO))
+}
+
+/// Exponential backoff with full jitter: `unit` is a random number in [0, 1).
+pub fn backoff_delay(attempt: u32, base: Duration, cap: Duration, unit: f64) -> Duration {
+    let exp = base.saturating_mul(1u32.checked_shl(attempt.min(30)).unwrap_or(u32::MAX));
+    exp.min(cap).mul_f64(unit.clamp(0.0, 1.0))
+}
 
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
@@ -107,7 +126,7 @@ pub enum HttpError {
 }
 
 /// HTTP client, credentials and retry policy shared by every request of a job.
-pub struct BulkHttp {
+pub struct HttpClient {
     pub client: reqwest::Client,
     pub tokens: TokenSource,
     pub retry: RetryPolicy,
@@ -118,7 +137,7 @@ pub fn is_transient(status: StatusCode) -> bool {
     matches!(status.as_u16(), 429 | 500 | 502 | 503 | 504)
 }
 
-impl BulkHttp {
+impl HttpClient {
     /// Adds the bearer token when `with_token` and credentials are configured.
     pub async fn authorize(
         &self,
@@ -216,6 +235,15 @@ mod tests {
         let kickoff = "https://ehr/fhir/Group/1/$export?_type=Patient&_since=2024-01-01T00:00:00Z";
         assert!(redact_url(kickoff).contains("_type=Patient"));
         assert!(!redact_url("https://user:pw@ehr/fhir").contains("pw"));
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let (base, cap) = (Duration::from_millis(500), Duration::from_secs(30));
+        assert_eq!(backoff_delay(0, base, cap, 1.0), base);
+        assert_eq!(backoff_delay(3, base, cap, 1.0), Duration::from_secs(4));
+        assert_eq!(backoff_delay(20, base, cap, 1.0), cap);
+        assert_eq!(backoff_delay(20, base, cap, 0.5), cap / 2);
     }
 
     #[test]
