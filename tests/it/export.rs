@@ -823,3 +823,42 @@ fn the_text_summary_names_the_job_its_files_and_tables() {
     assert_eq!(again.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&again.stderr).contains("no unfinished export"));
 }
+
+#[test]
+fn a_crash_after_the_load_but_before_the_state_update_finishes_without_reloading() {
+    let rt = runtime();
+    let files = sample(&["Patient", "Immunization"]);
+    let server = rt.block_on(BulkServer::start(Config {
+        files: files.clone(),
+        ..Default::default()
+    }));
+    let tmp = tempfile::tempdir().unwrap();
+    let lake = tmp.path().join("lake");
+    let (json, _) = run(export(&server, &lake).arg("--keep-server-job"), 0);
+    let job = json["job"]["job_id"].as_str().unwrap().to_owned();
+    // Rewind the saved state to "downloads verified, not yet loaded", as a
+    // kill between the load's manifest and the next state write leaves it.
+    let state_path = lake.join(format!("_fhirlake/jobs/{job}.json"));
+    let mut state: Value = serde_json::from_slice(&std::fs::read(&state_path).unwrap()).unwrap();
+    state["phase"] = "complete".into();
+    std::fs::write(&state_path, serde_json::to_vec(&state).unwrap()).unwrap();
+    let versions_before = crate::common::delta_versions(&lake, "patient");
+
+    let (json, _) = run(&mut export(&server, &lake), 0);
+    assert_eq!(json["resumed"], true);
+    assert_eq!(json["job"]["job_id"], job.as_str());
+    assert_eq!(json["job"]["phase"], "finished");
+    assert_eq!(json["job"]["server_job_deleted"], true);
+    assert_eq!(server.log.lock().unwrap().kickoffs_accepted, 1);
+    assert_eq!(
+        crate::common::delta_versions(&lake, "patient"),
+        versions_before,
+        "no reload"
+    );
+    if let Some((count, distinct)) = counts(&lake, "patient") {
+        assert_eq!(
+            (count as usize, distinct as usize),
+            (lines(&files[0].1), lines(&files[0].1))
+        );
+    }
+}
