@@ -95,6 +95,17 @@ pub struct CompiledView {
     pub columns: Vec<ColumnSpec>,
     pub(super) filters: Vec<Expr>,
     pub(super) root: Select,
+    /// Every select runs once per resource (no forEach/repeat/unionAll):
+    /// exactly one row, written straight into place.
+    pub(super) flat: bool,
+}
+
+impl Select {
+    fn is_flat(&self) -> bool {
+        matches!(self.iterate, Iterate::Once)
+            && self.union_all.is_empty()
+            && self.children.iter().all(Select::is_flat)
+    }
 }
 
 fn constant_literal(
@@ -290,19 +301,21 @@ impl CompiledView {
             .iter()
             .flat_map(|s| s.all_columns.clone())
             .collect();
+        let root = Select {
+            columns: Vec::new(),
+            plans: Vec::new(),
+            iterate: Iterate::Once,
+            children,
+            union_all: Vec::new(),
+            all_columns,
+        };
         Ok(Self {
             name: raw.name,
             resource: raw.resource,
             columns: compiler.columns,
             filters,
-            root: Select {
-                columns: Vec::new(),
-                plans: Vec::new(),
-                iterate: Iterate::Once,
-                children,
-                union_all: Vec::new(),
-                all_columns,
-            },
+            flat: root.is_flat(),
+            root,
         })
     }
 

@@ -31,6 +31,11 @@ impl CompiledView {
                 _ => return Ok(Vec::new()),
             }
         }
+        if self.flat {
+            let mut row = vec![serde_json::Value::Null; self.columns.len()];
+            self.fill_flat(&self.root, &focus[0], &mut row)?;
+            return Ok(vec![row]);
+        }
         let partials = self.select_rows(&self.root, &focus[0], 0)?;
         Ok(partials
             .into_iter()
@@ -103,6 +108,23 @@ impl CompiledView {
             base = product(base, union);
         }
         Ok(base)
+    }
+
+    /// A flat select tree gives one row: each column's value goes straight
+    /// to its place, with no partial rows to join.
+    fn fill_flat(
+        &self,
+        select: &Select,
+        focus: &Item<'_>,
+        row: &mut [serde_json::Value],
+    ) -> Result<(), ViewError> {
+        for (index, value) in self.columns_of(select, focus, 0)? {
+            row[index] = value;
+        }
+        for child in &select.children {
+            self.fill_flat(child, focus, row)?;
+        }
+        Ok(())
     }
 
     fn columns_of(
