@@ -13,7 +13,7 @@ use deltalake::datafusion::prelude::SessionContext;
 
 use super::keys::LoadMode;
 use super::schema::utc_micros;
-use super::sink::{COMMIT_ATTEMPTS, is_commit_conflict, open_or_create_table};
+use super::sink::{open_or_create_table, retry_on_conflict};
 use super::{Lake, LakeError, resource_schema};
 
 /// One resource the server says was deleted.
@@ -147,23 +147,15 @@ enum MergeAction {
 }
 
 async fn merge_retrying(
-    mut table: DeltaTable,
+    table: DeltaTable,
     name: &str,
     batch: RecordBatch,
     action: MergeAction,
 ) -> Result<DeletionOutcome, LakeError> {
-    let mut attempt = 1;
-    loop {
-        match merge_once(table.clone(), name, batch.clone(), action).await {
-            Err(LakeError::Delta { source, .. })
-                if attempt < COMMIT_ATTEMPTS && is_commit_conflict(&source) =>
-            {
-                attempt += 1;
-                table.load().await.map_err(LakeError::delta(name))?;
-            }
-            other => return other,
-        }
-    }
+    retry_on_conflict(table, name, |table| {
+        merge_once(table, name, batch.clone(), action)
+    })
+    .await
 }
 
 async fn merge_once(

@@ -11,7 +11,7 @@ use deltalake::datafusion::prelude::SessionContext;
 use serde::Serialize;
 
 use super::LakeError;
-use super::sink::{COMMIT_ATTEMPTS, is_commit_conflict};
+use super::sink::retry_on_conflict;
 
 /// What a MERGE did, in the manifest's terms.
 #[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
@@ -58,25 +58,16 @@ pub async fn merge_updates(
 
 /// MERGEs `batches` into `table` as `kind` says, retrying on commit conflicts.
 pub async fn merge_rows(
-    mut table: DeltaTable,
+    table: DeltaTable,
     name: &str,
     schema: &SchemaRef,
     batches: Vec<RecordBatch>,
     kind: MergeKind,
 ) -> Result<(DeltaTable, UpdateMetrics), LakeError> {
-    // Conflicting concurrent commits: re-run the MERGE on a fresh snapshot.
-    let mut attempt = 1;
-    loop {
-        match merge_once(table.clone(), name, schema, batches.clone(), kind).await {
-            Err(LakeError::Delta { source, .. })
-                if attempt < COMMIT_ATTEMPTS && is_commit_conflict(&source) =>
-            {
-                attempt += 1;
-                table.load().await.map_err(LakeError::delta(name))?;
-            }
-            other => return other,
-        }
-    }
+    retry_on_conflict(table, name, |table| {
+        merge_once(table, name, schema, batches.clone(), kind)
+    })
+    .await
 }
 
 async fn merge_once(

@@ -114,6 +114,32 @@ pub fn is_commit_conflict(error: &DeltaTableError) -> bool {
     )
 }
 
+/// Runs `operation` on `table`; when a concurrent writer's commit wins the
+/// race, reloads the table and runs it again on the fresh snapshot (up to
+/// [`COMMIT_ATTEMPTS`] times).
+pub async fn retry_on_conflict<T, F, Fut>(
+    mut table: DeltaTable,
+    name: &str,
+    mut operation: F,
+) -> Result<T, LakeError>
+where
+    F: FnMut(DeltaTable) -> Fut,
+    Fut: std::future::Future<Output = Result<T, LakeError>>,
+{
+    let mut attempt = 1;
+    loop {
+        match operation(table.clone()).await {
+            Err(LakeError::Delta { source, .. })
+                if attempt < COMMIT_ATTEMPTS && is_commit_conflict(&source) =>
+            {
+                attempt += 1;
+                table.load().await.map_err(LakeError::delta(name))?;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Parquet settings for our tables: the raw-resource column is unique per row,
 /// so a dictionary or min/max statistics would only cost time (nobody prunes
 /// on a JSON document); row groups are capped so a writer's memory stays
