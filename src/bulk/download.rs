@@ -13,6 +13,7 @@ use url::Url;
 
 use crate::http::{HttpClient, HttpError, redact_url};
 use crate::ledger::EventLog;
+use crate::ndjson::HashingReader;
 
 /// A completed download.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,17 +130,9 @@ impl Counter {
 
 /// The SHA-256 of a file on disk (to trust a download from an earlier run).
 pub fn sha256_of(path: &Path) -> std::io::Result<String> {
-    use std::io::Read;
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            return Ok(hex::encode(hasher.finalize()));
-        }
-        hasher.update(&buf[..n]);
-    }
+    let mut reader = HashingReader::new(std::fs::File::open(path)?);
+    std::io::copy(&mut reader, &mut std::io::sink())?;
+    Ok(reader.finish().0)
 }
 
 /// Downloads `url` to `<stem>.ndjson[.gz]` (via `<stem>.part`). Sends the

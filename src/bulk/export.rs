@@ -30,7 +30,7 @@ use super::manifest::{Manifest, ManifestError};
 use super::status::{PollDecision, PollPolicy, StatusResponse, decide};
 use crate::auth::AuthError;
 use crate::fhir;
-use crate::http::{HttpClient, HttpError, RetryPolicy, redact_url};
+use crate::http::{HttpClient, HttpError, redact_url};
 use crate::lake::{Deletion, Lake, LakeError};
 use crate::ledger::{self, ExportFile, ExportRecord, FileKind};
 use crate::ledger::{Echo, EventLog};
@@ -377,13 +377,14 @@ async fn fetch_files(job: &Job<'_>, plan: &ExportPlan) -> Result<(), ExportError
         path: PathBuf::from(&status_url),
         source: std::io::Error::other(e),
     })?;
-    if phase == Phase::Complete && all_verified && verify_on_disk(job).await? {
+    // Files an earlier run verified are trusted only if still on disk unchanged.
+    let on_disk = verify_on_disk(job).await?;
+    if phase == Phase::Complete && all_verified && on_disk {
         return Ok(());
     }
     let manifest = poll(job, &status_url, plan.poll).await?;
     let mut urls = adopt_manifest(job, &manifest).await;
     job.save().await?;
-    verify_on_disk(job).await?;
 
     let expired = download_round(job, plan, &urls).await?;
     if !expired.is_empty() {
@@ -438,49 +439,74 @@ async fn verify_on_disk(job: &Job<'_>) -> Result<bool, ExportError> {
     Ok(all)
 }
 
+/// One status response, read whole.
+struct StatusReply {
+    status: u16,
+    retry_after: Option<String>,
+    progress: Option<String>,
+    body: bytes::Bytes,
+}
+
+/// GETs the status URL. `Ok(Err(reason))`: a network failure or a cut body,
+/// worth another try.
+async fn get_status(
+    job: &Job<'_>,
+    status_url: &Url,
+) -> Result<Result<StatusReply, String>, AuthError> {
+    let request = job
+        .http
+        .client
+        .get(status_url.clone())
+        .header("Accept", "application/json");
+    let response = match job.http.authorize(request, true).await?.send().await {
+        Ok(response) => response,
+        Err(e) => return Ok(Err(e.without_url().to_string())),
+    };
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let (status, retry_after, progress) = (
+        response.status().as_u16(),
+        header("retry-after"),
+        header("x-progress"),
+    );
+    Ok(match response.bytes().await {
+        Ok(body) => Ok(StatusReply {
+            status,
+            retry_after,
+            progress,
+            body,
+        }),
+        Err(e) => Err(format!("status body cut: {}", e.without_url())),
+    })
+}
+
 async fn poll(
     job: &Job<'_>,
     status_url: &Url,
     policy: PollPolicy,
 ) -> Result<Manifest, ExportError> {
     let job_id = job.id().await;
-    let retry = job.http.retry;
     let mut transient = 0u32;
     let mut refreshed = false;
     let manifest = loop {
-        let request = job
-            .http
-            .client
-            .get(status_url.clone())
-            .header("Accept", "application/json");
-        let request = job.http.authorize(request, true).await?;
-        let response = match request.send().await {
-            Ok(response) => response,
-            Err(e) => {
+        let StatusReply {
+            status,
+            retry_after,
+            progress,
+            body,
+        } = match get_status(job, status_url).await? {
+            Ok(reply) => reply,
+            Err(reason) => {
                 transient += 1;
-                wait_transient(
-                    job,
-                    &job_id,
-                    status_url,
-                    retry,
-                    transient,
-                    None,
-                    e.without_url().to_string(),
-                )
-                .await?;
+                wait_transient(job, &job_id, status_url, transient, None, reason).await?;
                 continue;
             }
         };
-        let status = response.status().as_u16();
-        let header = |name: &str| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
-        let retry_after = header("retry-after");
-        let progress = header("x-progress");
         if status == 401 && job.http.tokens.has_credentials() && !refreshed {
             refreshed = true;
             job.http.tokens.invalidate().await;
@@ -493,23 +519,6 @@ async fn poll(
                 status,
             });
         }
-        let body = match response.bytes().await {
-            Ok(body) => body,
-            Err(e) => {
-                transient += 1;
-                wait_transient(
-                    job,
-                    &job_id,
-                    status_url,
-                    retry,
-                    transient,
-                    None,
-                    format!("status body cut: {}", e.without_url()),
-                )
-                .await?;
-                continue;
-            }
-        };
         let decision = decide(
             &StatusResponse {
                 status,
@@ -541,7 +550,7 @@ async fn poll(
             }
             PollDecision::Retry { after, reason } => {
                 transient += 1;
-                wait_transient(job, &job_id, status_url, retry, transient, after, reason).await?;
+                wait_transient(job, &job_id, status_url, transient, after, reason).await?;
             }
             PollDecision::Failed {
                 status: 200,
@@ -574,16 +583,17 @@ async fn poll(
     follow_pages(job, &job_id, manifest).await
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Waits before retry `attempt` of a status poll, or gives up after the
+/// policy's attempts.
 async fn wait_transient(
     job: &Job<'_>,
     job_id: &str,
     url: &Url,
-    retry: RetryPolicy,
     attempt: u32,
     after: Option<Duration>,
     reason: String,
 ) -> Result<(), ExportError> {
+    let retry = job.http.retry;
     if attempt >= retry.attempts {
         return Err(ExportError::Http {
             job_id: job_id.to_owned(),
@@ -765,11 +775,7 @@ async fn download_round(
 
 async fn set_outcome(job: &Job<'_>, file: &ExportFile, outcome: String) {
     let mut state = job.state.lock().await;
-    if let Some(f) = state
-        .files
-        .iter_mut()
-        .find(|f| f.kind == file.kind && f.index == file.index)
-    {
+    if let Some(f) = state.file_mut(file.kind, file.index) {
         f.outcome = outcome;
     }
 }
@@ -818,11 +824,7 @@ async fn download_one(
                     );
                     {
                         let mut state = job.state.lock().await;
-                        if let Some(f) = state
-                            .files
-                            .iter_mut()
-                            .find(|f| f.kind == file.kind && f.index == file.index)
-                        {
+                        if let Some(f) = state.file_mut(file.kind, file.index) {
                             f.name = name;
                             f.url = shown.clone();
                             f.bytes = Some(received.bytes);

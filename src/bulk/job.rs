@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::lake::{Lake, LakeError};
-use crate::ledger::ExportFile;
+use crate::ledger::{ExportFile, FileKind, store_err};
 
 pub const JOBS_DIR: &str = "_fhirlake/jobs";
 
@@ -116,11 +116,6 @@ pub struct JobState {
     pub server_job_deleted: bool,
 }
 
-fn store_err(path: &object_store::path::Path) -> impl FnOnce(object_store::Error) -> LakeError {
-    let path = path.to_string();
-    move |source| LakeError::Store { path, source }
-}
-
 impl JobState {
     pub fn state_key(job_id: &str) -> String {
         format!("{JOBS_DIR}/{job_id}.json")
@@ -145,6 +140,13 @@ impl JobState {
             .await
             .map_err(store_err(&path))?;
         Ok(())
+    }
+
+    /// The manifest file at `index` among those of `kind`.
+    pub fn file_mut(&mut self, kind: FileKind, index: usize) -> Option<&mut ExportFile> {
+        self.files
+            .iter_mut()
+            .find(|f| f.kind == kind && f.index == index)
     }
 
     /// Every export job recorded in the lake, oldest first.

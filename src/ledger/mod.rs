@@ -33,7 +33,8 @@ pub struct LoadedMarker {
     pub path: String,
 }
 
-fn store_err(
+/// Names the object in a store error.
+pub(crate) fn store_err(
     path: &object_store::path::Path,
 ) -> impl FnOnce(object_store::Error) -> LakeError + '_ {
     move |source| LakeError::Store {
