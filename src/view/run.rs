@@ -193,29 +193,26 @@ fn repeat<'a>(
     Ok(())
 }
 
+/// `one` joined to each of `rows` (moved into the last, copied into the others).
+fn append_to_each(mut rows: Vec<Partial>, one: Partial) -> Vec<Partial> {
+    if let Some((last, others)) = rows.split_last_mut() {
+        for row in others {
+            row.extend(one.iter().cloned());
+        }
+        last.extend(one);
+    }
+    rows
+}
+
 /// Every left row joined with every right row. A partial row's entries
 /// carry their column index, so their order does not matter: the common
 /// one-row side is moved or appended instead of copying whole rows.
 fn product(mut left: Vec<Partial>, mut right: Vec<Partial>) -> Vec<Partial> {
     if right.len() == 1 {
-        let last = right.pop().expect("one row");
-        if let Some((tail, init)) = left.split_last_mut() {
-            for row in init {
-                row.extend(last.iter().cloned());
-            }
-            tail.extend(last);
-        }
-        return left;
+        return append_to_each(left, right.pop().expect("one row"));
     }
     if left.len() == 1 {
-        let first = left.pop().expect("one row");
-        if let Some((tail, init)) = right.split_last_mut() {
-            for row in init {
-                row.extend(first.iter().cloned());
-            }
-            tail.extend(first);
-        }
-        return right;
+        return append_to_each(right, left.pop().expect("one row"));
     }
     let mut out = Vec::with_capacity(left.len() * right.len());
     for l in &left {

@@ -677,17 +677,7 @@ fn call<'a>(name: &str, base: Coll<'a>, args: &[Expr], ctx: Ctx) -> R<Coll<'a>> 
                 Some(type_arg(args, name)?)
             };
             base.iter()
-                .filter_map(|item| {
-                    let Item::Node { json, .. } = item else {
-                        return None;
-                    };
-                    let reference = json.get("reference")?.as_str()?;
-                    let (ty, id) = reference_parts(reference)?;
-                    if wanted.as_deref().is_some_and(|w| w != ty) {
-                        return None;
-                    }
-                    Some(Item::Str(Cow::Borrowed(id)))
-                })
+                .filter_map(|item| reference_key(item, wanted.as_deref()))
                 .collect()
         }
         "lowBoundary" | "highBoundary" => {
@@ -727,7 +717,19 @@ fn call<'a>(name: &str, base: Coll<'a>, args: &[Expr], ctx: Ctx) -> R<Coll<'a>> 
 
 /// `Type/id` (also absolute URLs ending in `Type/id`, and `Type/id/_history/v`).
 /// Conditional references (`Type?identifier=…`) and contained ones (`#x`) have no key.
-pub(super) fn reference_parts(reference: &str) -> Option<(&str, &str)> {
+/// The id a Reference item points at, if it is a `Type/id` of type `wanted`.
+pub(super) fn reference_key<'a>(item: &Item<'a>, wanted: Option<&str>) -> Option<Item<'a>> {
+    let Item::Node { json, .. } = item else {
+        return None;
+    };
+    let (ty, id) = reference_parts(json.get("reference")?.as_str()?)?;
+    if wanted.is_some_and(|w| w != ty) {
+        return None;
+    }
+    Some(Item::Str(Cow::Borrowed(id)))
+}
+
+fn reference_parts(reference: &str) -> Option<(&str, &str)> {
     if reference.contains('?') || reference.starts_with('#') {
         return None;
     }

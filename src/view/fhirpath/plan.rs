@@ -6,12 +6,10 @@
 //! general evaluator's own helpers, so the two give the same items (a
 //! differential test below and the SQL-on-FHIR suite check it).
 
-use std::borrow::Cow;
-
 use smallvec::SmallVec;
 
 use super::ast::{BinOp, Expr, Literal};
-use super::eval::{Item, equals_text, is_type, member, reference_parts, type_arg};
+use super::eval::{Item, equals_text, is_type, member, reference_key, type_arg};
 
 #[derive(Debug, Clone, PartialEq)]
 enum Step {
@@ -113,16 +111,11 @@ impl Plan {
                 Step::First => current.truncate(1),
                 Step::ReferenceKey(wanted) => {
                     next.clear();
-                    next.extend(current.iter().filter_map(|item| {
-                        let Item::Node { json, .. } = item else {
-                            return None;
-                        };
-                        let (ty, id) = reference_parts(json.get("reference")?.as_str()?)?;
-                        if wanted.as_deref().is_some_and(|w| w != ty) {
-                            return None;
-                        }
-                        Some(Item::Str(Cow::Borrowed(id)))
-                    }));
+                    next.extend(
+                        current
+                            .iter()
+                            .filter_map(|item| reference_key(item, wanted.as_deref())),
+                    );
                     at = 1 - at;
                 }
             }
