@@ -115,6 +115,18 @@ pub fn delta_versions(lake_dir: &Path, table: &str) -> usize {
         .unwrap_or(0)
 }
 
+/// kill -9 of a load still running; fails the test if it already finished
+/// (the kill would then prove nothing).
+pub fn kill_9_while_running(child: &mut std::process::Child) {
+    let running = child.try_wait().unwrap().is_none();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        running,
+        "the load finished before it could be killed; grow the dataset"
+    );
+}
+
 pub fn fhirlake() -> Command {
     Command::new(env!("CARGO_BIN_EXE_fhirlake"))
 }

@@ -322,14 +322,20 @@ fn since_auto_asks_for_changes_since_the_last_export_and_deletions_apply() {
     let tmp = tempfile::tempdir().unwrap();
     let lake = tmp.path().join("lake");
     let history = tmp.path().join("history");
-    for lake in [&lake, &history] {
+    // The nightly command; the second lake keeps history.
+    let nightly = |lake: &PathBuf| {
         let mut command = export(&server, lake);
         command.args([
             "--group", "cohort-1", "--type", "Patient", "--since", "auto",
         ]);
         if lake == &history {
             command.arg("--history");
-        } else {
+        }
+        command
+    };
+    for lake in [&lake, &history] {
+        let mut command = nightly(lake);
+        if lake != &history {
             command.arg("--no-keep-raw");
         }
         let (json, _) = run(&mut command, 0);
@@ -367,14 +373,7 @@ fn since_auto_asks_for_changes_since_the_last_export_and_deletions_apply() {
         );
     }
     for lake in [&lake, &history] {
-        let mut command = export(&server, lake);
-        command.args([
-            "--group", "cohort-1", "--type", "Patient", "--since", "auto",
-        ]);
-        if lake == &history {
-            command.arg("--history");
-        }
-        let (json, _) = run(&mut command, 0);
+        let (json, _) = run(&mut nightly(lake), 0);
         let job = json["job"]["job_id"].as_str().unwrap();
         let export = &manifest(lake, job)["export"];
         assert_eq!(export["deletions_requested"], 1);

@@ -448,13 +448,7 @@ fn kill_9_mid_load_then_rerun_converges_to_a_clean_run() {
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(300));
-    let killed_mid_run = child.try_wait().unwrap().is_none();
-    child.kill().unwrap();
-    child.wait().unwrap();
-    assert!(
-        killed_mid_run,
-        "the load finished before it could be killed; grow the dataset"
-    );
+    kill_9_while_running(&mut child);
 
     let summary = load_cli_json(&crashed, &data, 0);
     for input in summary["inputs"].as_array().unwrap() {

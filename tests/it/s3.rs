@@ -214,13 +214,7 @@ fn kill_9_during_an_s3_load_then_rerun_converges() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
-    let killed_mid_run = child.try_wait().unwrap().is_none();
-    child.kill().unwrap();
-    child.wait().unwrap();
-    assert!(
-        killed_mid_run,
-        "the load finished before it could be killed; grow the dataset"
-    );
+    kill_9_while_running(&mut child);
 
     for uri in [&crashed, &clean] {
         let summary = run_json(
