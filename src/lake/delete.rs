@@ -12,6 +12,7 @@ use deltalake::datafusion::datasource::MemTable;
 use deltalake::datafusion::prelude::SessionContext;
 
 use super::keys::LoadMode;
+use super::merge::{MergeKind, merge_rows};
 use super::schema::utc_micros;
 use super::sink::{open_or_create_table, retry_on_conflict};
 use super::{Lake, LakeError, resource_schema};
@@ -64,12 +65,27 @@ pub async fn apply_deletions(
                 return Ok(DeletionOutcome::default());
             }
             let batch = deletion_batch(deletions).map_err(arrow_err(name))?;
-            merge_retrying(table, name, batch, MergeAction::Delete).await
+            retry_on_conflict(table, name, |table| delete_once(table, name, batch.clone())).await
         }
         LoadMode::History => {
             let table = open_or_create_table(lake, name, &resource_schema()).await?;
             let batch = tombstone_batch(deletions, lineage).map_err(arrow_err(name))?;
-            merge_retrying(table, name, batch, MergeAction::Tombstone).await
+            let schema = batch.schema();
+            let (table, metrics) = merge_rows(
+                table,
+                name,
+                &schema,
+                vec![batch],
+                MergeKind::InsertMissingVersion,
+            )
+            .await?;
+            Ok(DeletionOutcome {
+                version: (metrics.rows_inserted > 0)
+                    .then(|| table.version())
+                    .flatten(),
+                rows_deleted: 0,
+                tombstones: metrics.rows_inserted,
+            })
         }
     }
 }
@@ -140,88 +156,43 @@ fn tombstone_batch(
     )
 }
 
-#[derive(Clone, Copy)]
-enum MergeAction {
-    Delete,
-    Tombstone,
-}
-
-async fn merge_retrying(
+/// Deletes each stored row whose id the source names, unless the row is
+/// newer than the deletion.
+async fn delete_once(
     table: DeltaTable,
     name: &str,
     batch: RecordBatch,
-    action: MergeAction,
-) -> Result<DeletionOutcome, LakeError> {
-    retry_on_conflict(table, name, |table| {
-        merge_once(table, name, batch.clone(), action)
-    })
-    .await
-}
-
-async fn merge_once(
-    table: DeltaTable,
-    name: &str,
-    batch: RecordBatch,
-    action: MergeAction,
 ) -> Result<DeletionOutcome, LakeError> {
     let query_err = |source| LakeError::Query {
         table: name.to_owned(),
         source,
     };
     let ctx = SessionContext::new();
-    let schema = batch.schema();
-    let source = MemTable::try_new(schema.clone(), vec![vec![batch]]).map_err(query_err)?;
+    let source = MemTable::try_new(batch.schema(), vec![vec![batch]]).map_err(query_err)?;
     ctx.register_table("deletions", Arc::new(source))
         .map_err(query_err)?;
     // One row per id (MERGE rejects two source rows for one target row).
-    let key = match action {
-        MergeAction::Delete => "id",
-        MergeAction::Tombstone => "id, meta_last_updated",
-    };
     let source = ctx
-        .sql(&format!(
-            "SELECT * EXCLUDE (_rank) FROM (SELECT *, row_number() OVER (PARTITION BY {key} ORDER BY {key}) AS _rank FROM deletions) WHERE _rank = 1"
-        ))
+        .sql(
+            "SELECT * EXCLUDE (_rank) FROM (SELECT *, row_number() OVER (PARTITION BY id ORDER BY deleted_at DESC) AS _rank FROM deletions) WHERE _rank = 1",
+        )
         .await
         .map_err(query_err)?;
     let before = table.version();
-    let (table, metrics) = match action {
-        MergeAction::Delete => table
-            .merge(source, "target.id = source.id")
-            .with_source_alias("source")
-            .with_target_alias("target")
-            .when_matched_delete(|d| d.predicate("target.meta_last_updated <= source.deleted_at"))
-            .map_err(LakeError::delta(name))?
-            .await
-            .map_err(LakeError::delta(name))?,
-        MergeAction::Tombstone => {
-            let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
-            table
-                .merge(
-                    source,
-                    "target.id = source.id AND target.meta_last_updated = source.meta_last_updated",
-                )
-                .with_source_alias("source")
-                .with_target_alias("target")
-                .with_merge_schema(true)
-                .when_not_matched_insert(|insert| {
-                    names
-                        .iter()
-                        .fold(insert, |i, c| i.set(c.as_str(), format!("source.\"{c}\"")))
-                })
-                .map_err(LakeError::delta(name))?
-                .await
-                .map_err(LakeError::delta(name))?
-        }
-    };
-    let changed = metrics.num_target_rows_deleted + metrics.num_target_rows_inserted > 0;
+    let (table, metrics) = table
+        .merge(source, "target.id = source.id")
+        .with_source_alias("source")
+        .with_target_alias("target")
+        .when_matched_delete(|d| d.predicate("target.meta_last_updated <= source.deleted_at"))
+        .map_err(LakeError::delta(name))?
+        .await
+        .map_err(LakeError::delta(name))?;
+    let deleted = metrics.num_target_rows_deleted as u64;
     Ok(DeletionOutcome {
-        version: if changed && table.version() != before {
-            table.version()
-        } else {
-            None
-        },
-        rows_deleted: metrics.num_target_rows_deleted as u64,
-        tombstones: metrics.num_target_rows_inserted as u64,
+        version: (deleted > 0 && table.version() != before)
+            .then(|| table.version())
+            .flatten(),
+        rows_deleted: deleted,
+        tombstones: 0,
     })
 }

@@ -33,6 +33,9 @@ pub enum MergeKind {
     /// Keyed on (`id`, `meta_last_updated`, `_row`): insert what is absent,
     /// never update (own-table view rows; makes a re-run a no-op).
     InsertMissing,
+    /// Keyed on (`id`, `meta_last_updated`): insert versions the table lacks
+    /// (history-mode tombstones).
+    InsertMissingVersion,
 }
 
 impl MergeKind {
@@ -40,6 +43,7 @@ impl MergeKind {
         match self {
             MergeKind::NewerById => &["id"],
             MergeKind::InsertMissing => &["id", "meta_last_updated", "_row"],
+            MergeKind::InsertMissingVersion => &["id", "meta_last_updated"],
         }
     }
 }
