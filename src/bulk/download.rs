@@ -71,16 +71,18 @@ pub struct LineCounter {
 
 impl LineCounter {
     pub fn feed(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            if b == b'\n' {
-                if self.in_content {
-                    self.lines += 1;
-                }
-                self.in_content = false;
-            } else if !b.is_ascii_whitespace() {
-                self.in_content = true;
+        // Every downloaded byte passes here: jump between newlines with
+        // memchr; a line's content check usually stops at its first byte.
+        let has_content = |segment: &[u8]| segment.iter().any(|b| !b.is_ascii_whitespace());
+        let mut start = 0;
+        for end in memchr::memchr_iter(b'\n', bytes) {
+            if self.in_content || has_content(&bytes[start..end]) {
+                self.lines += 1;
             }
+            self.in_content = false;
+            start = end + 1;
         }
+        self.in_content |= has_content(&bytes[start..]);
     }
 
     /// Counts a last line without a trailing newline.
