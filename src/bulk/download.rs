@@ -137,6 +137,44 @@ pub fn sha256_of(path: &Path) -> std::io::Result<String> {
     Ok(reader.finish().0)
 }
 
+/// A download that finished (was renamed from `.part`) in an earlier run that
+/// died before recording it: re-hashed and re-counted from disk so it need not
+/// be fetched again. `None` when no complete file is there.
+pub fn completed_earlier(stem: &Path) -> std::io::Result<Option<Received>> {
+    for (extension, encoding) in [("ndjson", None), ("ndjson.gz", Some("gzip"))] {
+        let path = stem.with_extension(extension);
+        let file = match std::fs::File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        let mut counter = match encoding {
+            None => Counter::Plain(LineCounter::default()),
+            Some(_) => Counter::Gzip(Box::new(flate2::write::MultiGzDecoder::new(
+                LineCounter::default(),
+            ))),
+        };
+        let mut reader = HashingReader::new(file);
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = std::io::Read::read(&mut reader, &mut buf)?;
+            if n == 0 {
+                break;
+            }
+            counter.feed(&buf[..n])?;
+        }
+        let (sha256, bytes) = reader.finish();
+        return Ok(Some(Received {
+            path,
+            bytes,
+            sha256,
+            lines: counter.finish()?,
+            content_encoding: encoding.map(str::to_owned),
+        }));
+    }
+    Ok(None)
+}
+
 /// Downloads `url` to `<stem>.ndjson[.gz]` (via `<stem>.part`). Sends the
 /// token only when `with_token`.
 pub async fn download(
@@ -237,6 +275,33 @@ pub async fn download(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_completed_file_is_found_hashed_and_counted_plain_or_gzip() {
+        let dir = tempfile::tempdir().unwrap();
+        let stem = dir.path().join("00000-patient");
+        assert_eq!(completed_earlier(&stem).unwrap(), None);
+        std::fs::write(stem.with_extension("part"), b"{}\n").unwrap();
+        assert_eq!(
+            completed_earlier(&stem).unwrap(),
+            None,
+            ".part is never whole"
+        );
+
+        let body = b"{\"a\":1}\n\n{\"a\":2}\n";
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(body).unwrap();
+        let gz = gz.finish().unwrap();
+        std::fs::write(stem.with_extension("ndjson.gz"), &gz).unwrap();
+        let found = completed_earlier(&stem).unwrap().unwrap();
+        assert_eq!(found.lines, 2);
+        assert_eq!(found.bytes, gz.len() as u64);
+        assert_eq!(found.sha256, hex::encode(Sha256::digest(&gz)));
+        assert_eq!(found.content_encoding.as_deref(), Some("gzip"));
+
+        std::fs::write(stem.with_extension("ndjson.gz"), &gz[..gz.len() / 2]).unwrap();
+        assert!(completed_earlier(&stem).is_err(), "a cut gzip is not whole");
+    }
 
     #[test]
     fn line_counter_ignores_blank_lines_and_counts_an_unterminated_last_line() {

@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex;
 use url::Url;
 
-use super::download::{DownloadError, download, sha256_of};
+use super::download::{DownloadError, Received, completed_earlier, download, sha256_of};
 use super::job::{ExportRequest, JobState, Phase, Scope, resumable, since_auto};
 use super::kickoff::{KickoffError, KickoffMethod, diagnostics, kick_off};
 use super::manifest::{Manifest, ManifestError};
@@ -431,6 +431,9 @@ async fn verify_on_disk(job: &Job<'_>) -> Result<bool, ExportError> {
             .ok()
             .flatten();
         if actual != expected {
+            // Not what was received: gone, or changed since. Remove it so the
+            // download starts over instead of adopting it.
+            let _ = tokio::fs::remove_file(raw.join(&file.name)).await;
             file.outcome = "pending".into();
             file.sha256 = None;
             all = false;
@@ -699,12 +702,7 @@ async fn adopt_manifest(job: &Job<'_>, manifest: &Manifest) -> Urls {
                     f.kind == kind && f.index == index && f.resource_type == offered.resource_type
                 })
                 .cloned();
-            let stem = format!(
-                "{}/{:05}-{}",
-                kind.dir(),
-                index,
-                fhir::table_name(&offered.resource_type)
-            );
+            let stem = file_stem(kind, index, &offered.resource_type);
             files.push(previous.unwrap_or(ExportFile {
                 kind,
                 resource_type: offered.resource_type.clone(),
@@ -725,6 +723,17 @@ async fn adopt_manifest(job: &Job<'_>, manifest: &Manifest) -> Urls {
     }
     state.files = files;
     urls
+}
+
+/// Where a manifest file is stored under the job's raw folder, without its
+/// extension (`.part` while arriving, `.ndjson[.gz]` when complete).
+fn file_stem(kind: FileKind, index: usize, resource_type: &str) -> String {
+    format!(
+        "{}/{:05}-{}",
+        kind.dir(),
+        index,
+        fhir::table_name(resource_type)
+    )
 }
 
 /// Downloads every unverified file, `parallel` at a time. Returns the files
@@ -790,7 +799,15 @@ async fn download_one(
 ) -> Result<Option<(FileKind, usize)>, ExportError> {
     let retry = job.http.retry;
     let shown = redact_url(url.as_str());
-    let stem = raw.join(&file.name);
+    let stem = raw.join(file_stem(file.kind, file.index, &file.resource_type));
+    if let Some(received) = adoptable(&stem, file).await {
+        job.events.record(
+            "download_adopted",
+            json!({"url": shown, "type": file.resource_type, "sha256": received.sha256, "lines": received.lines}),
+        );
+        record_download(job, file, received, 0, raw, &shown).await?;
+        return Ok(None);
+    }
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -811,37 +828,7 @@ async fn download_one(
                         file.declared_count.unwrap_or_default()
                     )
                 } else {
-                    let name = received
-                        .path
-                        .strip_prefix(raw)
-                        .unwrap_or(&received.path)
-                        .display()
-                        .to_string();
-                    let lake_copy = copy_to_lake(job, &received.path, &name).await?;
-                    job.events.record(
-                        "download_complete",
-                        json!({"url": shown, "type": file.resource_type, "bytes": received.bytes, "sha256": received.sha256, "lines": received.lines, "declared_count": file.declared_count, "content_encoding": received.content_encoding}),
-                    );
-                    {
-                        let mut state = job.state.lock().await;
-                        if let Some(f) = state.file_mut(file.kind, file.index) {
-                            f.name = name;
-                            f.url = shown.clone();
-                            f.bytes = Some(received.bytes);
-                            f.sha256 = Some(received.sha256);
-                            f.lines = Some(received.lines);
-                            f.content_encoding = received.content_encoding;
-                            f.attempts += attempt;
-                            f.outcome = if mismatch {
-                                "count_mismatch"
-                            } else {
-                                "downloaded"
-                            }
-                            .into();
-                            f.lake_copy = lake_copy;
-                        }
-                    }
-                    job.save().await?;
+                    record_download(job, file, received, attempt, raw, &shown).await?;
                     return Ok(None);
                 }
             }
@@ -868,6 +855,66 @@ async fn download_one(
         );
         tokio::time::sleep(wait).await;
     }
+}
+
+/// A complete file left by a run that died between finishing the download and
+/// saving the job state; kept when its line count agrees with the manifest.
+async fn adoptable(stem: &Path, file: &ExportFile) -> Option<Received> {
+    let stem = stem.to_path_buf();
+    let received = tokio::task::spawn_blocking(move || completed_earlier(&stem).ok().flatten())
+        .await
+        .ok()
+        .flatten()?;
+    let agrees = file
+        .declared_count
+        .is_none_or(|declared| declared == received.lines);
+    agrees.then_some(received)
+}
+
+/// Records a verified file in the job state (and the lake, for a remote lake)
+/// and saves the state.
+async fn record_download(
+    job: &Job<'_>,
+    file: &ExportFile,
+    received: Received,
+    attempts: u32,
+    raw: &Path,
+    shown: &str,
+) -> Result<(), ExportError> {
+    let mismatch = file
+        .declared_count
+        .is_some_and(|declared| declared != received.lines);
+    let name = received
+        .path
+        .strip_prefix(raw)
+        .unwrap_or(&received.path)
+        .display()
+        .to_string();
+    let lake_copy = copy_to_lake(job, &received.path, &name).await?;
+    job.events.record(
+        "download_complete",
+        json!({"url": shown, "type": file.resource_type, "bytes": received.bytes, "sha256": received.sha256, "lines": received.lines, "declared_count": file.declared_count, "content_encoding": received.content_encoding}),
+    );
+    {
+        let mut state = job.state.lock().await;
+        if let Some(f) = state.file_mut(file.kind, file.index) {
+            f.name = name;
+            f.url = shown.to_owned();
+            f.bytes = Some(received.bytes);
+            f.sha256 = Some(received.sha256);
+            f.lines = Some(received.lines);
+            f.content_encoding = received.content_encoding;
+            f.attempts += attempts;
+            f.outcome = if mismatch {
+                "count_mismatch"
+            } else {
+                "downloaded"
+            }
+            .into();
+            f.lake_copy = lake_copy;
+        }
+    }
+    job.save().await
 }
 
 /// For a remote lake, uploads a verified raw file to `<lake>/_raw/<job>/<name>`

@@ -531,6 +531,19 @@ fn kill_9_mid_download_then_rerun_resumes_the_same_job_without_duplicates() {
         .filter(|p| p.extension().is_some_and(|e| e == "ndjson"))
         .collect();
     assert!(!lake.join("patient").exists() || counts(&lake, "patient").is_none_or(|c| c.0 == 0));
+    // The kill may land after a file is complete on disk but before the job
+    // state records it. Make that the case for every complete file: the
+    // resume must adopt them from disk, not fetch them again.
+    let state_path = all_files(&lake.join("_fhirlake/jobs"))
+        .into_iter()
+        .find(|p| p.extension().is_some_and(|e| e == "json"))
+        .expect("the job state was saved after kick-off");
+    let mut state: Value = serde_json::from_slice(&std::fs::read(&state_path).unwrap()).unwrap();
+    for file in state["files"].as_array_mut().unwrap() {
+        file["outcome"] = "pending".into();
+        file["sha256"] = Value::Null;
+    }
+    std::fs::write(&state_path, serde_json::to_vec(&state).unwrap()).unwrap();
 
     server.config.lock().unwrap().throttle = None;
     let (json, _) = run(&mut export(&server, &lake), 0);
@@ -566,6 +579,8 @@ fn kill_9_mid_download_then_rerun_resumes_the_same_job_without_duplicates() {
         .map(|e| e["event"].as_str().unwrap().to_owned())
         .collect();
     assert!(kinds.contains(&"resume".to_owned()));
+    let adopted = kinds.iter().filter(|k| *k == "download_adopted").count();
+    assert_eq!(adopted, completed.len(), "{kinds:?}");
 }
 
 #[test]
