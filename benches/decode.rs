@@ -43,7 +43,8 @@ fn decode_and_build(chunks: &[Chunk]) -> usize {
                 )
             },
             |(decoder, rows), chunk| {
-                for line in decoder.decode(chunk, Some("Observation")) {
+                let decoded = decoder.decode(chunk, Some("Observation"));
+                for line in decoded.lines {
                     if let LineKind::Resource(keys) = line.kind {
                         let resource =
                             std::str::from_utf8(&chunk.data[line.start..line.end]).unwrap();
@@ -57,7 +58,7 @@ fn decode_and_build(chunks: &[Chunk]) -> usize {
                                 source: "bench",
                                 line: line.line,
                             },
-                            line.view_row,
+                            line.view_row.map(|r| (&decoded.views[r.slot], r.start)),
                             &lineage,
                         );
                     }
@@ -79,7 +80,7 @@ fn bench(c: &mut Criterion) {
             parts
                 .par_iter()
                 .map_init(ChunkDecoder::default, |d, c| {
-                    d.decode(c, Some("Observation")).len()
+                    d.decode(c, Some("Observation")).lines.len()
                 })
                 .sum::<usize>()
         })

@@ -15,7 +15,7 @@ use bumpalo::Bump;
 use rayon::prelude::*;
 
 use crate::ndjson::{Chunk, LineChunker};
-use crate::view::{CompiledView, Json, Row};
+use crate::view::{CompiledView, Json, Row, ViewBuilder, ViewError};
 
 #[derive(Debug, Subcommand)]
 pub enum ViewCommand {
@@ -85,43 +85,76 @@ pub fn run(command: ViewCommand) -> Result<()> {
     }
 }
 
-/// Where rows go: streamed as text, or as one row group per batch of chunks
-/// into a Parquet file.
-enum Output<'v> {
+/// What one piece of input evaluates to: JSON rows for text output, Arrow
+/// columns (built straight from the evaluated cells) for Parquet.
+enum Produced {
+    Rows(Vec<Row>),
+    Batch(RecordBatch),
+}
+
+/// Collects a view's rows in the form the output needs.
+enum Collector {
+    Rows(Vec<Row>),
+    Arrow(ViewBuilder, Arc<Schema>),
+}
+
+impl Collector {
+    fn new(view: &CompiledView, schema: Option<&Arc<Schema>>) -> Self {
+        match schema {
+            Some(schema) => Collector::Arrow(ViewBuilder::new(view), schema.clone()),
+            None => Collector::Rows(Vec::new()),
+        }
+    }
+
+    fn add(&mut self, view: &CompiledView, resource: &Json<'_>) -> Result<(), ViewError> {
+        match self {
+            Collector::Rows(rows) => rows.extend(view.rows(resource)?),
+            Collector::Arrow(builder, _) => {
+                for row in view.cells(resource)? {
+                    builder.append(&row);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<Produced> {
+        Ok(match self {
+            Collector::Rows(rows) => Produced::Rows(rows),
+            Collector::Arrow(mut builder, schema) => {
+                Produced::Batch(RecordBatch::try_new(schema, builder.finish())?)
+            }
+        })
+    }
+}
+
+/// Where rows go: streamed as text, or into a Parquet file (whose writer
+/// gathers the batches into row groups).
+enum Output {
     Text {
         sink: Box<dyn Write + Send>,
         csv: bool,
         names: Vec<String>,
     },
     Parquet {
-        view: &'v CompiledView,
         schema: Arc<Schema>,
         writer: Box<ArrowWriter<std::fs::File>>,
-        rows: Vec<Row>,
     },
 }
 
-/// Rows buffered before a Parquet row group is written.
-const PARQUET_BATCH_ROWS: usize = 256 * 1024;
-
-impl Output<'_> {
-    fn write(&mut self, rows: Vec<Row>) -> Result<()> {
+impl Output {
+    /// The schema evaluation should build Arrow columns for, if any.
+    fn arrow_schema(&self) -> Option<&Arc<Schema>> {
         match self {
-            Output::Parquet {
-                view,
-                schema,
-                writer,
-                rows: buffered,
-            } => {
-                buffered.extend(rows);
-                if buffered.len() >= PARQUET_BATCH_ROWS {
-                    let refs: Vec<&Row> = buffered.iter().collect();
-                    let batch = RecordBatch::try_new(schema.clone(), view.arrow_arrays(&refs))?;
-                    writer.write(&batch)?;
-                    buffered.clear();
-                }
-            }
-            Output::Text { sink, csv, names } => {
+            Output::Parquet { schema, .. } => Some(schema),
+            Output::Text { .. } => None,
+        }
+    }
+
+    fn write(&mut self, produced: Produced) -> Result<()> {
+        match (self, produced) {
+            (Output::Parquet { writer, .. }, Produced::Batch(batch)) => writer.write(&batch)?,
+            (Output::Text { sink, csv, names }, Produced::Rows(rows)) => {
                 for row in rows {
                     if *csv {
                         let fields: Vec<String> = row
@@ -140,6 +173,7 @@ impl Output<'_> {
                     }
                 }
             }
+            _ => unreachable!("the collector is made for its output"),
         }
         Ok(())
     }
@@ -147,15 +181,7 @@ impl Output<'_> {
     fn finish(self) -> Result<()> {
         match self {
             Output::Text { mut sink, .. } => Ok(sink.flush()?),
-            Output::Parquet {
-                view,
-                schema,
-                mut writer,
-                rows,
-            } => {
-                let refs: Vec<&Row> = rows.iter().collect();
-                let batch = RecordBatch::try_new(schema, view.arrow_arrays(&refs))?;
-                writer.write(&batch)?;
+            Output::Parquet { writer, .. } => {
                 writer.close()?;
                 Ok(())
             }
@@ -164,8 +190,13 @@ impl Output<'_> {
 }
 
 /// The rows of one chunk of NDJSON lines; errors name the line.
-fn chunk_rows(view: &CompiledView, chunk: &Chunk, arena: &mut Bump) -> Result<Vec<Row>> {
-    let mut rows = Vec::new();
+fn chunk_rows(
+    view: &CompiledView,
+    schema: Option<&Arc<Schema>>,
+    chunk: &Chunk,
+    arena: &mut Bump,
+) -> Result<Produced> {
+    let mut collector = Collector::new(view, schema);
     arena.reset();
     // memchr, not a per-byte split: this loop sees every byte of the input.
     let mut start = 0;
@@ -181,42 +212,47 @@ fn chunk_rows(view: &CompiledView, chunk: &Chunk, arena: &mut Bump) -> Result<Ve
         }
         let json =
             Json::parse(text, arena).with_context(|| format!("line {number}: not valid JSON"))?;
-        rows.extend(view.rows(&json).with_context(|| format!("line {number}"))?);
+        collector
+            .add(view, &json)
+            .with_context(|| format!("line {number}"))?;
         arena.reset();
     }
-    Ok(rows)
+    collector.finish()
 }
 
 /// NDJSON streams through in chunks evaluated on all cores, in order, while
-/// a writer thread turns the previous group's rows into output; memory stays
-/// at a few chunks whatever the file size.
-fn stream_ndjson(view: &CompiledView, path: &Path, output: &mut Output<'_>) -> Result<()> {
+/// a writer thread writes the previous group's output; memory stays at a few
+/// chunks whatever the file size.
+fn stream_ndjson(view: &CompiledView, path: &Path, output: &mut Output) -> Result<()> {
     let mut file = std::fs::File::open(path)?;
     let mut chunker = LineChunker::new(4 << 20);
     let mut buf = vec![0u8; 1 << 20];
     let mut pending: Vec<Chunk> = Vec::new();
     let group = rayon::current_num_threads() * 2;
+    let schema = output.arrow_schema().cloned();
     std::thread::scope(|scope| {
         // Bounded: the evaluators run at most two groups ahead of the writer.
-        let (sender, receiver) = std::sync::mpsc::sync_channel::<Vec<Row>>(2 * group);
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<Produced>(2 * group);
         let writer = scope.spawn(move || -> Result<()> {
-            for rows in receiver {
-                output.write(rows)?;
+            for produced in receiver {
+                output.write(produced)?;
             }
             Ok(())
         });
         let flush = |pending: &mut Vec<Chunk>, chunker: &mut LineChunker| -> Result<()> {
             // One arena per rayon job, reused across its chunks (fresh arenas
             // per chunk cost page faults on every chunk).
-            let results: Vec<Result<Vec<Row>>> = pending
+            let results: Vec<Result<Produced>> = pending
                 .par_iter()
-                .map_init(Bump::new, |arena, c| chunk_rows(view, c, arena))
+                .map_init(Bump::new, |arena, c| {
+                    chunk_rows(view, schema.as_ref(), c, arena)
+                })
                 .collect();
             for chunk in pending.drain(..) {
                 chunker.recycle(chunk.data);
             }
-            for rows in results {
-                if sender.send(rows?).is_err() {
+            for produced in results {
+                if sender.send(produced?).is_err() {
                     // The writer stopped on an error; join reports it.
                     break;
                 }
@@ -266,10 +302,8 @@ fn run_view(command: ViewCommand) -> Result<()> {
             let file = std::fs::File::create(&out)
                 .with_context(|| format!("creating {}", out.display()))?;
             Output::Parquet {
-                view: &view,
                 writer: Box::new(ArrowWriter::try_new(file, schema.clone(), None)?),
                 schema,
-                rows: Vec::new(),
             }
         }
         format => {
@@ -303,14 +337,15 @@ fn run_view(command: ViewCommand) -> Result<()> {
         let input = std::fs::read_to_string(&args.input)
             .with_context(|| format!("reading input {input_name}"))?;
         let arena = Bump::new();
+        let mut collector = Collector::new(&view, output.arrow_schema());
         for (origin, resource) in
             resources(&input, &arena).with_context(|| format!("input {input_name}"))?
         {
-            let rows = view
-                .rows(&resource)
+            collector
+                .add(&view, &resource)
                 .with_context(|| format!("{input_name}, {origin}"))?;
-            output.write(rows)?;
         }
+        output.write(collector.finish()?)?;
     }
     output.finish()
 }

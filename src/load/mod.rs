@@ -47,7 +47,7 @@ use crate::ledger::{
     self, AccountingError, CommitRecord, ExportRecord, InputRecord, InputStatus, JobManifest,
     LoadedMarker, RowCounts, StandIn, TableRecord,
 };
-use crate::ndjson::{HashingReader, InputFile, LineKind, RejectReason};
+use crate::ndjson::{DecodedChunk, HashingReader, InputFile, LineKind, RejectReason};
 use crate::view::{CompiledView, ViewSet};
 
 /// What to load and how. Built with `with_*` setters; [`LoadPlan::new`] has the defaults.
@@ -744,8 +744,8 @@ async fn load_file(
     let mut table_of_type: (Box<str>, String) = (Box::from(""), String::new());
 
     while let Some(piece) = pipeline.pieces.recv().await {
-        let (chunk, lines) = match piece {
-            Piece::Lines(chunk, lines) => (chunk, lines),
+        let (chunk, DecodedChunk { lines, views }) = match piece {
+            Piece::Lines(chunk, decoded) => (chunk, decoded),
             Piece::Done { sha256, bytes } => {
                 record.sha256 = sha256;
                 record.bytes = bytes;
@@ -761,7 +761,7 @@ async fn load_file(
         };
         let started = Instant::now();
         let mut waited = std::time::Duration::ZERO;
-        for mut line in lines {
+        for line in lines {
             let raw = &chunk.data[line.start..line.end];
             let keys = match line.kind {
                 LineKind::Blank => {
@@ -827,7 +827,8 @@ async fn load_file(
                         .push(
                             &keys.id,
                             last_updated,
-                            rows,
+                            &views[rows.slot],
+                            rows.start..rows.start + rows.len,
                             &source,
                             line.line,
                             state_of_key == KeyState::Newer,
@@ -838,17 +839,18 @@ async fn load_file(
                         })?;
                 }
             }
+            let view_row = line.view_row.map(|r| (&views[r.slot], r.start));
             match state_of_key {
                 KeyState::New => {
                     counts.inserted += 1;
-                    state.inserts.push(&row, line.view_row.take(), lineage);
+                    state.inserts.push(&row, view_row, lineage);
                     if state.inserts.len() >= plan.batch_rows {
                         waited += state.write_inserts().await?;
                     }
                 }
                 KeyState::Newer => {
                     counts.updated += 1;
-                    state.updates.push(&row, line.view_row.take(), lineage);
+                    state.updates.push(&row, view_row, lineage);
                 }
                 KeyState::Unchanged => counts.unchanged += 1,
             }

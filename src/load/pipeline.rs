@@ -16,7 +16,7 @@ use std::time::Instant;
 use rayon::prelude::*;
 use tokio::sync::mpsc as async_mpsc;
 
-use crate::ndjson::{Chunk, ChunkDecoder, DecodedLine, InputFile, LineChunker, open_input};
+use crate::ndjson::{Chunk, ChunkDecoder, DecodedChunk, InputFile, LineChunker, open_input};
 use crate::view::ViewSet;
 
 /// Nanoseconds spent per stage, summed over threads.
@@ -36,7 +36,7 @@ impl StageClock {
 }
 
 pub enum Piece {
-    Lines(Chunk, Vec<DecodedLine>),
+    Lines(Chunk, DecodedChunk),
     /// The file was read to the end: its stored SHA-256 and size.
     Done {
         sha256: String,
@@ -176,7 +176,7 @@ fn decode_chunks(
             }
         }
         let started = Instant::now();
-        let decoded: Vec<Vec<DecodedLine>> = pending
+        let decoded: Vec<DecodedChunk> = pending
             .par_iter()
             .map_init(
                 || ChunkDecoder::with_views(views.clone()),

@@ -9,7 +9,7 @@ use deltalake::arrow::datatypes::{Field, Schema, SchemaRef};
 use deltalake::arrow::error::ArrowError;
 use deltalake::arrow::record_batch::RecordBatch;
 
-use crate::view::{CompiledView, Row};
+use crate::view::{CompiledView, PickedRows, ViewArrays};
 
 /// Per-job constants stamped on every row.
 #[derive(Debug, Clone)]
@@ -32,8 +32,7 @@ pub struct ResourceRow<'a> {
 pub struct ResourceRows {
     schema: SchemaRef,
     /// The type's view: its rows become the columns after the standard ones.
-    view: Option<Arc<CompiledView>>,
-    view_rows: Vec<Row>,
+    view: Option<(Arc<CompiledView>, PickedRows)>,
     id: StringBuilder,
     last_updated: TimestampMicrosecondBuilder,
     version_id: StringBuilder,
@@ -88,8 +87,10 @@ impl ResourceRows {
     ) -> Self {
         Self {
             schema,
-            view,
-            view_rows: Vec::with_capacity(rows),
+            view: view.map(|v| {
+                let picked = PickedRows::new(&v);
+                (v, picked)
+            }),
             id: StringBuilder::with_capacity(rows, rows * 40),
             last_updated: utc(TimestampMicrosecondBuilder::with_capacity(rows)),
             version_id: StringBuilder::with_capacity(rows, rows * 4),
@@ -122,12 +123,19 @@ impl ResourceRows {
         self.bytes
     }
 
-    /// Appends a row; `view_row` (moved, not copied) fills the view columns.
-    pub fn push(&mut self, row: &ResourceRow<'_>, view_row: Option<Row>, lineage: &Lineage) {
-        if let Some(view) = &self.view {
-            self.view_rows.push(
-                view_row.unwrap_or_else(|| vec![serde_json::Value::Null; view.columns.len()]),
-            );
+    /// Appends a row; `view_row` (row `n` of a chunk's view columns) fills
+    /// the view columns, which are null without it.
+    pub fn push(
+        &mut self,
+        row: &ResourceRow<'_>,
+        view_row: Option<(&ViewArrays, usize)>,
+        lineage: &Lineage,
+    ) {
+        if let Some((_, picked)) = &mut self.view {
+            match view_row {
+                Some((source, n)) => picked.push(source, n),
+                None => picked.push_null(),
+            }
         }
         self.id.append_value(row.id);
         self.last_updated.append_value(row.last_updated);
@@ -157,15 +165,13 @@ impl ResourceRows {
             Arc::new(self.line.finish()),
             Arc::new(self.ingested_at.finish()),
         ];
-        if let Some(view) = &self.view {
-            let rows: Vec<&Row> = self.view_rows.iter().collect();
+        if let Some((view, picked)) = &mut self.view {
             let standard = crate::lake::resource_schema();
-            for (field, array) in view.arrow_fields().iter().zip(view.arrow_arrays(&rows)) {
+            for (field, array) in view.arrow_fields().iter().zip(picked.finish()?) {
                 if standard.field_with_name(field.name()).is_err() {
                     columns.push(array);
                 }
             }
-            self.view_rows.clear();
         }
         RecordBatch::try_new(self.schema.clone(), columns)
     }

@@ -22,7 +22,7 @@ use crate::lake::{
     open_or_create_table,
 };
 use crate::ledger::{CommitRecord, TableRecord};
-use crate::view::{CompiledView, Row};
+use crate::view::{CompiledView, PickedRows, ViewArrays};
 
 const KEY_AND_LINEAGE: &[&str] = &[
     "id",
@@ -67,7 +67,7 @@ pub struct ViewTable {
     ids: Vec<String>,
     times: Vec<i64>,
     row_numbers: Vec<i64>,
-    rows: Vec<Row>,
+    rows: PickedRows,
     sources: Vec<String>,
     lines: Vec<i64>,
     batches: Vec<RecordBatch>,
@@ -82,11 +82,11 @@ impl ViewTable {
         Self {
             name: name.to_owned(),
             schema: view_table_schema(&view),
+            rows: PickedRows::new(&view),
             view,
             ids: Vec::new(),
             times: Vec::new(),
             row_numbers: Vec::new(),
-            rows: Vec::new(),
             sources: Vec::new(),
             lines: Vec::new(),
             batches: Vec::new(),
@@ -96,12 +96,15 @@ impl ViewTable {
         }
     }
 
-    /// Adds a resource version's rows; `replaces` when it supersedes a stored version.
+    /// Adds a resource version's rows (`rows` of a chunk's view columns);
+    /// `replaces` when it supersedes a stored version.
+    #[allow(clippy::too_many_arguments)]
     pub fn push(
         &mut self,
         id: &str,
         last_updated: i64,
-        rows: &[Row],
+        columns: &ViewArrays,
+        rows: std::ops::Range<usize>,
         source: &str,
         line: u64,
         replaces: bool,
@@ -109,11 +112,11 @@ impl ViewTable {
         if replaces {
             self.replace_ids.insert(id.to_owned());
         }
-        for (i, row) in rows.iter().enumerate() {
+        for (i, row) in rows.enumerate() {
             self.ids.push(id.to_owned());
             self.times.push(last_updated);
             self.row_numbers.push(i as i64);
-            self.rows.push(row.clone());
+            self.rows.push(columns, row);
             self.sources.push(source.to_owned());
             self.lines.push(line as i64);
         }
@@ -149,13 +152,7 @@ impl ViewTable {
             times(&self.times),
             ints(&self.row_numbers),
         ];
-        let refs: Vec<&Row> = self.rows.iter().collect();
-        for (field, array) in self
-            .view
-            .arrow_fields()
-            .iter()
-            .zip(self.view.arrow_arrays(&refs))
-        {
+        for (field, array) in self.view.arrow_fields().iter().zip(self.rows.finish()?) {
             if !KEY_AND_LINEAGE.contains(&field.name().as_str()) {
                 columns.push(array);
             }
@@ -172,7 +169,6 @@ impl ViewTable {
         }
         self.times.clear();
         self.row_numbers.clear();
-        self.rows.clear();
         self.lines.clear();
         Ok(())
     }

@@ -9,7 +9,7 @@ use bumpalo::Bump;
 
 use super::Chunk;
 use crate::fhir;
-use crate::view::{CompiledView, Json, Row, ViewSet};
+use crate::view::{CompiledView, Json, ViewArrays, ViewBuilder, ViewSet};
 
 /// What the load path needs of a resource line before any view runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,9 +85,27 @@ pub struct DecodedLine {
     pub end: usize,
     pub kind: LineKind,
     /// The row of the type's view, when the type has one and it produced a row.
-    pub view_row: Option<Row>,
+    pub view_row: Option<ViewRows>,
     /// Rows of the type's own-table views, in `ViewSet::extras_for` order.
-    pub extra_rows: Vec<Vec<Row>>,
+    pub extra_rows: Vec<ViewRows>,
+}
+
+/// Rows `start..start + len` of the chunk's view columns in `slot`: where a
+/// line's view rows are. Views are evaluated on the decode threads straight
+/// into Arrow builders, one set per view per chunk; the loader picks rows
+/// from them by position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ViewRows {
+    pub slot: usize,
+    pub start: usize,
+    pub len: usize,
+}
+
+/// A decoded chunk: its lines, and the view columns they point into.
+#[derive(Debug, Default)]
+pub struct DecodedChunk {
+    pub lines: Vec<DecodedLine>,
+    pub views: Vec<ViewArrays>,
 }
 
 /// Decodes chunks; holds one thread's reusable parse buffers (simd-json
@@ -99,6 +117,8 @@ pub struct ChunkDecoder {
     views: Arc<ViewSet>,
     /// Holds each line's view tree; reset per line.
     arena: Bump,
+    /// This chunk's view columns, one builder per view met so far.
+    builders: Vec<(Arc<CompiledView>, ViewBuilder)>,
 }
 
 impl Default for ChunkDecoder {
@@ -116,12 +136,13 @@ impl ChunkDecoder {
             tape: Some(Tape::null().reset()),
             views,
             arena: Bump::new(),
+            builders: Vec::new(),
         }
     }
 
     /// Decodes every line of `chunk`. `expected_type` is the type the file's
     /// name promises, if any; lines of another type are rejected.
-    pub fn decode(&mut self, chunk: &Chunk, expected_type: Option<&str>) -> Vec<DecodedLine> {
+    pub fn decode(&mut self, chunk: &Chunk, expected_type: Option<&str>) -> DecodedChunk {
         let data = &chunk.data;
         let mut out = Vec::with_capacity(data.len() / 512 + 1);
         let mut start = 0usize;
@@ -151,7 +172,12 @@ impl ChunkDecoder {
             line += 1;
             start = stop + 1;
         }
-        out
+        let views = self
+            .builders
+            .drain(..)
+            .map(|(_, mut builder)| ViewArrays::from(builder.finish()))
+            .collect();
+        DecodedChunk { lines: out, views }
     }
 
     fn decode_line(&mut self, bytes: &[u8], expected_type: Option<&str>) -> Decoded {
@@ -164,7 +190,7 @@ impl ChunkDecoder {
             {
                 Ok(json) => {
                     let kind = keys_from_json(&json, expected_type);
-                    apply_views(kind, &self.views, &json)
+                    apply_views(kind, &self.views, &json, &mut self.builders)
                 }
                 Err(detail) => (
                     LineKind::Rejected(RejectReason::InvalidJson { detail }),
@@ -184,7 +210,7 @@ impl ChunkDecoder {
             })
             .flatten()
         {
-            Some(json) => apply_views(kind, &self.views, &json),
+            Some(json) => apply_views(kind, &self.views, &json, &mut self.builders),
             None => (kind, None, Vec::new()),
         }
     }
@@ -211,13 +237,42 @@ impl ChunkDecoder {
 }
 
 /// What a line decodes to: its kind, its type-table view row, its own-table view rows.
-type Decoded = (LineKind, Option<Row>, Vec<Vec<Row>>);
+type Decoded = (LineKind, Option<ViewRows>, Vec<ViewRows>);
+
+/// Appends `rows` to `view`'s builder for this chunk; says where they went.
+fn append_rows(
+    builders: &mut Vec<(Arc<CompiledView>, ViewBuilder)>,
+    view: &Arc<CompiledView>,
+    rows: &[crate::view::CellRow<'_>],
+) -> ViewRows {
+    let found = builders.iter().position(|(v, _)| Arc::ptr_eq(v, view));
+    let slot = found.unwrap_or_else(|| {
+        builders.push((view.clone(), ViewBuilder::new(view)));
+        builders.len() - 1
+    });
+    let builder = &mut builders[slot].1;
+    let start = builder.len();
+    for row in rows {
+        builder.append(row);
+    }
+    ViewRows {
+        slot,
+        start,
+        len: rows.len(),
+    }
+}
 
 /// Runs the type's views. A type-table view gives at most one row per
 /// resource: zero rows (a `where` filtered it) leave its columns null.
 /// Own-table views give any number. Any error, or extra rows from a
-/// type-table view, quarantines the line, naming the view.
-fn apply_views(kind: LineKind, views: &ViewSet, json: &Json) -> Decoded {
+/// type-table view, quarantines the line, naming the view. (Rows already
+/// appended for a line that is then rejected are never picked.)
+fn apply_views(
+    kind: LineKind,
+    views: &ViewSet,
+    json: &Json,
+    builders: &mut Vec<(Arc<CompiledView>, ViewBuilder)>,
+) -> Decoded {
     let LineKind::Resource(keys) = kind else {
         return (kind, None, Vec::new());
     };
@@ -231,9 +286,10 @@ fn apply_views(kind: LineKind, views: &ViewSet, json: &Json) -> Decoded {
     };
     let mut view_row = None;
     if let Some(view) = views.for_type(&keys.resource_type) {
-        match view.rows(json) {
+        match view.cells(json) {
             Err(e) => return (reject(view, e.to_string()), None, Vec::new()),
-            Ok(mut rows) if rows.len() <= 1 => view_row = rows.pop(),
+            Ok(rows) if rows.is_empty() => {}
+            Ok(rows) if rows.len() == 1 => view_row = Some(append_rows(builders, view, &rows)),
             Ok(rows) => {
                 let message = format!(
                     "gave {} rows; a table's view must give at most one row per resource (use .first() or collection: true)",
@@ -245,8 +301,8 @@ fn apply_views(kind: LineKind, views: &ViewSet, json: &Json) -> Decoded {
     }
     let mut extra_rows = Vec::new();
     for (_, view) in views.extras_for(&keys.resource_type) {
-        match view.rows(json) {
-            Ok(rows) => extra_rows.push(rows),
+        match view.cells(json) {
+            Ok(rows) => extra_rows.push(append_rows(builders, view, &rows)),
             Err(e) => return (reject(view, e.to_string()), None, Vec::new()),
         }
     }
@@ -366,7 +422,7 @@ mod tests {
             first_line: 7,
             first_offset: 100,
         };
-        let mut lines = ChunkDecoder::default().decode(&chunk, expected);
+        let mut lines = ChunkDecoder::default().decode(&chunk, expected).lines;
         assert_eq!(lines.len(), 1);
         lines.remove(0).kind
     }
@@ -424,7 +480,7 @@ mod tests {
             first_line: 1,
             first_offset: 0,
         };
-        let lines = ChunkDecoder::default().decode(&chunk, None);
+        let lines = ChunkDecoder::default().decode(&chunk, None).lines;
         let summary: Vec<(u64, u64, bool)> = lines
             .iter()
             .map(|l| (l.line, l.offset, matches!(l.kind, LineKind::Blank)))

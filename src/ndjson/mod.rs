@@ -14,5 +14,7 @@ mod decode;
 mod input;
 
 pub use chunker::{Chunk, LineChunker};
-pub use decode::{ChunkDecoder, DecodedLine, LineKind, RejectReason, ResourceKeys};
+pub use decode::{
+    ChunkDecoder, DecodedChunk, DecodedLine, LineKind, RejectReason, ResourceKeys, ViewRows,
+};
 pub use input::{HashingReader, InputFile, InputSource, open_input};

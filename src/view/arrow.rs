@@ -12,16 +12,21 @@
 //! Partial dates (`1970-06`) stay strings with a null companion: nothing is
 //! invented. `collection: true` columns become `List<type>` (no companion).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use deltalake::arrow::array::{
-    ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int64Builder, ListBuilder,
+    Array, ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int64Builder, ListBuilder,
     StringBuilder, TimestampMicrosecondBuilder,
 };
+use deltalake::arrow::compute::interleave;
 use deltalake::arrow::datatypes::{DataType, Field, TimeUnit};
-use serde_json::Value;
+use deltalake::arrow::error::ArrowError;
 
-use super::ColumnSpec;
+use super::fhirpath::Item;
+use super::json::Json;
+use super::run::Cell;
+use super::{ColumnSpec, CompiledView};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -87,129 +92,387 @@ fn full_date_days(text: &str) -> Option<i32> {
     Some((date - epoch).num_days() as i32)
 }
 
-/// Strings as they are (no copy); other JSON values as their JSON text.
-fn text_of(value: &Value) -> Option<std::borrow::Cow<'_, str>> {
-    match value {
-        Value::Null => None,
-        Value::String(s) => Some(s.as_str().into()),
-        other => Some(other.to_string().into()),
+/// The item as a JSON string, if it is one (the only values dates come from).
+fn str_of<'i>(item: &'i Item<'_>) -> Option<&'i str> {
+    match item {
+        Item::Node {
+            json: Json::String(s),
+            ..
+        } => Some(s),
+        Item::Str(s) | Item::Date(s) | Item::DateTime(s) | Item::Time(s) => Some(s),
+        _ => None,
     }
 }
 
-/// Builds the arrays for `column` from its values in `rows` (index `at`).
-pub fn arrays(column: &ColumnSpec, values: &[&Value]) -> Vec<ArrayRef> {
-    let k = kind(column.ty.as_deref());
-    if column.collection {
-        return vec![list_array(k, values)];
+/// Strings as they are (no copy); other values as their JSON text.
+fn text_of<'i>(item: &'i Item<'_>) -> Option<Cow<'i, str>> {
+    match item {
+        Item::Node {
+            json: Json::Null, ..
+        } => None,
+        _ => match str_of(item) {
+            Some(s) => Some(Cow::Borrowed(s)),
+            None => Some(Cow::Owned(item.to_serde().to_string())),
+        },
     }
-    let mut out: Vec<ArrayRef> = Vec::new();
-    match k {
-        Kind::Int => {
-            let mut b = Int64Builder::with_capacity(values.len());
-            values.iter().for_each(|v| {
-                b.append_option(
-                    v.as_i64()
-                        .or_else(|| v.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64)),
-                )
-            });
-            out.push(Arc::new(b.finish()));
-        }
-        Kind::Float => {
-            let mut b = Float64Builder::with_capacity(values.len());
-            values.iter().for_each(|v| b.append_option(v.as_f64()));
-            out.push(Arc::new(b.finish()));
-        }
-        Kind::Bool => {
-            let mut b = BooleanBuilder::with_capacity(values.len());
-            values.iter().for_each(|v| b.append_option(v.as_bool()));
-            out.push(Arc::new(b.finish()));
-        }
-        Kind::Text | Kind::Date | Kind::DateTime => {
-            let bytes = values.iter().filter_map(|v| v.as_str()).map(str::len).sum();
-            let mut b = StringBuilder::with_capacity(values.len(), bytes);
-            values.iter().for_each(|v| b.append_option(text_of(v)));
-            out.push(Arc::new(b.finish()));
-        }
-    }
-    match k {
-        Kind::Date => {
-            let mut b = Date32Builder::with_capacity(values.len());
-            values
-                .iter()
-                .for_each(|v| b.append_option(v.as_str().and_then(full_date_days)));
-            out.push(Arc::new(b.finish()));
-        }
-        Kind::DateTime => {
-            let mut b =
-                TimestampMicrosecondBuilder::with_capacity(values.len()).with_timezone("UTC");
-            // Complete = seconds and a zone: exactly what RFC 3339 requires.
-            values.iter().for_each(|v| {
-                b.append_option(v.as_str().and_then(crate::fhir::parse_instant_micros))
-            });
-            out.push(Arc::new(b.finish()));
-        }
-        _ => {}
-    }
-    out
 }
 
-fn list_array(k: Kind, values: &[&Value]) -> ArrayRef {
-    macro_rules! list {
-        ($builder:expr, $convert:expr) => {{
-            let mut b = ListBuilder::new($builder);
-            for v in values {
-                match v.as_array() {
-                    Some(items) => {
-                        for item in items {
-                            b.values().append_option($convert(item));
-                        }
-                        b.append(true);
+/// A JSON number's value as f64 (as serde_json would read it).
+fn number(text: &str) -> Option<f64> {
+    text.parse::<f64>().ok().filter(|f| f.is_finite())
+}
+
+fn int_of(item: &Item<'_>) -> Option<i64> {
+    let text = match item {
+        Item::Int(i) => return Some(*i),
+        Item::Dec(d) => d.as_ref(),
+        Item::Node {
+            json: Json::Number(n),
+            ..
+        } => n,
+        _ => return None,
+    };
+    text.parse::<i64>()
+        .ok()
+        .or_else(|| number(text).filter(|f| f.fract() == 0.0).map(|f| f as i64))
+}
+
+fn float_of(item: &Item<'_>) -> Option<f64> {
+    match item {
+        Item::Int(i) => Some(*i as f64),
+        Item::Dec(d) => number(d),
+        Item::Node {
+            json: Json::Number(n),
+            ..
+        } => number(n),
+        _ => None,
+    }
+}
+
+fn bool_of(item: &Item<'_>) -> Option<bool> {
+    match item {
+        Item::Bool(b)
+        | Item::Node {
+            json: Json::Bool(b),
+            ..
+        } => Some(*b),
+        _ => None,
+    }
+}
+
+/// One column's builders: its value, and a companion for dates.
+enum ColumnBuilder {
+    Text(StringBuilder),
+    Int(Int64Builder),
+    Float(Float64Builder),
+    Bool(BooleanBuilder),
+    Date(StringBuilder, Date32Builder),
+    DateTime(StringBuilder, TimestampMicrosecondBuilder),
+    TextList(ListBuilder<StringBuilder>),
+    IntList(ListBuilder<Int64Builder>),
+    FloatList(ListBuilder<Float64Builder>),
+    BoolList(ListBuilder<BooleanBuilder>),
+}
+
+impl ColumnBuilder {
+    fn new(column: &ColumnSpec) -> Self {
+        let k = kind(column.ty.as_deref());
+        let text = || StringBuilder::new();
+        match (column.collection, k) {
+            (true, Kind::Int) => Self::IntList(ListBuilder::new(Int64Builder::new())),
+            (true, Kind::Float) => Self::FloatList(ListBuilder::new(Float64Builder::new())),
+            (true, Kind::Bool) => Self::BoolList(ListBuilder::new(BooleanBuilder::new())),
+            (true, _) => Self::TextList(ListBuilder::new(text())),
+            (false, Kind::Text) => Self::Text(text()),
+            (false, Kind::Int) => Self::Int(Int64Builder::new()),
+            (false, Kind::Float) => Self::Float(Float64Builder::new()),
+            (false, Kind::Bool) => Self::Bool(BooleanBuilder::new()),
+            (false, Kind::Date) => Self::Date(text(), Date32Builder::new()),
+            (false, Kind::DateTime) => Self::DateTime(
+                text(),
+                TimestampMicrosecondBuilder::new().with_timezone("UTC"),
+            ),
+        }
+    }
+
+    fn append(&mut self, cell: &Cell<'_>) {
+        let items: &[Item<'_>] = match cell {
+            Cell::Null => &[],
+            Cell::One(item) => std::slice::from_ref(item),
+            Cell::Many(items) => items,
+        };
+        let one = items.first().filter(|_| !matches!(cell, Cell::Many(_)));
+        macro_rules! list {
+            ($b:expr, $convert:expr) => {{
+                if let Cell::Many(items) = cell {
+                    for item in items {
+                        $b.values().append_option($convert(item));
                     }
-                    None => b.append(false),
+                    $b.append(true);
+                } else {
+                    $b.append(false);
                 }
+            }};
+        }
+        match self {
+            Self::Text(b) => b.append_option(one.and_then(text_of)),
+            Self::Int(b) => b.append_option(one.and_then(int_of)),
+            Self::Float(b) => b.append_option(one.and_then(float_of)),
+            Self::Bool(b) => b.append_option(one.and_then(bool_of)),
+            Self::Date(text, days) => {
+                text.append_option(one.and_then(text_of));
+                days.append_option(one.and_then(str_of).and_then(full_date_days));
             }
-            Arc::new(b.finish()) as ArrayRef
-        }};
+            Self::DateTime(text, micros) => {
+                text.append_option(one.and_then(text_of));
+                // Complete = seconds and a zone: exactly what RFC 3339 requires.
+                micros.append_option(
+                    one.and_then(str_of)
+                        .and_then(crate::fhir::parse_instant_micros),
+                );
+            }
+            Self::TextList(b) => list!(b, text_of),
+            Self::IntList(b) => list!(b, int_of),
+            Self::FloatList(b) => list!(b, float_of),
+            Self::BoolList(b) => list!(b, bool_of),
+        }
     }
-    match k {
-        Kind::Int => list!(Int64Builder::new(), |v: &Value| v.as_i64()),
-        Kind::Float => list!(Float64Builder::new(), |v: &Value| v.as_f64()),
-        Kind::Bool => list!(BooleanBuilder::new(), |v: &Value| v.as_bool()),
-        _ => list!(StringBuilder::new(), text_of),
+
+    fn finish(&mut self, out: &mut Vec<ArrayRef>) {
+        match self {
+            Self::Text(b) => out.push(Arc::new(b.finish())),
+            Self::Int(b) => out.push(Arc::new(b.finish())),
+            Self::Float(b) => out.push(Arc::new(b.finish())),
+            Self::Bool(b) => out.push(Arc::new(b.finish())),
+            Self::Date(text, days) => {
+                out.push(Arc::new(text.finish()));
+                out.push(Arc::new(days.finish()));
+            }
+            Self::DateTime(text, micros) => {
+                out.push(Arc::new(text.finish()));
+                out.push(Arc::new(micros.finish()));
+            }
+            Self::TextList(b) => out.push(Arc::new(b.finish())),
+            Self::IntList(b) => out.push(Arc::new(b.finish())),
+            Self::FloatList(b) => out.push(Arc::new(b.finish())),
+            Self::BoolList(b) => out.push(Arc::new(b.finish())),
+        }
+    }
+}
+
+/// Builds a view's Arrow columns row by row, straight from cells: no JSON
+/// value is made per cell.
+pub struct ViewBuilder {
+    columns: Vec<ColumnBuilder>,
+    rows: usize,
+}
+
+impl ViewBuilder {
+    pub fn new(view: &CompiledView) -> Self {
+        Self {
+            columns: view.columns.iter().map(ColumnBuilder::new).collect(),
+            rows: 0,
+        }
+    }
+
+    /// Appends one row (a cell per view column, in column order).
+    pub fn append(&mut self, row: &[Cell<'_>]) {
+        for (builder, cell) in self.columns.iter_mut().zip(row) {
+            builder.append(cell);
+        }
+        self.rows += 1;
+    }
+
+    /// Appends a row of nulls.
+    pub fn append_null(&mut self) {
+        for builder in &mut self.columns {
+            builder.append(&Cell::Null);
+        }
+        self.rows += 1;
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// The arrays built so far, in [`fields`] order; the builder starts over.
+    pub fn finish(&mut self) -> Vec<ArrayRef> {
+        let mut out = Vec::with_capacity(self.columns.len() + 2);
+        for builder in &mut self.columns {
+            builder.finish(&mut out);
+        }
+        self.rows = 0;
+        out
+    }
+}
+
+/// A finished set of a view's columns (in [`fields`] order), shared between
+/// the thread that built it and the batches that pick rows from it.
+pub type ViewArrays = Arc<[ArrayRef]>;
+
+/// A batch's view columns, gathered by picking rows out of [`ViewArrays`]
+/// built elsewhere (one set per decoded chunk) and a one-row null set.
+pub struct PickedRows {
+    null: ViewArrays,
+    sources: Vec<ViewArrays>,
+    /// (source, row) per output row.
+    picks: Vec<(usize, usize)>,
+}
+
+impl PickedRows {
+    pub fn new(view: &CompiledView) -> Self {
+        let mut builder = ViewBuilder::new(view);
+        builder.append_null();
+        let null = ViewArrays::from(builder.finish());
+        Self {
+            sources: vec![null.clone()],
+            null,
+            picks: Vec::new(),
+        }
+    }
+
+    /// Adds row `row` of `source`.
+    pub fn push(&mut self, source: &ViewArrays, row: usize) {
+        // Rows come a chunk at a time: the source is nearly always the last one.
+        let at = match self.sources.iter().rposition(|s| Arc::ptr_eq(s, source)) {
+            Some(at) => at,
+            None => {
+                self.sources.push(source.clone());
+                self.sources.len() - 1
+            }
+        };
+        self.picks.push((at, row));
+    }
+
+    /// Adds a row of nulls (the view gave no row).
+    pub fn push_null(&mut self) {
+        self.picks.push((0, 0));
+    }
+
+    pub fn len(&self) -> usize {
+        self.picks.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.picks.is_empty()
+    }
+
+    /// The picked rows' columns, in [`fields`] order; starts over empty.
+    pub fn finish(&mut self) -> Result<Vec<ArrayRef>, ArrowError> {
+        let columns = self.null.len();
+        let mut out = Vec::with_capacity(columns);
+        for column in 0..columns {
+            let arrays: Vec<&dyn Array> = self.sources.iter().map(|s| s[column].as_ref()).collect();
+            out.push(interleave(&arrays, &self.picks)?);
+        }
+        self.sources.truncate(1);
+        self.picks.clear();
+        Ok(out)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use deltalake::arrow::array::{Array, AsArray};
-    use deltalake::arrow::datatypes::{Date32Type, TimestampMicrosecondType};
+    use deltalake::arrow::array::AsArray;
+    use deltalake::arrow::datatypes::{
+        Date32Type, Float64Type, Int64Type, TimestampMicrosecondType,
+    };
+
+    fn build(ty: &str, collection: bool, cells: &[Cell<'_>]) -> Vec<ArrayRef> {
+        let spec = ColumnSpec {
+            name: "c".into(),
+            ty: Some(ty.into()),
+            collection,
+        };
+        let mut builder = ColumnBuilder::new(&spec);
+        cells.iter().for_each(|c| builder.append(c));
+        let mut out = Vec::new();
+        builder.finish(&mut out);
+        assert_eq!(out.len(), fields(&spec).len());
+        out
+    }
+
+    fn text(s: &str) -> Cell<'_> {
+        Cell::One(Item::Str(s.into()))
+    }
 
     #[test]
     fn dates_keep_text_and_get_companions_only_when_complete() {
-        let spec = ColumnSpec {
-            name: "born".into(),
-            ty: Some("date".into()),
-            collection: false,
-        };
-        let (full, partial) = (Value::from("1970-01-02"), Value::from("1970-06"));
-        let built = arrays(&spec, &[&full, &partial]);
-        assert_eq!(fields(&spec).len(), 2);
+        let built = build("date", false, &[text("1970-01-02"), text("1970-06")]);
         assert_eq!(built[0].as_string::<i32>().value(1), "1970-06");
         let days = built[1].as_primitive::<Date32Type>();
         assert_eq!((days.value(0), days.is_null(1)), (1, true));
 
-        let spec = ColumnSpec {
-            name: "at".into(),
-            ty: Some("dateTime".into()),
-            collection: false,
-        };
-        let (full, day) = (
-            Value::from("2024-01-01T02:00:00+02:00"),
-            Value::from("2024-01-01"),
+        let built = build(
+            "dateTime",
+            false,
+            &[text("2024-01-01T02:00:00+02:00"), text("2024-01-01")],
         );
-        let built = arrays(&spec, &[&full, &day]);
         let ts = built[1].as_primitive::<TimestampMicrosecondType>();
         assert_eq!((ts.value(0), ts.is_null(1)), (1_704_067_200_000_000, true));
+    }
+
+    #[test]
+    fn values_convert_as_their_json_reads() {
+        let (ten, one_fifty, yes, null) = (
+            Json::Number("10.0"),
+            Json::Number("1.50"),
+            Json::Bool(true),
+            Json::Null,
+        );
+        let node = |json| Cell::One(Item::Node { json, ty: None });
+        let ints = build(
+            "integer",
+            false,
+            &[
+                node(&ten),
+                node(&one_fifty),
+                text("3"),
+                Cell::One(Item::Int(7)),
+            ],
+        );
+        let ints = ints[0].as_primitive::<Int64Type>();
+        assert_eq!(ints.value(0), 10);
+        assert!(
+            ints.is_null(1) && ints.is_null(2),
+            "no rounding, no string parsing"
+        );
+        assert_eq!(ints.value(3), 7);
+
+        let floats = build(
+            "decimal",
+            false,
+            &[node(&one_fifty), Cell::One(Item::Dec("2.5".into()))],
+        );
+        let floats = floats[0].as_primitive::<Float64Type>();
+        assert_eq!((floats.value(0), floats.value(1)), (1.5, 2.5));
+
+        let texts = build(
+            "string",
+            false,
+            &[node(&one_fifty), node(&yes), node(&null), Cell::Null],
+        );
+        let texts = texts[0].as_string::<i32>();
+        assert_eq!((texts.value(0), texts.value(1)), ("1.5", "true"));
+        assert!(texts.is_null(2) && texts.is_null(3));
+
+        let lists = build(
+            "string",
+            true,
+            &[
+                Cell::Many(vec![Item::Str("a".into()), Item::Str("b".into())]),
+                Cell::Many(vec![]),
+                Cell::Null,
+            ],
+        );
+        let lists = lists[0].as_list::<i32>();
+        assert_eq!(lists.value(0).len(), 2);
+        assert!(lists.is_valid(1) && lists.value(1).is_empty());
+        assert!(lists.is_null(2));
     }
 }

@@ -8,15 +8,48 @@ use super::definition::{CompiledView, Iterate, Select, ViewError};
 use super::fhirpath::{Item, evaluate, singleton_bool};
 use super::json::Json;
 
-/// One output row: a value per view column (JSON null when absent).
+/// One output row as JSON: a value per view column (null when absent).
 pub type Row = Vec<serde_json::Value>;
 
-type Partial = Vec<(usize, serde_json::Value)>;
+/// One column's value in a row, borrowing from the resource: converted to
+/// Arrow or JSON only at the end, so evaluating copies no strings.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Cell<'a> {
+    #[default]
+    Null,
+    One(Item<'a>),
+    /// A `collection: true` column (possibly empty).
+    Many(Vec<Item<'a>>),
+}
+
+impl Cell<'_> {
+    pub fn to_serde(&self) -> serde_json::Value {
+        match self {
+            Cell::Null => serde_json::Value::Null,
+            Cell::One(item) => item.to_serde(),
+            Cell::Many(items) => items.iter().map(Item::to_serde).collect(),
+        }
+    }
+}
+
+/// One output row: a cell per view column.
+pub type CellRow<'a> = Vec<Cell<'a>>;
+
+type Partial<'a> = Vec<(usize, Cell<'a>)>;
 
 impl CompiledView {
-    /// The rows `resource` contributes (none if it is another type or a
-    /// `where` filter rejects it).
+    /// The rows `resource` contributes as JSON values (none if it is another
+    /// type or a `where` filter rejects it).
     pub fn rows(&self, resource: &Json<'_>) -> Result<Vec<Row>, ViewError> {
+        Ok(self
+            .cells(resource)?
+            .iter()
+            .map(|row| row.iter().map(Cell::to_serde).collect())
+            .collect())
+    }
+
+    /// The rows `resource` contributes, as cells borrowing from it.
+    pub fn cells<'a>(&self, resource: &'a Json<'a>) -> Result<Vec<CellRow<'a>>, ViewError> {
         if resource.get("resourceType").and_then(Json::as_str) != Some(self.resource.as_str()) {
             return Ok(Vec::new());
         }
@@ -32,7 +65,7 @@ impl CompiledView {
             }
         }
         if self.flat {
-            let mut row = vec![serde_json::Value::Null; self.columns.len()];
+            let mut row = vec![Cell::Null; self.columns.len()];
             self.fill_flat(&self.root, &focus[0], &mut row)?;
             return Ok(vec![row]);
         }
@@ -40,7 +73,7 @@ impl CompiledView {
         Ok(partials
             .into_iter()
             .map(|partial| {
-                let mut row = vec![serde_json::Value::Null; self.columns.len()];
+                let mut row = vec![Cell::Null; self.columns.len()];
                 for (i, value) in partial {
                     row[i] = value;
                 }
@@ -54,7 +87,7 @@ impl CompiledView {
         select: &Select,
         focus: &Item<'a>,
         row_index: i64,
-    ) -> Result<Vec<Partial>, ViewError> {
+    ) -> Result<Vec<Partial<'a>>, ViewError> {
         let eval = |expr, row_index| {
             evaluate(expr, std::slice::from_ref(focus), row_index).map_err(|e| ViewError::Eval(e.0))
         };
@@ -69,7 +102,7 @@ impl CompiledView {
                         select
                             .all_columns
                             .iter()
-                            .map(|&i| (i, serde_json::Value::Null))
+                            .map(|&i| (i, Cell::Null))
                             .collect(),
                     ]);
                 }
@@ -90,13 +123,13 @@ impl CompiledView {
 
     /// The rows of `select` for one focus: its columns times each nested
     /// select's rows times its unionAll branches' rows.
-    fn rows_at(
+    fn rows_at<'a>(
         &self,
         select: &Select,
-        item: &Item<'_>,
+        item: &Item<'a>,
         index: i64,
-    ) -> Result<Vec<Partial>, ViewError> {
-        let mut base: Vec<Partial> = vec![self.columns_of(select, item, index)?];
+    ) -> Result<Vec<Partial<'a>>, ViewError> {
+        let mut base: Vec<Partial<'a>> = vec![self.columns_of(select, item, index)?];
         for child in &select.children {
             base = product(base, self.select_rows(child, item, index)?);
         }
@@ -112,11 +145,11 @@ impl CompiledView {
 
     /// A flat select tree gives one row: each column's value goes straight
     /// to its place, with no partial rows to join.
-    fn fill_flat(
+    fn fill_flat<'a>(
         &self,
         select: &Select,
-        focus: &Item<'_>,
-        row: &mut [serde_json::Value],
+        focus: &Item<'a>,
+        row: &mut [Cell<'a>],
     ) -> Result<(), ViewError> {
         for (index, value) in self.columns_of(select, focus, 0)? {
             row[index] = value;
@@ -127,17 +160,17 @@ impl CompiledView {
         Ok(())
     }
 
-    fn columns_of(
+    fn columns_of<'a>(
         &self,
         select: &Select,
-        focus: &Item<'_>,
+        focus: &Item<'a>,
         row_index: i64,
-    ) -> Result<Partial, ViewError> {
+    ) -> Result<Partial<'a>, ViewError> {
         let mut partial = Vec::with_capacity(select.columns.len());
         for ((index, expr), plan) in select.columns.iter().zip(&select.plans) {
             let spec = &self.columns[*index];
             let (fast, general);
-            let items: &[Item<'_>] = match plan {
+            let items: &[Item<'a>] = match plan {
                 Some(plan) => {
                     fast = plan.eval(focus);
                     &fast
@@ -154,11 +187,11 @@ impl CompiledView {
                 }
             };
             let value = if spec.collection {
-                serde_json::Value::Array(items.iter().map(Item::to_serde).collect())
+                Cell::Many(items.to_vec())
             } else {
                 match items {
-                    [] => serde_json::Value::Null,
-                    [item] => item.to_serde(),
+                    [] => Cell::Null,
+                    [item] => Cell::One(item.clone()),
                     _ => {
                         return Err(ViewError::Column {
                             column: spec.name.clone(),
@@ -194,7 +227,7 @@ fn repeat<'a>(
 }
 
 /// `one` joined to each of `rows` (moved into the last, copied into the others).
-fn append_to_each(mut rows: Vec<Partial>, one: Partial) -> Vec<Partial> {
+fn append_to_each<'a>(mut rows: Vec<Partial<'a>>, one: Partial<'a>) -> Vec<Partial<'a>> {
     if let Some((last, others)) = rows.split_last_mut() {
         for row in others {
             row.extend(one.iter().cloned());
@@ -207,7 +240,7 @@ fn append_to_each(mut rows: Vec<Partial>, one: Partial) -> Vec<Partial> {
 /// Every left row joined with every right row. A partial row's entries
 /// carry their column index, so their order does not matter: the common
 /// one-row side is moved or appended instead of copying whole rows.
-fn product(mut left: Vec<Partial>, mut right: Vec<Partial>) -> Vec<Partial> {
+fn product<'a>(mut left: Vec<Partial<'a>>, mut right: Vec<Partial<'a>>) -> Vec<Partial<'a>> {
     if right.len() == 1 {
         return append_to_each(left, right.pop().expect("one row"));
     }

@@ -353,6 +353,7 @@ fn decode_all(data: &[u8], target: usize, piece: usize) -> Vec<(u64, u64, String
         .flat_map(|c| {
             decoder
                 .decode(c, Some("Observation"))
+                .lines
                 .into_iter()
                 .map(move |l| {
                     (
