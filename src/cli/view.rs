@@ -220,18 +220,45 @@ fn chunk_rows(
     collector.finish()
 }
 
-/// NDJSON streams through in chunks evaluated on all cores, in order, while
-/// a writer thread writes the previous group's output; memory stays at a few
-/// chunks whatever the file size.
+/// NDJSON streams through in chunks: a reader thread cuts them, all cores
+/// evaluate them in groups, in order, while a writer thread writes the
+/// previous group's output. Memory stays at a few chunks whatever the file size.
 fn stream_ndjson(view: &CompiledView, path: &Path, output: &mut Output) -> Result<()> {
     let mut file = std::fs::File::open(path)?;
-    let mut chunker = LineChunker::new(4 << 20);
-    let mut buf = vec![0u8; 1 << 20];
-    let mut pending: Vec<Chunk> = Vec::new();
     let group = rayon::current_num_threads() * 2;
     let schema = output.arrow_schema().cloned();
     std::thread::scope(|scope| {
-        // Bounded: the evaluators run at most two groups ahead of the writer.
+        // Bounded both ways: the reader runs one group ahead of the
+        // evaluators, which run at most two groups ahead of the writer.
+        let (chunk_tx, chunk_rx) = std::sync::mpsc::sync_channel::<Result<Chunk>>(group);
+        let (recycle_tx, recycle_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        scope.spawn(move || {
+            let mut chunker = LineChunker::new(4 << 20);
+            let mut buf = vec![0u8; 1 << 20];
+            let mut ready = Vec::new();
+            loop {
+                let n = match file.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) => {
+                        let _ = chunk_tx.send(Err(e.into()));
+                        return;
+                    }
+                };
+                while let Ok(buffer) = recycle_rx.try_recv() {
+                    chunker.recycle(buffer);
+                }
+                chunker.push(&buf[..n], &mut ready);
+                for chunk in ready.drain(..) {
+                    if chunk_tx.send(Ok(chunk)).is_err() {
+                        return;
+                    }
+                }
+            }
+            if let Some(last) = chunker.finish() {
+                let _ = chunk_tx.send(Ok(last));
+            }
+        });
         let (sender, receiver) = std::sync::mpsc::sync_channel::<Produced>(2 * group);
         let writer = scope.spawn(move || -> Result<()> {
             for produced in receiver {
@@ -239,44 +266,43 @@ fn stream_ndjson(view: &CompiledView, path: &Path, output: &mut Output) -> Resul
             }
             Ok(())
         });
-        let flush = |pending: &mut Vec<Chunk>, chunker: &mut LineChunker| -> Result<()> {
-            // One arena per rayon job, reused across its chunks (fresh arenas
-            // per chunk cost page faults on every chunk).
-            let results: Vec<Result<Produced>> = pending
-                .par_iter()
-                .map_init(Bump::new, |arena, c| {
-                    chunk_rows(view, schema.as_ref(), c, arena)
-                })
-                .collect();
-            for chunk in pending.drain(..) {
-                chunker.recycle(chunk.data);
-            }
-            for produced in results {
-                if sender.send(produced?).is_err() {
-                    // The writer stopped on an error; join reports it.
-                    break;
+        let evaluate = || -> Result<()> {
+            let mut pending: Vec<Chunk> = Vec::with_capacity(group);
+            // Block for one chunk, then take what else is ready, up to a group.
+            while let Ok(first) = chunk_rx.recv() {
+                pending.push(first?);
+                while pending.len() < group {
+                    match chunk_rx.try_recv() {
+                        Ok(chunk) => pending.push(chunk?),
+                        Err(_) => break,
+                    }
+                }
+                // One arena per rayon job, reused across its chunks (fresh
+                // arenas per chunk cost page faults on every chunk).
+                let results: Vec<Result<Produced>> = pending
+                    .par_iter()
+                    .map_init(Bump::new, |arena, c| {
+                        chunk_rows(view, schema.as_ref(), c, arena)
+                    })
+                    .collect();
+                for chunk in pending.drain(..) {
+                    let _ = recycle_tx.send(chunk.data);
+                }
+                for produced in results {
+                    if sender.send(produced?).is_err() {
+                        // The writer stopped on an error; join reports it.
+                        return Ok(());
+                    }
                 }
             }
             Ok(())
         };
-        let read = (|| -> Result<()> {
-            loop {
-                let n = file.read(&mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                chunker.push(&buf[..n], &mut pending);
-                if pending.len() >= group {
-                    flush(&mut pending, &mut chunker)?;
-                }
-            }
-            pending.extend(chunker.finish());
-            flush(&mut pending, &mut chunker)
-        })();
-        // Closing the channel ends the writer's loop.
+        let evaluated = evaluate();
+        // Closing the channels ends the reader's and the writer's loops.
+        drop(chunk_rx);
         drop(sender);
         let written = writer.join().expect("writer thread panicked");
-        read.and(written)
+        evaluated.and(written)
     })
 }
 
