@@ -142,12 +142,18 @@ where
 
 /// Parquet settings for our tables: the raw-resource column is unique per row,
 /// so a dictionary or min/max statistics would only cost time (nobody prunes
-/// on a JSON document); row groups are capped so a writer's memory stays
-/// bounded whatever the input size.
+/// on a JSON document); `id` and `_line` are unique too, so no dictionary
+/// (their statistics stay: lookups by id prune on them). Row groups are capped
+/// so a writer's memory stays bounded whatever the input size.
 pub fn writer_properties(schema: &SchemaRef) -> WriterProperties {
     let mut builder = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .set_max_row_group_row_count(Some(32 * 1024));
+    for unique in ["id", "_line"] {
+        if schema.field_with_name(unique).is_ok() {
+            builder = builder.set_column_dictionary_enabled(ColumnPath::from(unique), false);
+        }
+    }
     for wide in ["resource", "raw"] {
         if schema.field_with_name(wide).is_ok() {
             builder = builder

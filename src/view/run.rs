@@ -5,7 +5,7 @@
 //! item its forEach / forEachOrNull / repeat yields.
 
 use super::definition::{CompiledView, Iterate, Select, ViewError};
-use super::fhirpath::{Item, evaluate, singleton_bool};
+use super::fhirpath::{Expr, Item, Plan, evaluate, singleton_bool};
 use super::json::Json;
 
 /// One output row as JSON: a value per view column (null when absent).
@@ -151,8 +151,8 @@ impl CompiledView {
         focus: &Item<'a>,
         row: &mut [Cell<'a>],
     ) -> Result<(), ViewError> {
-        for (index, value) in self.columns_of(select, focus, 0)? {
-            row[index] = value;
+        for (column, plan) in select.columns.iter().zip(&select.plans) {
+            row[column.0] = self.cell(column, plan.as_ref(), focus, 0)?;
         }
         for child in &select.children {
             self.fill_flat(child, focus, row)?;
@@ -167,45 +167,54 @@ impl CompiledView {
         row_index: i64,
     ) -> Result<Partial<'a>, ViewError> {
         let mut partial = Vec::with_capacity(select.columns.len());
-        for ((index, expr), plan) in select.columns.iter().zip(&select.plans) {
-            let spec = &self.columns[*index];
-            let (fast, general);
-            let items: &[Item<'a>] = match plan {
-                Some(plan) => {
-                    fast = plan.eval(focus);
-                    &fast
-                }
-                None => {
-                    general =
-                        evaluate(expr, std::slice::from_ref(focus), row_index).map_err(|e| {
-                            ViewError::Column {
-                                column: spec.name.clone(),
-                                message: e.0,
-                            }
-                        })?;
-                    &general
-                }
-            };
-            let value = if spec.collection {
-                Cell::Many(items.to_vec())
-            } else {
-                match items {
-                    [] => Cell::Null,
-                    [item] => Cell::One(item.clone()),
-                    _ => {
-                        return Err(ViewError::Column {
-                            column: spec.name.clone(),
-                            message: format!(
-                                "the path gave {} values; set \"collection\": true to keep a list",
-                                items.len()
-                            ),
-                        });
-                    }
-                }
-            };
-            partial.push((*index, value));
+        for (column, plan) in select.columns.iter().zip(&select.plans) {
+            partial.push((
+                column.0,
+                self.cell(column, plan.as_ref(), focus, row_index)?,
+            ));
         }
         Ok(partial)
+    }
+
+    /// One column's value at `focus`.
+    fn cell<'a>(
+        &self,
+        (index, expr): &(usize, Expr),
+        plan: Option<&Plan>,
+        focus: &Item<'a>,
+        row_index: i64,
+    ) -> Result<Cell<'a>, ViewError> {
+        let spec = &self.columns[*index];
+        let (fast, general);
+        let items: &[Item<'a>] = match plan {
+            Some(plan) => {
+                fast = plan.eval(focus);
+                &fast
+            }
+            None => {
+                general = evaluate(expr, std::slice::from_ref(focus), row_index).map_err(|e| {
+                    ViewError::Column {
+                        column: spec.name.clone(),
+                        message: e.0,
+                    }
+                })?;
+                &general
+            }
+        };
+        if spec.collection {
+            return Ok(Cell::Many(items.to_vec()));
+        }
+        match items {
+            [] => Ok(Cell::Null),
+            [item] => Ok(Cell::One(item.clone())),
+            _ => Err(ViewError::Column {
+                column: spec.name.clone(),
+                message: format!(
+                    "the path gave {} values; set \"collection\": true to keep a list",
+                    items.len()
+                ),
+            }),
+        }
     }
 }
 

@@ -243,12 +243,17 @@ pub(super) fn member<'a>(item: &Item<'a>, name: &str, out: &mut impl Extend<Item
         push(value, None, out);
         return;
     }
-    // Choice element: `value` matches `valueQuantity`, typed Quantity.
+    // Choice element: `value` matches `valueQuantity`, typed Quantity. The
+    // byte after the prefix is checked first: most keys fail there, with no
+    // string comparison.
     for (key, value) in members.iter() {
-        if let Some(suffix) = key.strip_prefix(name)
-            && suffix.starts_with(|c: char| c.is_ascii_uppercase())
+        if key
+            .as_bytes()
+            .get(name.len())
+            .is_some_and(u8::is_ascii_uppercase)
+            && key.starts_with(name)
         {
-            push(value, Some(suffix), out);
+            push(value, Some(&key[name.len()..]), out);
         }
     }
 }

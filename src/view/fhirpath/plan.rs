@@ -1,6 +1,6 @@
 //! A fast path for the path shapes views use most — member chains with
-//! `ofType(T)`, `where(member = 'text')`, `first()` and a final
-//! `getReferenceKey([T])` — evaluated on small inline buffers instead of a
+//! `ofType(T)`, `where(member = 'text')`, `first()`, a final
+//! `getReferenceKey([T])`, and a leading `(a | b).first()` — evaluated on small inline buffers instead of a
 //! fresh collection per step. Any other expression returns `None` from
 //! [`Plan::compile`] and goes to the general evaluator. Each step calls the
 //! general evaluator's own helpers, so the two give the same items (a
@@ -19,6 +19,10 @@ enum Step {
     WhereEq(String, String),
     First,
     ReferenceKey(Option<String>),
+    /// `(a | b | ...).first()` at the start of a path: the first item of the
+    /// first branch that has one (a union keeps its left side's order, so
+    /// that is the union's first item).
+    FirstOf(Vec<Plan>),
 }
 
 /// A compiled simple path.
@@ -36,6 +40,21 @@ fn walk(expr: &Expr, steps: &mut Vec<Step>) -> Option<()> {
         Expr::Member(base, name) => {
             walk(base, steps)?;
             steps.push(Step::Member(name.clone()));
+            Some(())
+        }
+        Expr::Call(base, function, args)
+            if function == "first"
+                && args.is_empty()
+                && steps.is_empty()
+                && matches!(**base, Expr::Binary(BinOp::Union, ..)) =>
+        {
+            let mut branches = Vec::new();
+            union_branches(base, &mut branches);
+            let plans = branches
+                .into_iter()
+                .map(Plan::compile)
+                .collect::<Option<Vec<Plan>>>()?;
+            steps.push(Step::FirstOf(plans));
             Some(())
         }
         Expr::Call(base, function, args) => {
@@ -61,6 +80,17 @@ fn walk(expr: &Expr, steps: &mut Vec<Step>) -> Option<()> {
             Some(())
         }
         _ => None,
+    }
+}
+
+/// `a | b | c` as [a, b, c].
+fn union_branches<'e>(expr: &'e Expr, out: &mut Vec<&'e Expr>) {
+    match expr {
+        Expr::Binary(BinOp::Union, left, right) => {
+            union_branches(left, out);
+            union_branches(right, out);
+        }
+        other => out.push(other),
     }
 }
 
@@ -116,6 +146,17 @@ impl Plan {
                             .iter()
                             .filter_map(|item| reference_key(item, wanted.as_deref())),
                     );
+                    at = 1 - at;
+                }
+                Step::FirstOf(branches) => {
+                    next.clear();
+                    // Only ever the first step: `current` is the focus alone.
+                    for item in current.iter() {
+                        let first = branches
+                            .iter()
+                            .find_map(|branch| branch.eval(item).into_iter().next());
+                        next.extend(first);
+                    }
                     at = 1 - at;
                 }
             }
@@ -178,6 +219,12 @@ mod tests {
         "Patient.name.family.first()",
         "active",
         "missing.first()",
+        "(code.coding.display | code.text).first()",
+        "(code.text | code.coding.display).first()",
+        "(missing | name.family | name.given).first()",
+        "(name.where(use = 'official') | name).first().family",
+        "(value.ofType(CodeableConcept).coding.display | value.ofType(CodeableConcept).text).first()",
+        "(subject.getReferenceKey(Patient) | id).first()",
     ];
 
     #[test]
@@ -202,7 +249,8 @@ mod tests {
     #[test]
     fn other_shapes_are_left_to_the_general_evaluator() {
         for path in [
-            "(code.coding.display | code.text).first()",
+            "(code.coding.display | code.text)",
+            "(code.coding.display | code.text).first().exists()",
             "component.where(code.coding.where(code = '1').exists()).value",
             "name.first().given.join(' ')",
             "subject.getReferenceKey().id",
