@@ -81,6 +81,8 @@ pub(super) struct Select {
     /// Fast-path plans for `columns`, where the path has a simple shape.
     pub plans: Vec<Option<Plan>>,
     pub iterate: Iterate,
+    /// Fast-path plan for a forEach / forEachOrNull path.
+    pub iterate_plan: Option<Plan>,
     pub children: Vec<Select>,
     pub union_all: Vec<Select>,
     /// Every column this select and its descendants produce (for null rows).
@@ -95,16 +97,65 @@ pub struct CompiledView {
     pub columns: Vec<ColumnSpec>,
     pub(super) filters: Vec<Expr>,
     pub(super) root: Select,
+    pub(super) shape: Shape,
+}
+
+/// How a view's rows come about, for the common shapes a direct way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Shape {
     /// Every select runs once per resource (no forEach/repeat/unionAll):
     /// exactly one row, written straight into place.
-    pub(super) flat: bool,
+    Flat,
+    /// Flat but for one forEach / forEachOrNull select (reached from the
+    /// root through these child indices) whose own subtree is flat: one row
+    /// per item, each the shared columns plus the item's.
+    OneIteration(Vec<usize>),
+    /// Anything else: rows built as the cross product of partial rows.
+    General,
 }
 
 impl Select {
+    fn runs_once(&self) -> bool {
+        matches!(self.iterate, Iterate::Once) && self.union_all.is_empty()
+    }
+
     fn is_flat(&self) -> bool {
-        matches!(self.iterate, Iterate::Once)
-            && self.union_all.is_empty()
-            && self.children.iter().all(Select::is_flat)
+        self.runs_once() && self.children.iter().all(Select::is_flat)
+    }
+
+    /// The path to the one iterating select, if this tree has exactly one
+    /// and everything else is flat.
+    fn one_iteration(&self) -> Option<Vec<usize>> {
+        if !self.runs_once() {
+            return None;
+        }
+        let mut found = None;
+        for (i, child) in self.children.iter().enumerate() {
+            if child.is_flat() {
+                continue;
+            }
+            let iterates = matches!(
+                child.iterate,
+                Iterate::ForEach(_) | Iterate::ForEachOrNull(_)
+            ) && child.union_all.is_empty()
+                && child.children.iter().all(Select::is_flat);
+            let below = if iterates {
+                vec![i]
+            } else {
+                let mut path = child.one_iteration()?;
+                path.insert(0, i);
+                path
+            };
+            if found.replace(below).is_some() {
+                return None;
+            }
+        }
+        found
+    }
+
+    /// The select at `path` below this one.
+    pub(super) fn at(&self, path: &[usize]) -> &Select {
+        path.iter().fold(self, |select, &i| &select.children[i])
     }
 }
 
@@ -213,10 +264,15 @@ impl Compiler {
         if let Some(first) = union_all.first() {
             all_columns.extend(&first.all_columns);
         }
+        let iterate_plan = match &iterate {
+            Iterate::ForEach(path) | Iterate::ForEachOrNull(path) => Plan::compile(path),
+            Iterate::Once | Iterate::Repeat(_) => None,
+        };
         Ok(Select {
             plans: columns.iter().map(|(_, e)| Plan::compile(e)).collect(),
             columns,
             iterate,
+            iterate_plan,
             children,
             union_all,
             all_columns,
@@ -305,6 +361,7 @@ impl CompiledView {
             columns: Vec::new(),
             plans: Vec::new(),
             iterate: Iterate::Once,
+            iterate_plan: None,
             children,
             union_all: Vec::new(),
             all_columns,
@@ -314,7 +371,12 @@ impl CompiledView {
             resource: raw.resource,
             columns: compiler.columns,
             filters,
-            flat: root.is_flat(),
+            shape: if root.is_flat() {
+                Shape::Flat
+            } else {
+                root.one_iteration()
+                    .map_or(Shape::General, Shape::OneIteration)
+            },
             root,
         })
     }

@@ -4,7 +4,7 @@
 //! select's rows and the concatenated rows of its unionAll branches, for each
 //! item its forEach / forEachOrNull / repeat yields.
 
-use super::definition::{CompiledView, Iterate, Select, ViewError};
+use super::definition::{CompiledView, Iterate, Select, Shape, ViewError};
 use super::fhirpath::{Expr, Item, Plan, evaluate, singleton_bool};
 use super::json::Json;
 
@@ -64,10 +64,14 @@ impl CompiledView {
                 _ => return Ok(Vec::new()),
             }
         }
-        if self.flat {
-            let mut row = vec![Cell::Null; self.columns.len()];
-            self.fill_flat(&self.root, &focus[0], &mut row)?;
-            return Ok(vec![row]);
+        match &self.shape {
+            Shape::Flat => {
+                let mut row = vec![Cell::Null; self.columns.len()];
+                self.fill_flat(&self.root, &focus[0], 0, &mut row, None)?;
+                return Ok(vec![row]);
+            }
+            Shape::OneIteration(path) => return self.one_iteration_rows(&focus[0], path),
+            Shape::General => {}
         }
         let partials = self.select_rows(&self.root, &focus[0], 0)?;
         Ok(partials
@@ -88,15 +92,16 @@ impl CompiledView {
         focus: &Item<'a>,
         row_index: i64,
     ) -> Result<Vec<Partial<'a>>, ViewError> {
-        let eval = |expr, row_index| {
-            evaluate(expr, std::slice::from_ref(focus), row_index).map_err(|e| ViewError::Eval(e.0))
-        };
         let foci: Vec<(Item<'a>, i64)> = match &select.iterate {
             // The common case: no collection of foci to build.
             Iterate::Once => return self.rows_at(select, focus, row_index),
-            Iterate::ForEach(path) => eval(path, row_index)?.into_iter().zip(0..).collect(),
-            Iterate::ForEachOrNull(path) => {
-                let items = eval(path, row_index)?;
+            Iterate::ForEach(_) => self
+                .iteration_items(select, focus, row_index)?
+                .into_iter()
+                .zip(0..)
+                .collect(),
+            Iterate::ForEachOrNull(_) => {
+                let items = self.iteration_items(select, focus, row_index)?;
                 if items.is_empty() {
                     return Ok(vec![
                         select
@@ -144,20 +149,73 @@ impl CompiledView {
     }
 
     /// A flat select tree gives one row: each column's value goes straight
-    /// to its place, with no partial rows to join.
+    /// to its place, with no partial rows to join. `skip` leads to a subtree
+    /// left out (the iterating select of [`Shape::OneIteration`]).
     fn fill_flat<'a>(
         &self,
         select: &Select,
         focus: &Item<'a>,
+        row_index: i64,
         row: &mut [Cell<'a>],
+        skip: Option<&[usize]>,
     ) -> Result<(), ViewError> {
         for (column, plan) in select.columns.iter().zip(&select.plans) {
-            row[column.0] = self.cell(column, plan.as_ref(), focus, 0)?;
+            row[column.0] = self.cell(column, plan.as_ref(), focus, row_index)?;
         }
-        for child in &select.children {
-            self.fill_flat(child, focus, row)?;
+        for (i, child) in select.children.iter().enumerate() {
+            match skip {
+                Some([only]) if *only == i => {}
+                Some([first, rest @ ..]) if *first == i => {
+                    self.fill_flat(child, focus, row_index, row, Some(rest))?
+                }
+                _ => self.fill_flat(child, focus, row_index, row, None)?,
+            }
         }
         Ok(())
+    }
+
+    /// [`Shape::OneIteration`]: the shared columns once, then per item a
+    /// copy of them with the item's columns filled in.
+    fn one_iteration_rows<'a>(
+        &self,
+        focus: &Item<'a>,
+        path: &[usize],
+    ) -> Result<Vec<CellRow<'a>>, ViewError> {
+        let mut shared = vec![Cell::Null; self.columns.len()];
+        self.fill_flat(&self.root, focus, 0, &mut shared, Some(path))?;
+        let select = self.root.at(path);
+        // Every select above the iterating one runs once, on the resource.
+        let items = self.iteration_items(select, focus, 0)?;
+        if items.is_empty() {
+            return Ok(match select.iterate {
+                Iterate::ForEachOrNull(_) => vec![shared],
+                _ => Vec::new(),
+            });
+        }
+        let mut rows = Vec::with_capacity(items.len());
+        for (item, index) in items.iter().zip(0..) {
+            let mut row = shared.clone();
+            self.fill_flat(select, item, index, &mut row, None)?;
+            rows.push(row);
+        }
+        Ok(rows)
+    }
+
+    /// The items a forEach / forEachOrNull path yields at `focus`.
+    fn iteration_items<'a>(
+        &self,
+        select: &Select,
+        focus: &Item<'a>,
+        row_index: i64,
+    ) -> Result<Vec<Item<'a>>, ViewError> {
+        let (Iterate::ForEach(path) | Iterate::ForEachOrNull(path)) = &select.iterate else {
+            unreachable!("only iterating selects have items");
+        };
+        match &select.iterate_plan {
+            Some(plan) => Ok(plan.eval(focus).into_vec()),
+            None => evaluate(path, std::slice::from_ref(focus), row_index)
+                .map_err(|e| ViewError::Eval(e.0)),
+        }
     }
 
     fn columns_of<'a>(
@@ -265,4 +323,70 @@ fn product<'a>(mut left: Vec<Partial<'a>>, mut right: Vec<Partial<'a>>) -> Vec<P
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use bumpalo::Bump;
+
+    use super::*;
+
+    const RESOURCES: &[&str] = &[
+        r#"{"resourceType":"Patient","id":"p1","gender":"female",
+            "name":[{"use":"official","family":"Doe","given":["J","K"]},{"family":"Roe","given":[]}],
+            "telecom":[{"system":"phone","value":"1"}]}"#,
+        r#"{"resourceType":"Patient","id":"p2","name":[]}"#,
+        r#"{"resourceType":"Patient","id":"p3"}"#,
+    ];
+
+    /// Views of the one-iteration shape, wherever the iterating select sits.
+    const VIEWS: &[&str] = &[
+        r#"{"resource":"Patient","select":[{"column":[{"name":"id","path":"id"}]},
+            {"forEach":"name","column":[{"name":"family","path":"family"},{"name":"n","path":"%rowIndex"}],
+             "select":[{"column":[{"name":"given","path":"given.first()"}]}]}]}"#,
+        r#"{"resource":"Patient","select":[{"column":[{"name":"id","path":"id"}],
+            "select":[{"column":[{"name":"g","path":"gender"}]},
+                      {"forEachOrNull":"name.where(use = 'official')","column":[{"name":"family","path":"family"}]}]}]}"#,
+        r#"{"resource":"Patient","select":[{"forEachOrNull":"name","column":[{"name":"family","path":"family"}]},
+            {"column":[{"name":"id","path":"id"},{"name":"phone","path":"telecom.value.first()"}]}]}"#,
+        r#"{"resource":"Patient","select":[{"forEach":"name.given","column":[{"name":"given","path":"$this"},{"name":"i","path":"%rowIndex"}]}]}"#,
+    ];
+
+    #[test]
+    fn the_one_iteration_shape_gives_the_general_rows() {
+        for text in VIEWS {
+            let view = CompiledView::parse(text).unwrap();
+            assert!(
+                matches!(view.shape, Shape::OneIteration(_)),
+                "{text}: {:?}",
+                view.shape
+            );
+            let mut general = view.clone();
+            general.shape = Shape::General;
+            for resource in RESOURCES {
+                let arena = Bump::new();
+                let json = Json::parse(resource, &arena).unwrap();
+                assert_eq!(
+                    view.cells(&json).unwrap(),
+                    general.cells(&json).unwrap(),
+                    "{text} on {resource}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn two_iterations_or_a_union_take_the_general_path() {
+        for text in [
+            r#"{"resource":"Patient","select":[{"forEach":"name","column":[{"name":"f","path":"family"}]},
+                {"forEach":"telecom","column":[{"name":"t","path":"value"}]}]}"#,
+            r#"{"resource":"Patient","select":[{"forEach":"name","column":[{"name":"f","path":"family"}],
+                "select":[{"forEach":"given","column":[{"name":"g","path":"$this"}]}]}]}"#,
+            r#"{"resource":"Patient","select":[{"unionAll":[{"column":[{"name":"a","path":"id"}]},
+                {"column":[{"name":"a","path":"gender"}]}]}]}"#,
+        ] {
+            let view = CompiledView::parse(text).unwrap();
+            assert_eq!(view.shape, Shape::General, "{text}");
+        }
+    }
 }
