@@ -843,6 +843,9 @@ async fn load_file(
             match state_of_key {
                 KeyState::New => {
                     counts.inserted += 1;
+                    if !state.inserts.has_room_for(resource.len()) {
+                        waited += state.write_inserts().await?;
+                    }
                     state.inserts.push(&row, view_row, lineage);
                     if state.inserts.len() >= plan.batch_rows {
                         waited += state.write_inserts().await?;

@@ -44,6 +44,8 @@ pub struct ResourceRows {
     ingested_at: TimestampMicrosecondBuilder,
     bytes: usize,
     resource_bytes: usize,
+    /// The raw-resource bytes the builder was sized for (0: not sized).
+    resource_capacity: usize,
 }
 
 fn utc(builder: TimestampMicrosecondBuilder) -> TimestampMicrosecondBuilder {
@@ -102,7 +104,16 @@ impl ResourceRows {
             ingested_at: utc(TimestampMicrosecondBuilder::with_capacity(rows)),
             bytes: 0,
             resource_bytes: 0,
+            resource_capacity: resource_bytes,
         }
+    }
+
+    /// Whether a resource of `bytes` fits without regrowing a sized builder
+    /// (regrowing copies everything buffered so far).
+    pub fn has_room_for(&self, bytes: usize) -> bool {
+        self.resource_capacity == 0
+            || self.is_empty()
+            || self.resource_bytes + bytes <= self.resource_capacity
     }
 
     /// Raw resource bytes buffered so far.
