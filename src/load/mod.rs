@@ -31,8 +31,8 @@ use futures::StreamExt;
 use serde::Serialize;
 
 pub use discover::{DiscoverError, Discovered, discover};
-use pipeline::Piece;
 pub use pipeline::StageClock;
+use pipeline::{FilePipeline, Piece};
 pub use rows::{Lineage, QuarantineRow, QuarantineRows, ResourceRow, ResourceRows};
 use view_tables::ViewTable;
 use writer::TableWriter;
@@ -489,7 +489,23 @@ pub async fn run(
         ));
     }
 
-    for file in &discovered.files {
+    let start_pipeline = |file: &InputFile| {
+        let byte_progress: Arc<dyn Fn(u64) + Send + Sync> = match progress.clone() {
+            Some(p) => Arc::new(move |n| p(Progress::Bytes(n))),
+            None => Arc::new(|_| {}),
+        };
+        pipeline::start(
+            file,
+            plan.chunk_bytes,
+            plan.views.clone(),
+            clock.clone(),
+            byte_progress,
+        )
+    };
+    // The next file is read and decoded while this one's rows are built, so
+    // the cores do not idle at file boundaries (bounded: a few chunks).
+    let mut prefetched: Option<(usize, FilePipeline)> = None;
+    for (index, file) in discovered.files.iter().enumerate() {
         notify(Progress::File {
             path: file.path.clone(),
         });
@@ -515,14 +531,23 @@ pub async fn run(
                 continue;
             }
         }
+        let pipeline = match prefetched.take() {
+            Some((at, pipeline)) if at == index => pipeline,
+            _ => start_pipeline(file),
+        };
+        if let Some(next) = discovered.files.get(index + 1)
+            && !loaded.contains_key(&next.size)
+        {
+            prefetched = Some((index + 1, start_pipeline(next)));
+        }
         let record = load_file(
             lake,
             plan,
             &discovered,
             file,
+            pipeline,
             &lineage,
             &clock,
-            &progress,
             &mut tables,
             &mut view_tables,
             &mut quarantine,
@@ -546,9 +571,31 @@ pub async fn run(
     notify(Progress::Committing);
     commit_view_tables(lake, &mut view_tables, &mut view_records).await?;
     let mut table_records = view_records;
-    for (name, mut state) in tables {
-        state.commit(lake, &clock, false).await?;
-        table_records.insert(name, state.record);
+    // Type tables commit independently of each other: all at once, so each
+    // one's last Parquet encoding and its commit overlap the others'.
+    let commits: Vec<_> = tables
+        .into_iter()
+        .map(|(name, mut state)| {
+            let (lake, clock) = (lake.clone(), clock.clone());
+            tokio::spawn(async move {
+                state.commit(&lake, &clock, false).await?;
+                Ok::<_, LoadError>((name, state.record))
+            })
+        })
+        .collect();
+    let mut first_error = None;
+    for commit in commits {
+        match commit.await.expect("table commit task panicked") {
+            Ok((name, record)) => {
+                table_records.insert(name, record);
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = first_error {
+        return Err(e);
     }
     let mut export = plan.export.clone();
     // Deletions after the loads, so a row loaded by this job that is older
@@ -715,9 +762,9 @@ async fn load_file(
     plan: &LoadPlan,
     discovered: &Discovered,
     file: &InputFile,
+    mut pipeline: FilePipeline,
     lineage: &Lineage,
     clock: &Arc<StageClock>,
-    progress: &Option<ProgressSink>,
     tables: &mut BTreeMap<String, TableState>,
     view_tables: &mut BTreeMap<String, ViewTable>,
     quarantine: &mut QuarantineRows,
@@ -725,17 +772,6 @@ async fn load_file(
 ) -> Result<InputRecord, LoadError> {
     let source = display_path(&file.path);
     let stand_in = stand_in_rule(plan, discovered, file);
-    let byte_progress: Arc<dyn Fn(u64) + Send + Sync> = match progress.clone() {
-        Some(p) => Arc::new(move |n| p(Progress::Bytes(n))),
-        None => Arc::new(|_| {}),
-    };
-    let mut pipeline = pipeline::start(
-        file,
-        plan.chunk_bytes,
-        plan.views.clone(),
-        clock.clone(),
-        byte_progress,
-    );
 
     let mut record = InputRecord::new(source.clone(), InputStatus::Loaded, String::new(), 0);
     let mut rejects: Vec<PendingReject> = Vec::new();
