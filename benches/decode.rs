@@ -60,7 +60,8 @@ fn decode_and_build(chunks: &[Chunk]) -> usize {
                             },
                             line.view_row.map(|r| (&decoded.views[r.slot], r.start)),
                             &lineage,
-                        );
+                        )
+                        .unwrap();
                     }
                 }
                 rows.finish().unwrap().num_rows()

@@ -882,14 +882,20 @@ async fn load_file(
                     if !state.inserts.has_room_for(resource.len()) {
                         waited += state.write_inserts().await?;
                     }
-                    state.inserts.push(&row, view_row, lineage);
+                    state
+                        .inserts
+                        .push(&row, view_row, lineage)
+                        .map_err(state.arrow_err())?;
                     if state.inserts.len() >= plan.batch_rows {
                         waited += state.write_inserts().await?;
                     }
                 }
                 KeyState::Newer => {
                     counts.updated += 1;
-                    state.updates.push(&row, view_row, lineage);
+                    state
+                        .updates
+                        .push(&row, view_row, lineage)
+                        .map_err(state.arrow_err())?;
                 }
                 KeyState::Unchanged => counts.unchanged += 1,
             }

@@ -141,10 +141,10 @@ impl ResourceRows {
         row: &ResourceRow<'_>,
         view_row: Option<(&ViewArrays, usize)>,
         lineage: &Lineage,
-    ) {
+    ) -> Result<(), ArrowError> {
         if let Some((_, picked)) = &mut self.view {
             match view_row {
-                Some((source, n)) => picked.push(source, n),
+                Some((source, n)) => picked.push(source, n)?,
                 None => picked.push_null(),
             }
         }
@@ -159,6 +159,7 @@ impl ResourceRows {
         self.ingested_at.append_value(lineage.ingested_at);
         self.bytes += row.resource.len() + row.id.len() + 64;
         self.resource_bytes += row.resource.len();
+        Ok(())
     }
 
     /// Takes the buffered rows as a batch, leaving the builder empty.

@@ -116,7 +116,7 @@ impl ViewTable {
             self.ids.push(id.to_owned());
             self.times.push(last_updated);
             self.row_numbers.push(i as i64);
-            self.rows.push(columns, row);
+            self.rows.push(columns, row)?;
             self.sources.push(source.to_owned());
             self.lines.push(line as i64);
         }

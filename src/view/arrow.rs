@@ -314,6 +314,9 @@ impl ViewBuilder {
 /// the thread that built it and the batches that pick rows from it.
 pub type ViewArrays = Arc<[ArrayRef]>;
 
+/// Chunks a [`PickedRows`] may hold before it copies out what it picked.
+const MAX_SOURCES: usize = 32;
+
 /// A batch's view columns, gathered by picking rows out of [`ViewArrays`]
 /// built elsewhere (one set per decoded chunk) and a one-row null set.
 pub struct PickedRows {
@@ -336,16 +339,31 @@ impl PickedRows {
     }
 
     /// Adds row `row` of `source`.
-    pub fn push(&mut self, source: &ViewArrays, row: usize) {
+    pub fn push(&mut self, source: &ViewArrays, row: usize) -> Result<(), ArrowError> {
         // Rows come a chunk at a time: the source is nearly always the last one.
         let at = match self.sources.iter().rposition(|s| Arc::ptr_eq(s, source)) {
             Some(at) => at,
             None => {
+                if self.sources.len() > MAX_SOURCES {
+                    self.compact()?;
+                }
                 self.sources.push(source.clone());
                 self.sources.len() - 1
             }
         };
         self.picks.push((at, row));
+        Ok(())
+    }
+
+    /// Copies the rows picked so far out of their sources, so a batch that
+    /// picks a few rows from many chunks does not keep every chunk alive.
+    fn compact(&mut self) -> Result<(), ArrowError> {
+        let picked = ViewArrays::from(self.finish()?);
+        self.picks = (0..picked.first().map_or(0, |a| a.len()))
+            .map(|row| (1, row))
+            .collect();
+        self.sources.push(picked);
+        Ok(())
     }
 
     /// Adds a row of nulls (the view gave no row).
@@ -415,6 +433,39 @@ mod tests {
         );
         let ts = built[1].as_primitive::<TimestampMicrosecondType>();
         assert_eq!((ts.value(0), ts.is_null(1)), (1_704_067_200_000_000, true));
+    }
+
+    #[test]
+    fn picked_rows_from_many_chunks_are_compacted_and_keep_their_order() {
+        let view = CompiledView::parse(
+            r#"{"resource":"Patient","select":[{"column":[{"name":"v","path":"id","type":"string"}]}]}"#,
+        )
+        .unwrap();
+        let mut picked = PickedRows::new(&view);
+        let mut expected = Vec::new();
+        for chunk in 0..3 * MAX_SOURCES {
+            let mut builder = ViewBuilder::new(&view);
+            for row in 0..3 {
+                let text = format!("{chunk}-{row}");
+                builder.append(&[Cell::One(Item::Str(text.into()))]);
+            }
+            let source = ViewArrays::from(builder.finish());
+            picked.push(&source, 1).unwrap();
+            expected.push(Some(format!("{chunk}-1")));
+            if chunk % 7 == 0 {
+                picked.push_null();
+                expected.push(None);
+            }
+            assert!(picked.sources.len() <= MAX_SOURCES + 2);
+        }
+        let columns = picked.finish().unwrap();
+        let got: Vec<Option<String>> = columns[0]
+            .as_string::<i32>()
+            .iter()
+            .map(|v| v.map(str::to_owned))
+            .collect();
+        assert_eq!(got, expected);
+        assert!(picked.is_empty());
     }
 
     #[test]
