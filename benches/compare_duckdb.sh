@@ -2,13 +2,8 @@
 # fhirlake load vs DuckDB read_ndjson_auto -> Parquet, same files, same machine, same run.
 # Usage: benches/compare_duckdb.sh [SIZE]   (default 1GB; needs a release build and .ci's venv)
 set -euo pipefail
-cd "$(dirname "$0")/.."
 SIZE="${1:-1GB}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/fhirlake-target}"
-PY="${FHIRLAKE_PYTHON:-$HOME/.cache/fhirlake-venv/bin/python}"
-cargo build --release --quiet
-BIN="$CARGO_TARGET_DIR/release/fhirlake"
-DATA=$("$BIN" bench --size "$SIZE" --generate-only)
+source "$(dirname "$0")/setup.sh"
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(date -u +%F)"
 echo "dataset: $DATA ($(du -sh "$DATA" | cut -f1))"
 sync

@@ -4,13 +4,8 @@
 # set, ~430 MB). Both write Parquet; the script checks they produced the same rows.
 # Usage: benches/view_vs_duckdb.sh [SIZE]
 set -euo pipefail
-cd "$(dirname "$0")/.."
 SIZE="${1:-2GB}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/fhirlake-target}"
-PY="${FHIRLAKE_PYTHON:-$HOME/.cache/fhirlake-venv/bin/python}"
-cargo build --release --quiet
-BIN="$CARGO_TARGET_DIR/release/fhirlake"
-DATA=$("$BIN" bench --size "$SIZE" --generate-only)
+source "$(dirname "$0")/setup.sh"
 OBS="$DATA/Observation.000.ndjson"
 OUT=$(mktemp -d)
 echo "input: $OBS ($(du -h "$OBS" | cut -f1)), $(nproc) cores, $(date -u +%F)"

@@ -112,6 +112,16 @@ enum Counter {
 }
 
 impl Counter {
+    /// A counter for bytes in `encoding` (`None`: plain; `Some("gzip")`).
+    fn for_encoding(encoding: Option<&str>) -> Self {
+        match encoding {
+            None => Counter::Plain(LineCounter::default()),
+            Some(_) => Counter::Gzip(Box::new(flate2::write::MultiGzDecoder::new(
+                LineCounter::default(),
+            ))),
+        }
+    }
+
     fn feed(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         match self {
             Counter::Plain(c) => {
@@ -148,12 +158,7 @@ pub fn completed_earlier(stem: &Path) -> std::io::Result<Option<Received>> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e),
         };
-        let mut counter = match encoding {
-            None => Counter::Plain(LineCounter::default()),
-            Some(_) => Counter::Gzip(Box::new(flate2::write::MultiGzDecoder::new(
-                LineCounter::default(),
-            ))),
-        };
+        let mut counter = Counter::for_encoding(encoding);
         let mut reader = HashingReader::new(file);
         let mut buf = vec![0u8; 1 << 16];
         loop {
@@ -212,19 +217,14 @@ pub async fn download(
         .and_then(|v| v.to_str().ok())
         .map(|v| v.trim().to_ascii_lowercase())
         .filter(|v| v != "identity");
-    let mut counter = match encoding.as_deref() {
-        None => Counter::Plain(LineCounter::default()),
-        Some("gzip") => Counter::Gzip(Box::new(flate2::write::MultiGzDecoder::new(
-            LineCounter::default(),
-        ))),
-        Some(other) => {
-            return Err(DownloadError::Refused {
-                url: shown,
-                status: status.as_u16(),
-                reason: format!("unsupported Content-Encoding {other:?} (only gzip was offered)"),
-            });
-        }
-    };
+    if let Some(other) = encoding.as_deref().filter(|e| *e != "gzip") {
+        return Err(DownloadError::Refused {
+            url: shown,
+            status: status.as_u16(),
+            reason: format!("unsupported Content-Encoding {other:?} (only gzip was offered)"),
+        });
+    }
+    let mut counter = Counter::for_encoding(encoding.as_deref());
     let part = stem.with_extension("part");
     let dest = stem.with_extension(if encoding.is_some() {
         "ndjson.gz"

@@ -818,10 +818,7 @@ async fn download_one(
         let result = download(job.http, url, with_token, &stem, &job.events).await;
         let retry_reason = match result {
             Ok(received) => {
-                let mismatch = file
-                    .declared_count
-                    .is_some_and(|declared| declared != received.lines);
-                if mismatch && attempt < retry.attempts.min(3) {
+                if file.count_disagrees(received.lines) && attempt < retry.attempts.min(3) {
                     format!(
                         "{} lines received, the manifest declares {}",
                         received.lines,
@@ -865,10 +862,7 @@ async fn adoptable(stem: &Path, file: &ExportFile) -> Option<Received> {
         .await
         .ok()
         .flatten()?;
-    let agrees = file
-        .declared_count
-        .is_none_or(|declared| declared == received.lines);
-    agrees.then_some(received)
+    (!file.count_disagrees(received.lines)).then_some(received)
 }
 
 /// Records a verified file in the job state (and the lake, for a remote lake)
@@ -881,9 +875,7 @@ async fn record_download(
     raw: &Path,
     shown: &str,
 ) -> Result<(), ExportError> {
-    let mismatch = file
-        .declared_count
-        .is_some_and(|declared| declared != received.lines);
+    let mismatch = file.count_disagrees(received.lines);
     let name = received
         .path
         .strip_prefix(raw)

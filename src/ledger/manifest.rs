@@ -173,6 +173,12 @@ impl ExportFile {
     pub fn verified(&self) -> bool {
         self.sha256.is_some() && matches!(self.outcome.as_str(), "downloaded" | "count_mismatch")
     }
+
+    /// The manifest declared a `count` and `lines` is not it.
+    pub fn count_disagrees(&self, lines: u64) -> bool {
+        self.declared_count
+            .is_some_and(|declared| declared != lines)
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

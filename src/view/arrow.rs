@@ -196,12 +196,10 @@ impl ColumnBuilder {
     }
 
     fn append(&mut self, cell: &Cell<'_>) {
-        let items: &[Item<'_>] = match cell {
-            Cell::Null => &[],
-            Cell::One(item) => std::slice::from_ref(item),
-            Cell::Many(items) => items,
+        let one = match cell {
+            Cell::One(item) => Some(item),
+            Cell::Null | Cell::Many(_) => None,
         };
-        let one = items.first().filter(|_| !matches!(cell, Cell::Many(_)));
         macro_rules! list {
             ($b:expr, $convert:expr) => {{
                 if let Cell::Many(items) = cell {
