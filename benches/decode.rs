@@ -3,15 +3,22 @@
 //! Run: `cargo bench --bench decode`.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use fhirlake::lake::resource_schema;
 use fhirlake::load::{Lineage, ResourceRow, ResourceRows};
 use fhirlake::ndjson::{Chunk, ChunkDecoder, LineChunker, LineKind};
+use fhirlake::view::ViewSet;
 use rayon::prelude::*;
 
 fn sample(target: usize) -> Vec<u8> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/bulk/bds-r4-10/Observation.ndjson");
+    sample_of("Observation", target)
+}
+
+fn sample_of(resource_type: &str, target: usize) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("data/bulk/bds-r4-10/{resource_type}.ndjson"));
     let one = std::fs::read(path).expect("bundled sample");
     let mut data = Vec::with_capacity(target + one.len());
     while data.len() < target {
@@ -89,6 +96,29 @@ fn bench(c: &mut Criterion) {
     group.bench_function("decode_and_arrow_batch", |b| {
         b.iter(|| decode_and_build(&parts))
     });
+    group.finish();
+
+    // The default views on the two biggest types of a Bulk export: the
+    // tree parse, the view evaluation and the Arrow columns, per chunk.
+    let views = Arc::new(ViewSet::defaults());
+    let mut group = c.benchmark_group("views");
+    group.sample_size(10);
+    for resource_type in ["Observation", "Encounter"] {
+        let data = sample_of(resource_type, 32 << 20);
+        let parts = chunks(&data, 4 << 20);
+        group.throughput(Throughput::Bytes(data.len() as u64));
+        group.bench_function(format!("decode_{}", resource_type.to_lowercase()), |b| {
+            b.iter(|| {
+                parts
+                    .par_iter()
+                    .map_init(
+                        || ChunkDecoder::with_views(views.clone()),
+                        |d, c| d.decode(c, Some(resource_type)).lines.len(),
+                    )
+                    .sum::<usize>()
+            })
+        });
+    }
     group.finish();
 }
 

@@ -239,12 +239,13 @@ impl ChunkDecoder {
 /// What a line decodes to: its kind, its type-table view row, its own-table view rows.
 type Decoded = (LineKind, Option<ViewRows>, Vec<ViewRows>);
 
-/// Appends `rows` to `view`'s builder for this chunk; says where they went.
+/// Runs `view` on `json`, appending its rows to the view's builder for this
+/// chunk; says where they went.
 fn append_rows(
     builders: &mut Vec<(Arc<CompiledView>, ViewBuilder)>,
     view: &Arc<CompiledView>,
-    rows: &[crate::view::CellRow<'_>],
-) -> ViewRows {
+    json: &Json<'_>,
+) -> Result<ViewRows, crate::view::ViewError> {
     let found = builders.iter().position(|(v, _)| Arc::ptr_eq(v, view));
     let slot = found.unwrap_or_else(|| {
         builders.push((view.clone(), ViewBuilder::new(view)));
@@ -252,14 +253,8 @@ fn append_rows(
     });
     let builder = &mut builders[slot].1;
     let start = builder.len();
-    for row in rows {
-        builder.append(row);
-    }
-    ViewRows {
-        slot,
-        start,
-        len: rows.len(),
-    }
+    let len = view.append_to(json, builder)?;
+    Ok(ViewRows { slot, start, len })
 }
 
 /// Runs the type's views. A type-table view gives at most one row per
@@ -286,14 +281,14 @@ fn apply_views(
     };
     let mut view_row = None;
     if let Some(view) = views.for_type(&keys.resource_type) {
-        match view.cells(json) {
+        match append_rows(builders, view, json) {
             Err(e) => return (reject(view, e.to_string()), None, Vec::new()),
-            Ok(rows) if rows.is_empty() => {}
-            Ok(rows) if rows.len() == 1 => view_row = Some(append_rows(builders, view, &rows)),
+            Ok(rows) if rows.len == 0 => {}
+            Ok(rows) if rows.len == 1 => view_row = Some(rows),
             Ok(rows) => {
                 let message = format!(
                     "gave {} rows; a table's view must give at most one row per resource (use .first() or collection: true)",
-                    rows.len()
+                    rows.len
                 );
                 return (reject(view, message), None, Vec::new());
             }
@@ -301,8 +296,8 @@ fn apply_views(
     }
     let mut extra_rows = Vec::new();
     for (_, view) in views.extras_for(&keys.resource_type) {
-        match view.cells(json) {
-            Ok(rows) => extra_rows.push(append_rows(builders, view, &rows)),
+        match append_rows(builders, view, json) {
+            Ok(rows) => extra_rows.push(rows),
             Err(e) => return (reject(view, e.to_string()), None, Vec::new()),
         }
     }

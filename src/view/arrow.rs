@@ -16,8 +16,8 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use deltalake::arrow::array::{
-    Array, ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int64Builder, ListBuilder,
-    StringBuilder, TimestampMicrosecondBuilder,
+    Array, ArrayBuilder, ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int64Builder,
+    ListBuilder, StringBuilder, TimestampMicrosecondBuilder,
 };
 use deltalake::arrow::compute::interleave;
 use deltalake::arrow::datatypes::{DataType, Field, TimeUnit};
@@ -236,6 +236,20 @@ impl ColumnBuilder {
         }
     }
 
+    /// Rows appended so far.
+    fn len(&self) -> usize {
+        match self {
+            Self::Text(b) | Self::Date(b, _) | Self::DateTime(b, _) => b.len(),
+            Self::Int(b) => b.len(),
+            Self::Float(b) => b.len(),
+            Self::Bool(b) => b.len(),
+            Self::TextList(b) => b.len(),
+            Self::IntList(b) => b.len(),
+            Self::FloatList(b) => b.len(),
+            Self::BoolList(b) => b.len(),
+        }
+    }
+
     fn finish(&mut self, out: &mut Vec<ArrayRef>) {
         match self {
             Self::Text(b) => out.push(Arc::new(b.finish())),
@@ -279,6 +293,23 @@ impl ViewBuilder {
             builder.append(cell);
         }
         self.rows += 1;
+    }
+
+    /// Appends one cell to column `column` of the row being built; the row
+    /// ends with [`ViewBuilder::end_row`].
+    pub fn append_cell(&mut self, column: usize, cell: &Cell<'_>) {
+        self.columns[column].append(cell);
+    }
+
+    /// Ends the row being built: columns that got no cell (an evaluation
+    /// stopped early) get a null, so every column keeps one value per row.
+    pub fn end_row(&mut self) {
+        self.rows += 1;
+        for builder in &mut self.columns {
+            if builder.len() < self.rows {
+                builder.append(&Cell::Null);
+            }
+        }
     }
 
     /// Appends a row of nulls.

@@ -4,6 +4,7 @@
 //! select's rows and the concatenated rows of its unionAll branches, for each
 //! item its forEach / forEachOrNull / repeat yields.
 
+use super::arrow::ViewBuilder;
 use super::definition::{CompiledView, Iterate, Select, Shape, ViewError};
 use super::fhirpath::{Expr, Item, Plan, evaluate, singleton_bool};
 use super::json::Json;
@@ -50,20 +51,10 @@ impl CompiledView {
 
     /// The rows `resource` contributes, as cells borrowing from it.
     pub fn cells<'a>(&self, resource: &'a Json<'a>) -> Result<Vec<CellRow<'a>>, ViewError> {
-        if resource.get("resourceType").and_then(Json::as_str) != Some(self.resource.as_str()) {
+        let Some(focus) = self.focus(resource)? else {
             return Ok(Vec::new());
-        }
-        let focus = [Item::Node {
-            json: resource,
-            ty: None,
-        }];
-        for filter in &self.filters {
-            let result = evaluate(filter, &focus, 0).map_err(|e| ViewError::Eval(e.0))?;
-            match singleton_bool(&result).map_err(|e| ViewError::Eval(format!("where: {}", e.0)))? {
-                Some(true) => {}
-                _ => return Ok(Vec::new()),
-            }
-        }
+        };
+        let focus = [focus];
         match &self.shape {
             Shape::Flat => {
                 let mut row = vec![Cell::Null; self.columns.len()];
@@ -84,6 +75,53 @@ impl CompiledView {
                 row
             })
             .collect())
+    }
+
+    /// The resource as the view's focus, or `None` when the view does not
+    /// apply (another type, or a `where` filter rejects it).
+    fn focus<'a>(&self, resource: &'a Json<'a>) -> Result<Option<Item<'a>>, ViewError> {
+        if resource.get("resourceType").and_then(Json::as_str) != Some(self.resource.as_str()) {
+            return Ok(None);
+        }
+        let focus = [Item::Node {
+            json: resource,
+            ty: None,
+        }];
+        for filter in &self.filters {
+            let result = evaluate(filter, &focus, 0).map_err(|e| ViewError::Eval(e.0))?;
+            match singleton_bool(&result).map_err(|e| ViewError::Eval(format!("where: {}", e.0)))? {
+                Some(true) => {}
+                _ => return Ok(None),
+            }
+        }
+        let [focus] = focus;
+        Ok(Some(focus))
+    }
+
+    /// Appends the rows `resource` contributes to `builder`; returns how
+    /// many. A flat view's cells go straight to the column builders, with
+    /// no row in between. After an error the builder may hold a padded,
+    /// partial row: the caller rejects the resource and never reads it.
+    pub fn append_to(
+        &self,
+        resource: &Json<'_>,
+        builder: &mut ViewBuilder,
+    ) -> Result<usize, ViewError> {
+        if !matches!(self.shape, Shape::Flat) {
+            let rows = self.cells(resource)?;
+            for row in &rows {
+                builder.append(row);
+            }
+            return Ok(rows.len());
+        }
+        let Some(focus) = self.focus(resource)? else {
+            return Ok(0);
+        };
+        let filled = self.each_flat_cell(&self.root, &focus, 0, None, &mut |i, cell| {
+            builder.append_cell(i, &cell)
+        });
+        builder.end_row();
+        filled.map(|()| 1)
     }
 
     fn select_rows<'a>(
@@ -159,16 +197,31 @@ impl CompiledView {
         row: &mut [Cell<'a>],
         skip: Option<&[usize]>,
     ) -> Result<(), ViewError> {
+        self.each_flat_cell(select, focus, row_index, skip, &mut |i, cell| row[i] = cell)
+    }
+
+    /// Each column's cell of a flat select tree, by column index, to `sink`.
+    fn each_flat_cell<'a>(
+        &self,
+        select: &Select,
+        focus: &Item<'a>,
+        row_index: i64,
+        skip: Option<&[usize]>,
+        sink: &mut impl FnMut(usize, Cell<'a>),
+    ) -> Result<(), ViewError> {
         for (column, plan) in select.columns.iter().zip(&select.plans) {
-            row[column.0] = self.cell(column, plan.as_ref(), focus, row_index)?;
+            sink(
+                column.0,
+                self.cell(column, plan.as_ref(), focus, row_index)?,
+            );
         }
         for (i, child) in select.children.iter().enumerate() {
             match skip {
                 Some([only]) if *only == i => {}
                 Some([first, rest @ ..]) if *first == i => {
-                    self.fill_flat(child, focus, row_index, row, Some(rest))?
+                    self.each_flat_cell(child, focus, row_index, Some(rest), sink)?
                 }
-                _ => self.fill_flat(child, focus, row_index, row, None)?,
+                _ => self.each_flat_cell(child, focus, row_index, None, sink)?,
             }
         }
         Ok(())

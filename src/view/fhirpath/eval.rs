@@ -213,6 +213,18 @@ pub fn singleton_bool(items: &[Item<'_>]) -> R<Option<bool>> {
 
 /// The items `name` selects on `item` (choice elements typed by their suffix).
 pub(super) fn member<'a>(item: &Item<'a>, name: &str, out: &mut impl Extend<Item<'a>>) {
+    member_each(item, name, &mut |child| {
+        out.extend(Some(child));
+        true
+    });
+}
+
+/// [`member`], handing each item to `each` in order until it returns false.
+pub(super) fn member_each<'a>(
+    item: &Item<'a>,
+    name: &str,
+    each: &mut impl FnMut(Item<'a>) -> bool,
+) {
     let Item::Node {
         json: json @ Json::Object(members),
         ..
@@ -224,36 +236,49 @@ pub(super) fn member<'a>(item: &Item<'a>, name: &str, out: &mut impl Extend<Item
     if name.starts_with(|c: char| c.is_ascii_uppercase())
         && json.get("resourceType").and_then(Json::as_str) == Some(name)
     {
-        out.extend(Some(item.clone()));
+        each(item.clone());
         return;
     }
-    fn push<'a>(value: &'a Json<'a>, ty: Option<&'a str>, out: &mut impl Extend<Item<'a>>) {
+    /// Each non-null item of `value` (array items one by one); false once
+    /// `each` said stop.
+    fn push<'a>(
+        value: &'a Json<'a>,
+        ty: Option<&'a str>,
+        each: &mut impl FnMut(Item<'a>) -> bool,
+    ) -> bool {
         match value {
-            Json::Array(items) => out.extend(
-                items
-                    .iter()
-                    .filter(|j| **j != Json::Null)
-                    .map(|json| Item::Node { json, ty }),
-            ),
-            Json::Null => {}
-            json => out.extend(Some(Item::Node { json, ty })),
+            Json::Array(items) => items
+                .iter()
+                .filter(|j| **j != Json::Null)
+                .all(|json| each(Item::Node { json, ty })),
+            Json::Null => true,
+            json => each(Item::Node { json, ty }),
         }
     }
-    if let Some((_, value)) = members.iter().find(|(k, _)| &**k == name) {
-        push(value, None, out);
-        return;
-    }
-    // Choice element: `value` matches `valueQuantity`, typed Quantity. The
-    // byte after the prefix is checked first: most keys fail there, with no
-    // string comparison.
-    for (key, value) in members.iter() {
-        if key
-            .as_bytes()
+    // Choice element: `value` matches `valueQuantity`, typed Quantity. One
+    // pass finds an exact member or notes that a choice may follow; the byte
+    // after the prefix is checked first, so most keys fail with no string
+    // comparison.
+    let is_choice = |key: &str| {
+        key.as_bytes()
             .get(name.len())
             .is_some_and(u8::is_ascii_uppercase)
             && key.starts_with(name)
-        {
-            push(value, Some(&key[name.len()..]), out);
+    };
+    let mut choice_at = None;
+    for (at, (key, value)) in members.iter().enumerate() {
+        if key.len() == name.len() && key == &name {
+            push(value, None, each);
+            return;
+        }
+        if choice_at.is_none() && is_choice(key) {
+            choice_at = Some(at);
+        }
+    }
+    let Some(first) = choice_at else { return };
+    for (key, value) in &members[first..] {
+        if is_choice(key) && !push(value, Some(&key[name.len()..]), each) {
+            return;
         }
     }
 }
@@ -735,10 +760,16 @@ pub(super) fn reference_key<'a>(item: &Item<'a>, wanted: Option<&str>) -> Option
 }
 
 fn reference_parts(reference: &str) -> Option<(&str, &str)> {
+    // Built once: a `str::split` pattern would build its searcher per call.
+    static HISTORY: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new("/_history/"));
     if reference.contains('?') || reference.starts_with('#') {
         return None;
     }
-    let path = reference.split("/_history/").next()?;
+    let path = match HISTORY.find(reference.as_bytes()) {
+        Some(at) => &reference[..at],
+        None => reference,
+    };
     let (rest, id) = path.rsplit_once('/')?;
     let ty = rest.rsplit('/').next()?;
     (!id.is_empty() && ty.starts_with(|c: char| c.is_ascii_uppercase())).then_some((ty, id))

@@ -1,5 +1,5 @@
 //! A fast path for the path shapes views use most — member chains with
-//! `ofType(T)`, `where(member = 'text')`, `first()`, a final
+//! `ofType(T)`, `where(member = 'text')`, `where(path.exists())`, `first()`, a final
 //! `getReferenceKey([T])`, and a leading `(a | b).first()` — evaluated on small inline buffers instead of a
 //! fresh collection per step. Any other expression returns `None` from
 //! [`Plan::compile`] and goes to the general evaluator. Each step calls the
@@ -9,7 +9,7 @@
 use smallvec::SmallVec;
 
 use super::ast::{BinOp, Expr, Literal};
-use super::eval::{Item, equals_text, is_type, member, reference_key, type_arg};
+use super::eval::{Item, equals_text, is_type, member, member_each, reference_key, type_arg};
 
 #[derive(Debug, Clone, PartialEq)]
 enum Step {
@@ -17,6 +17,8 @@ enum Step {
     OfType(String),
     /// `where(name = 'text')`
     WhereEq(String, String),
+    /// `where(path.exists())`, the path itself a plan
+    WhereExists(Plan),
     First,
     ReferenceKey(Option<String>),
     /// `(a | b | ...).first()` at the start of a path: the first item of the
@@ -74,6 +76,11 @@ fn walk(expr: &Expr, steps: &mut Vec<Step>) -> Option<()> {
                     }
                     _ => return None,
                 },
+                ("where", [Expr::Call(inner, exists, none)])
+                    if exists == "exists" && none.is_empty() =>
+                {
+                    Step::WhereExists(Plan::compile(inner)?)
+                }
                 _ => return None,
             };
             steps.push(step);
@@ -108,64 +115,76 @@ impl Plan {
         {
             return None;
         }
-        (!steps.is_empty()).then_some(Plan { steps })
+        // `first()` steps are tracked as bits of a u64 (see `run`).
+        (!steps.is_empty() && steps.len() < 64).then_some(Plan { steps })
     }
 
     /// The items the path yields from `focus`.
+    ///
+    /// Depth first: each item runs the rest of the path before the next one
+    /// is looked at, so the results come in the order a step-by-step
+    /// evaluation gives (every step maps each item to a run of items, and
+    /// mapping distributes over concatenation), with no collection per step,
+    /// and a `first()` ends the walk as soon as it has its item.
     pub fn eval<'a>(&self, focus: &Item<'a>) -> Items<'a> {
-        // Two buffers used in turn (swapping inline buffers would copy them).
-        let mut buffers: [Items<'a>; 2] = [SmallVec::new(), SmallVec::new()];
-        buffers[0].push(focus.clone());
-        let mut at = 0;
-        for step in &self.steps {
-            let (first, second) = buffers.split_at_mut(1);
-            let (current, next) = if at == 0 {
-                (&mut first[0], &mut second[0])
-            } else {
-                (&mut second[0], &mut first[0])
-            };
-            match step {
-                Step::Member(name) => {
-                    next.clear();
-                    for item in current.iter() {
-                        member(item, name, next);
-                    }
-                    at = 1 - at;
-                }
-                Step::OfType(ty) => current.retain(|item| is_type(item, ty)),
-                Step::WhereEq(name, text) => current.retain(|item| {
-                    let mut values: Items<'a> = SmallVec::new();
-                    member(item, name, &mut values);
-                    matches!(values.as_slice(), [value] if equals_text(value, text))
-                }),
-                Step::First => current.truncate(1),
-                Step::ReferenceKey(wanted) => {
-                    next.clear();
-                    next.extend(
-                        current
-                            .iter()
-                            .filter_map(|item| reference_key(item, wanted.as_deref())),
-                    );
-                    at = 1 - at;
-                }
-                Step::FirstOf(branches) => {
-                    next.clear();
-                    // Only ever the first step: `current` is the focus alone.
-                    for item in current.iter() {
-                        let first = branches
-                            .iter()
-                            .find_map(|branch| branch.eval(item).into_iter().next());
-                        next.extend(first);
-                    }
-                    at = 1 - at;
+        let mut out = Items::new();
+        let mut fired = 0u64;
+        self.run(0, focus.clone(), &mut fired, &mut out);
+        out
+    }
+
+    /// Runs steps `at..` on `item`, appending what comes out to `out`.
+    /// `fired` has bit k set once the `first()` at step k let its item
+    /// through: later items reaching it are dropped, so the loops before it
+    /// stop.
+    fn run<'a>(&self, at: usize, item: Item<'a>, fired: &mut u64, out: &mut Items<'a>) {
+        let Some(step) = self.steps.get(at) else {
+            out.push(item);
+            return;
+        };
+        let next = at + 1;
+        match step {
+            Step::Member(name) => member_each(&item, name, &mut |child| {
+                self.run(next, child, fired, out);
+                *fired >> next == 0
+            }),
+            Step::OfType(ty) => {
+                if is_type(&item, ty) {
+                    self.run(next, item, fired, out);
                 }
             }
-            if buffers[at].is_empty() {
-                break;
+            Step::WhereEq(name, text) => {
+                let mut values: Items<'a> = SmallVec::new();
+                member(&item, name, &mut values);
+                if matches!(values.as_slice(), [value] if equals_text(value, text)) {
+                    self.run(next, item, fired, out);
+                }
+            }
+            Step::WhereExists(plan) => {
+                if !plan.eval(&item).is_empty() {
+                    self.run(next, item, fired, out);
+                }
+            }
+            Step::First => {
+                if *fired & (1 << at) == 0 {
+                    *fired |= 1 << at;
+                    self.run(next, item, fired, out);
+                }
+            }
+            Step::ReferenceKey(wanted) => {
+                if let Some(key) = reference_key(&item, wanted.as_deref()) {
+                    self.run(next, key, fired, out);
+                }
+            }
+            Step::FirstOf(branches) => {
+                let first = branches
+                    .iter()
+                    .find_map(|branch| branch.eval(&item).into_iter().next());
+                if let Some(first) = first {
+                    self.run(next, first, fired, out);
+                }
             }
         }
-        let [first, second] = buffers;
-        if at == 0 { first } else { second }
     }
 }
 
@@ -225,6 +244,18 @@ mod tests {
         "(name.where(use = 'official') | name).first().family",
         "(value.ofType(CodeableConcept).coding.display | value.ofType(CodeableConcept).text).first()",
         "(subject.getReferenceKey(Patient) | id).first()",
+        "category.where(coding.where(code = 'exam').exists()).coding.code",
+        "category.where(coding.exists()).coding.code.first()",
+        "name.where(given.exists()).family",
+        "name.where(use.exists()).family.first()",
+        "category.first().coding.code",
+        "category.coding.first().code",
+        "category.first().coding.code.first()",
+        "category.coding.code.first().first()",
+        "name.first().given",
+        "name.given.first()",
+        "performer.getReferenceKey().first()",
+        "identifier.value.first()",
     ];
 
     #[test]
@@ -251,7 +282,8 @@ mod tests {
         for path in [
             "(code.coding.display | code.text)",
             "(code.coding.display | code.text).first().exists()",
-            "component.where(code.coding.where(code = '1').exists()).value",
+            "component.where(code.coding.where(code = '1').exists() and true).value",
+            "component.where(exists()).value",
             "name.first().given.join(' ')",
             "subject.getReferenceKey().id",
             "code.coding[0].code",
