@@ -5,11 +5,13 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use arrow::record_batch::RecordBatch;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use fhirlake::lake::resource_schema;
-use fhirlake::load::{Lineage, ResourceRow, ResourceRows};
+use fhirlake::lake::{resource_schema, writer_properties};
+use fhirlake::load::{Lineage, ResourceRow, ResourceRows, table_schema};
 use fhirlake::ndjson::{Chunk, ChunkDecoder, LineChunker, LineKind};
 use fhirlake::view::ViewSet;
+use parquet::arrow::ArrowWriter;
 use rayon::prelude::*;
 
 fn sample(target: usize) -> Vec<u8> {
@@ -77,6 +79,41 @@ fn decode_and_build(chunks: &[Chunk]) -> usize {
         .sum()
 }
 
+/// The Observation table's batches (standard and view columns), one per chunk.
+fn table_batches(chunks: &[Chunk], views: &Arc<ViewSet>) -> Vec<RecordBatch> {
+    let lineage = Lineage {
+        job_id: "bench-job-0123456789".into(),
+        ingested_at: 0,
+    };
+    let view = views.for_type("Observation").cloned();
+    let schema = table_schema(view.as_deref());
+    let mut decoder = ChunkDecoder::with_views(views.clone());
+    chunks
+        .iter()
+        .map(|chunk| {
+            let decoded = decoder.decode(chunk, Some("Observation"));
+            let mut rows = ResourceRows::with_view(schema.clone(), view.clone());
+            for line in decoded.lines {
+                if let LineKind::Resource(keys) = line.kind {
+                    let resource = std::str::from_utf8(&chunk.data[line.start..line.end]).unwrap();
+                    let row = ResourceRow {
+                        id: &keys.id,
+                        last_updated: keys.last_updated.unwrap_or(0),
+                        version_id: keys.version_id.as_deref(),
+                        last_updated_from: None,
+                        resource,
+                        source: "/data/export/Observation.000.ndjson",
+                        line: line.line,
+                    };
+                    let view_row = line.view_row.map(|r| (&decoded.views[r.slot], r.start));
+                    rows.push(&row, view_row, &lineage).unwrap();
+                }
+            }
+            rows.finish().unwrap()
+        })
+        .collect()
+}
+
 fn bench(c: &mut Criterion) {
     let data = sample(32 << 20);
     let parts = chunks(&data, 4 << 20);
@@ -101,6 +138,25 @@ fn bench(c: &mut Criterion) {
     // The default views on the two biggest types of a Bulk export: the
     // tree parse, the view evaluation and the Arrow columns, per chunk.
     let views = Arc::new(ViewSet::defaults());
+
+    // Parquet encoding of the Observation table, as the lake writes it.
+    let batches = table_batches(&parts, &views);
+    let mut group = c.benchmark_group("parquet");
+    group.throughput(Throughput::Bytes(data.len() as u64));
+    group.sample_size(10);
+    group.bench_function("write_observation_table", |b| {
+        b.iter(|| {
+            let schema = batches[0].schema();
+            let properties = writer_properties(&schema);
+            let mut writer = ArrowWriter::try_new(Vec::new(), schema, Some(properties)).unwrap();
+            for batch in &batches {
+                writer.write(batch).unwrap();
+            }
+            writer.into_inner().unwrap().len()
+        })
+    });
+    group.finish();
+
     let mut group = c.benchmark_group("views");
     group.sample_size(10);
     for resource_type in ["Observation", "Encounter"] {

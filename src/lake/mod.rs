@@ -26,7 +26,9 @@ pub use location::{Lake, object_store_for, register_storage_handlers};
 pub use maintain::{OptimizeReport, VacuumReport, list_tables, optimize, vacuum};
 pub use merge::{MergeKind, UpdateMetrics, merge_rows, merge_updates};
 pub use schema::{QUARANTINE_TABLE, quarantine_schema, resource_schema, utc_micros};
-pub use sink::{COMMIT_ATTEMPTS, TableSink, is_commit_conflict, open_or_create_table};
+pub use sink::{
+    COMMIT_ATTEMPTS, TableSink, is_commit_conflict, open_or_create_table, writer_properties,
+};
 
 /// Errors at the storage boundary; each names the table or URI involved.
 #[derive(Debug, thiserror::Error)]

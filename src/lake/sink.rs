@@ -140,7 +140,11 @@ where
     }
 }
 
-/// Parquet settings for our tables: the raw-resource column is unique per row,
+/// Parquet settings for our tables. Pages are 64 KiB, not the default 1 MiB:
+/// a page is built, compressed and copied while it is still in the CPU's
+/// cache (snappy works in 64 KiB blocks anyway), which encodes a table ~15%
+/// faster (`cargo bench --bench decode -- parquet`) for ~3% more bytes.
+/// The raw-resource column is unique per row,
 /// so a dictionary or min/max statistics would only cost time (nobody prunes
 /// on a JSON document); `id` and `_line` are unique too, so no dictionary
 /// (their statistics stay: lookups by id prune on them). Row groups are capped
@@ -148,6 +152,7 @@ where
 pub fn writer_properties(schema: &SchemaRef) -> WriterProperties {
     let mut builder = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
+        .set_data_page_size_limit(64 * 1024)
         .set_max_row_group_row_count(Some(32 * 1024));
     for unique in ["id", "_line"] {
         if schema.field_with_name(unique).is_ok() {

@@ -33,7 +33,7 @@ use serde::Serialize;
 pub use discover::{DiscoverError, Discovered, discover};
 pub use pipeline::StageClock;
 use pipeline::{FilePipeline, Piece};
-pub use rows::{Lineage, QuarantineRow, QuarantineRows, ResourceRow, ResourceRows};
+pub use rows::{Lineage, QuarantineRow, QuarantineRows, ResourceRow, ResourceRows, table_schema};
 use view_tables::ViewTable;
 use writer::TableWriter;
 
