@@ -32,6 +32,10 @@ pub struct JsonError {
 impl<'a> Json<'a> {
     /// Parses `text`, allocating arrays and objects in `arena`.
     pub fn parse(text: &'a str, arena: &'a Bump) -> Result<Json<'a>, JsonError> {
+        // One pass over the whole text finds whether any control byte is in
+        // it at all (compact NDJSON has none); only then must each string be
+        // checked for one. A fold, not `any`: no early exit, so it vectorises.
+        let controls = text.bytes().fold(false, |seen, b| seen | (b < 0x20));
         let mut parser = Parser {
             bytes: text.as_bytes(),
             pos: 0,
@@ -39,6 +43,7 @@ impl<'a> Json<'a> {
             arena,
             items: Vec::new(),
             members: Vec::new(),
+            controls,
         };
         parser.skip_ws();
         let value = parser.value(0)?;
@@ -97,6 +102,28 @@ impl fmt::Display for Json<'_> {
 
 const MAX_DEPTH: usize = 512;
 
+/// Where the first `"` or `\` at or after `from` is. Eight bytes at a time
+/// (most strings are keys, codes and ids, too short for a vector search to
+/// pay for its setup), then a vector search for long strings.
+fn find_quote_or_backslash(bytes: &[u8], from: usize) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    // High bit set in each byte of `word` that is zero; wrong only in bytes
+    // above a zero byte, and only the lowest flagged byte is used.
+    let zero_bytes = |word: u64| word.wrapping_sub(ONES) & !word & HIGHS;
+    let mut at = from;
+    while at + 8 <= bytes.len() && at - from < 64 {
+        let word = u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+        let found = zero_bytes(word ^ (ONES * u64::from(b'"')))
+            | zero_bytes(word ^ (ONES * u64::from(b'\\')));
+        if found != 0 {
+            return Some(at + (found.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    memchr::memchr2(b'"', b'\\', &bytes[at..]).map(|i| at + i)
+}
+
 struct Parser<'a> {
     bytes: &'a [u8],
     text: &'a str,
@@ -107,6 +134,8 @@ struct Parser<'a> {
     /// vectors would copy them at every doubling).
     items: Vec<Json<'a>>,
     members: Vec<(&'a str, Json<'a>)>,
+    /// Whether the text holds any byte below 0x20 (JSON forbids them raw in strings).
+    controls: bool,
 }
 
 impl<'a> Parser<'a> {
@@ -243,6 +272,15 @@ impl<'a> Parser<'a> {
     fn string(&mut self) -> Result<&'a str, JsonError> {
         self.pos += 1; // opening quote
         let first = self.pos;
+        // Compact NDJSON: no control byte anywhere, so a string with no
+        // escape is everything up to the next quote.
+        if !self.controls
+            && let Some(at) = find_quote_or_backslash(self.bytes, first)
+            && self.bytes[at] == b'"'
+        {
+            self.pos = at + 1;
+            return Ok(&self.text[first..at]);
+        }
         let mut out = String::new();
         loop {
             let start = self.pos;
@@ -251,9 +289,10 @@ impl<'a> Parser<'a> {
             self.pos = memchr::memchr2(b'"', b'\\', &self.bytes[self.pos..])
                 .map_or(self.bytes.len(), |i| self.pos + i);
             // A fold, not `any`: no early exit, so it vectorises.
-            if self.bytes[start..self.pos]
-                .iter()
-                .fold(false, |control, &b| control | (b < 0x20))
+            if self.controls
+                && self.bytes[start..self.pos]
+                    .iter()
+                    .fold(false, |control, &b| control | (b < 0x20))
             {
                 return Err(self.err("control character in string"));
             }
@@ -325,6 +364,27 @@ impl<'a> Parser<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_the_first_quote_or_backslash_at_any_offset_and_length() {
+        let mut text: Vec<u8> = (0..200u32)
+            .map(|i| b"ab\xc3\xa9z0\x01"[i as usize % 7])
+            .collect();
+        for stop in [0usize, 1, 7, 8, 9, 15, 63, 64, 65, 71, 72, 150, 199] {
+            for byte in [b'"', b'\\'] {
+                text[stop] = byte;
+                for from in [0usize, 1, 3, 8, 60] {
+                    let naive = text[from..]
+                        .iter()
+                        .position(|&b| b == b'"' || b == b'\\')
+                        .map(|p| from + p);
+                    assert_eq!(find_quote_or_backslash(&text, from), naive, "{stop} {from}");
+                }
+                text[stop] = b'a';
+            }
+        }
+        assert_eq!(find_quote_or_backslash(b"abc", 0), None);
+    }
 
     #[test]
     fn keeps_number_text_and_matches_serde() {
