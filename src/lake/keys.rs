@@ -7,6 +7,7 @@
 //! (about 1e-25 at 10M ids).
 
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use deltalake::DeltaTable;
 use deltalake::arrow::array::{Array, AsArray};
@@ -41,20 +42,56 @@ pub enum KeyState {
 #[derive(Debug)]
 pub struct KeyIndex {
     mode: LoadMode,
-    latest: HashMap<u128, i64>,
-    versions: HashSet<(u128, i64)>,
+    latest: HashMap<u128, i64, Prehashed>,
+    versions: HashSet<(u128, i64), Prehashed>,
+}
+
+/// Hasher for keys that are already xxh3 hashes of the id: their bits are
+/// evenly spread, so hashing them again (std's SipHash) would only cost time
+/// on every row of a load.
+#[derive(Default, Clone, Copy)]
+struct PrehashedKey(u64);
+
+type Prehashed = BuildHasherDefault<PrehashedKey>;
+
+impl Hasher for PrehashedKey {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Not used by the key types here; FNV-1a keeps it correct anyway.
+        for &byte in bytes {
+            self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn write_u128(&mut self, id: u128) {
+        self.0 ^= id as u64 ^ (id >> 64) as u64;
+    }
+
+    fn write_i64(&mut self, last_updated: i64) {
+        // Versions of one id differ only here: multiply to spread them.
+        self.0 = (self.0 ^ last_updated as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
 }
 
 fn id_hash(id: &str) -> u128 {
-    xxhash_rust::xxh3::xxh3_128(id.as_bytes())
+    // Seeded per process: the index buckets by these bits directly
+    // ([`PrehashedKey`]), so ids crafted to collide must not be predictable.
+    static SEED: std::sync::LazyLock<u64> = std::sync::LazyLock::new(|| {
+        use std::hash::BuildHasher;
+        std::collections::hash_map::RandomState::new().hash_one(0u64)
+    });
+    xxhash_rust::xxh3::xxh3_128_with_seed(id.as_bytes(), *SEED)
 }
 
 impl KeyIndex {
     pub fn new(mode: LoadMode) -> Self {
         Self {
             mode,
-            latest: HashMap::new(),
-            versions: HashSet::new(),
+            latest: HashMap::default(),
+            versions: HashSet::default(),
         }
     }
 
