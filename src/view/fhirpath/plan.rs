@@ -1,10 +1,10 @@
 //! A fast path for the path shapes views use most — member chains with
-//! `ofType(T)`, `where(member = 'text')`, `where(path.exists())`, `first()`, a final
-//! `getReferenceKey([T])`, and a leading `(a | b).first()` — evaluated on small inline buffers instead of a
-//! fresh collection per step. Any other expression returns `None` from
-//! [`Plan::compile`] and goes to the general evaluator. Each step calls the
-//! general evaluator's own helpers, so the two give the same items (a
-//! differential test below and the SQL-on-FHIR suite check it).
+//! `ofType(T)`, `where(member = 'text')`, `where(path.exists())`, `first()`,
+//! a final `getReferenceKey([T])`, and a leading `(a | b).first()` —
+//! evaluated depth first, with no collection per step. Any other expression
+//! returns `None` from [`Plan::compile`] and goes to the general evaluator.
+//! Each step calls the general evaluator's own helpers, so the two give the
+//! same items (a differential test below and the SQL-on-FHIR suite check it).
 
 use smallvec::SmallVec;
 
