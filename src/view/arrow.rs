@@ -301,9 +301,14 @@ impl ViewBuilder {
         self.columns[column].append(cell);
     }
 
-    /// Ends the row being built: columns that got no cell (an evaluation
-    /// stopped early) get a null, so every column keeps one value per row.
+    /// Ends the row being built, every column having had its cell.
     pub fn end_row(&mut self) {
+        self.rows += 1;
+    }
+
+    /// Ends a row whose evaluation stopped early: the columns that got no
+    /// cell get a null, so every column keeps one value per row.
+    pub fn end_partial_row(&mut self) {
         self.rows += 1;
         for builder in &mut self.columns {
             if builder.len() < self.rows {

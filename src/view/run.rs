@@ -120,7 +120,10 @@ impl CompiledView {
         let filled = self.each_flat_cell(&self.root, &focus, 0, None, &mut |i, cell| {
             builder.append_cell(i, &cell)
         });
-        builder.end_row();
+        match filled {
+            Ok(()) => builder.end_row(),
+            Err(_) => builder.end_partial_row(),
+        }
         filled.map(|()| 1)
     }
 

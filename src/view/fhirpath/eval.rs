@@ -267,7 +267,7 @@ pub(super) fn member_each<'a>(
     };
     let mut choice_at = None;
     for (at, (key, value)) in members.iter().enumerate() {
-        if key.len() == name.len() && key == &name {
+        if *key == name {
             push(value, None, each);
             return;
         }
