@@ -31,10 +31,8 @@ fn sample_of(resource_type: &str, target: usize) -> Vec<u8> {
 
 fn chunks(data: &[u8], size: usize) -> Vec<Chunk> {
     let mut chunker = LineChunker::new(size);
-    let mut out = Vec::new();
-    chunker.push(data, &mut out);
-    out.extend(chunker.finish());
-    out
+    let mut reader = data;
+    std::iter::from_fn(|| chunker.next_chunk(&mut reader).unwrap()).collect()
 }
 
 fn decode_and_build(chunks: &[Chunk]) -> usize {

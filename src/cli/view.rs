@@ -1,7 +1,7 @@
 //! `fhirlake view run`: a ViewDefinition over resources, rows out. The way
 //! users debug their views before a load uses them.
 
-use std::io::{BufRead, Read, Write};
+use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -234,29 +234,21 @@ fn stream_ndjson(view: &CompiledView, path: &Path, output: &mut Output) -> Resul
         let (recycle_tx, recycle_rx) = std::sync::mpsc::channel::<Vec<u8>>();
         scope.spawn(move || {
             let mut chunker = LineChunker::new(4 << 20);
-            let mut buf = vec![0u8; 1 << 20];
-            let mut ready = Vec::new();
             loop {
-                let n = match file.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => n,
+                while let Ok(buffer) = recycle_rx.try_recv() {
+                    chunker.recycle(buffer);
+                }
+                let chunk = match chunker.next_chunk(&mut file) {
+                    Ok(Some(chunk)) => chunk,
+                    Ok(None) => break,
                     Err(e) => {
                         let _ = chunk_tx.send(Err(e.into()));
                         return;
                     }
                 };
-                while let Ok(buffer) = recycle_rx.try_recv() {
-                    chunker.recycle(buffer);
+                if chunk_tx.send(Ok(chunk)).is_err() {
+                    return;
                 }
-                chunker.push(&buf[..n], &mut ready);
-                for chunk in ready.drain(..) {
-                    if chunk_tx.send(Ok(chunk)).is_err() {
-                        return;
-                    }
-                }
-            }
-            if let Some(last) = chunker.finish() {
-                let _ = chunk_tx.send(Ok(last));
             }
         });
         let (sender, receiver) = std::sync::mpsc::sync_channel::<Produced>(2 * group);

@@ -197,6 +197,77 @@ impl LoadReport {
     }
 }
 
+/// The per-type tables of a job: open ones, and ones being opened ahead of
+/// their first row. Creating a table and reading its key index is I/O the
+/// loader would otherwise wait on at every file boundary, cores idle.
+#[derive(Default)]
+struct TypeTables {
+    open: BTreeMap<String, TableState>,
+    opening: HashMap<String, tokio::task::JoinHandle<Result<TableState, LoadError>>>,
+}
+
+impl TypeTables {
+    /// Starts opening the table of `resource_type`, unless open or opening.
+    fn open_ahead(
+        &mut self,
+        lake: &Lake,
+        plan: &LoadPlan,
+        resource_type: &str,
+        clock: &Arc<StageClock>,
+    ) {
+        let name = fhir::table_name(resource_type);
+        if self.open.contains_key(&name) || self.opening.contains_key(&name) {
+            return;
+        }
+        let view = plan.views.for_type(resource_type).cloned();
+        let (lake, clock, mode, table) = (lake.clone(), clock.clone(), plan.mode, name.clone());
+        let task =
+            tokio::spawn(async move { TableState::open(&lake, &table, mode, view, &clock).await });
+        self.opening.insert(name, task);
+    }
+
+    /// The table `name` of `resource_type`: opened ahead, or now.
+    async fn get(
+        &mut self,
+        lake: &Lake,
+        plan: &LoadPlan,
+        name: &str,
+        resource_type: &str,
+        clock: &Arc<StageClock>,
+    ) -> Result<&mut TableState, LoadError> {
+        if !self.open.contains_key(name) {
+            let state = match self.opening.remove(name) {
+                Some(task) => task.await.expect("table open task panicked")?,
+                None => {
+                    let view = plan.views.for_type(resource_type).cloned();
+                    TableState::open(lake, name, plan.mode, view, clock).await?
+                }
+            };
+            self.open.insert(name.to_owned(), state);
+        }
+        Ok(self.open.get_mut(name).expect("opened above"))
+    }
+
+    /// The open tables, once tables opened ahead but never needed (their
+    /// file held no valid line of the type) have settled. Their outcome does
+    /// not matter to the job: nothing of it went to them.
+    async fn into_open(mut self) -> BTreeMap<String, TableState> {
+        for (_, task) in self.opening.drain() {
+            let _ = task.await;
+        }
+        std::mem::take(&mut self.open)
+    }
+}
+
+impl Drop for TypeTables {
+    /// A job that fails stops its tables being opened ahead.
+    fn drop(&mut self) {
+        for task in self.opening.values() {
+            task.abort();
+        }
+    }
+}
+
 /// Progress events for a display; the loader never prints.
 #[derive(Debug, Clone)]
 pub enum Progress {
@@ -219,6 +290,8 @@ struct TableState {
     updates: ResourceRows,
     update_batches: Vec<RecordBatch>,
     update_bytes: usize,
+    /// Raw-resource bytes per row of the last insert batch (0: none yet).
+    row_bytes: usize,
     record: TableRecord,
 }
 
@@ -243,6 +316,7 @@ impl TableState {
             index,
             update_batches: Vec::new(),
             update_bytes: 0,
+            row_bytes: 0,
             record: TableRecord::default(),
         })
     }
@@ -260,15 +334,29 @@ impl TableState {
         if self.inserts.is_empty() {
             return Ok(std::time::Duration::ZERO);
         }
-        // The next batch is sized like this one (files are mostly one type).
-        let fresh = ResourceRows::with_capacity(
+        self.row_bytes = self.inserts.resource_bytes() / self.inserts.len();
+        // Sized by `size_inserts` at its first row, if it gets one.
+        let empty = ResourceRows::with_view(self.schema.clone(), self.view.clone());
+        let rows = std::mem::replace(&mut self.inserts, empty);
+        self.writer.as_mut().expect("writer open").send(rows).await
+    }
+
+    /// Sizes the (empty) insert builder for a batch of `rows` rows like the
+    /// last batch's, or like `first_row_bytes` for the table's first batch:
+    /// a builder that regrows copies everything buffered so far.
+    fn size_inserts(&mut self, rows: usize, first_row_bytes: usize) {
+        let per_row = if self.row_bytes > 0 {
+            self.row_bytes
+        } else {
+            first_row_bytes
+        };
+        let bytes = per_row * rows;
+        self.inserts = ResourceRows::with_capacity(
             self.schema.clone(),
             self.view.clone(),
-            self.inserts.len(),
-            self.inserts.resource_bytes() + self.inserts.resource_bytes() / 8,
+            rows,
+            bytes + bytes / 8,
         );
-        let rows = std::mem::replace(&mut self.inserts, fresh);
-        self.writer.as_mut().expect("writer open").send(rows).await
     }
 
     fn stash_updates(&mut self) -> Result<(), LoadError> {
@@ -469,7 +557,7 @@ pub async fn run(
 
     let mut warnings = Vec::new();
     let mut inputs = Vec::new();
-    let mut tables: BTreeMap<String, TableState> = BTreeMap::new();
+    let mut tables = TypeTables::default();
     let mut view_tables: BTreeMap<String, ViewTable> = BTreeMap::new();
     let mut view_records: BTreeMap<String, TableRecord> = BTreeMap::new();
     let mut quarantine = QuarantineRows::new(quarantine_schema());
@@ -535,10 +623,16 @@ pub async fn run(
             Some((at, pipeline)) if at == index => pipeline,
             _ => start_pipeline(file),
         };
+        if let Some(expected) = file.expected_type {
+            tables.open_ahead(lake, plan, expected, &clock);
+        }
         if let Some(next) = discovered.files.get(index + 1)
             && !loaded.contains_key(&next.size)
         {
             prefetched = Some((index + 1, start_pipeline(next)));
+            if let Some(expected) = next.expected_type {
+                tables.open_ahead(lake, plan, expected, &clock);
+            }
         }
         let record = load_file(
             lake,
@@ -556,10 +650,17 @@ pub async fn run(
         .await?;
         bytes_read += record.bytes;
         record.check_accounting()?;
+        // The file's rows go to the encoders now, not at the commit: the next
+        // file of a Bulk export is of another type, so the encoding overlaps it.
+        for name in record.tables.keys() {
+            if let Some(state) = tables.open.get_mut(name) {
+                state.write_inserts().await?;
+            }
+        }
         inputs.push(record);
         // Bound memory: MERGE buffered updates once they grow large (own-table
         // views first: a type table may never commit ahead of them).
-        for state in tables.values_mut() {
+        for state in tables.open.values_mut() {
             state.stash_updates()?;
             if state.update_bytes >= plan.update_flush_bytes {
                 commit_view_tables(lake, &mut view_tables, &mut view_records).await?;
@@ -574,6 +675,8 @@ pub async fn run(
     // Type tables commit independently of each other: all at once, so each
     // one's last Parquet encoding and its commit overlap the others'.
     let commits: Vec<_> = tables
+        .into_open()
+        .await
         .into_iter()
         .map(|(name, mut state)| {
             let (lake, clock) = (lake.clone(), clock.clone());
@@ -765,7 +868,7 @@ async fn load_file(
     mut pipeline: FilePipeline,
     lineage: &Lineage,
     clock: &Arc<StageClock>,
-    tables: &mut BTreeMap<String, TableState>,
+    tables: &mut TypeTables,
     view_tables: &mut BTreeMap<String, ViewTable>,
     quarantine: &mut QuarantineRows,
     warnings: &mut Vec<String>,
@@ -834,12 +937,9 @@ async fn load_file(
                 );
             }
             let name = &table_of_type.1;
-            if !tables.contains_key(name) {
-                let view = plan.views.for_type(&keys.resource_type).cloned();
-                let state = TableState::open(lake, name, plan.mode, view, clock).await?;
-                tables.insert(name.clone(), state);
-            }
-            let state = tables.get_mut(name).expect("opened above");
+            let state = tables
+                .get(lake, plan, name, &keys.resource_type, clock)
+                .await?;
             if !record.tables.contains_key(name) {
                 record.tables.insert(name.clone(), RowCounts::default());
             }
@@ -881,6 +981,9 @@ async fn load_file(
                     counts.inserted += 1;
                     if !state.inserts.has_room_for(resource.len()) {
                         waited += state.write_inserts().await?;
+                    }
+                    if state.inserts.is_empty() {
+                        state.size_inserts(plan.batch_rows, resource.len());
                     }
                     state
                         .inserts

@@ -7,7 +7,6 @@
 //! Both channels are bounded, so memory is about (queue depth + N) × chunk
 //! size whatever the file size.
 
-use std::io::Read;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -107,37 +106,26 @@ fn read_file(
             return;
         }
     };
-    let mut chunker = LineChunker::new(chunk_bytes);
-    let mut buf = vec![0u8; 1 << 20];
-    let mut ready = Vec::new();
+    // Lines are numbered after decoding, where they are walked anyway.
+    let mut chunker = LineChunker::new(chunk_bytes).without_line_numbers();
     loop {
         let started = Instant::now();
-        let n = match reader.read(&mut buf) {
-            Ok(n) => n,
+        while let Ok(buffer) = recycled.try_recv() {
+            chunker.recycle(buffer);
+        }
+        let chunk = match chunker.next_chunk(&mut reader) {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
             Err(e) => {
                 let _ = tx.send(Err(Piece::Failed(e)));
                 return;
             }
         };
-        if n == 0 {
-            break;
-        }
-        while let Ok(buffer) = recycled.try_recv() {
-            chunker.recycle(buffer);
-        }
-        chunker.push(&buf[..n], &mut ready);
         StageClock::add(&clock.read_hash, started);
-        progress(n as u64);
-        for chunk in ready.drain(..) {
-            if tx.send(Ok(chunk)).is_err() {
-                return;
-            }
+        progress(chunk.data.len() as u64);
+        if tx.send(Ok(chunk)).is_err() {
+            return;
         }
-    }
-    if let Some(last) = chunker.finish()
-        && tx.send(Ok(last)).is_err()
-    {
-        return;
     }
     let started = Instant::now();
     let done = match reader.finish() {
@@ -157,6 +145,8 @@ fn decode_chunks(
 ) {
     let group = rayon::current_num_threads().max(1) * 2;
     let mut pending: Vec<Chunk> = Vec::with_capacity(group);
+    // The chunks come unnumbered: each one's lines follow the previous one's.
+    let mut next_line = 1;
     loop {
         // Block for one chunk, then take whatever else is already queued.
         let first = match rx.recv() {
@@ -184,7 +174,10 @@ fn decode_chunks(
             )
             .collect();
         StageClock::add(&clock.decode, started);
-        for (chunk, lines) in pending.drain(..).zip(decoded) {
+        for (mut chunk, mut lines) in pending.drain(..).zip(decoded) {
+            chunk.first_line = next_line;
+            lines.number_from(next_line);
+            next_line += lines.lines.len() as u64;
             if tx.blocking_send(Piece::Lines(chunk, lines)).is_err() {
                 return;
             }

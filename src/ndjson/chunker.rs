@@ -1,24 +1,40 @@
 //! Newline-aligned chunking of a byte stream, with line numbers and offsets.
 
+use std::io::{self, Read};
+
 /// A run of whole lines cut from one input, plus where it starts in that input.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chunk {
     /// Whole lines, each ending in `\n` except possibly the input's last one.
     pub data: Vec<u8>,
-    /// 1-based number of the chunk's first line in its input.
+    /// 1-based number of the chunk's first line in its input (0 from a
+    /// chunker [`without_line_numbers`](LineChunker::without_line_numbers)).
     pub first_line: u64,
     /// Byte offset of the chunk's first byte in its (decompressed) input.
     pub first_offset: u64,
 }
 
-/// Cuts a byte stream into chunks of at least `target_bytes` that end on a
-/// newline. Feed it any piece sizes; the chunks (and so the line numbers and
-/// offsets) depend only on the bytes and the target, never on the pieces.
+/// Bytes asked of the reader per call: small enough that the hashing
+/// reader and the newline search still find them in cache.
+const READ_BYTES: usize = 1 << 20;
+/// Room past the target in each buffer for the line the target falls in.
+const SLACK_BYTES: usize = 64 * 1024;
+
+/// Cuts what a reader yields into chunks of at least `target_bytes` that end
+/// on a newline. Reads land straight in the chunk's buffer; only the line a
+/// cut falls in is copied (to the next buffer). The chunks (and so the line
+/// numbers and offsets) depend only on the bytes and the target, never on
+/// how much each read returns.
 #[derive(Debug)]
 pub struct LineChunker {
     target_bytes: usize,
-    pending: Vec<u8>,
-    next_line: u64,
+    /// The chunk being filled; `buf[..filled]` holds input.
+    buf: Vec<u8>,
+    filled: usize,
+    /// `buf[..scanned]` past the target holds no newline (a long line).
+    scanned: usize,
+    /// `None`: lines are not counted here (see [`LineChunker::without_line_numbers`]).
+    next_line: Option<u64>,
     next_offset: u64,
     /// Buffers of consumed chunks, reused so a long file does not allocate
     /// (and page-fault) a fresh multi-megabyte buffer per chunk.
@@ -30,80 +46,91 @@ impl LineChunker {
         let target_bytes = target_bytes.max(1);
         Self {
             target_bytes,
-            pending: Vec::with_capacity(target_bytes + 64 * 1024),
-            next_line: 1,
+            buf: Vec::new(),
+            filled: 0,
+            scanned: 0,
+            next_line: Some(1),
             next_offset: 0,
             spare: Vec::new(),
         }
     }
 
+    /// Chunks get `first_line` 0: the caller numbers lines itself, as the
+    /// load pipeline does after decoding (one pass over the bytes fewer).
+    pub fn without_line_numbers(mut self) -> Self {
+        self.next_line = None;
+        self
+    }
+
     /// Hands back a consumed chunk's buffer for reuse.
     pub fn recycle(&mut self, mut buffer: Vec<u8>) {
         if self.spare.len() < 8 && buffer.capacity() >= self.target_bytes {
-            buffer.clear();
+            // Only the tail past the last cut is zeroed: the buffer was full once.
+            buffer.resize(buffer.capacity(), 0);
             self.spare.push(buffer);
         }
     }
 
-    /// Adds `bytes`; returns each chunk that is complete, in order.
-    pub fn push(&mut self, mut bytes: &[u8], out: &mut Vec<Chunk>) {
-        while !bytes.is_empty() {
-            let room = self.target_bytes.saturating_sub(self.pending.len());
-            if room > 0 {
-                let take = room.min(bytes.len());
-                self.pending.extend_from_slice(&bytes[..take]);
-                bytes = &bytes[take..];
-                if self.pending.len() < self.target_bytes {
-                    continue;
+    /// Reads until a chunk is complete and returns it; `None` at the end of
+    /// the input. The last chunk may lack a final newline.
+    pub fn next_chunk(&mut self, reader: &mut dyn Read) -> io::Result<Option<Chunk>> {
+        if self.buf.is_empty() {
+            self.buf = self.fresh_buffer();
+        }
+        loop {
+            if self.filled >= self.target_bytes {
+                // Cut at the first newline at or after the target, so a chunk
+                // is never shorter than the target unless the input ends.
+                let from = self.scanned.max(self.target_bytes - 1);
+                if let Some(pos) = memchr::memchr(b'\n', &self.buf[from..self.filled]) {
+                    return Ok(Some(self.cut(from + pos + 1)));
                 }
+                self.scanned = self.filled;
             }
-            // At or past the target: cut at the first newline at or after it,
-            // so a chunk is never shorter than the target unless input ends.
-            let search_from = self.target_bytes - 1;
-            if let Some(pos) = memchr::memchr(b'\n', &self.pending[search_from..]) {
-                let cut = search_from + pos + 1;
-                self.emit(cut, out);
-            } else if let Some(pos) = memchr::memchr(b'\n', bytes) {
-                self.pending.extend_from_slice(&bytes[..=pos]);
-                bytes = &bytes[pos + 1..];
-                let cut = self.pending.len();
-                self.emit(cut, out);
-            } else {
-                // One line longer than the target: keep accumulating it.
-                self.pending.extend_from_slice(bytes);
-                bytes = &[];
+            if self.filled == self.buf.len() {
+                // One line longer than the buffer: make room for it.
+                let grown = self.buf.len() * 2;
+                self.buf.resize(grown, 0);
             }
+            let end = self.buf.len().min(self.filled + READ_BYTES);
+            let n = match reader.read(&mut self.buf[self.filled..end]) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if n == 0 {
+                return Ok((self.filled > 0).then(|| self.cut(self.filled)));
+            }
+            self.filled += n;
         }
     }
 
-    /// Returns the final, possibly unterminated, chunk.
-    pub fn finish(&mut self) -> Option<Chunk> {
-        if self.pending.is_empty() {
-            return None;
-        }
-        let data = std::mem::take(&mut self.pending);
-        Some(self.make_chunk(data))
-    }
-
-    fn emit(&mut self, cut: usize, out: &mut Vec<Chunk>) {
-        let mut next = self
-            .spare
+    fn fresh_buffer(&mut self) -> Vec<u8> {
+        self.spare
             .pop()
-            .unwrap_or_else(|| Vec::with_capacity(self.target_bytes + 64 * 1024));
-        next.extend_from_slice(&self.pending[cut..]);
-        self.pending.truncate(cut);
-        let data = std::mem::replace(&mut self.pending, next);
-        let chunk = self.make_chunk(data);
-        out.push(chunk);
+            .unwrap_or_else(|| vec![0; self.target_bytes + SLACK_BYTES])
     }
 
-    fn make_chunk(&mut self, data: Vec<u8>) -> Chunk {
+    /// Emits `buf[..cut]`; what follows it starts the next buffer.
+    fn cut(&mut self, cut: usize) -> Chunk {
+        let rest = self.filled - cut;
+        let mut next = self.fresh_buffer();
+        if next.len() < rest + 1 {
+            next.resize((rest + 1).next_power_of_two(), 0);
+        }
+        next[..rest].copy_from_slice(&self.buf[cut..self.filled]);
+        let mut data = std::mem::replace(&mut self.buf, next);
+        data.truncate(cut);
+        self.filled = rest;
+        self.scanned = 0;
         let chunk = Chunk {
-            first_line: self.next_line,
+            first_line: self.next_line.unwrap_or(0),
             first_offset: self.next_offset,
             data,
         };
-        self.next_line += memchr::memchr_iter(b'\n', &chunk.data).count() as u64;
+        if let Some(line) = self.next_line.as_mut() {
+            *line += memchr::memchr_iter(b'\n', &chunk.data).count() as u64;
+        }
         self.next_offset += chunk.data.len() as u64;
         chunk
     }
@@ -113,13 +140,28 @@ impl LineChunker {
 mod tests {
     use super::*;
 
+    /// A reader that returns at most `piece` bytes per call.
+    pub struct Pieces<'a> {
+        pub data: &'a [u8],
+        pub piece: usize,
+    }
+
+    impl Read for Pieces<'_> {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            let n = self.piece.min(out.len()).min(self.data.len());
+            out[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
     fn chunk_all(input: &[u8], target: usize, piece: usize) -> Vec<Chunk> {
         let mut chunker = LineChunker::new(target);
+        let mut reader = Pieces { data: input, piece };
         let mut out = Vec::new();
-        for part in input.chunks(piece) {
-            chunker.push(part, &mut out);
+        while let Some(chunk) = chunker.next_chunk(&mut reader).unwrap() {
+            out.push(chunk);
         }
-        out.extend(chunker.finish());
         out
     }
 
@@ -141,6 +183,37 @@ mod tests {
                 assert_eq!(chunk.data.last(), Some(&b'\n'));
             }
         }
+    }
+
+    #[test]
+    fn a_line_longer_than_the_buffer_is_kept_whole() {
+        let long = "x".repeat(3 * SLACK_BYTES);
+        let input = format!("a\n{long}\nb\n{long}");
+        for piece in [7, 4096, input.len()] {
+            let chunks = chunk_all(input.as_bytes(), 4, piece);
+            let lines: Vec<&[u8]> = chunks.iter().map(|c| c.data.as_slice()).collect();
+            let expected = [format!("a\n{long}\n"), format!("b\n{long}")];
+            assert_eq!(lines, expected.map(String::into_bytes), "piece {piece}");
+        }
+    }
+
+    #[test]
+    fn recycled_buffers_give_the_same_chunks() {
+        let input: Vec<u8> = (0..5000)
+            .flat_map(|i| format!("{{\"n\":{i}}}\n").into_bytes())
+            .collect();
+        let reference = chunk_all(&input, 100, 33);
+        let mut chunker = LineChunker::new(100);
+        let mut reader = Pieces {
+            data: &input,
+            piece: 33,
+        };
+        let mut out = Vec::new();
+        while let Some(chunk) = chunker.next_chunk(&mut reader).unwrap() {
+            out.push(chunk.clone());
+            chunker.recycle(chunk.data);
+        }
+        assert_eq!(out, reference);
     }
 
     #[test]

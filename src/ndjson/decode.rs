@@ -108,6 +108,16 @@ pub struct DecodedChunk {
     pub views: Vec<ViewArrays>,
 }
 
+impl DecodedChunk {
+    /// Shifts line numbers by `first_line`: for a chunk decoded before its
+    /// place in the input was known (its `first_line` was 0).
+    pub fn number_from(&mut self, first_line: u64) {
+        for line in &mut self.lines {
+            line.line += first_line;
+        }
+    }
+}
+
 /// Decodes chunks; holds one thread's reusable parse buffers (simd-json
 /// parses in place, so each line is copied into a scratch buffer first).
 pub struct ChunkDecoder {

@@ -340,32 +340,50 @@ async fn gzip_input_loads_like_plain_and_hashes_stored_bytes() {
     assert_eq!(query(&a), query(&b));
 }
 
-fn decode_all(data: &[u8], target: usize, piece: usize) -> Vec<(u64, u64, String)> {
-    let mut chunker = LineChunker::new(target);
-    let mut chunks: Vec<Chunk> = Vec::new();
-    for part in data.chunks(piece) {
-        chunker.push(part, &mut chunks);
+/// A reader that returns at most `piece` bytes per call.
+struct Pieces<'a>(&'a [u8], usize);
+
+impl std::io::Read for Pieces<'_> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.1.min(out.len()).min(self.0.len());
+        out[..n].copy_from_slice(&self.0[..n]);
+        self.0 = &self.0[n..];
+        Ok(n)
     }
-    chunks.extend(chunker.finish());
+}
+
+/// Decodes `data` cut into `target`-byte chunks read `piece` bytes at a
+/// time. With `renumber`, lines are numbered after decoding, as the load
+/// pipeline does, instead of by the chunker.
+fn decode_all(data: &[u8], target: usize, piece: usize, renumber: bool) -> Vec<(u64, u64, String)> {
+    let mut chunker = LineChunker::new(target);
+    if renumber {
+        chunker = chunker.without_line_numbers();
+    }
+    let mut reader = Pieces(data, piece);
+    let chunks: Vec<Chunk> =
+        std::iter::from_fn(|| chunker.next_chunk(&mut reader).unwrap()).collect();
     let mut decoder = ChunkDecoder::default();
+    let mut next_line = 1;
     chunks
         .iter()
         .flat_map(|c| {
-            decoder
-                .decode(c, Some("Observation"))
-                .lines
-                .into_iter()
-                .map(move |l| {
-                    (
-                        l.line,
-                        l.offset,
-                        format!(
-                            "{:?} {}",
-                            l.kind,
-                            String::from_utf8_lossy(&c.data[l.start..l.end])
-                        ),
-                    )
-                })
+            let mut decoded = decoder.decode(c, Some("Observation"));
+            if renumber {
+                decoded.number_from(next_line);
+                next_line += decoded.lines.len() as u64;
+            }
+            decoded.lines.into_iter().map(move |l| {
+                (
+                    l.line,
+                    l.offset,
+                    format!(
+                        "{:?} {}",
+                        l.kind,
+                        String::from_utf8_lossy(&c.data[l.start..l.end])
+                    ),
+                )
+            })
         })
         .collect()
 }
@@ -374,18 +392,20 @@ fn decode_all(data: &[u8], target: usize, piece: usize) -> Vec<(u64, u64, String
 fn decoding_is_independent_of_chunk_and_read_sizes() {
     let data = std::fs::read(sample_dir("bds-r4-10").join("Observation.ndjson")).unwrap();
     let data = &data[..200_000.min(data.len())]; // ends mid-line on purpose
-    let reference = decode_all(data, 1 << 20, data.len());
+    let reference = decode_all(data, 1 << 20, data.len(), false);
     assert!(reference.len() > 100);
     for target in [1, 3, 5, 4096, 65_536] {
         for piece in [1, 3, 5, 4096] {
             if target == 1 && piece == 1 {
                 continue; // same as (1, 3) but slow in debug builds
             }
-            assert_eq!(
-                decode_all(data, target, piece),
-                reference,
-                "chunk {target}, read {piece}"
-            );
+            for renumber in [false, true] {
+                assert_eq!(
+                    decode_all(data, target, piece, renumber),
+                    reference,
+                    "chunk {target}, read {piece}, renumbered {renumber}"
+                );
+            }
         }
     }
 }
