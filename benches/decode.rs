@@ -51,17 +51,16 @@ fn decode_and_build(chunks: &[Chunk]) -> usize {
             },
             |(decoder, rows), chunk| {
                 let decoded = decoder.decode(chunk, Some("Observation"));
-                for line in decoded.lines {
+                for (n, line) in decoded.lines.into_iter().enumerate() {
                     if let LineKind::Resource(keys) = line.kind {
-                        let resource =
-                            std::str::from_utf8(&chunk.data[line.start..line.end]).unwrap();
                         rows.push(
                             &ResourceRow {
                                 id: &keys.id,
                                 last_updated: keys.last_updated.unwrap_or(0),
                                 version_id: keys.version_id.as_deref(),
                                 last_updated_from: None,
-                                resource,
+                                resource: (&decoded.resources, n),
+                                resource_bytes: line.end - line.start,
                                 source: "bench",
                                 line: line.line,
                             },
@@ -91,15 +90,15 @@ fn table_batches(chunks: &[Chunk], views: &Arc<ViewSet>) -> Vec<RecordBatch> {
         .map(|chunk| {
             let decoded = decoder.decode(chunk, Some("Observation"));
             let mut rows = ResourceRows::with_view(schema.clone(), view.clone());
-            for line in decoded.lines {
+            for (n, line) in decoded.lines.into_iter().enumerate() {
                 if let LineKind::Resource(keys) = line.kind {
-                    let resource = std::str::from_utf8(&chunk.data[line.start..line.end]).unwrap();
                     let row = ResourceRow {
                         id: &keys.id,
                         last_updated: keys.last_updated.unwrap_or(0),
                         version_id: keys.version_id.as_deref(),
                         last_updated_from: None,
-                        resource,
+                        resource: (&decoded.resources, n),
+                        resource_bytes: line.end - line.start,
                         source: "/data/export/Observation.000.ndjson",
                         line: line.line,
                     };

@@ -290,8 +290,6 @@ struct TableState {
     updates: ResourceRows,
     update_batches: Vec<RecordBatch>,
     update_bytes: usize,
-    /// Raw-resource bytes per row of the last insert batch (0: none yet).
-    row_bytes: usize,
     record: TableRecord,
 }
 
@@ -316,7 +314,6 @@ impl TableState {
             index,
             update_batches: Vec::new(),
             update_bytes: 0,
-            row_bytes: 0,
             record: TableRecord::default(),
         })
     }
@@ -334,29 +331,11 @@ impl TableState {
         if self.inserts.is_empty() {
             return Ok(std::time::Duration::ZERO);
         }
-        self.row_bytes = self.inserts.resource_bytes() / self.inserts.len();
-        // Sized by `size_inserts` at its first row, if it gets one.
-        let empty = ResourceRows::with_view(self.schema.clone(), self.view.clone());
-        let rows = std::mem::replace(&mut self.inserts, empty);
+        // The next batch is sized like this one (files are mostly one type).
+        let fresh =
+            ResourceRows::with_capacity(self.schema.clone(), self.view.clone(), self.inserts.len());
+        let rows = std::mem::replace(&mut self.inserts, fresh);
         self.writer.as_mut().expect("writer open").send(rows).await
-    }
-
-    /// Sizes the (empty) insert builder for a batch of `rows` rows like the
-    /// last batch's, or like `first_row_bytes` for the table's first batch:
-    /// a builder that regrows copies everything buffered so far.
-    fn size_inserts(&mut self, rows: usize, first_row_bytes: usize) {
-        let per_row = if self.row_bytes > 0 {
-            self.row_bytes
-        } else {
-            first_row_bytes
-        };
-        let bytes = per_row * rows;
-        self.inserts = ResourceRows::with_capacity(
-            self.schema.clone(),
-            self.view.clone(),
-            rows,
-            bytes + bytes / 8,
-        );
     }
 
     fn stash_updates(&mut self) -> Result<(), LoadError> {
@@ -650,13 +629,6 @@ pub async fn run(
         .await?;
         bytes_read += record.bytes;
         record.check_accounting()?;
-        // The file's rows go to the encoders now, not at the commit: the next
-        // file of a Bulk export is of another type, so the encoding overlaps it.
-        for name in record.tables.keys() {
-            if let Some(state) = tables.open.get_mut(name) {
-                state.write_inserts().await?;
-            }
-        }
         inputs.push(record);
         // Bound memory: MERGE buffered updates once they grow large (own-table
         // views first: a type table may never commit ahead of them).
@@ -883,7 +855,14 @@ async fn load_file(
     let mut table_of_type: (Box<str>, String) = (Box::from(""), String::new());
 
     while let Some(piece) = pipeline.pieces.recv().await {
-        let (chunk, DecodedChunk { lines, views }) = match piece {
+        let (
+            chunk,
+            DecodedChunk {
+                lines,
+                views,
+                resources,
+            },
+        ) = match piece {
             Piece::Lines(chunk, decoded) => (chunk, decoded),
             Piece::Done { sha256, bytes } => {
                 record.sha256 = sha256;
@@ -900,7 +879,7 @@ async fn load_file(
         };
         let started = Instant::now();
         let mut waited = std::time::Duration::ZERO;
-        for line in lines {
+        for (n, line) in lines.into_iter().enumerate() {
             let raw = &chunk.data[line.start..line.end];
             let keys = match line.kind {
                 LineKind::Blank => {
@@ -927,8 +906,6 @@ async fn load_file(
                     (stand_in.micros, Some(stand_in.source))
                 }
             };
-            // simd-json validated the line as UTF-8 while parsing it.
-            let resource = std::str::from_utf8(raw).expect("parsed JSON is UTF-8");
             // Lines of one file are nearly always one type: name the table once per run of it.
             if table_of_type.0 != keys.resource_type {
                 table_of_type = (
@@ -949,7 +926,8 @@ async fn load_file(
                 last_updated,
                 version_id: keys.version_id.as_deref(),
                 last_updated_from: from,
-                resource,
+                resource: (&resources, n),
+                resource_bytes: raw.len(),
                 source: &source,
                 line: line.line,
             };
@@ -979,12 +957,6 @@ async fn load_file(
             match state_of_key {
                 KeyState::New => {
                     counts.inserted += 1;
-                    if !state.inserts.has_room_for(resource.len()) {
-                        waited += state.write_inserts().await?;
-                    }
-                    if state.inserts.is_empty() {
-                        state.size_inserts(plan.batch_rows, resource.len());
-                    }
                     state
                         .inserts
                         .push(&row, view_row, lineage)
@@ -1002,6 +974,11 @@ async fn load_file(
                 }
                 KeyState::Unchanged => counts.unchanged += 1,
             }
+        }
+        // A batch per chunk: its raw resources and view columns are then
+        // slices of the chunk's columns, shared with the encoder, not copies.
+        for state in tables.open.values_mut() {
+            waited += state.write_inserts().await?;
         }
         // Flatten time is this loop's time minus its waits for the writers.
         let own = started.elapsed().saturating_sub(waited).as_nanos() as u64;

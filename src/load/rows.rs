@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use deltalake::arrow::array::{
-    ArrayBuilder, ArrayRef, BinaryBuilder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
+    ArrayBuilder, ArrayRef, BinaryBuilder, Int64Builder, StringArray, StringBuilder,
+    TimestampMicrosecondBuilder,
 };
 use deltalake::arrow::datatypes::{Field, Schema, SchemaRef};
 use deltalake::arrow::error::ArrowError;
@@ -24,7 +25,10 @@ pub struct ResourceRow<'a> {
     pub last_updated: i64,
     pub version_id: Option<&'a str>,
     pub last_updated_from: Option<&'a str>,
-    pub resource: &'a str,
+    /// The raw resource: row `n` of a decoded chunk's `resources`.
+    pub resource: (&'a ViewArrays, usize),
+    /// Its length in bytes (what the batch's memory grows by).
+    pub resource_bytes: usize,
     pub source: &'a str,
     pub line: u64,
 }
@@ -37,15 +41,13 @@ pub struct ResourceRows {
     last_updated: TimestampMicrosecondBuilder,
     version_id: StringBuilder,
     last_updated_from: StringBuilder,
-    resource: StringBuilder,
+    /// Picked from the decoded chunks' `resources`, not copied row by row.
+    resource: PickedRows,
     job_id: StringBuilder,
     source: StringBuilder,
     line: Int64Builder,
     ingested_at: TimestampMicrosecondBuilder,
     bytes: usize,
-    resource_bytes: usize,
-    /// The raw-resource bytes the builder was sized for (0: not sized).
-    resource_capacity: usize,
 }
 
 fn utc(builder: TimestampMicrosecondBuilder) -> TimestampMicrosecondBuilder {
@@ -76,17 +78,12 @@ impl ResourceRows {
     }
 
     pub fn with_view(schema: SchemaRef, view: Option<Arc<CompiledView>>) -> Self {
-        Self::with_capacity(schema, view, 0, 0)
+        Self::with_capacity(schema, view, 0)
     }
 
-    /// Sized for `rows` rows of `resource_bytes` raw resources, so the
-    /// builders fill without regrowing (each regrowth copies the whole batch).
-    pub fn with_capacity(
-        schema: SchemaRef,
-        view: Option<Arc<CompiledView>>,
-        rows: usize,
-        resource_bytes: usize,
-    ) -> Self {
+    /// Sized for `rows` rows, so the builders fill without regrowing.
+    pub fn with_capacity(schema: SchemaRef, view: Option<Arc<CompiledView>>, rows: usize) -> Self {
+        let no_resource: ArrayRef = Arc::new(StringArray::from(vec![""]));
         Self {
             schema,
             view: view.map(|v| {
@@ -97,28 +94,13 @@ impl ResourceRows {
             last_updated: utc(TimestampMicrosecondBuilder::with_capacity(rows)),
             version_id: StringBuilder::with_capacity(rows, rows * 4),
             last_updated_from: StringBuilder::with_capacity(rows, rows * 16),
-            resource: StringBuilder::with_capacity(rows, resource_bytes),
+            resource: PickedRows::with_null_row(ViewArrays::from(vec![no_resource])),
             job_id: StringBuilder::with_capacity(rows, rows * 32),
             source: StringBuilder::with_capacity(rows, rows * 64),
             line: Int64Builder::with_capacity(rows),
             ingested_at: utc(TimestampMicrosecondBuilder::with_capacity(rows)),
             bytes: 0,
-            resource_bytes: 0,
-            resource_capacity: resource_bytes,
         }
-    }
-
-    /// Whether a resource of `bytes` fits without regrowing a sized builder
-    /// (regrowing copies everything buffered so far).
-    pub fn has_room_for(&self, bytes: usize) -> bool {
-        self.resource_capacity == 0
-            || self.is_empty()
-            || self.resource_bytes + bytes <= self.resource_capacity
-    }
-
-    /// Raw resource bytes buffered so far.
-    pub fn resource_bytes(&self) -> usize {
-        self.resource_bytes
     }
 
     pub fn len(&self) -> usize {
@@ -152,26 +134,26 @@ impl ResourceRows {
         self.last_updated.append_value(row.last_updated);
         self.version_id.append_option(row.version_id);
         self.last_updated_from.append_option(row.last_updated_from);
-        self.resource.append_value(row.resource);
+        let (resources, n) = row.resource;
+        self.resource.push(resources, n)?;
         self.job_id.append_value(&lineage.job_id);
         self.source.append_value(row.source);
         self.line.append_value(row.line as i64);
         self.ingested_at.append_value(lineage.ingested_at);
-        self.bytes += row.resource.len() + row.id.len() + 64;
-        self.resource_bytes += row.resource.len();
+        self.bytes += row.resource_bytes + row.id.len() + 64;
         Ok(())
     }
 
     /// Takes the buffered rows as a batch, leaving the builder empty.
     pub fn finish(&mut self) -> Result<RecordBatch, ArrowError> {
         self.bytes = 0;
-        self.resource_bytes = 0;
+        let resource = self.resource.finish()?.remove(0);
         let mut columns: Vec<ArrayRef> = vec![
             Arc::new(self.id.finish()),
             Arc::new(self.last_updated.finish()),
             Arc::new(self.version_id.finish()),
             Arc::new(self.last_updated_from.finish()),
-            Arc::new(self.resource.finish()),
+            resource,
             Arc::new(self.job_id.finish()),
             Arc::new(self.source.finish()),
             Arc::new(self.line.finish()),

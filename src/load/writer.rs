@@ -13,8 +13,9 @@ use super::pipeline::StageClock;
 use super::rows::ResourceRows;
 use crate::lake::TableSink;
 
-/// Batches queued per table before the loop waits for the encoder.
-const QUEUED_BATCHES: usize = 1;
+/// Batches queued per table before the loop waits for the encoder: a batch
+/// is a chunk's rows (a few MiB), so a few absorb the encoder's pauses.
+const QUEUED_BATCHES: usize = 4;
 
 pub struct TableWriter {
     sender: Option<mpsc::Sender<ResourceRows>>,

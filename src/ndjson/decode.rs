@@ -6,6 +6,7 @@ use simd_json::tape::Tape;
 use std::sync::Arc;
 
 use bumpalo::Bump;
+use deltalake::arrow::array::{ArrayRef, StringBuilder};
 
 use super::Chunk;
 use crate::fhir;
@@ -101,11 +102,15 @@ pub struct ViewRows {
     pub len: usize,
 }
 
-/// A decoded chunk: its lines, and the view columns they point into.
-#[derive(Debug, Default)]
+/// A decoded chunk: its lines, and the columns they point into.
+#[derive(Debug)]
 pub struct DecodedChunk {
     pub lines: Vec<DecodedLine>,
     pub views: Vec<ViewArrays>,
+    /// One column: row `i` is line `i`'s text when it is a resource ("" for
+    /// other lines). Copied while the decoder has the line in cache and
+    /// knows it is UTF-8; batches of whole chunks then slice it, no copy.
+    pub resources: ViewArrays,
 }
 
 impl DecodedChunk {
@@ -155,6 +160,7 @@ impl ChunkDecoder {
     pub fn decode(&mut self, chunk: &Chunk, expected_type: Option<&str>) -> DecodedChunk {
         let data = &chunk.data;
         let mut out = Vec::with_capacity(data.len() / 512 + 1);
+        let mut resources = StringBuilder::with_capacity(data.len() / 512 + 1, data.len());
         let mut start = 0usize;
         let mut line = chunk.first_line;
         while start < data.len() {
@@ -165,11 +171,20 @@ impl ChunkDecoder {
                 end -= 1;
             }
             let bytes = &data[start..end];
-            let (kind, view_row, extra_rows) = if bytes.iter().all(u8::is_ascii_whitespace) {
-                (LineKind::Blank, None, Vec::new())
+            let ((kind, view_row, extra_rows), text) = if bytes.iter().all(u8::is_ascii_whitespace)
+            {
+                ((LineKind::Blank, None, Vec::new()), None)
             } else {
                 self.decode_line(bytes, expected_type)
             };
+            if let LineKind::Resource(_) = kind {
+                // The parser validated the bytes as UTF-8 (simd-json does as it parses).
+                let text = text
+                    .unwrap_or_else(|| std::str::from_utf8(bytes).expect("parsed JSON is UTF-8"));
+                resources.append_value(text);
+            } else {
+                resources.append_value("");
+            }
             out.push(DecodedLine {
                 line,
                 offset: chunk.first_offset + start as u64,
@@ -187,41 +202,50 @@ impl ChunkDecoder {
             .drain(..)
             .map(|(_, mut builder)| ViewArrays::from(builder.finish()))
             .collect();
-        DecodedChunk { lines: out, views }
+        let resources = ViewArrays::from(vec![Arc::new(resources.finish()) as ArrayRef]);
+        DecodedChunk {
+            lines: out,
+            views,
+            resources,
+        }
     }
 
-    fn decode_line(&mut self, bytes: &[u8], expected_type: Option<&str>) -> Decoded {
+    /// Decodes one line; also returns its text when the parse validated it.
+    fn decode_line<'b>(
+        &mut self,
+        bytes: &'b [u8],
+        expected_type: Option<&str>,
+    ) -> (Decoded, Option<&'b str>) {
         self.arena.reset();
+        let invalid = |detail: String| {
+            let kind = LineKind::Rejected(RejectReason::InvalidJson { detail });
+            ((kind, None, Vec::new()), None)
+        };
         // A file promising a type with views: one parse (the view tree) serves both.
         if expected_type.is_some_and(|t| self.views.has_views_for(t)) {
-            return match std::str::from_utf8(bytes)
-                .map_err(|e| e.to_string())
-                .and_then(|t| Json::parse(t, &self.arena).map_err(|e| e.to_string()))
-            {
+            let text = match std::str::from_utf8(bytes) {
+                Ok(text) => text,
+                Err(e) => return invalid(e.to_string()),
+            };
+            return match Json::parse(text, &self.arena) {
                 Ok(json) => {
                     let kind = keys_from_json(&json, expected_type);
-                    apply_views(kind, &self.views, &json, &mut self.builders)
+                    let decoded = apply_views(kind, &self.views, &json, &mut self.builders);
+                    (decoded, Some(text))
                 }
-                Err(detail) => (
-                    LineKind::Rejected(RejectReason::InvalidJson { detail }),
-                    None,
-                    Vec::new(),
-                ),
+                Err(e) => invalid(e.to_string()),
             };
         }
         let kind = self.decode_with_tape(bytes, expected_type);
         // Mixed-type files learn the type only now: parse again for its views.
         let has_views = matches!(&kind, LineKind::Resource(keys) if self.views.has_views_for(&keys.resource_type));
-        match has_views
-            .then(|| {
-                std::str::from_utf8(bytes)
-                    .ok()
-                    .and_then(|t| Json::parse(t, &self.arena).ok())
-            })
-            .flatten()
-        {
-            Some(json) => apply_views(kind, &self.views, &json, &mut self.builders),
-            None => (kind, None, Vec::new()),
+        let text = has_views.then(|| std::str::from_utf8(bytes).ok()).flatten();
+        match text.and_then(|t| Json::parse(t, &self.arena).ok()) {
+            Some(json) => (
+                apply_views(kind, &self.views, &json, &mut self.builders),
+                text,
+            ),
+            None => ((kind, None, Vec::new()), text),
         }
     }
 

@@ -351,8 +351,9 @@ pub type ViewArrays = Arc<[ArrayRef]>;
 /// Chunks a [`PickedRows`] may hold before it copies out what it picked.
 const MAX_SOURCES: usize = 32;
 
-/// A batch's view columns, gathered by picking rows out of [`ViewArrays`]
-/// built elsewhere (one set per decoded chunk) and a one-row null set.
+/// A batch's columns (a view's, or the raw resources), gathered by picking
+/// rows out of [`ViewArrays`] built elsewhere (one set per decoded chunk)
+/// and a one-row null set.
 pub struct PickedRows {
     null: ViewArrays,
     sources: Vec<ViewArrays>,
@@ -364,7 +365,12 @@ impl PickedRows {
     pub fn new(view: &CompiledView) -> Self {
         let mut builder = ViewBuilder::new(view);
         builder.append_null();
-        let null = ViewArrays::from(builder.finish());
+        Self::with_null_row(ViewArrays::from(builder.finish()))
+    }
+
+    /// Picks from sources with the columns of `null`, a one-row set that
+    /// [`PickedRows::push_null`] picks from.
+    pub fn with_null_row(null: ViewArrays) -> Self {
         Self {
             sources: vec![null.clone()],
             null,
@@ -400,6 +406,17 @@ impl PickedRows {
         Ok(())
     }
 
+    /// `(source, first row)` when the picks are consecutive rows of one source.
+    fn one_run(&self) -> Option<(usize, usize)> {
+        let &(source, first) = self.picks.first()?;
+        let consecutive = self
+            .picks
+            .iter()
+            .enumerate()
+            .all(|(i, &(s, row))| s == source && row == first + i);
+        consecutive.then_some((source, first))
+    }
+
     /// Adds a row of nulls (the view gave no row).
     pub fn push_null(&mut self) {
         self.picks.push((0, 0));
@@ -417,6 +434,14 @@ impl PickedRows {
     pub fn finish(&mut self) -> Result<Vec<ArrayRef>, ArrowError> {
         let columns = self.null.len();
         let mut out = Vec::with_capacity(columns);
+        if let Some((source, first)) = self.one_run() {
+            // The common batch: consecutive rows of one chunk, shared, not copied.
+            let len = self.picks.len();
+            out.extend(self.sources[source].iter().map(|a| a.slice(first, len)));
+            self.sources.truncate(1);
+            self.picks.clear();
+            return Ok(out);
+        }
         for column in 0..columns {
             let arrays: Vec<&dyn Array> = self.sources.iter().map(|s| s[column].as_ref()).collect();
             out.push(interleave(&arrays, &self.picks)?);
