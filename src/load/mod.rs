@@ -47,7 +47,7 @@ use crate::ledger::{
     self, AccountingError, CommitRecord, ExportRecord, InputRecord, InputStatus, JobManifest,
     LoadedMarker, RowCounts, StandIn, TableRecord,
 };
-use crate::ndjson::{DecodedChunk, HashingReader, InputFile, LineKind, RejectReason};
+use crate::ndjson::{BufferPool, DecodedChunk, HashingReader, InputFile, LineKind, RejectReason};
 use crate::view::{CompiledView, ViewSet};
 
 /// What to load and how. Built with `with_*` setters; [`LoadPlan::new`] has the defaults.
@@ -556,6 +556,7 @@ pub async fn run(
         ));
     }
 
+    let buffers = BufferPool::default();
     let start_pipeline = |file: &InputFile| {
         let byte_progress: Arc<dyn Fn(u64) + Send + Sync> = match progress.clone() {
             Some(p) => Arc::new(move |n| p(Progress::Bytes(n))),
@@ -564,6 +565,7 @@ pub async fn run(
         pipeline::start(
             file,
             plan.chunk_bytes,
+            buffers.clone(),
             plan.views.clone(),
             clock.clone(),
             byte_progress,

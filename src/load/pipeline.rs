@@ -15,7 +15,9 @@ use std::time::Instant;
 use rayon::prelude::*;
 use tokio::sync::mpsc as async_mpsc;
 
-use crate::ndjson::{Chunk, ChunkDecoder, DecodedChunk, InputFile, LineChunker, open_input};
+use crate::ndjson::{
+    BufferPool, Chunk, ChunkDecoder, DecodedChunk, InputFile, LineChunker, open_input,
+};
 use crate::view::ViewSet;
 
 /// Nanoseconds spent per stage, summed over threads.
@@ -48,54 +50,51 @@ pub enum Piece {
 /// consumed chunk buffers back to the reader.
 pub struct FilePipeline {
     pub pieces: async_mpsc::Receiver<Piece>,
-    recycle: mpsc::Sender<Vec<u8>>,
+    buffers: BufferPool,
 }
 
 impl FilePipeline {
     /// Returns a processed chunk's buffer to the reader for reuse.
     pub fn recycle(&self, chunk: Chunk) {
-        let _ = self.recycle.send(chunk.data);
+        self.buffers.put(chunk.data);
     }
 }
 
-/// Starts reading and decoding `file`; pieces arrive in input order.
+/// Starts reading and decoding `file`; pieces arrive in input order. Chunk
+/// buffers come from (and go back to) `buffers`, shared by a job's files.
 pub fn start(
     file: &InputFile,
     chunk_bytes: usize,
+    buffers: BufferPool,
     views: Arc<ViewSet>,
     clock: Arc<StageClock>,
     progress: Arc<dyn Fn(u64) + Send + Sync>,
 ) -> FilePipeline {
     let (chunk_tx, chunk_rx) = mpsc::sync_channel::<Result<Chunk, Piece>>(4);
-    let (recycle, recycled) = mpsc::channel::<Vec<u8>>();
     let (piece_tx, piece_rx) = async_mpsc::channel::<Piece>(4);
 
     let reader_file = file.clone();
     let reader_clock = clock.clone();
+    let chunker = LineChunker::new(chunk_bytes)
+        .with_pool(buffers.clone())
+        // Lines are numbered after decoding, where they are walked anyway.
+        .without_line_numbers();
     std::thread::spawn(move || {
-        read_file(
-            &reader_file,
-            chunk_bytes,
-            &chunk_tx,
-            &recycled,
-            &reader_clock,
-            &*progress,
-        )
+        read_file(&reader_file, chunker, &chunk_tx, &reader_clock, &*progress)
     });
 
     let expected = file.expected_type;
     std::thread::spawn(move || decode_chunks(chunk_rx, &piece_tx, expected, &views, &clock));
     FilePipeline {
         pieces: piece_rx,
-        recycle,
+        buffers,
     }
 }
 
 fn read_file(
     file: &InputFile,
-    chunk_bytes: usize,
+    mut chunker: LineChunker,
     tx: &mpsc::SyncSender<Result<Chunk, Piece>>,
-    recycled: &mpsc::Receiver<Vec<u8>>,
     clock: &StageClock,
     progress: &(dyn Fn(u64) + Send + Sync),
 ) {
@@ -106,13 +105,8 @@ fn read_file(
             return;
         }
     };
-    // Lines are numbered after decoding, where they are walked anyway.
-    let mut chunker = LineChunker::new(chunk_bytes).without_line_numbers();
     loop {
         let started = Instant::now();
-        while let Ok(buffer) = recycled.try_recv() {
-            chunker.recycle(buffer);
-        }
         let chunk = match chunker.next_chunk(&mut reader) {
             Ok(Some(chunk)) => chunk,
             Ok(None) => break,

@@ -1,6 +1,7 @@
 //! Newline-aligned chunking of a byte stream, with line numbers and offsets.
 
 use std::io::{self, Read};
+use std::sync::{Arc, Mutex};
 
 /// A run of whole lines cut from one input, plus where it starts in that input.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -12,6 +13,34 @@ pub struct Chunk {
     pub first_line: u64,
     /// Byte offset of the chunk's first byte in its (decompressed) input.
     pub first_offset: u64,
+}
+
+/// Buffers of consumed chunks, for reuse. One pool can serve the chunkers
+/// of many files (a job's), so each file does not allocate, zero and
+/// page-fault its own set of multi-megabyte buffers.
+#[derive(Debug, Default, Clone)]
+pub struct BufferPool(Arc<Mutex<Vec<Vec<u8>>>>);
+
+/// Buffers a pool keeps; more are dropped.
+const POOLED_BUFFERS: usize = 16;
+
+impl BufferPool {
+    /// Hands back a consumed chunk's buffer.
+    pub fn put(&self, mut buffer: Vec<u8>) {
+        let mut pool = self.0.lock().expect("buffer pool poisoned");
+        if pool.len() < POOLED_BUFFERS {
+            // Only the tail past the last cut is zeroed: the buffer was full once.
+            buffer.resize(buffer.capacity(), 0);
+            pool.push(buffer);
+        }
+    }
+
+    /// A pooled buffer of at least `len` bytes, if there is one.
+    fn take(&self, len: usize) -> Option<Vec<u8>> {
+        let mut pool = self.0.lock().expect("buffer pool poisoned");
+        let at = pool.iter().rposition(|b| b.len() >= len)?;
+        Some(pool.swap_remove(at))
+    }
 }
 
 /// Bytes asked of the reader per call: small enough that the hashing
@@ -36,9 +65,8 @@ pub struct LineChunker {
     /// `None`: lines are not counted here (see [`LineChunker::without_line_numbers`]).
     next_line: Option<u64>,
     next_offset: u64,
-    /// Buffers of consumed chunks, reused so a long file does not allocate
-    /// (and page-fault) a fresh multi-megabyte buffer per chunk.
-    spare: Vec<Vec<u8>>,
+    /// Where consumed chunks' buffers come back for reuse.
+    pool: BufferPool,
 }
 
 impl LineChunker {
@@ -51,8 +79,14 @@ impl LineChunker {
             scanned: 0,
             next_line: Some(1),
             next_offset: 0,
-            spare: Vec::new(),
+            pool: BufferPool::default(),
         }
+    }
+
+    /// Takes buffers from (and so shares them through) `pool`.
+    pub fn with_pool(mut self, pool: BufferPool) -> Self {
+        self.pool = pool;
+        self
     }
 
     /// Chunks get `first_line` 0: the caller numbers lines itself, as the
@@ -63,12 +97,8 @@ impl LineChunker {
     }
 
     /// Hands back a consumed chunk's buffer for reuse.
-    pub fn recycle(&mut self, mut buffer: Vec<u8>) {
-        if self.spare.len() < 8 && buffer.capacity() >= self.target_bytes {
-            // Only the tail past the last cut is zeroed: the buffer was full once.
-            buffer.resize(buffer.capacity(), 0);
-            self.spare.push(buffer);
-        }
+    pub fn recycle(&mut self, buffer: Vec<u8>) {
+        self.pool.put(buffer);
     }
 
     /// Reads until a chunk is complete and returns it; `None` at the end of
@@ -106,9 +136,8 @@ impl LineChunker {
     }
 
     fn fresh_buffer(&mut self) -> Vec<u8> {
-        self.spare
-            .pop()
-            .unwrap_or_else(|| vec![0; self.target_bytes + SLACK_BYTES])
+        let len = self.target_bytes + SLACK_BYTES;
+        self.pool.take(len).unwrap_or_else(|| vec![0; len])
     }
 
     /// Emits `buf[..cut]`; what follows it starts the next buffer.

@@ -13,7 +13,7 @@ mod chunker;
 mod decode;
 mod input;
 
-pub use chunker::{Chunk, LineChunker};
+pub use chunker::{BufferPool, Chunk, LineChunker};
 pub use decode::{
     ChunkDecoder, DecodedChunk, DecodedLine, LineKind, RejectReason, ResourceKeys, ViewRows,
 };
