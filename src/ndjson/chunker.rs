@@ -246,6 +246,23 @@ mod tests {
     }
 
     #[test]
+    fn chunkers_sharing_a_pool_reuse_each_others_buffers() {
+        let pool = BufferPool::default();
+        let mut first = LineChunker::new(16).with_pool(pool.clone());
+        let chunk = first.next_chunk(&mut &b"{\"a\":1}\n"[..]).unwrap().unwrap();
+        let address = chunk.data.as_ptr();
+        first.recycle(chunk.data);
+        // The next file's chunker takes the buffer instead of allocating one.
+        let mut second = LineChunker::new(16).with_pool(pool);
+        let chunk = second
+            .next_chunk(&mut &b"{\"b\":2}\n"[..])
+            .unwrap()
+            .unwrap();
+        assert_eq!(chunk.data, b"{\"b\":2}\n");
+        assert_eq!(chunk.data.as_ptr(), address);
+    }
+
+    #[test]
     fn line_numbers_and_offsets_follow_the_input() {
         let chunks = chunk_all(b"a\nbb\nccc\n", 2, 1);
         let starts: Vec<(u64, u64)> = chunks

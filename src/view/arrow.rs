@@ -528,6 +528,50 @@ mod tests {
     }
 
     #[test]
+    fn a_run_of_one_chunks_rows_is_a_slice_of_it_and_anything_else_a_copy() {
+        let view = CompiledView::parse(
+            r#"{"resource":"Patient","select":[{"column":[{"name":"v","path":"id","type":"string"}]}]}"#,
+        )
+        .unwrap();
+        let mut builder = ViewBuilder::new(&view);
+        for row in 0..5 {
+            builder.append(&[Cell::One(Item::Str(format!("r{row}").into()))]);
+        }
+        let source = ViewArrays::from(builder.finish());
+        let values = |picks: &[Option<usize>]| {
+            let mut picked = PickedRows::new(&view);
+            for pick in picks {
+                match pick {
+                    Some(row) => picked.push(&source, *row).unwrap(),
+                    None => picked.push_null(),
+                }
+            }
+            let column = picked.finish().unwrap().remove(0);
+            let shares =
+                column.to_data().buffers()[1].as_ptr() == source[0].to_data().buffers()[1].as_ptr();
+            let got: Vec<Option<String>> = column
+                .as_string::<i32>()
+                .iter()
+                .map(|v| v.map(str::to_owned))
+                .collect();
+            (got, shares)
+        };
+        let some = |s: &str| Some(s.to_owned());
+        assert_eq!(
+            values(&[Some(1), Some(2), Some(3)]),
+            (vec![some("r1"), some("r2"), some("r3")], true)
+        );
+        assert_eq!(
+            values(&[Some(1), Some(3)]),
+            (vec![some("r1"), some("r3")], false)
+        );
+        assert_eq!(
+            values(&[Some(4), None, Some(0)]),
+            (vec![some("r4"), None, some("r0")], false)
+        );
+    }
+
+    #[test]
     fn values_convert_as_their_json_reads() {
         let (ten, one_fifty, yes, null) = (
             Json::Number("10.0"),
