@@ -27,7 +27,7 @@ pub struct ResourceRow<'a> {
     pub last_updated_from: Option<&'a str>,
     /// The raw resource: row `n` of a decoded chunk's `resources`.
     pub resource: (&'a ViewArrays, usize),
-    /// Its length in bytes (what the batch's memory grows by).
+    /// Its length in bytes (counted toward the bytes buffered for a MERGE).
     pub resource_bytes: usize,
     pub source: &'a str,
     pub line: u64,
