@@ -494,12 +494,16 @@ mod tests {
         assert_eq!((ts.value(0), ts.is_null(1)), (1_704_067_200_000_000, true));
     }
 
-    #[test]
-    fn picked_rows_from_many_chunks_are_compacted_and_keep_their_order() {
-        let view = CompiledView::parse(
+    fn one_string_column() -> CompiledView {
+        CompiledView::parse(
             r#"{"resource":"Patient","select":[{"column":[{"name":"v","path":"id","type":"string"}]}]}"#,
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn picked_rows_from_many_chunks_are_compacted_and_keep_their_order() {
+        let view = one_string_column();
         let mut picked = PickedRows::new(&view);
         let mut expected = Vec::new();
         for chunk in 0..3 * MAX_SOURCES {
@@ -529,10 +533,7 @@ mod tests {
 
     #[test]
     fn a_run_of_one_chunks_rows_is_a_slice_of_it_and_anything_else_a_copy() {
-        let view = CompiledView::parse(
-            r#"{"resource":"Patient","select":[{"column":[{"name":"v","path":"id","type":"string"}]}]}"#,
-        )
-        .unwrap();
+        let view = one_string_column();
         let mut builder = ViewBuilder::new(&view);
         for row in 0..5 {
             builder.append(&[Cell::One(Item::Str(format!("r{row}").into()))]);
