@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use deltalake::DeltaTableBuilder;
+use futures::StreamExt;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use url::Url;
@@ -92,6 +93,19 @@ impl Lake {
             })?;
         }
         Ok(url)
+    }
+
+    /// Whether table `name` has a Delta log (was created, by any job).
+    pub async fn has_table(&self, name: &str) -> Result<bool, LakeError> {
+        let log = self.path(&format!("{name}/_delta_log/"));
+        match self.store().list(Some(&log)).next().await {
+            None => Ok(false),
+            Some(Ok(_)) => Ok(true),
+            Some(Err(source)) => Err(LakeError::Store {
+                path: log.to_string(),
+                source,
+            }),
+        }
     }
 
     /// Checks that the store honours put-if-absent, which Delta commits and

@@ -197,17 +197,20 @@ impl LoadReport {
     }
 }
 
-/// The per-type tables of a job: open ones, and ones being opened ahead of
-/// their first row. Creating a table and reading its key index is I/O the
-/// loader would otherwise wait on at every file boundary, cores idle.
+/// The per-type tables of a job: open ones, and existing ones being opened
+/// ahead of their first row. Reading a big table's key index is I/O the
+/// loader would otherwise wait on at a file boundary, cores idle.
 #[derive(Default)]
 struct TypeTables {
     open: BTreeMap<String, TableState>,
-    opening: HashMap<String, tokio::task::JoinHandle<Result<TableState, LoadError>>>,
+    /// `None` from a task: the table does not exist yet.
+    opening: HashMap<String, tokio::task::JoinHandle<Result<Option<TableState>, LoadError>>>,
 }
 
 impl TypeTables {
     /// Starts opening the table of `resource_type`, unless open or opening.
+    /// Only an existing table is opened ahead: creating one waits for its
+    /// first row, so a file whose lines all fail leaves no empty table.
     fn open_ahead(
         &mut self,
         lake: &Lake,
@@ -221,8 +224,14 @@ impl TypeTables {
         }
         let view = plan.views.for_type(resource_type).cloned();
         let (lake, clock, mode, table) = (lake.clone(), clock.clone(), plan.mode, name.clone());
-        let task =
-            tokio::spawn(async move { TableState::open(&lake, &table, mode, view, &clock).await });
+        let task = tokio::spawn(async move {
+            if !lake.has_table(&table).await? {
+                return Ok(None);
+            }
+            TableState::open(&lake, &table, mode, view, &clock)
+                .await
+                .map(Some)
+        });
         self.opening.insert(name, task);
     }
 
@@ -236,8 +245,12 @@ impl TypeTables {
         clock: &Arc<StageClock>,
     ) -> Result<&mut TableState, LoadError> {
         if !self.open.contains_key(name) {
-            let state = match self.opening.remove(name) {
+            let ahead = match self.opening.remove(name) {
                 Some(task) => task.await.expect("table open task panicked")?,
+                None => None,
+            };
+            let state = match ahead {
+                Some(state) => state,
                 None => {
                     let view = plan.views.for_type(resource_type).cloned();
                     TableState::open(lake, name, plan.mode, view, clock).await?

@@ -522,6 +522,36 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_file_whose_lines_all_fail_creates_no_table() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = write_file(
+        tmp.path(),
+        "Observation.000.ndjson",
+        &[
+            "{not json".to_owned(),
+            r#"{"resourceType":"Observation"}"#.to_owned(),
+        ],
+    );
+    let good = write_file(
+        tmp.path(),
+        "Patient.000.ndjson",
+        &[patient("p1", "2024-01-01T00:00:00Z", "1")],
+    );
+    let lake = open_lake(&tmp.path().join("lake"));
+    assert!(!lake.has_table("patient").await.unwrap());
+    // Tables of the coming files are opened ahead of their rows, but only
+    // tables that exist: the observation table is never created.
+    let report = load(&lake, LoadPlan::new(vec![bad, good])).await;
+    assert_eq!(
+        (report.manifest.totals.inserted, report.quarantined()),
+        (1, 2)
+    );
+    assert!(lake.has_table("patient").await.unwrap());
+    assert!(lake.has_table("_quarantine").await.unwrap());
+    assert!(!lake.has_table("observation").await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn mixed_type_file_routes_each_line_by_its_resource_type() {
     let tmp = tempfile::tempdir().unwrap();
     let lake_dir = tmp.path().join("lake");
