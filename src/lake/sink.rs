@@ -5,7 +5,7 @@ use deltalake::arrow::datatypes::SchemaRef;
 use deltalake::arrow::record_batch::RecordBatch;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::{StructType, Version};
-use deltalake::parquet::basic::Compression;
+use deltalake::parquet::basic::{Compression, ZstdLevel};
 use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use deltalake::parquet::schema::types::ColumnPath;
 use deltalake::protocol::SaveMode;
@@ -159,14 +159,18 @@ pub fn writer_properties(schema: &SchemaRef) -> WriterProperties {
             builder = builder.set_column_dictionary_enabled(ColumnPath::from(unique), false);
         }
     }
-    // Resource ids (UUIDs, opaque server ids) are near-random text: snappy
-    // shrinks them ~13% at ~6x the encoding cost of storing them as they are.
+    // Raw JSON and resource ids: zstd level 1 encodes them as fast as snappy
+    // here, and its entropy coding (which snappy lacks) makes the lake ~half
+    // the size: hex ids shrink ~50% instead of ~13%, repeated JSON keys too.
+    // The view columns are dictionary-encoded already; snappy stays there.
+    let zstd = Compression::ZSTD(ZstdLevel::try_new(1).expect("level 1 is valid"));
     if schema.field_with_name("id").is_ok() {
-        builder = builder.set_column_compression(ColumnPath::from("id"), Compression::UNCOMPRESSED);
+        builder = builder.set_column_compression(ColumnPath::from("id"), zstd);
     }
     for wide in ["resource", "raw"] {
         if schema.field_with_name(wide).is_ok() {
             builder = builder
+                .set_column_compression(ColumnPath::from(wide), zstd)
                 .set_column_dictionary_enabled(ColumnPath::from(wide), false)
                 .set_column_statistics_enabled(ColumnPath::from(wide), EnabledStatistics::None);
         }
@@ -238,5 +242,33 @@ impl TableSink {
                 Err(e) => return Err(LakeError::delta(&self.name)(e)),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use deltalake::arrow::datatypes::{DataType, Field, Schema};
+
+    #[test]
+    fn raw_json_and_ids_get_zstd_the_view_columns_snappy() {
+        let schema: SchemaRef = std::sync::Arc::new(Schema::new(
+            ["id", "resource", "status"]
+                .map(|name| Field::new(name, DataType::Utf8, true))
+                .to_vec(),
+        ));
+        let properties = writer_properties(&schema);
+        let codec = |column: &str| properties.compression(&ColumnPath::from(column));
+        let zstd = Compression::ZSTD(ZstdLevel::try_new(1).unwrap());
+        assert_eq!(
+            [codec("id"), codec("resource"), codec("status")],
+            [zstd, zstd, Compression::SNAPPY]
+        );
+        let resource = ColumnPath::from("resource");
+        assert!(!properties.dictionary_enabled(&resource));
+        assert_eq!(
+            properties.statistics_enabled(&resource),
+            EnabledStatistics::None
+        );
     }
 }
