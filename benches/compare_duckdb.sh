@@ -11,7 +11,7 @@ echo "== fhirlake load (fresh local lake)"
 "$BIN" bench --size "$SIZE"
 echo "== DuckDB $("$PY" -c 'import duckdb; print(duckdb.__version__)'): read_ndjson_auto -> Parquet, one file per type"
 "$PY" - "$DATA" <<'PY'
-import duckdb, glob, os, resource, sys, tempfile, time
+import duckdb, glob, os, resource, shutil, sys, tempfile, time
 data = sys.argv[1]
 files = sorted(glob.glob(os.path.join(data, "*.ndjson")))
 total = sum(os.path.getsize(f) for f in files)
@@ -24,5 +24,7 @@ for f in files:
 secs = time.time() - start
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 threads = con.execute("SELECT current_setting('threads')").fetchone()[0]
-print(f"duckdb: {total/1e6:.1f} MB in {secs:.2f} s: {total/1e6/secs:.1f} MB/s, peak RSS {rss:.0f} MB, threads {threads}")
+size = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out))
+shutil.rmtree(out)
+print(f"duckdb: {total/1e6:.1f} MB in {secs:.2f} s: {total/1e6/secs:.1f} MB/s, peak RSS {rss:.0f} MB, threads {threads}, Parquet {size/1e6:.0f} MB")
 PY
