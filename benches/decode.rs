@@ -9,7 +9,7 @@ use arrow::record_batch::RecordBatch;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use fhirlake::lake::{resource_schema, writer_properties};
 use fhirlake::load::{Lineage, ResourceRow, ResourceRows, table_schema};
-use fhirlake::ndjson::{Chunk, ChunkDecoder, LineChunker, LineKind};
+use fhirlake::ndjson::{Chunk, ChunkDecoder, DecodedChunk, LineChunker, LineKind};
 use fhirlake::view::ViewSet;
 use parquet::arrow::ArrowWriter;
 use rayon::prelude::*;
@@ -35,6 +35,27 @@ fn chunks(data: &[u8], size: usize) -> Vec<Chunk> {
     std::iter::from_fn(|| chunker.next_chunk(&mut reader).unwrap()).collect()
 }
 
+/// Appends a decoded chunk's resource lines to `rows`, as the loader does
+/// for new resources.
+fn push_resources(rows: &mut ResourceRows, decoded: DecodedChunk, source: &str, lineage: &Lineage) {
+    for (n, line) in decoded.lines.into_iter().enumerate() {
+        if let LineKind::Resource(keys) = line.kind {
+            let row = ResourceRow {
+                id: &keys.id,
+                last_updated: keys.last_updated.unwrap_or(0),
+                version_id: keys.version_id.as_deref(),
+                last_updated_from: None,
+                resource: (&decoded.resources, n),
+                resource_bytes: line.end - line.start,
+                source,
+                line: line.line,
+            };
+            let view_row = line.view_row.map(|r| (&decoded.views[r.slot], r.start));
+            rows.push(&row, view_row, lineage).unwrap();
+        }
+    }
+}
+
 fn decode_and_build(chunks: &[Chunk]) -> usize {
     let lineage = Lineage {
         job_id: "bench".into(),
@@ -51,25 +72,7 @@ fn decode_and_build(chunks: &[Chunk]) -> usize {
             },
             |(decoder, rows), chunk| {
                 let decoded = decoder.decode(chunk, Some("Observation"));
-                for (n, line) in decoded.lines.into_iter().enumerate() {
-                    if let LineKind::Resource(keys) = line.kind {
-                        rows.push(
-                            &ResourceRow {
-                                id: &keys.id,
-                                last_updated: keys.last_updated.unwrap_or(0),
-                                version_id: keys.version_id.as_deref(),
-                                last_updated_from: None,
-                                resource: (&decoded.resources, n),
-                                resource_bytes: line.end - line.start,
-                                source: "bench",
-                                line: line.line,
-                            },
-                            line.view_row.map(|r| (&decoded.views[r.slot], r.start)),
-                            &lineage,
-                        )
-                        .unwrap();
-                    }
-                }
+                push_resources(rows, decoded, "bench", &lineage);
                 rows.finish().unwrap().num_rows()
             },
         )
@@ -90,22 +93,12 @@ fn table_batches(chunks: &[Chunk], views: &Arc<ViewSet>) -> Vec<RecordBatch> {
         .map(|chunk| {
             let decoded = decoder.decode(chunk, Some("Observation"));
             let mut rows = ResourceRows::with_view(schema.clone(), view.clone());
-            for (n, line) in decoded.lines.into_iter().enumerate() {
-                if let LineKind::Resource(keys) = line.kind {
-                    let row = ResourceRow {
-                        id: &keys.id,
-                        last_updated: keys.last_updated.unwrap_or(0),
-                        version_id: keys.version_id.as_deref(),
-                        last_updated_from: None,
-                        resource: (&decoded.resources, n),
-                        resource_bytes: line.end - line.start,
-                        source: "/data/export/Observation.000.ndjson",
-                        line: line.line,
-                    };
-                    let view_row = line.view_row.map(|r| (&decoded.views[r.slot], r.start));
-                    rows.push(&row, view_row, &lineage).unwrap();
-                }
-            }
+            push_resources(
+                &mut rows,
+                decoded,
+                "/data/export/Observation.000.ndjson",
+                &lineage,
+            );
             rows.finish().unwrap()
         })
         .collect()

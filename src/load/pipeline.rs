@@ -47,14 +47,14 @@ pub enum Piece {
 }
 
 /// A running file pipeline: pieces in input order, and a way to hand
-/// consumed chunk buffers back to the reader.
+/// consumed chunk buffers back to the job's pool.
 pub struct FilePipeline {
     pub pieces: async_mpsc::Receiver<Piece>,
     buffers: BufferPool,
 }
 
 impl FilePipeline {
-    /// Returns a processed chunk's buffer to the reader for reuse.
+    /// Returns a processed chunk's buffer to the pool for reuse.
     pub fn recycle(&self, chunk: Chunk) {
         self.buffers.put(chunk.data);
     }
