@@ -28,8 +28,9 @@ use super::json::Json;
 use super::run::Cell;
 use super::{ColumnSpec, CompiledView};
 
+/// How a column's FHIR type is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub enum Kind {
     Text,
     Int,
     Float,
@@ -38,15 +39,60 @@ enum Kind {
     DateTime,
 }
 
-fn kind(ty: Option<&str>) -> Kind {
-    match ty.unwrap_or("string") {
-        "integer" | "positiveInt" | "unsignedInt" | "integer64" => Kind::Int,
-        "decimal" => Kind::Float,
-        "boolean" => Kind::Bool,
-        "date" => Kind::Date,
-        "dateTime" | "instant" => Kind::DateTime,
-        _ => Kind::Text,
+impl Kind {
+    pub(super) fn of(ty: Option<&str>) -> Kind {
+        match ty.unwrap_or("string") {
+            "integer" | "positiveInt" | "unsignedInt" | "integer64" => Kind::Int,
+            "decimal" => Kind::Float,
+            "boolean" => Kind::Bool,
+            "date" => Kind::Date,
+            "dateTime" | "instant" => Kind::DateTime,
+            _ => Kind::Text,
+        }
     }
+}
+
+/// Why `item` cannot be stored in a column of `kind`, if it cannot. Such a
+/// value is an error (its resource is quarantined), never a silent null.
+/// Says what kind of value it is, never the value: it may be PHI.
+pub(super) fn mismatch(kind: Kind, item: &Item<'_>) -> Option<&'static str> {
+    let fits = match kind {
+        Kind::Text => return None,
+        _ if matches!(
+            item,
+            Item::Node {
+                json: Json::Null,
+                ..
+            }
+        ) =>
+        {
+            return None;
+        }
+        Kind::Int => int_of(item).is_some(),
+        Kind::Float => float_of(item).is_some(),
+        Kind::Bool => bool_of(item).is_some(),
+        Kind::Date | Kind::DateTime => str_of(item).is_some(),
+    };
+    if fits {
+        return None;
+    }
+    Some(match item {
+        Item::Node { json, .. } => match json {
+            Json::String(_) => "a string",
+            Json::Number(_) if kind == Kind::Int => "a number that is not a whole 64-bit integer",
+            Json::Number(_) => "a number",
+            Json::Bool(_) => "a boolean",
+            Json::Array(_) => "an array",
+            Json::Object(_) => "an object",
+            Json::Null => "null",
+        },
+        Item::Bool(_) => "a boolean",
+        Item::Int(_) => "an integer",
+        Item::Dec(_) if kind == Kind::Int => "a decimal that is not a whole 64-bit integer",
+        Item::Dec(_) => "a decimal",
+        Item::Str(_) => "a string",
+        Item::Date(_) | Item::DateTime(_) | Item::Time(_) => "a date/time",
+    })
 }
 
 fn base_type(kind: Kind) -> DataType {
@@ -60,7 +106,7 @@ fn base_type(kind: Kind) -> DataType {
 
 /// The Arrow fields a view column becomes (one, or two with a companion).
 pub fn fields(column: &ColumnSpec) -> Vec<Field> {
-    let k = kind(column.ty.as_deref());
+    let k = column.kind;
     if column.collection {
         let item = Field::new("item", base_type(k), true);
         return vec![Field::new(
@@ -176,7 +222,7 @@ enum ColumnBuilder {
 
 impl ColumnBuilder {
     fn new(column: &ColumnSpec) -> Self {
-        let k = kind(column.ty.as_deref());
+        let k = column.kind;
         let text = || StringBuilder::new();
         match (column.collection, k) {
             (true, Kind::Int) => Self::IntList(ListBuilder::new(Int64Builder::new())),
@@ -461,11 +507,7 @@ mod tests {
     };
 
     fn build(ty: &str, collection: bool, cells: &[Cell<'_>]) -> Vec<ArrayRef> {
-        let spec = ColumnSpec {
-            name: "c".into(),
-            ty: Some(ty.into()),
-            collection,
-        };
+        let spec = ColumnSpec::new("c", Some(ty.into()), collection);
         let mut builder = ColumnBuilder::new(&spec);
         cells.iter().for_each(|c| builder.append(c));
         let mut out = Vec::new();

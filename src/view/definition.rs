@@ -2,6 +2,7 @@
 
 use serde::Deserialize;
 
+use super::arrow::Kind;
 use super::fhirpath::{self, Expr, Literal, Plan};
 use super::json::Json;
 
@@ -64,6 +65,19 @@ pub struct ColumnSpec {
     pub name: String,
     pub ty: Option<String>,
     pub collection: bool,
+    /// What `ty` stores as, decided once (checked on every cell).
+    pub(super) kind: Kind,
+}
+
+impl ColumnSpec {
+    pub fn new(name: impl Into<String>, ty: Option<String>, collection: bool) -> Self {
+        Self {
+            name: name.into(),
+            kind: Kind::of(ty.as_deref()),
+            ty,
+            collection,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -244,11 +258,11 @@ impl Compiler {
                     column.name
                 )));
             }
-            self.columns.push(ColumnSpec {
-                name: column.name.clone(),
-                ty: column.ty.clone(),
-                collection: column.collection,
-            });
+            self.columns.push(ColumnSpec::new(
+                column.name.clone(),
+                column.ty.clone(),
+                column.collection,
+            ));
             columns.push((self.columns.len() - 1, self.path(&column.path)?));
         }
         let children = raw

@@ -208,11 +208,21 @@ mod load {
     }
 
     fn view_dir(root: &std::path::Path, columns: Value) -> std::path::PathBuf {
+        type_view_dir(root, "Patient", columns)
+    }
+
+    /// A directory holding one view of `resource_type` (its table's view).
+    fn type_view_dir(
+        root: &std::path::Path,
+        resource_type: &str,
+        columns: Value,
+    ) -> std::path::PathBuf {
         let dir = root.join(uuid::Uuid::new_v4().simple().to_string());
         std::fs::create_dir_all(&dir).unwrap();
-        let view = json!({"resourceType": "ViewDefinition", "name": "patient", "resource": "Patient",
+        let name = resource_type.to_lowercase();
+        let view = json!({"resourceType": "ViewDefinition", "name": name, "resource": resource_type,
                           "status": "active", "select": [{"column": columns}]});
-        std::fs::write(dir.join("patient.json"), view.to_string()).unwrap();
+        std::fs::write(dir.join(format!("{name}.json")), view.to_string()).unwrap();
         dir
     }
 
@@ -408,6 +418,63 @@ mod load {
                 rows,
                 vec![vec![json!("view_error"), json!("Patient"), json!(true)]]
             );
+        }
+    }
+
+    #[test]
+    fn values_a_column_type_cannot_hold_are_quarantined_not_nulled() {
+        let tmp = tempfile::tempdir().unwrap();
+        let lake_dir = tmp.path().join("lake");
+        // Declared integer, but most lab values have a fraction.
+        let views = type_view_dir(
+            tmp.path(),
+            "Observation",
+            json!([{"name": "value", "path": "value.ofType(Quantity).value", "type": "integer"}]),
+        );
+        let input = sample_dir("bds-r4-10").join("Observation.ndjson");
+        let out = fhirlake()
+            .args(["load", "--json", "--views"])
+            .arg(&views)
+            .arg("--lake")
+            .arg(&lake_dir)
+            .arg(&input)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let observations = ndjson(&input);
+        let value = |o: &Value| o["valueQuantity"]["value"].as_f64();
+        let fractional = observations
+            .iter()
+            .filter(|o| value(o).is_some_and(|v| v.fract() != 0.0))
+            .count() as u64;
+        let whole = observations
+            .iter()
+            .filter(|o| value(o).is_some_and(|v| v.fract() == 0.0))
+            .count() as u64;
+        assert!(fractional > 0 && whole > 0);
+        assert_eq!(summary["totals"]["quarantined"], json!(fractional));
+        assert_eq!(
+            summary["totals"]["inserted"],
+            json!(observations.len() as u64 - fractional)
+        );
+        if let Some(rows) = duckdb(&format!(
+            "SELECT DISTINCT reason_code, reason LIKE '%view \"observation\"%column \"value\"%number that is not a whole%type integer%' FROM {}",
+            scan(&lake_dir, "_quarantine")
+        )) {
+            assert_eq!(rows, vec![vec![json!("view_error"), json!(true)]]);
+        }
+        // The whole values loaded as integers; none became a silent null.
+        if let Some(rows) = duckdb(&format!(
+            "SELECT count(value), typeof(any_value(value)) FROM {}",
+            scan(&lake_dir, "observation")
+        )) {
+            assert_eq!(rows, vec![vec![json!(whole), json!("BIGINT")]]);
         }
     }
 }
