@@ -60,6 +60,18 @@ pub enum LakeError {
          aws_conditional_put=disabled"
     )]
     NoPutIfAbsent { uri: String, detail: String },
+    #[error(
+        "Delta table {table}: column {column:?} holds {existing} but the views now make it \
+         {wanted}; a column's type cannot change in place. Keep the column's type in the view, \
+         or give the column a new name (rows loaded earlier read null for it), or load into a new \
+         lake"
+    )]
+    ColumnTypeChanged {
+        table: String,
+        column: String,
+        existing: String,
+        wanted: String,
+    },
     #[error("object {path}: {source}")]
     Store {
         path: String,

@@ -57,20 +57,36 @@ pub async fn open_or_create_table(
 }
 
 /// Schema evolution: columns in `schema` the table lacks (a view gained a
-/// column) are added as nullable; existing rows read null for them.
+/// column) are added as nullable; existing rows read null for them. A
+/// column whose type changed is an error before anything is written.
 async fn add_missing_columns(
     mut table: DeltaTable,
     name: &str,
     schema: &SchemaRef,
 ) -> Result<DeltaTable, LakeError> {
+    let wanted: StructType = schema
+        .as_ref()
+        .try_into_kernel()
+        .map_err(|e| LakeError::Delta {
+            table: name.to_owned(),
+            source: e.into(),
+        })?;
     for attempt in 1..=COMMIT_ATTEMPTS {
-        let existing: Vec<String> = table
-            .snapshot()
-            .map_err(LakeError::delta(name))?
-            .schema()
-            .fields()
-            .map(|f| f.name().to_owned())
-            .collect();
+        let snapshot = table.snapshot().map_err(LakeError::delta(name))?;
+        let current = snapshot.schema();
+        for field in wanted.fields() {
+            if let Some(existing) = current.field(field.name())
+                && existing.data_type() != field.data_type()
+            {
+                return Err(LakeError::ColumnTypeChanged {
+                    table: name.to_owned(),
+                    column: field.name().to_owned(),
+                    existing: existing.data_type().to_string(),
+                    wanted: field.data_type().to_string(),
+                });
+            }
+        }
+        let existing: Vec<String> = current.fields().map(|f| f.name().to_owned()).collect();
         let missing: Vec<_> = schema
             .fields()
             .iter()

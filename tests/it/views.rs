@@ -233,6 +233,52 @@ mod load {
     }
 
     #[tokio::test(flavor = "multi_thread")]
+    async fn changing_a_view_column_type_fails_before_writing_and_names_the_column() {
+        let tmp = tempfile::tempdir().unwrap();
+        let lake_dir = tmp.path().join("lake");
+        let lake = open_lake(&lake_dir);
+        let file = |dir: &str, id: &str| {
+            write_file(
+                &tmp.path().join(dir),
+                "Patient.ndjson",
+                &[patient(id, "2024-01-01T00:00:00Z", "1")],
+            )
+        };
+        let (first, second) = (file("a", "p1"), file("b", "p2"));
+        let as_string = view_dir(
+            tmp.path(),
+            json!([{"name": "version", "path": "meta.versionId", "type": "string"}]),
+        );
+        let as_integer = view_dir(
+            tmp.path(),
+            json!([{"name": "version", "path": "1", "type": "integer"}]),
+        );
+        load(
+            &lake,
+            LoadPlan::new(vec![first]).with_views(custom_views(&as_string)),
+        )
+        .await;
+        let log = lake_dir.join("patient/_delta_log");
+        let commits_before = std::fs::read_dir(&log).unwrap().count();
+        let plan = LoadPlan::new(vec![second]).with_views(custom_views(&as_integer));
+        let err = fhirlake::load::run(&lake, &plan, None)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("patient") && err.contains("\"version\"") && err.contains("cannot change"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read_dir(&log).unwrap().count(), commits_before);
+        if let Some(rows) = duckdb(&format!(
+            "SELECT id, version FROM {}",
+            scan(&lake_dir, "patient")
+        )) {
+            assert_eq!(rows, vec![vec![json!("p1"), json!("1")]]);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
     async fn adding_a_view_column_evolves_the_table_and_old_rows_read_null() {
         let tmp = tempfile::tempdir().unwrap();
         let lake_dir = tmp.path().join("lake");
