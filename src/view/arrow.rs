@@ -206,6 +206,23 @@ fn bool_of(item: &Item<'_>) -> Option<bool> {
     }
 }
 
+/// `item` as JSON of a column of `kind`: the value the column's Arrow
+/// builder stores, so `view run` prints what a load writes.
+pub(super) fn typed_json(kind: Kind, item: &Item<'_>) -> serde_json::Value {
+    match kind {
+        Kind::Text | Kind::Date | Kind::DateTime => {
+            text_of(item).map_or(serde_json::Value::Null, |s| s.into_owned().into())
+        }
+        Kind::Int => int_of(item).map_or(serde_json::Value::Null, Into::into),
+        // A decimal prints as written (`107`, `1.50`), as FHIR JSON has it.
+        Kind::Float => match float_of(item) {
+            Some(_) => item.to_serde(),
+            None => serde_json::Value::Null,
+        },
+        Kind::Bool => bool_of(item).map_or(serde_json::Value::Null, Into::into),
+    }
+}
+
 /// One column's builders: its value, and a companion for dates.
 enum ColumnBuilder {
     Text(StringBuilder),

@@ -4,8 +4,8 @@
 //! select's rows and the concatenated rows of its unionAll branches, for each
 //! item its forEach / forEachOrNull / repeat yields.
 
-use super::arrow::{Kind, ViewBuilder, mismatch};
-use super::definition::{CompiledView, Iterate, Select, Shape, ViewError};
+use super::arrow::{Kind, ViewBuilder, mismatch, typed_json};
+use super::definition::{ColumnSpec, CompiledView, Iterate, Select, Shape, ViewError};
 use super::fhirpath::{Expr, Item, Plan, evaluate, singleton_bool};
 use super::json::Json;
 
@@ -24,11 +24,18 @@ pub enum Cell<'a> {
 }
 
 impl Cell<'_> {
-    pub fn to_serde(&self) -> serde_json::Value {
+    /// As JSON of the column's declared type, the way a load stores it (a
+    /// string column's number becomes its text, an integer column's `4.0`
+    /// is `4`); a column without a type keeps the value's own JSON type.
+    pub fn to_serde(&self, column: &ColumnSpec) -> serde_json::Value {
+        let one = |item: &Item<'_>| match column.ty {
+            Some(_) => typed_json(column.kind, item),
+            None => item.to_serde(),
+        };
         match self {
             Cell::Null => serde_json::Value::Null,
-            Cell::One(item) => item.to_serde(),
-            Cell::Many(items) => items.iter().map(Item::to_serde).collect(),
+            Cell::One(item) => one(item),
+            Cell::Many(items) => items.iter().map(one).collect(),
         }
     }
 }
@@ -45,7 +52,12 @@ impl CompiledView {
         Ok(self
             .cells(resource)?
             .iter()
-            .map(|row| row.iter().map(Cell::to_serde).collect())
+            .map(|row| {
+                row.iter()
+                    .zip(&self.columns)
+                    .map(|(cell, column)| cell.to_serde(column))
+                    .collect()
+            })
             .collect())
     }
 
@@ -507,14 +519,15 @@ mod tests {
             );
             assert!(message.contains(&format!("type {ty} ")), "{message}");
         }
-        // What the type can hold still loads: a whole decimal as an integer,
-        // a partial date as its text, JSON null as null.
+        // What the type can hold loads, and prints as the column stores it:
+        // a whole decimal as an integer, a partial date as its text, JSON
+        // null as null, a number in a string column as its text.
         for (ty, collection, path, want) in [
             (
                 "integer",
                 true,
                 "component.value.ofType(integer)",
-                serde_json::json!([3, 4.0]),
+                serde_json::json!([3, 4]),
             ),
             (
                 "decimal",
@@ -529,7 +542,13 @@ mod tests {
                 serde_json::json!("2020-01"),
             ),
             ("boolean", false, "extension.value", serde_json::Value::Null),
-            ("string", false, "issued", serde_json::json!(12)),
+            ("string", false, "issued", serde_json::json!("12")),
+            (
+                "decimal",
+                false,
+                "component.first().value",
+                serde_json::json!(3),
+            ),
         ] {
             assert_eq!(
                 one_cell(ty, collection, path, obs).unwrap(),
