@@ -25,7 +25,9 @@ pub use keys::{KeyIndex, KeyState, LoadMode, read_key_index};
 pub use location::{Lake, object_store_for, register_storage_handlers};
 pub use maintain::{OptimizeReport, VacuumReport, list_tables, optimize, vacuum};
 pub use merge::{MergeKind, UpdateMetrics, merge_rows, merge_updates};
-pub use schema::{QUARANTINE_TABLE, quarantine_schema, resource_schema, utc_micros};
+pub use schema::{
+    QUARANTINE_TABLE, VIEW_TABLE_COLUMNS, quarantine_schema, resource_schema, utc_micros,
+};
 pub use sink::{
     COMMIT_ATTEMPTS, TableSink, is_commit_conflict, open_or_create_table, writer_properties,
 };

@@ -15,6 +15,18 @@ pub fn utc_micros() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
 }
 
+/// Columns every own-table view's table has besides the view's: the keys
+/// first, lineage last (see `load::view_tables`).
+pub const VIEW_TABLE_COLUMNS: &[&str] = &[
+    "id",
+    "meta_last_updated",
+    "_row",
+    "_job_id",
+    "_source",
+    "_line",
+    "_ingested_at",
+];
+
 /// Standard columns of a per-resource-type table.
 pub fn resource_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![

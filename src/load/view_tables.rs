@@ -18,21 +18,11 @@ use deltalake::arrow::record_batch::RecordBatch;
 
 use super::rows::Lineage;
 use crate::lake::{
-    COMMIT_ATTEMPTS, Lake, LakeError, MergeKind, is_commit_conflict, merge_rows,
-    open_or_create_table,
+    COMMIT_ATTEMPTS, Lake, LakeError, MergeKind, VIEW_TABLE_COLUMNS, is_commit_conflict,
+    merge_rows, open_or_create_table,
 };
 use crate::ledger::{CommitRecord, TableRecord};
 use crate::view::{CompiledView, PickedRows, ViewArrays};
-
-const KEY_AND_LINEAGE: &[&str] = &[
-    "id",
-    "meta_last_updated",
-    "_row",
-    "_job_id",
-    "_source",
-    "_line",
-    "_ingested_at",
-];
 
 fn utc() -> DataType {
     crate::lake::utc_micros()
@@ -48,7 +38,7 @@ pub fn view_table_schema(view: &CompiledView) -> SchemaRef {
     fields.extend(
         view.arrow_fields()
             .into_iter()
-            .filter(|f| !KEY_AND_LINEAGE.contains(&f.name().as_str())),
+            .filter(|f| !VIEW_TABLE_COLUMNS.contains(&f.name().as_str())),
     );
     fields.extend([
         Field::new("_job_id", DataType::Utf8, false),
@@ -153,7 +143,7 @@ impl ViewTable {
             ints(&self.row_numbers),
         ];
         for (field, array) in self.view.arrow_fields().iter().zip(self.rows.finish()?) {
-            if !KEY_AND_LINEAGE.contains(&field.name().as_str()) {
+            if !VIEW_TABLE_COLUMNS.contains(&field.name().as_str()) {
                 columns.push(array);
             }
         }

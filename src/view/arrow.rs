@@ -524,7 +524,7 @@ mod tests {
     };
 
     fn build(ty: &str, collection: bool, cells: &[Cell<'_>]) -> Vec<ArrayRef> {
-        let spec = ColumnSpec::new("c", Some(ty.into()), collection);
+        let spec = ColumnSpec::new("c", "c", Some(ty.into()), collection);
         let mut builder = ColumnBuilder::new(&spec);
         cells.iter().for_each(|c| builder.append(c));
         let mut out = Vec::new();

@@ -63,6 +63,8 @@ struct RawColumn {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ColumnSpec {
     pub name: String,
+    /// The FHIRPath as written (compiled once, kept for messages and checks).
+    pub path: String,
     pub ty: Option<String>,
     pub collection: bool,
     /// What `ty` stores as, decided once (checked on every cell).
@@ -70,9 +72,15 @@ pub struct ColumnSpec {
 }
 
 impl ColumnSpec {
-    pub fn new(name: impl Into<String>, ty: Option<String>, collection: bool) -> Self {
+    pub fn new(
+        name: impl Into<String>,
+        path: impl Into<String>,
+        ty: Option<String>,
+        collection: bool,
+    ) -> Self {
         Self {
             name: name.into(),
+            path: path.into(),
             kind: Kind::of(ty.as_deref()),
             ty,
             collection,
@@ -260,6 +268,7 @@ impl Compiler {
             }
             self.columns.push(ColumnSpec::new(
                 column.name.clone(),
+                column.path.clone(),
                 column.ty.clone(),
                 column.collection,
             ));

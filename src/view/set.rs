@@ -129,7 +129,18 @@ impl ViewSet {
         })?;
         let type_table = crate::fhir::table_name(&view.resource);
         let name = view.name.clone().unwrap_or_else(|| type_table.clone());
+        let invalid = |source| ViewSetError::View {
+            file: file.to_owned(),
+            source,
+        };
         if name.to_ascii_lowercase() == type_table {
+            let standard = crate::lake::resource_schema();
+            let reserved: Vec<&str> = standard
+                .fields()
+                .iter()
+                .map(|f| f.name().as_str())
+                .collect();
+            view.check_table_columns(&reserved).map_err(invalid)?;
             self.by_type.insert(view.resource.clone(), Arc::new(view));
             return Ok(());
         }
@@ -144,6 +155,8 @@ impl ViewSet {
                 name,
             });
         }
+        view.check_table_columns(crate::lake::VIEW_TABLE_COLUMNS)
+            .map_err(invalid)?;
         let views = self.extra.entry(view.resource.clone()).or_default();
         views.retain(|(table, _)| *table != name);
         views.push((name, Arc::new(view)));
@@ -219,6 +232,68 @@ mod tests {
                 ),
                 "{bad}"
             );
+        }
+    }
+
+    #[test]
+    fn view_columns_that_would_vanish_or_collide_in_the_table_are_refused() {
+        let view = |name: &str, columns: &str| {
+            format!(r#"{{"name":"{name}","resource":"Patient","select":[{{"column":{columns}}}]}}"#)
+        };
+        let mut set = ViewSet::none();
+        for (table, columns, says) in [
+            (
+                "patient",
+                r#"[{"name":"resource","path":"gender"}]"#,
+                "own column \"resource\"",
+            ),
+            (
+                "patient",
+                r#"[{"name":"Meta_Version_Id","path":"gender"}]"#,
+                "own column \"meta_version_id\"",
+            ),
+            (
+                "patient_x",
+                r#"[{"name":"meta_last_updated","path":"gender"}]"#,
+                "own column",
+            ),
+            (
+                "patient",
+                r#"[{"name":"id","path":"identifier.value.first()"}]"#,
+                "already holds the resource id",
+            ),
+            (
+                "patient",
+                r#"[{"name":"b_date","path":"gender"},{"name":"b","path":"birthDate","type":"date"}]"#,
+                "named \"b_date\"",
+            ),
+            (
+                "patient_x",
+                r#"[{"name":"t","path":"id","type":"dateTime"},{"name":"T_ts","path":"id"}]"#,
+                "named \"T_ts\"",
+            ),
+            (
+                "patient",
+                r#"[{"name":"G","path":"gender"},{"name":"g","path":"id"}]"#,
+                "\"G\" and \"g\"",
+            ),
+        ] {
+            let err = set
+                .add("v.json", &view(table, columns))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with("view v.json: ") && err.contains(says),
+                "{columns}: {err}"
+            );
+        }
+        assert!(set.is_empty());
+        // The resource id under its own name is what the table's id holds: fine.
+        for path in ["id", "getResourceKey()"] {
+            let columns =
+                format!(r#"[{{"name":"id","path":"{path}"}},{{"name":"g","path":"gender"}}]"#);
+            set.add("v.json", &view("patient", &columns)).unwrap();
+            set.add("w.json", &view("patient_x", &columns)).unwrap();
         }
     }
 

@@ -187,7 +187,11 @@ pub fn parse(path: &str) -> Result<Expr, ParseError> {
         message,
     };
     let tokens = lex(path).map_err(|(at, m)| fail(at, m))?;
-    let mut p = Parser { tokens, pos: 0 };
+    let mut p = Parser {
+        tokens,
+        pos: 0,
+        end: path.len(),
+    };
     let expr = p.expr(0).map_err(|(at, m)| fail(at, m))?;
     if p.pos < p.tokens.len() {
         return Err(fail(
@@ -203,6 +207,8 @@ type PResult<T> = Result<T, (usize, String)>;
 struct Parser {
     tokens: Vec<(usize, Tok)>,
     pos: usize,
+    /// Where the text ends: the position of an error past the last token.
+    end: usize,
 }
 
 /// Binary operators by precedence level, lowest first.
@@ -236,7 +242,7 @@ const LEVELS: &[&[(&str, BinOp)]] = &[
 
 impl Parser {
     fn at(&self) -> usize {
-        self.tokens.get(self.pos).map_or(usize::MAX, |t| t.0)
+        self.tokens.get(self.pos).map_or(self.end, |t| t.0)
     }
 
     fn peek(&self) -> Option<&Tok> {
@@ -419,6 +425,13 @@ impl Parser {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_error_past_the_last_token_points_at_the_end() {
+        let err = parse("name.given.foo(").unwrap_err();
+        assert_eq!(err.at, "name.given.foo(".len());
+        assert!(err.to_string().ends_with("(at character 15)"), "{err}");
+    }
 
     #[test]
     fn parses_precedence_and_invocations() {
