@@ -1,6 +1,7 @@
 //! Parsing and compiling a ViewDefinition.
 
 use serde::Deserialize;
+use serde::de::IgnoredAny;
 
 use super::arrow::Kind;
 use super::fhirpath::{self, Expr, Literal, Plan};
@@ -35,8 +36,11 @@ struct RawWhere {
     path: String,
 }
 
+/// Selects and columns refuse keys the spec does not define: a misspelt
+/// `colum` or `typ` would otherwise drop a column or its type silently.
+/// (FHIR's own `id`, `extension` and `modifierExtension` may appear anywhere.)
 #[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawSelect {
     #[serde(default)]
     column: Vec<RawColumn>,
@@ -47,9 +51,17 @@ struct RawSelect {
     repeat: Option<Vec<String>>,
     #[serde(default)]
     union_all: Vec<RawSelect>,
+    // FHIR's own element keys (serde's flatten cannot go with deny_unknown_fields).
+    #[serde(default, rename = "id")]
+    _id: Option<IgnoredAny>,
+    #[serde(default, rename = "extension")]
+    _extension: Option<IgnoredAny>,
+    #[serde(default, rename = "modifierExtension")]
+    _modifier_extension: Option<IgnoredAny>,
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawColumn {
     name: String,
     path: String,
@@ -57,6 +69,16 @@ struct RawColumn {
     ty: Option<String>,
     #[serde(default)]
     collection: bool,
+    #[serde(default, rename = "description")]
+    _description: Option<IgnoredAny>,
+    #[serde(default, rename = "tag")]
+    _tag: Option<IgnoredAny>,
+    #[serde(default, rename = "id")]
+    _id: Option<IgnoredAny>,
+    #[serde(default, rename = "extension")]
+    _extension: Option<IgnoredAny>,
+    #[serde(default, rename = "modifierExtension")]
+    _modifier_extension: Option<IgnoredAny>,
 }
 
 /// An output column: name, FHIR type (if declared) and whether it holds a list.
@@ -228,6 +250,17 @@ impl Compiler {
     }
 
     fn select(&mut self, raw: &RawSelect) -> Result<Select, ViewError> {
+        let iterates = raw.for_each.is_some() || raw.for_each_or_null.is_some();
+        if raw.column.is_empty()
+            && raw.select.is_empty()
+            && raw.union_all.is_empty()
+            && !iterates
+            && raw.repeat.is_none()
+        {
+            return Err(ViewError::Invalid(
+                "a select is empty: give it a column, select, unionAll or forEach".into(),
+            ));
+        }
         let kinds = [
             raw.for_each.is_some(),
             raw.for_each_or_null.is_some(),
@@ -371,6 +404,12 @@ impl CompiledView {
             .iter()
             .map(|w| compiler.path(&w.path))
             .collect::<Result<Vec<_>, _>>()?;
+        if raw.select.is_empty() {
+            return Err(ViewError::Invalid(
+                "the view has no select, so no columns: add \"select\": [{\"column\": [...]}]"
+                    .into(),
+            ));
+        }
         let children = raw
             .select
             .iter()
@@ -409,5 +448,49 @@ impl CompiledView {
         let arena = bumpalo::Bump::new();
         let json = Json::parse(text, &arena).map_err(|e| ViewError::Invalid(e.to_string()))?;
         self.rows(&json)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invalid(view: &str) -> String {
+        match CompiledView::parse(view) {
+            Err(ViewError::Invalid(message)) => message,
+            other => panic!("{view}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn misspelt_or_missing_selects_and_columns_are_errors_not_silent_gaps() {
+        let message = invalid(
+            r#"{"resource":"Patient","select":[{"colum":[{"name":"g","path":"gender"}]}]}"#,
+        );
+        assert!(message.contains("unknown field `colum`"), "{message}");
+        let message = invalid(
+            r#"{"resource":"Patient","select":[{"column":[{"name":"b","path":"birthDate","typ":"date"}]}]}"#,
+        );
+        assert!(message.contains("unknown field `typ`"), "{message}");
+        let message = invalid(r#"{"resource":"Patient","select":[{}]}"#);
+        assert!(message.contains("select is empty"), "{message}");
+        for no_select in [
+            r#"{"resource":"Patient"}"#,
+            r#"{"resource":"Patient","select":[]}"#,
+        ] {
+            assert!(invalid(no_select).contains("no select"), "{no_select}");
+        }
+    }
+
+    #[test]
+    fn keys_the_spec_and_fhir_allow_are_accepted() {
+        let view = CompiledView::parse(
+            r#"{"resourceType":"ViewDefinition","id":"v","url":"http://x/v","status":"active",
+                "resource":"Patient","select":[{"id":"s1","extension":[],"forEach":"name",
+                "column":[{"name":"family","path":"family","type":"string","description":"d",
+                           "tag":[{"name":"ansi/type","value":"VARCHAR"}],"extension":[]}]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(view.columns[0].name, "family");
     }
 }
