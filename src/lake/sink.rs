@@ -1,7 +1,9 @@
 //! Writing batches into a table as parquet files that stay invisible until
 //! one commit adds them all.
 
-use deltalake::arrow::datatypes::SchemaRef;
+use std::sync::Arc;
+
+use deltalake::arrow::datatypes::{Schema, SchemaRef};
 use deltalake::arrow::record_batch::RecordBatch;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::{StructType, Version};
@@ -27,13 +29,7 @@ pub async fn open_or_create_table(
     if table.version().is_some() {
         return add_missing_columns(table, name, schema).await;
     }
-    let kernel: StructType = schema
-        .as_ref()
-        .try_into_kernel()
-        .map_err(|e| LakeError::Delta {
-            table: name.to_owned(),
-            source: e.into(),
-        })?;
+    let kernel = delta_schema(schema, name)?;
     // Ignore: another writer creating the same table at the same moment wins
     // harmlessly; we then load what it created.
     let created = table
@@ -56,6 +52,17 @@ pub async fn open_or_create_table(
     }
 }
 
+/// `schema` in Delta's terms.
+fn delta_schema(schema: &SchemaRef, table: &str) -> Result<StructType, LakeError> {
+    schema
+        .as_ref()
+        .try_into_kernel()
+        .map_err(|e| LakeError::Delta {
+            table: table.to_owned(),
+            source: e.into(),
+        })
+}
+
 /// Schema evolution: columns in `schema` the table lacks (a view gained a
 /// column) are added as nullable; existing rows read null for them. A
 /// column whose type changed is an error before anything is written.
@@ -64,13 +71,7 @@ async fn add_missing_columns(
     name: &str,
     schema: &SchemaRef,
 ) -> Result<DeltaTable, LakeError> {
-    let wanted: StructType = schema
-        .as_ref()
-        .try_into_kernel()
-        .map_err(|e| LakeError::Delta {
-            table: name.to_owned(),
-            source: e.into(),
-        })?;
+    let wanted = delta_schema(schema, name)?;
     for attempt in 1..=COMMIT_ATTEMPTS {
         let snapshot = table.snapshot().map_err(LakeError::delta(name))?;
         let current = snapshot.schema();
@@ -96,12 +97,7 @@ async fn add_missing_columns(
         if missing.is_empty() {
             return Ok(table);
         }
-        let kernel: StructType = (&deltalake::arrow::datatypes::Schema::new(missing))
-            .try_into_kernel()
-            .map_err(|e| LakeError::Delta {
-                table: name.to_owned(),
-                source: e.into(),
-            })?;
+        let kernel = delta_schema(&Arc::new(Schema::new(missing)), name)?;
         match table
             .clone()
             .add_columns()

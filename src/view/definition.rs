@@ -1,5 +1,7 @@
 //! Parsing and compiling a ViewDefinition.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
@@ -36,11 +38,8 @@ struct RawWhere {
     path: String,
 }
 
-/// Selects and columns refuse keys the spec does not define: a misspelt
-/// `colum` or `typ` would otherwise drop a column or its type silently.
-/// (FHIR's own `id`, `extension` and `modifierExtension` may appear anywhere.)
 #[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 struct RawSelect {
     #[serde(default)]
     column: Vec<RawColumn>,
@@ -51,17 +50,11 @@ struct RawSelect {
     repeat: Option<Vec<String>>,
     #[serde(default)]
     union_all: Vec<RawSelect>,
-    // FHIR's own element keys (serde's flatten cannot go with deny_unknown_fields).
-    #[serde(default, rename = "id")]
-    _id: Option<IgnoredAny>,
-    #[serde(default, rename = "extension")]
-    _extension: Option<IgnoredAny>,
-    #[serde(default, rename = "modifierExtension")]
-    _modifier_extension: Option<IgnoredAny>,
+    #[serde(flatten)]
+    other: BTreeMap<String, IgnoredAny>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawColumn {
     name: String,
     path: String,
@@ -69,16 +62,29 @@ struct RawColumn {
     ty: Option<String>,
     #[serde(default)]
     collection: bool,
-    #[serde(default, rename = "description")]
-    _description: Option<IgnoredAny>,
-    #[serde(default, rename = "tag")]
-    _tag: Option<IgnoredAny>,
-    #[serde(default, rename = "id")]
-    _id: Option<IgnoredAny>,
-    #[serde(default, rename = "extension")]
-    _extension: Option<IgnoredAny>,
-    #[serde(default, rename = "modifierExtension")]
-    _modifier_extension: Option<IgnoredAny>,
+    #[serde(flatten)]
+    other: BTreeMap<String, IgnoredAny>,
+}
+
+/// Refuses a key of a select or column that the spec does not define: a
+/// misspelt `colum` or `typ` would otherwise drop a column or its type
+/// silently. `allowed` are the element's keys that are read nowhere.
+fn no_unknown_keys(
+    element: &str,
+    other: &BTreeMap<String, IgnoredAny>,
+    allowed: &[&str],
+) -> Result<(), ViewError> {
+    // FHIR's own element keys may appear anywhere.
+    const FHIR: &[&str] = &["id", "extension", "modifierExtension"];
+    match other
+        .keys()
+        .find(|k| !FHIR.contains(&k.as_str()) && !allowed.contains(&k.as_str()))
+    {
+        Some(key) => Err(ViewError::Invalid(format!(
+            "a {element} has the key {key:?}, which ViewDefinition does not define (misspelt?)"
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// An output column: name, FHIR type (if declared) and whether it holds a list.
@@ -250,6 +256,7 @@ impl Compiler {
     }
 
     fn select(&mut self, raw: &RawSelect) -> Result<Select, ViewError> {
+        no_unknown_keys("select", &raw.other, &[])?;
         let iterates = raw.for_each.is_some() || raw.for_each_or_null.is_some();
         if raw.column.is_empty()
             && raw.select.is_empty()
@@ -287,6 +294,7 @@ impl Compiler {
         };
         let mut columns = Vec::new();
         for column in &raw.column {
+            no_unknown_keys("column", &column.other, &["description", "tag"])?;
             if self.columns.iter().any(|c| c.name == column.name) {
                 return Err(ViewError::Invalid(format!(
                     "column name {:?} is used twice",
@@ -467,11 +475,17 @@ mod tests {
         let message = invalid(
             r#"{"resource":"Patient","select":[{"colum":[{"name":"g","path":"gender"}]}]}"#,
         );
-        assert!(message.contains("unknown field `colum`"), "{message}");
+        assert!(
+            message.contains("a select has the key \"colum\""),
+            "{message}"
+        );
         let message = invalid(
             r#"{"resource":"Patient","select":[{"column":[{"name":"b","path":"birthDate","typ":"date"}]}]}"#,
         );
-        assert!(message.contains("unknown field `typ`"), "{message}");
+        assert!(
+            message.contains("a column has the key \"typ\""),
+            "{message}"
+        );
         let message = invalid(r#"{"resource":"Patient","select":[{}]}"#);
         assert!(message.contains("select is empty"), "{message}");
         for no_select in [

@@ -416,6 +416,30 @@ mod load {
         }
     }
 
+    /// `fhirlake load --json` of `input` with `views`; it must quarantine
+    /// lines (exit code 1). Returns its summary.
+    fn load_quarantining(
+        views: &std::path::Path,
+        lake_dir: &std::path::Path,
+        input: &std::path::Path,
+    ) -> Value {
+        let out = fhirlake()
+            .args(["load", "--json", "--views"])
+            .arg(views)
+            .arg("--lake")
+            .arg(lake_dir)
+            .arg(input)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
     #[test]
     fn rows_a_view_cannot_evaluate_are_quarantined_with_the_view_and_column() {
         let tmp = tempfile::tempdir().unwrap();
@@ -426,21 +450,7 @@ mod load {
             json!([{"name": "given", "path": "name.given", "type": "string"}]),
         );
         let input = sample_dir("bds-r4-10").join("Patient.ndjson");
-        let out = fhirlake()
-            .args(["load", "--json", "--views"])
-            .arg(&views)
-            .arg("--lake")
-            .arg(&lake_dir)
-            .arg(&input)
-            .output()
-            .unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(1),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let summary = load_quarantining(&views, &lake_dir, &input);
         let multi_given = ndjson(&input)
             .iter()
             .filter(|p| {
@@ -478,21 +488,7 @@ mod load {
             json!([{"name": "value", "path": "value.ofType(Quantity).value", "type": "integer"}]),
         );
         let input = sample_dir("bds-r4-10").join("Observation.ndjson");
-        let out = fhirlake()
-            .args(["load", "--json", "--views"])
-            .arg(&views)
-            .arg("--lake")
-            .arg(&lake_dir)
-            .arg(&input)
-            .output()
-            .unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(1),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let summary = load_quarantining(&views, &lake_dir, &input);
         let observations = ndjson(&input);
         let value = |o: &Value| o["valueQuantity"]["value"].as_f64();
         let fractional = observations
