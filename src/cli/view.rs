@@ -1,7 +1,7 @@
 //! `fhirlake view run`: a ViewDefinition over resources, rows out. The way
 //! users debug their views before a load uses them.
 
-use std::io::{BufRead, Write};
+use std::io::{BufRead, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -224,7 +224,7 @@ fn chunk_rows(
 /// evaluate them in groups, in order, while a writer thread writes the
 /// previous group's output. Memory stays at a few chunks whatever the file size.
 fn stream_ndjson(view: &CompiledView, path: &Path, output: &mut Output) -> Result<()> {
-    let mut file = std::fs::File::open(path)?;
+    let mut file = open_input(path)?;
     let group = rayon::current_num_threads() * 2;
     let schema = output.arrow_schema().cloned();
     std::thread::scope(|scope| {
@@ -298,9 +298,23 @@ fn stream_ndjson(view: &CompiledView, path: &Path, output: &mut Output) -> Resul
     })
 }
 
+/// The input's bytes, gunzipped when it is gzip (told by its magic bytes,
+/// not its name, as `load` reads `.ndjson.gz` exports).
+fn open_input(path: &Path) -> std::io::Result<Box<dyn Read + Send>> {
+    let mut file = std::fs::File::open(path)?;
+    let mut magic = [0u8; 2];
+    let gzip = file.read(&mut magic)? == 2 && magic == [0x1f, 0x8b];
+    file.seek(std::io::SeekFrom::Start(0))?;
+    Ok(if gzip {
+        Box::new(flate2::read::MultiGzDecoder::new(file))
+    } else {
+        Box::new(file)
+    })
+}
+
 fn is_ndjson(path: &Path) -> Result<bool> {
     let mut first = String::new();
-    std::io::BufReader::new(std::fs::File::open(path)?).read_line(&mut first)?;
+    std::io::BufReader::new(open_input(path)?).read_line(&mut first)?;
     Ok(Json::parse(first.trim(), &Bump::new()).is_ok() && first.trim_start().starts_with('{'))
 }
 
@@ -352,7 +366,9 @@ fn run_view(command: ViewCommand) -> Result<()> {
         stream_ndjson(&view, &args.input, &mut output)
             .with_context(|| format!("input {input_name}"))?;
     } else {
-        let input = std::fs::read_to_string(&args.input)
+        let mut input = String::new();
+        open_input(&args.input)
+            .and_then(|mut reader| reader.read_to_string(&mut input))
             .with_context(|| format!("reading input {input_name}"))?;
         let arena = Bump::new();
         let mut collector = Collector::new(&view, output.arrow_schema());

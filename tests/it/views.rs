@@ -58,6 +58,49 @@ fn default_views_match_golden_rows_on_fhir_examples() {
 }
 
 #[test]
+fn view_run_reads_gzipped_ndjson_and_bundles_like_plain_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let view = root.join("schemas/patient.json");
+    let run = |input: &Path| {
+        let out = fhirlake()
+            .args(["view", "run", "--view"])
+            .arg(&view)
+            .arg("--input")
+            .arg(input)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        parse_lines(&String::from_utf8(out.stdout).unwrap())
+    };
+    let gzip = |from: &Path, name: &str| {
+        use std::io::Write;
+        let to = tmp.path().join(name);
+        let mut encoder =
+            flate2::write::GzEncoder::new(std::fs::File::create(&to).unwrap(), Default::default());
+        encoder.write_all(&std::fs::read(from).unwrap()).unwrap();
+        encoder.finish().unwrap();
+        to
+    };
+    // Named without .gz on purpose: the magic bytes decide, as for `load`.
+    for (plain, name) in [
+        (root.join("data/bulk/bds-r4-10/Patient.ndjson"), "patients"),
+        (
+            root.join("tests/fixtures/fhir-examples/Patient-example.json"),
+            "example",
+        ),
+    ] {
+        let rows = run(&plain);
+        assert!(!rows.is_empty());
+        assert_eq!(run(&gzip(&plain, name)), rows, "{name}");
+    }
+}
+
+#[test]
 fn view_run_writes_csv_and_parquet_and_reports_bad_input_with_its_line() {
     let tmp = tempfile::tempdir().unwrap();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
