@@ -45,9 +45,28 @@ pub struct RunArgs {
     out: Option<PathBuf>,
 }
 
-/// Resources in `text`, each with where it came from (for error messages).
+/// Whether `json` is an object with a string `resourceType`.
+fn is_resource(json: &Json<'_>) -> bool {
+    json.get("resourceType").and_then(Json::as_str).is_some()
+}
+
+/// Resources in `text` (a Bundle, a JSON array of resources, one resource,
+/// or NDJSON), each with where it came from (for error messages).
 fn resources<'a>(text: &'a str, arena: &'a Bump) -> Result<Vec<(String, Json<'a>)>> {
     if let Ok(json) = Json::parse(text, arena) {
+        if let Json::Array(items) = json {
+            return Ok(items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| (format!("item {i}"), *item))
+                .collect());
+        }
+        if !is_resource(&json) {
+            bail!(
+                "the input is JSON but no FHIR resource (no resourceType): give NDJSON, a Bundle, \
+                 a JSON array of resources, or one resource"
+            );
+        }
         if json.get("resourceType").and_then(Json::as_str) == Some("Bundle") {
             let Some(Json::Array(entries)) = json.get("entry") else {
                 return Ok(Vec::new());
@@ -67,6 +86,12 @@ fn resources<'a>(text: &'a str, arena: &'a Bump) -> Result<Vec<(String, Json<'a>
         }
         let json =
             Json::parse(line, arena).with_context(|| format!("line {}: not valid JSON", i + 1))?;
+        if !is_resource(&json) {
+            bail!(
+                "line {}: no resourceType; each NDJSON line must be one FHIR resource",
+                i + 1
+            );
+        }
         out.push((format!("line {}", i + 1), json));
     }
     Ok(out)
@@ -212,6 +237,9 @@ fn chunk_rows(
         }
         let json =
             Json::parse(text, arena).with_context(|| format!("line {number}: not valid JSON"))?;
+        if !is_resource(&json) {
+            bail!("line {number}: no resourceType; each NDJSON line must be one FHIR resource");
+        }
         collector
             .add(view, &json)
             .with_context(|| format!("line {number}"))?;

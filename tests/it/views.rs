@@ -98,6 +98,33 @@ fn view_run_reads_gzipped_ndjson_and_bundles_like_plain_ones() {
         assert!(!rows.is_empty());
         assert_eq!(run(&gzip(&plain, name)), rows, "{name}");
     }
+    // A JSON array of resources too.
+    let ndjson = root.join("data/bulk/bds-r4-10/Patient.ndjson");
+    let array: Vec<Value> = parse_lines(&std::fs::read_to_string(&ndjson).unwrap());
+    let array_file = tmp.path().join("patients.json");
+    std::fs::write(&array_file, serde_json::to_string_pretty(&array).unwrap()).unwrap();
+    assert_eq!(run(&array_file), run(&ndjson));
+    // JSON that is no resource is an error, not an empty result.
+    for (text, says) in [
+        (
+            "{\"resourceType\":\"Patient\",\"id\":\"a\"}\n{\"id\":\"b\"}\n",
+            "line 2: no resourceType",
+        ),
+        ("{\n \"id\": \"b\"\n}\n", "no FHIR resource"),
+    ] {
+        let file = tmp.path().join("bad.json");
+        std::fs::write(&file, text).unwrap();
+        let out = fhirlake()
+            .args(["view", "run", "--view"])
+            .arg(&view)
+            .arg("--input")
+            .arg(&file)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(says), "{stderr}");
+    }
 }
 
 #[test]
