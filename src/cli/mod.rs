@@ -177,8 +177,14 @@ pub fn views_for(no_views: bool, dir: Option<&std::path::Path>) -> Result<crate:
         return Ok(crate::view::ViewSet::none());
     }
     let mut views = crate::view::ViewSet::defaults();
-    if let Some(dir) = dir {
-        views.add_dir(dir)?;
+    if let Some(dir) = dir
+        && views.add_dir(dir)? == 0
+    {
+        // Likely the wrong directory; the load still runs, with the defaults.
+        eprintln!(
+            "warning: --views {} holds no *.json ViewDefinitions; only the default views apply",
+            dir.display()
+        );
     }
     Ok(views)
 }

@@ -103,8 +103,9 @@ impl ViewSet {
         set
     }
 
-    /// Adds every `*.json` in `dir`; a view for a type replaces the one before.
-    pub fn add_dir(&mut self, dir: &Path) -> Result<(), ViewSetError> {
+    /// Adds every `*.json` in `dir`; a view for a type replaces the one
+    /// before. Returns how many files it read.
+    pub fn add_dir(&mut self, dir: &Path) -> Result<usize, ViewSetError> {
         let io = |source| ViewSetError::Io {
             dir: dir.display().to_string(),
             source,
@@ -115,11 +116,11 @@ impl ViewSet {
             .filter(|p| p.extension().is_some_and(|x| x == "json"))
             .collect();
         files.sort();
-        for file in files {
-            let text = std::fs::read_to_string(&file).map_err(io)?;
+        for file in &files {
+            let text = std::fs::read_to_string(file).map_err(io)?;
             self.add(&file.display().to_string(), &text)?;
         }
-        Ok(())
+        Ok(files.len())
     }
 
     fn add(&mut self, file: &str, text: &str) -> Result<(), ViewSetError> {
@@ -295,6 +296,18 @@ mod tests {
             set.add("v.json", &view("patient", &columns)).unwrap();
             set.add("w.json", &view("patient_x", &columns)).unwrap();
         }
+    }
+
+    #[test]
+    fn add_dir_counts_the_views_it_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut set = ViewSet::none();
+        assert_eq!(set.add_dir(dir.path()).unwrap(), 0);
+        std::fs::write(dir.path().join("notes.txt"), "not a view").unwrap();
+        let (file, text) = DEFAULTS[0];
+        std::fs::write(dir.path().join(file), text).unwrap();
+        assert_eq!(set.add_dir(dir.path()).unwrap(), 1);
+        assert_eq!(set.len(), 1);
     }
 
     #[test]
