@@ -14,7 +14,7 @@ use deltalake::parquet::arrow::ArrowWriter;
 use bumpalo::Bump;
 use rayon::prelude::*;
 
-use crate::ndjson::{Chunk, LineChunker};
+use crate::ndjson::{Chunk, LineChunker, UTF8_BOM};
 use crate::view::{CompiledView, Json, Row, ViewBuilder, ViewError};
 
 #[derive(Debug, Subcommand)]
@@ -224,7 +224,11 @@ fn chunk_rows(
     let mut collector = Collector::new(view, schema);
     arena.reset();
     // memchr, not a per-byte split: this loop sees every byte of the input.
-    let mut start = 0;
+    let mut start = if chunk.first_offset == 0 && chunk.data.starts_with(UTF8_BOM) {
+        UTF8_BOM.len()
+    } else {
+        0
+    };
     let ends = memchr::memchr_iter(b'\n', &chunk.data).chain(std::iter::once(chunk.data.len()));
     for (i, end) in ends.enumerate() {
         let line = &chunk.data[start..end];
@@ -343,7 +347,8 @@ fn open_input(path: &Path) -> std::io::Result<Box<dyn Read + Send>> {
 fn is_ndjson(path: &Path) -> Result<bool> {
     let mut first = String::new();
     std::io::BufReader::new(open_input(path)?).read_line(&mut first)?;
-    Ok(Json::parse(first.trim(), &Bump::new()).is_ok() && first.trim_start().starts_with('{'))
+    let first = first.strip_prefix('\u{feff}').unwrap_or(&first).trim();
+    Ok(Json::parse(first, &Bump::new()).is_ok() && first.starts_with('{'))
 }
 
 fn run_view(command: ViewCommand) -> Result<()> {
@@ -401,7 +406,8 @@ fn run_view(command: ViewCommand) -> Result<()> {
         let arena = Bump::new();
         let mut collector = Collector::new(&view, output.arrow_schema());
         for (origin, resource) in
-            resources(&input, &arena).with_context(|| format!("input {input_name}"))?
+            resources(input.strip_prefix('\u{feff}').unwrap_or(&input), &arena)
+                .with_context(|| format!("input {input_name}"))?
         {
             collector
                 .add(&view, &resource)

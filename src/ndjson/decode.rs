@@ -27,6 +27,11 @@ pub struct ResourceKeys {
 pub enum RejectReason {
     #[error("not valid JSON ({detail}); fix or re-export the line")]
     InvalidJson { detail: String },
+    #[error(
+        "not UTF-8 (first bad byte at byte {at} of the line); FHIR JSON must be UTF-8: convert \
+         the file (e.g. iconv -f latin1 -t utf-8) or re-export it"
+    )]
+    NotUtf8 { at: usize },
     #[error("the line is JSON but not an object; each NDJSON line must be one FHIR resource")]
     NotAnObject,
     #[error("no string \"resourceType\"; each line must be one FHIR resource")]
@@ -55,6 +60,7 @@ impl RejectReason {
     pub fn code(&self) -> &'static str {
         match self {
             Self::InvalidJson { .. } => "invalid_json",
+            Self::NotUtf8 { .. } => "not_utf8",
             Self::NotAnObject => "not_an_object",
             Self::MissingResourceType => "missing_resource_type",
             Self::InvalidResourceType { .. } => "invalid_resource_type",
@@ -123,6 +129,8 @@ impl DecodedChunk {
     }
 }
 
+pub const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
 /// Decodes chunks; holds one thread's reusable parse buffers (simd-json
 /// parses in place, so each line is copied into a scratch buffer first).
 pub struct ChunkDecoder {
@@ -161,7 +169,13 @@ impl ChunkDecoder {
         let data = &chunk.data;
         let mut out = Vec::with_capacity(data.len() / 512 + 1);
         let mut resources = StringBuilder::with_capacity(data.len() / 512 + 1, data.len());
-        let mut start = 0usize;
+        // A UTF-8 byte order mark opens some exports (RFC 8259 lets parsers
+        // ignore it); it is not part of the first resource.
+        let mut start = if chunk.first_offset == 0 && data.starts_with(UTF8_BOM) {
+            UTF8_BOM.len()
+        } else {
+            0
+        };
         let mut line = chunk.first_line;
         while start < data.len() {
             let newline = memchr::memchr(b'\n', &data[start..]).map(|p| start + p);
@@ -225,7 +239,12 @@ impl ChunkDecoder {
         if expected_type.is_some_and(|t| self.views.has_views_for(t)) {
             let text = match std::str::from_utf8(bytes) {
                 Ok(text) => text,
-                Err(e) => return invalid(e.to_string()),
+                Err(e) => {
+                    let kind = LineKind::Rejected(RejectReason::NotUtf8 {
+                        at: e.valid_up_to(),
+                    });
+                    return ((kind, None, Vec::new()), None);
+                }
             };
             return match Json::parse(text, &self.arena) {
                 Ok(json) => {
@@ -260,8 +279,14 @@ impl ChunkDecoder {
             .reset();
         let kind = match simd_json::fill_tape(&mut scratch, &mut self.buffers, &mut tape) {
             Ok(()) => keys_from_tape(&tape, expected_type),
-            Err(e) => LineKind::Rejected(RejectReason::InvalidJson {
-                detail: e.to_string(),
+            // Only a failed line is checked for UTF-8 apart: the parse checked the rest.
+            Err(e) => LineKind::Rejected(match std::str::from_utf8(bytes) {
+                Err(utf8) => RejectReason::NotUtf8 {
+                    at: utf8.valid_up_to(),
+                },
+                Ok(_) => RejectReason::InvalidJson {
+                    detail: e.to_string(),
+                },
             }),
         };
         self.tape = Some(tape.reset());
@@ -444,6 +469,7 @@ fn keys_from_tape(tape: &Tape<'_>, expected_type: Option<&str>) -> LineKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use deltalake::arrow::array::AsArray;
 
     fn decode_one(line: &str, expected: Option<&str>) -> LineKind {
         let chunk = Chunk {
@@ -499,6 +525,54 @@ mod tests {
                 LineKind::Rejected(reason) => assert_eq!(reason.code(), code, "{line}"),
                 other => panic!("{line}: expected {code}, got {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn a_byte_order_mark_opening_a_file_is_skipped_and_latin1_is_named() {
+        let patient = br#"{"resourceType":"Patient","id":"a","name":[{"family":"M"#;
+        let latin1 = [&patient[..], b"\xfcller\"}]}"].concat();
+        let file = [
+            UTF8_BOM,
+            br#"{"resourceType":"Patient","id":"b"}"#,
+            b"\n",
+            &latin1[..],
+        ]
+        .concat();
+        let with_views = Arc::new(ViewSet::defaults());
+        // Both parse paths: simd-json (no view) and the view tree.
+        for mut decoder in [
+            ChunkDecoder::default(),
+            ChunkDecoder::with_views(with_views),
+        ] {
+            let chunk = Chunk {
+                data: file.clone(),
+                first_line: 1,
+                first_offset: 0,
+            };
+            let decoded = decoder.decode(&chunk, Some("Patient"));
+            let [first, second] = decoded.lines.as_slice() else {
+                panic!("{:?}", decoded.lines)
+            };
+            assert!(
+                matches!(&first.kind, LineKind::Resource(k) if &*k.id == "b"),
+                "{first:?}"
+            );
+            assert_eq!((first.offset, first.start), (3, 3));
+            let resources = decoded.resources[0].as_string::<i32>();
+            assert_eq!(resources.value(0), r#"{"resourceType":"Patient","id":"b"}"#);
+            assert_eq!(
+                second.kind,
+                LineKind::Rejected(RejectReason::NotUtf8 { at: patient.len() })
+            );
+            // Further into a file, the same bytes are no mark: the line is rejected.
+            let chunk = Chunk {
+                data: file.clone(),
+                first_line: 9,
+                first_offset: 4096,
+            };
+            let decoded = decoder.decode(&chunk, Some("Patient"));
+            assert!(matches!(decoded.lines[0].kind, LineKind::Rejected(_)));
         }
     }
 

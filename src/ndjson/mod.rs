@@ -15,6 +15,7 @@ mod input;
 
 pub use chunker::{BufferPool, Chunk, LineChunker};
 pub use decode::{
-    ChunkDecoder, DecodedChunk, DecodedLine, LineKind, RejectReason, ResourceKeys, ViewRows,
+    ChunkDecoder, DecodedChunk, DecodedLine, LineKind, RejectReason, ResourceKeys, UTF8_BOM,
+    ViewRows,
 };
 pub use input::{HashingReader, InputFile, InputSource, open_input};
