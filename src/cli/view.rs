@@ -50,6 +50,15 @@ fn is_resource(json: &Json<'_>) -> bool {
     json.get("resourceType").and_then(Json::as_str).is_some()
 }
 
+/// An NDJSON line must be a resource: JSON without `resourceType` would
+/// otherwise give no rows, silently.
+fn require_resource(json: &Json<'_>, line: u64) -> Result<()> {
+    if !is_resource(json) {
+        bail!("line {line}: no resourceType; each NDJSON line must be one FHIR resource");
+    }
+    Ok(())
+}
+
 /// Resources in `text` (a Bundle, a JSON array of resources, one resource,
 /// or NDJSON), each with where it came from (for error messages).
 fn resources<'a>(text: &'a str, arena: &'a Bump) -> Result<Vec<(String, Json<'a>)>> {
@@ -86,12 +95,7 @@ fn resources<'a>(text: &'a str, arena: &'a Bump) -> Result<Vec<(String, Json<'a>
         }
         let json =
             Json::parse(line, arena).with_context(|| format!("line {}: not valid JSON", i + 1))?;
-        if !is_resource(&json) {
-            bail!(
-                "line {}: no resourceType; each NDJSON line must be one FHIR resource",
-                i + 1
-            );
-        }
+        require_resource(&json, i as u64 + 1)?;
         out.push((format!("line {}", i + 1), json));
     }
     Ok(out)
@@ -224,11 +228,7 @@ fn chunk_rows(
     let mut collector = Collector::new(view, schema);
     arena.reset();
     // memchr, not a per-byte split: this loop sees every byte of the input.
-    let mut start = if chunk.first_offset == 0 && chunk.data.starts_with(UTF8_BOM) {
-        UTF8_BOM.len()
-    } else {
-        0
-    };
+    let mut start = 0;
     let ends = memchr::memchr_iter(b'\n', &chunk.data).chain(std::iter::once(chunk.data.len()));
     for (i, end) in ends.enumerate() {
         let line = &chunk.data[start..end];
@@ -241,9 +241,7 @@ fn chunk_rows(
         }
         let json =
             Json::parse(text, arena).with_context(|| format!("line {number}: not valid JSON"))?;
-        if !is_resource(&json) {
-            bail!("line {number}: no resourceType; each NDJSON line must be one FHIR resource");
-        }
+        require_resource(&json, number)?;
         collector
             .add(view, &json)
             .with_context(|| format!("line {number}"))?;
@@ -330,25 +328,32 @@ fn stream_ndjson(view: &CompiledView, path: &Path, output: &mut Output) -> Resul
     })
 }
 
-/// The input's bytes, gunzipped when it is gzip (told by its magic bytes,
-/// not its name, as `load` reads `.ndjson.gz` exports).
+/// The input's text bytes: gunzipped when it is gzip (told by its magic
+/// bytes, not its name, as `load` reads `.ndjson.gz` exports), without the
+/// UTF-8 byte order mark some exports open with (RFC 8259 lets parsers skip
+/// it). Every way `view run` reads its input goes through here.
 fn open_input(path: &Path) -> std::io::Result<Box<dyn Read + Send>> {
     let mut file = std::fs::File::open(path)?;
     let mut magic = [0u8; 2];
     let gzip = file.read(&mut magic)? == 2 && magic == [0x1f, 0x8b];
     file.seek(std::io::SeekFrom::Start(0))?;
-    Ok(if gzip {
+    let bytes: Box<dyn Read + Send> = if gzip {
         Box::new(flate2::read::MultiGzDecoder::new(file))
     } else {
         Box::new(file)
-    })
+    };
+    // Large reads pass straight through the BufReader once it is empty.
+    let mut reader = std::io::BufReader::new(bytes);
+    if reader.fill_buf()?.starts_with(UTF8_BOM) {
+        reader.consume(UTF8_BOM.len());
+    }
+    Ok(Box::new(reader))
 }
 
 fn is_ndjson(path: &Path) -> Result<bool> {
     let mut first = String::new();
     std::io::BufReader::new(open_input(path)?).read_line(&mut first)?;
-    let first = first.strip_prefix('\u{feff}').unwrap_or(&first).trim();
-    Ok(Json::parse(first, &Bump::new()).is_ok() && first.starts_with('{'))
+    Ok(Json::parse(first.trim(), &Bump::new()).is_ok() && first.trim_start().starts_with('{'))
 }
 
 fn run_view(command: ViewCommand) -> Result<()> {
@@ -406,8 +411,7 @@ fn run_view(command: ViewCommand) -> Result<()> {
         let arena = Bump::new();
         let mut collector = Collector::new(&view, output.arrow_schema());
         for (origin, resource) in
-            resources(input.strip_prefix('\u{feff}').unwrap_or(&input), &arena)
-                .with_context(|| format!("input {input_name}"))?
+            resources(&input, &arena).with_context(|| format!("input {input_name}"))?
         {
             collector
                 .add(&view, &resource)

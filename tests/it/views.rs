@@ -486,19 +486,28 @@ mod load {
         }
     }
 
-    /// `fhirlake load --json` of `input` with `views`; it must quarantine
-    /// lines (exit code 1). Returns its summary.
-    fn load_quarantining(
-        views: &std::path::Path,
-        lake_dir: &std::path::Path,
-        input: &std::path::Path,
-    ) -> Value {
+    /// A fresh lake after `fhirlake load --json` of bds-r4-10's file of
+    /// `resource_type`; bind `_tmp` to keep the lake for the test's length.
+    struct Quarantined {
+        _tmp: tempfile::TempDir,
+        lake_dir: std::path::PathBuf,
+        input: std::path::PathBuf,
+        summary: Value,
+    }
+
+    /// Loads bds-r4-10's `resource_type` file with a view of `columns` for
+    /// its table; the load must quarantine lines (exit code 1).
+    fn load_quarantining(resource_type: &str, columns: Value) -> Quarantined {
+        let tmp = tempfile::tempdir().unwrap();
+        let lake_dir = tmp.path().join("lake");
+        let views = type_view_dir(tmp.path(), resource_type, columns);
+        let input = sample_dir("bds-r4-10").join(format!("{resource_type}.ndjson"));
         let out = fhirlake()
             .args(["load", "--json", "--views"])
-            .arg(views)
+            .arg(&views)
             .arg("--lake")
-            .arg(lake_dir)
-            .arg(input)
+            .arg(&lake_dir)
+            .arg(&input)
             .output()
             .unwrap();
         assert_eq!(
@@ -507,20 +516,26 @@ mod load {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        serde_json::from_slice(&out.stdout).unwrap()
+        Quarantined {
+            _tmp: tmp,
+            lake_dir,
+            input,
+            summary: serde_json::from_slice(&out.stdout).unwrap(),
+        }
     }
 
     #[test]
     fn rows_a_view_cannot_evaluate_are_quarantined_with_the_view_and_column() {
-        let tmp = tempfile::tempdir().unwrap();
-        let lake_dir = tmp.path().join("lake");
         // `name.given` is not a collection column: patients with several given names fail it.
-        let views = view_dir(
-            tmp.path(),
+        let Quarantined {
+            lake_dir,
+            input,
+            summary,
+            _tmp,
+        } = load_quarantining(
+            "Patient",
             json!([{"name": "given", "path": "name.given", "type": "string"}]),
         );
-        let input = sample_dir("bds-r4-10").join("Patient.ndjson");
-        let summary = load_quarantining(&views, &lake_dir, &input);
         let multi_given = ndjson(&input)
             .iter()
             .filter(|p| {
@@ -549,16 +564,16 @@ mod load {
 
     #[test]
     fn values_a_column_type_cannot_hold_are_quarantined_not_nulled() {
-        let tmp = tempfile::tempdir().unwrap();
-        let lake_dir = tmp.path().join("lake");
         // Declared integer, but most lab values have a fraction.
-        let views = type_view_dir(
-            tmp.path(),
+        let Quarantined {
+            lake_dir,
+            input,
+            summary,
+            _tmp,
+        } = load_quarantining(
             "Observation",
             json!([{"name": "value", "path": "value.ofType(Quantity).value", "type": "integer"}]),
         );
-        let input = sample_dir("bds-r4-10").join("Observation.ndjson");
-        let summary = load_quarantining(&views, &lake_dir, &input);
         let observations = ndjson(&input);
         let value = |o: &Value| o["valueQuantity"]["value"].as_f64();
         let fractional = observations
