@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use arrow::record_batch::RecordBatch;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use fhirlake::lake::{resource_schema, writer_properties};
-use fhirlake::load::{Lineage, ResourceRow, ResourceRows, table_schema};
+use fhirlake::lake::{Lineage, TableLayout, writer_properties};
+use fhirlake::load::{ResourceRow, ResourceRows, resource_layout};
 use fhirlake::ndjson::{Chunk, ChunkDecoder, DecodedChunk, LineChunker, LineKind};
 use fhirlake::view::ViewSet;
 use parquet::arrow::ArrowWriter;
@@ -67,7 +67,7 @@ fn decode_and_build(chunks: &[Chunk]) -> usize {
             || {
                 (
                     ChunkDecoder::default(),
-                    ResourceRows::new(resource_schema()),
+                    ResourceRows::new(TableLayout::resource(&[])),
                 )
             },
             |(decoder, rows), chunk| {
@@ -86,13 +86,13 @@ fn table_batches(chunks: &[Chunk], views: &Arc<ViewSet>) -> Vec<RecordBatch> {
         ingested_at: 0,
     };
     let view = views.for_type("Observation").cloned();
-    let schema = table_schema(view.as_deref());
+    let layout = resource_layout(view.as_deref());
     let mut decoder = ChunkDecoder::with_views(views.clone());
     chunks
         .iter()
         .map(|chunk| {
             let decoded = decoder.decode(chunk, Some("Observation"));
-            let mut rows = ResourceRows::with_view(schema.clone(), view.clone());
+            let mut rows = ResourceRows::with_view(layout.clone(), view.as_deref());
             push_resources(
                 &mut rows,
                 decoded,

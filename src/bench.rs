@@ -1,5 +1,5 @@
-//! `fhirlake bench`: synthetic Bulk data of a chosen size, loaded into a fresh
-//! lake, with throughput, peak memory and time per stage.
+//! Benchmark data and figures for `fhirlake bench`: synthetic Bulk data of a
+//! chosen size, and the throughput, peak memory and time per stage of a load.
 //!
 //! The dataset replicates the bundled sample (`data/bulk`): round *k* of every
 //! line has each UUID rewritten by a deterministic function of (uuid, k, seed),
@@ -10,42 +10,11 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use clap::Args;
 use serde::Serialize;
 
-use crate::cli::{LakeArgs, runtime};
-use crate::lake::Lake;
-use crate::load::{self, LoadPlan, LoadReport, StageTimings};
-
-#[derive(Debug, Args)]
-pub struct BenchArgs {
-    /// Size of the synthetic dataset: 200MB, 1GB, 4GB (decimal units).
-    #[arg(long, default_value = "1GB")]
-    pub size: String,
-    /// Lake to load into (default: a fresh directory under --work-dir). Must be empty.
-    #[arg(long)]
-    pub lake: Option<String>,
-    /// Where the dataset is generated (kept, and reused when it already has the size).
-    #[arg(long, default_value = "target/fhirlake-bench")]
-    pub work_dir: PathBuf,
-    /// Sample NDJSON directories to replicate.
-    #[arg(long, default_value = "data/bulk")]
-    pub sample: PathBuf,
-    #[arg(long, default_value_t = 20261126)]
-    pub seed: u64,
-    /// Only generate the dataset and print its directory.
-    #[arg(long)]
-    pub generate_only: bool,
-    /// Print the results as JSON on stdout.
-    #[arg(long)]
-    pub json: bool,
-    /// Load without view columns (to measure what the views cost).
-    #[arg(long)]
-    pub no_views: bool,
-}
+use crate::load::{LoadReport, StageTimings};
 
 /// Parses `500MB`, `1GB`, `1.5GB`, `4096` (bytes).
 pub fn parse_size(text: &str) -> Result<u64> {
@@ -196,7 +165,8 @@ pub fn generate(sample: &Path, dir: &Path, target_bytes: u64, seed: u64) -> Resu
     Ok(dataset)
 }
 
-fn walk_ndjson(root: &Path) -> Result<Vec<PathBuf>> {
+/// The `.ndjson` files under `root`, sorted.
+pub fn walk_ndjson(root: &Path) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
@@ -234,65 +204,8 @@ pub struct BenchResult {
     pub stages: StageTimings,
 }
 
-pub fn run(args: BenchArgs) -> Result<()> {
-    let target = parse_size(&args.size)?;
-    let data_dir = args
-        .work_dir
-        .join(format!("data-{}", args.size.to_ascii_lowercase()));
-    let reuse = std::fs::read_to_string(data_dir.join(".complete")).is_ok();
-    let dataset = if reuse {
-        let mut dataset = Dataset {
-            dir: data_dir.clone(),
-            bytes: 0,
-            lines: 0,
-            files: 0,
-        };
-        for file in walk_ndjson(&data_dir)? {
-            dataset.bytes += std::fs::metadata(&file)?.len();
-            dataset.files += 1;
-        }
-        dataset
-    } else {
-        eprintln!(
-            "generating {} of synthetic Bulk NDJSON in {}",
-            args.size,
-            data_dir.display()
-        );
-        let dataset = generate(&args.sample, &data_dir, target, args.seed)?;
-        std::fs::write(data_dir.join(".complete"), b"")?;
-        dataset
-    };
-    if args.generate_only {
-        println!("{}", dataset.dir.display());
-        return Ok(());
-    }
-    let lake_uri = match &args.lake {
-        Some(uri) => uri.clone(),
-        None => {
-            let dir = args
-                .work_dir
-                .join(format!("lake-{}", uuid::Uuid::new_v4().simple()));
-            dir.display().to_string()
-        }
-    };
-    let lake = LakeArgs {
-        lake: lake_uri.clone(),
-        storage_options: Vec::new(),
-    }
-    .open()?;
-    let started = Instant::now();
-    let plan = LoadPlan::new(vec![dataset.dir.clone()])
-        .with_views(crate::cli::views_for(args.no_views, None)?);
-    let report = runtime()?.block_on(load::run(&lake, &plan, None))?;
-    let seconds = started.elapsed().as_secs_f64();
-    let result = summarize(dataset, &report, seconds);
-    if args.lake.is_none() {
-        let _ = std::fs::remove_dir_all(&lake_uri);
-    }
-    print_result(&result, &lake, args.json)
-}
-
-fn summarize(mut dataset: Dataset, report: &LoadReport, seconds: f64) -> BenchResult {
+/// The figures of one benchmark load.
+pub fn summarize(mut dataset: Dataset, report: &LoadReport, seconds: f64) -> BenchResult {
     let rows = report.manifest.totals.total();
     dataset.lines = rows;
     BenchResult {
@@ -304,31 +217,6 @@ fn summarize(mut dataset: Dataset, report: &LoadReport, seconds: f64) -> BenchRe
         dataset,
         seconds,
     }
-}
-
-fn print_result(result: &BenchResult, lake: &Lake, json: bool) -> Result<()> {
-    if json {
-        println!("{}", serde_json::to_string_pretty(result)?);
-        return Ok(());
-    }
-    let s = &result.stages;
-    println!(
-        "loaded {:.1} MB ({} rows, {} files) into {} in {:.2} s: {:.1} MB/s, {:.0} rows/s, peak RSS {} MB, {} threads",
-        result.dataset.bytes as f64 / 1e6,
-        result.dataset.lines,
-        result.dataset.files,
-        lake.root(),
-        result.seconds,
-        result.mb_per_s,
-        result.rows_per_s,
-        result.peak_rss_mb.map_or("?".into(), |m| format!("{m:.0}")),
-        result.threads
-    );
-    println!(
-        "stages (s): read+hash {:.2} | decode {:.2} | flatten {:.2} | parquet write {:.2} | commit+merge {:.2}",
-        s.read_hash_s, s.decode_s, s.build_s, s.write_s, s.commit_s
-    );
-    Ok(())
 }
 
 #[cfg(test)]

@@ -233,6 +233,13 @@ pub fn parse_instant_micros(text: &str) -> Option<i64> {
         .map(|t| t.timestamp_micros())
 }
 
+/// UTC microseconds as a FHIR instant (`2024-01-31T12:00:00Z`, fractions only when set).
+pub fn instant_text(micros: i64) -> String {
+    chrono::DateTime::<chrono::Utc>::from_timestamp_micros(micros)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

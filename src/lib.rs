@@ -1,14 +1,15 @@
-//! fhirlake: bulk-first FHIR → Delta Lake loading with row accounting.
+//! fhirlake: FHIR → Delta Lake loading with row accounting.
 //!
-//! Stages, each a module with one job (see DESIGN.md): [`ndjson`] decodes
-//! lines, [`lake`] writes Delta tables, [`ledger`] records what happened,
-//! [`load`] runs a job through them, [`view`] flattens resources, [`bulk`]
-//! exports from FHIR servers over [`http`] with [`auth`], [`bench`] measures,
-//! [`cli`] is the command line.
+//! Stages, each a module with one job (see DESIGN.md): [`source`] is the
+//! ways in (files, Bulk `$export`), each turning its input into byte
+//! streams for the one [`load`] job; [`ndjson`] cuts and decodes lines,
+//! [`policy`] decides per resource, [`view`] flattens resources into columns,
+//! [`lake`] owns every Delta write, [`ledger`] records what happened.
+//! [`http`] (with [`auth`]) is the one client for FHIR servers, [`bench`]
+//! generates benchmark data, [`cli`] is the command line.
 
 pub mod auth;
 pub mod bench;
-pub mod bulk;
 pub mod cli;
 pub mod fhir;
 pub mod http;
@@ -16,4 +17,6 @@ pub mod lake;
 pub mod ledger;
 pub mod load;
 pub mod ndjson;
+pub mod policy;
+pub mod source;
 pub mod view;

@@ -8,16 +8,18 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
-use serde_json::{Value, json};
+use serde_json::json;
 use url::Url;
 
 use super::{LakeArgs, runtime, views_for};
 use crate::auth::{Credentials, Secret, SigningKey, SmartClient, TokenSource};
-use crate::bulk::{self, ExportError, ExportPlan, KickoffMethod, PollPolicy, Resume, Scope, Since};
 use crate::http::{HttpClient, RetryPolicy};
 use crate::lake::LoadMode;
 use crate::ledger::Echo;
-use crate::load::LoadPlan;
+use crate::load::LoadOptions;
+use crate::source::bulk::{
+    self, ExportError, ExportPlan, KickoffMethod, PollPolicy, Resume, Scope, Since,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum AuthKind {
@@ -221,44 +223,26 @@ fn check_instant(flag: &str, text: &str) -> Result<()> {
     Ok(())
 }
 
-/// One line on stderr per notable event (the progress display).
-fn echo(event: &str, entry: &Value) {
-    let get = |k: &str| entry.get(k).cloned().unwrap_or(Value::Null);
-    let line = match event {
-        "kickoff" => format!("kick-off accepted ({} {})", get("method"), get("url")),
-        "resume" => format!("resuming job {} (phase {})", get("job_id"), get("phase")),
-        "status" if get("status") == json!(202) => format!(
-            "export in progress{} — next poll in {:.1} s",
-            match get("progress") {
-                Value::String(p) => format!(" ({p})"),
-                _ => String::new(),
-            },
-            get("next_poll_ms").as_f64().unwrap_or(0.0) / 1000.0
-        ),
-        "status" => format!(
-            "export complete: {} output, {} error, {} deleted file(s), transactionTime {}",
-            get("output_files"),
-            get("error_files"),
-            get("deleted_files"),
-            get("transaction_time")
-        ),
-        "status_retry" | "retry" | "download_retry" => {
-            format!("retrying ({}) attempt {}", get("reason"), get("attempt"))
-        }
-        "download_complete" => format!(
-            "downloaded {} ({} lines, {} bytes)",
-            get("type"),
-            get("lines"),
-            get("bytes")
-        ),
-        "download_expired" => format!("link expired ({}): {}", get("status"), get("url")),
-        "manifest_refresh" => "fetching a fresh manifest for expired links".into(),
-        "token_refresh" => "access token rejected; fetching a new one".into(),
-        "load_start" => "loading into the lake".into(),
-        "cancel" => "cancelled".into(),
-        _ => return,
-    };
-    eprintln!("fhirlake export: {line}");
+/// Parent of the export's raw folders: `<lake>/_raw` for a local lake, a
+/// local staging folder in the user's cache for a remote one.
+fn default_raw_parent(lake: &crate::lake::Lake) -> PathBuf {
+    if lake.root().scheme() == "file"
+        && let Ok(path) = lake.root().to_file_path()
+    {
+        return path.join("_raw");
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    cache.join("fhirlake").join("raw")
+}
+
+/// Resolves when the user presses Ctrl-C (never, if the handler cannot be set).
+async fn ctrl_c() {
+    if tokio::signal::ctrl_c().await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 pub fn run(args: ExportArgs) -> Result<ExitCode> {
@@ -279,13 +263,15 @@ pub fn run(args: ExportArgs) -> Result<ExitCode> {
     if let Some(until) = &args.until {
         check_instant("--until", until)?;
     }
-    let load = LoadPlan::new(Vec::new())
-        .with_mode(if args.history {
+    let load = LoadOptions {
+        mode: if args.history {
             LoadMode::History
         } else {
             LoadMode::Current
-        })
-        .with_views(views_for(args.no_views, args.views.as_deref())?);
+        },
+        views: Arc::new(views_for(args.no_views, args.views.as_deref())?),
+        ..LoadOptions::default()
+    };
     let retry = RetryPolicy {
         attempts: args.retries.max(1),
         base: Duration::from_millis(args.backoff_ms),
@@ -300,7 +286,10 @@ pub fn run(args: ExportArgs) -> Result<ExitCode> {
         method: args.method,
         parallel: args.parallel.max(1),
         keep_raw: !args.no_keep_raw,
-        raw_dir: args.raw_dir.clone(),
+        raw_dir: args
+            .raw_dir
+            .clone()
+            .unwrap_or_else(|| default_raw_parent(&lake)),
         poll: PollPolicy {
             default_wait: Duration::from_secs(args.poll_interval),
             max_wait: Duration::from_secs(args.max_retry_after),
@@ -321,13 +310,10 @@ pub fn run(args: ExportArgs) -> Result<ExitCode> {
         .read_timeout(Duration::from_secs(300))
         .build()
         .context("building the HTTP client")?;
-    let http = HttpClient {
-        tokens: TokenSource::new(credentials(&args)?, args.server.clone(), client.clone()),
-        client,
-        retry,
-    };
-    let echo: Echo = Arc::new(echo);
-    let result = runtime()?.block_on(bulk::run(&lake, plan, &http, Some(echo)));
+    let tokens = TokenSource::new(credentials(&args)?, args.server.clone(), client.clone());
+    let http = HttpClient::new(client, tokens, retry);
+    let echo: Echo = Arc::new(|line: &str| eprintln!("fhirlake export: {line}"));
+    let result = runtime()?.block_on(bulk::run(&lake, plan, &http, Some(echo), ctrl_c()));
     let report = match result {
         Ok(report) => report,
         Err(error @ ExportError::Cancelled { .. }) => {

@@ -1,12 +1,14 @@
 //! Command line: parse flags, resolve them into plans, run, print, exit.
 //! Nothing here loads data; it only wires flags to the library.
 
+mod bench;
 mod export;
 mod progress;
 mod summary;
 mod view;
 
 use std::collections::HashMap;
+use std::future::IntoFuture;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -15,7 +17,8 @@ use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 
 use crate::lake::{Lake, LoadMode};
-use crate::load::{self, LoadPlan};
+use crate::load::Job;
+use crate::source::discover;
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -53,7 +56,7 @@ enum Command {
     /// Delete data files no longer referenced by recent table versions (Delta VACUUM).
     Vacuum(VacuumArgs),
     /// Generate a synthetic Bulk dataset, load it into a fresh lake, report throughput.
-    Bench(crate::bench::BenchArgs),
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -204,7 +207,7 @@ pub fn main() -> ExitCode {
         Command::View(command) => view::run(command).map(|()| ExitCode::SUCCESS),
         Command::Optimize(args) => run_optimize(args),
         Command::Vacuum(args) => run_vacuum(args),
-        Command::Bench(args) => crate::bench::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Bench(args) => bench::run(args).map(|()| ExitCode::SUCCESS),
     };
     match outcome {
         Ok(code) => code,
@@ -221,7 +224,11 @@ fn run_load(args: LoadArgs) -> Result<ExitCode> {
     if args.inputs.is_empty() {
         bail!("no inputs given");
     }
-    let plan = LoadPlan::new(args.inputs)
+    let display = progress::Display::for_stderr();
+    let runtime = runtime()?;
+    let inputs = runtime.block_on(discover(&args.inputs, lake.storage_options()))?;
+    let job = Job::new(&lake)
+        .with_inputs(inputs)
         .with_mode(if args.history {
             LoadMode::History
         } else {
@@ -230,9 +237,9 @@ fn run_load(args: LoadArgs) -> Result<ExitCode> {
         .with_as_of(as_of)
         .with_force(args.force)
         .with_chunk_bytes(args.chunk_bytes)
-        .with_views(views_for(args.no_views, args.views.as_deref())?);
-    let display = progress::Display::for_stderr();
-    let report = runtime()?.block_on(load::run(&lake, &plan, display.sink()))?;
+        .with_views(views_for(args.no_views, args.views.as_deref())?)
+        .with_progress(display.sink());
+    let report = runtime.block_on(job.into_future())?;
     display.finish();
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary::json(&report))?);

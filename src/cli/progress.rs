@@ -28,10 +28,11 @@ impl Display {
         let bar = self.bar.clone()?;
         Some(Arc::new(move |event| match event {
             Progress::Started { bytes, .. } => bar.set_length(bytes),
-            Progress::File { path } => bar.set_message(
-                path.file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
+            Progress::File { name } => bar.set_message(
+                name.rsplit(['/', '\\'])
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned(),
             ),
             Progress::Bytes(n) => bar.inc(n),
             Progress::Committing => bar.set_message("committing"),

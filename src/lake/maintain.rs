@@ -10,6 +10,7 @@ use deltalake::operations::vacuum::VacuumMode;
 use object_store::ObjectStore;
 use serde::Serialize;
 
+use super::conflict::retry_on_conflict;
 use super::{Lake, LakeError};
 
 /// Names of the Delta tables in the lake (directories holding a `_delta_log`).
@@ -77,13 +78,16 @@ pub async fn optimize(
     name: &str,
     target_bytes: Option<u64>,
 ) -> Result<OptimizeReport, LakeError> {
-    let table = open_existing(lake, name).await?;
+    let mut table = open_existing(lake, name).await?;
     let version_before = table.version();
-    let mut builder = table.optimize();
-    if let Some(target) = target_bytes.and_then(NonZeroU64::new) {
-        builder = builder.with_target_size(target);
-    }
-    let (table, metrics) = builder.await.map_err(LakeError::delta(name))?;
+    let (table, metrics) = retry_on_conflict(&mut table, name, |table| async move {
+        let mut builder = table.optimize();
+        if let Some(target) = target_bytes.and_then(NonZeroU64::new) {
+            builder = builder.with_target_size(target);
+        }
+        builder.await.map_err(LakeError::delta(name))
+    })
+    .await?;
     Ok(OptimizeReport {
         table: name.to_owned(),
         files_removed: metrics.num_files_removed,

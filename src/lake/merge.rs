@@ -11,7 +11,7 @@ use deltalake::datafusion::prelude::SessionContext;
 use serde::Serialize;
 
 use super::LakeError;
-use super::sink::retry_on_conflict;
+use super::conflict::retry_on_conflict;
 
 /// What a MERGE did, in the manifest's terms.
 #[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
@@ -62,16 +62,17 @@ pub async fn merge_updates(
 
 /// MERGEs `batches` into `table` as `kind` says, retrying on commit conflicts.
 pub async fn merge_rows(
-    table: DeltaTable,
+    mut table: DeltaTable,
     name: &str,
     schema: &SchemaRef,
     batches: Vec<RecordBatch>,
     kind: MergeKind,
 ) -> Result<(DeltaTable, UpdateMetrics), LakeError> {
-    retry_on_conflict(table, name, |table| {
+    let (merged, metrics) = retry_on_conflict(&mut table, name, |table| {
         merge_once(table, name, schema, batches.clone(), kind)
     })
-    .await
+    .await?;
+    Ok((merged, metrics))
 }
 
 async fn merge_once(

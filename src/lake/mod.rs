@@ -12,25 +12,27 @@
 //! The ledger (manifest, loaded-file markers) is written only after these commits.
 //! Nothing here decides *what* to load; that is the `load` module's job.
 
+mod conflict;
 mod delete;
 mod keys;
+mod layout;
 mod location;
 mod maintain;
 mod merge;
-mod schema;
 mod sink;
 
-pub use delete::{Deletion, DeletionOutcome, TombstoneLineage, apply_deletions};
+pub use conflict::{COMMIT_ATTEMPTS, ConflictRetry, is_commit_conflict, retry_on_conflict};
+pub use delete::{Deletion, DeletionOutcome, apply_deletions, delete_ids};
 pub use keys::{KeyIndex, KeyState, LoadMode, read_key_index};
+pub use layout::{
+    DELETED_COLUMN, KEY_COLUMNS, LINEAGE_COLUMNS, Lineage, LineageColumns, QUARANTINE_TABLE,
+    RESOURCE_COLUMNS, ROW_COLUMN, TableLayout, TableShape, quarantine_schema, resource_schema,
+    utc_micros,
+};
 pub use location::{Lake, object_store_for, register_storage_handlers};
 pub use maintain::{OptimizeReport, VacuumReport, list_tables, optimize, vacuum};
 pub use merge::{MergeKind, UpdateMetrics, merge_rows, merge_updates};
-pub use schema::{
-    QUARANTINE_TABLE, VIEW_TABLE_COLUMNS, quarantine_schema, resource_schema, utc_micros,
-};
-pub use sink::{
-    COMMIT_ATTEMPTS, TableSink, is_commit_conflict, open_or_create_table, writer_properties,
-};
+pub use sink::{TableSink, open_or_create_table, writer_properties};
 
 /// Errors at the storage boundary; each names the table or URI involved.
 #[derive(Debug, thiserror::Error)]

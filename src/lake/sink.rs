@@ -14,6 +14,7 @@ use deltalake::protocol::SaveMode;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter, WriteMode};
 use deltalake::{DeltaTable, DeltaTableError};
 
+use super::conflict::{ConflictRetry, retry_on_conflict};
 use super::{Lake, LakeError};
 
 /// Opens the table `name`, creating it with `schema` if it does not exist.
@@ -72,84 +73,47 @@ async fn add_missing_columns(
     schema: &SchemaRef,
 ) -> Result<DeltaTable, LakeError> {
     let wanted = delta_schema(schema, name)?;
-    for attempt in 1..=COMMIT_ATTEMPTS {
-        let snapshot = table.snapshot().map_err(LakeError::delta(name))?;
-        let current = snapshot.schema();
-        for field in wanted.fields() {
-            if let Some(existing) = current.field(field.name())
-                && existing.data_type() != field.data_type()
-            {
-                return Err(LakeError::ColumnTypeChanged {
-                    table: name.to_owned(),
-                    column: field.name().to_owned(),
-                    existing: existing.data_type().to_string(),
-                    wanted: field.data_type().to_string(),
-                });
+    let evolved = retry_on_conflict(&mut table, name, |table| {
+        let wanted = &wanted;
+        async move {
+            let snapshot = table.snapshot().map_err(LakeError::delta(name))?;
+            let current = snapshot.schema();
+            for field in wanted.fields() {
+                if let Some(existing) = current.field(field.name())
+                    && existing.data_type() != field.data_type()
+                {
+                    return Err(LakeError::ColumnTypeChanged {
+                        table: name.to_owned(),
+                        column: field.name().to_owned(),
+                        existing: existing.data_type().to_string(),
+                        wanted: field.data_type().to_string(),
+                    });
+                }
             }
-        }
-        let existing: Vec<String> = current.fields().map(|f| f.name().to_owned()).collect();
-        let missing: Vec<_> = schema
-            .fields()
-            .iter()
-            .filter(|f| !existing.iter().any(|e| e == f.name()))
-            .map(|f| f.as_ref().clone().with_nullable(true))
-            .collect();
-        if missing.is_empty() {
-            return Ok(table);
-        }
-        let kernel = delta_schema(&Arc::new(Schema::new(missing)), name)?;
-        match table
-            .clone()
-            .add_columns()
-            .with_fields(kernel.fields().cloned().collect::<Vec<_>>())
-            .await
-        {
-            Ok(evolved) => return Ok(evolved),
-            Err(e) if attempt < COMMIT_ATTEMPTS && is_commit_conflict(&e) => {
-                table.load().await.map_err(LakeError::delta(name))?;
+            let existing: Vec<String> = current.fields().map(|f| f.name().to_owned()).collect();
+            let missing: Vec<_> = schema
+                .fields()
+                .iter()
+                .filter(|f| !existing.iter().any(|e| e == f.name()))
+                .map(|f| f.as_ref().clone().with_nullable(true))
+                .collect();
+            if missing.is_empty() {
+                return Ok(None);
             }
-            Err(e) => return Err(LakeError::delta(name)(e)),
+            let kernel = delta_schema(&Arc::new(Schema::new(missing)), name)?;
+            table
+                .add_columns()
+                .with_fields(kernel.fields().cloned().collect::<Vec<_>>())
+                .await
+                .map(Some)
+                .map_err(LakeError::delta(name))
         }
+    })
+    .await?;
+    if let Some(evolved) = evolved {
+        table = evolved;
     }
     Ok(table)
-}
-
-/// Commit attempts against a fresh snapshot before giving up: concurrent
-/// writers of the same table make the loser of each race retry.
-pub const COMMIT_ATTEMPTS: usize = 10;
-
-/// True for errors a retry on a fresh snapshot can fix.
-pub fn is_commit_conflict(error: &DeltaTableError) -> bool {
-    matches!(
-        error,
-        DeltaTableError::Transaction { .. } | DeltaTableError::VersionAlreadyExists(_)
-    )
-}
-
-/// Runs `operation` on `table`; when a concurrent writer's commit wins the
-/// race, reloads the table and runs it again on the fresh snapshot (up to
-/// [`COMMIT_ATTEMPTS`] times).
-pub async fn retry_on_conflict<T, F, Fut>(
-    mut table: DeltaTable,
-    name: &str,
-    mut operation: F,
-) -> Result<T, LakeError>
-where
-    F: FnMut(DeltaTable) -> Fut,
-    Fut: std::future::Future<Output = Result<T, LakeError>>,
-{
-    let mut attempt = 1;
-    loop {
-        match operation(table.clone()).await {
-            Err(LakeError::Delta { source, .. })
-                if attempt < COMMIT_ATTEMPTS && is_commit_conflict(&source) =>
-            {
-                attempt += 1;
-                table.load().await.map_err(LakeError::delta(name))?;
-            }
-            other => return other,
-        }
-    }
 }
 
 /// Parquet settings for our tables. Pages are 64 KiB, not the default 1 MiB:
@@ -240,20 +204,17 @@ impl TableSink {
             return Ok((self.table, None));
         }
         // A failed commit leaves the files staged, so a retry re-uploads nothing.
-        let mut attempt = 1;
-        loop {
+        let mut retry = ConflictRetry::new(&self.name);
+        let version = loop {
             match self.writer.flush_and_commit(&mut self.table).await {
-                Ok(version) => return Ok((self.table, Some(version))),
-                Err(e) if attempt < COMMIT_ATTEMPTS && is_commit_conflict(&e) => {
-                    attempt += 1;
-                    self.table
-                        .load()
-                        .await
-                        .map_err(LakeError::delta(&self.name))?;
+                Ok(version) => break version,
+                Err(e) => {
+                    let error = LakeError::delta(&self.name)(e);
+                    retry.after(&mut self.table, error).await?;
                 }
-                Err(e) => return Err(LakeError::delta(&self.name)(e)),
             }
-        }
+        };
+        Ok((self.table, Some(version)))
     }
 }
 

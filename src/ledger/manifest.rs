@@ -5,19 +5,29 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::lake::{LoadMode, UpdateMetrics};
+use crate::load::SourceKind;
 
-/// Row outcomes. For every input: `lines = inserted + updated + unchanged + quarantined`.
+/// Row outcomes. For every input:
+/// `lines = inserted + updated + unchanged + quarantined + filtered`.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RowCounts {
     pub inserted: u64,
     pub updated: u64,
     pub unchanged: u64,
     pub quarantined: u64,
+    /// Kept out of the lake by the policy stage (written only when some
+    /// were, so records without a policy read as before).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub filtered: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl RowCounts {
     pub fn total(&self) -> u64 {
-        self.inserted + self.updated + self.unchanged + self.quarantined
+        self.inserted + self.updated + self.unchanged + self.quarantined + self.filtered
     }
 
     pub fn add(&mut self, other: &RowCounts) {
@@ -25,6 +35,7 @@ impl RowCounts {
         self.updated += other.updated;
         self.unchanged += other.unchanged;
         self.quarantined += other.quarantined;
+        self.filtered += other.filtered;
     }
 }
 
@@ -41,7 +52,7 @@ pub enum InputStatus {
 
 /// Where a stand-in `meta.lastUpdated` came from, for resources without one.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct StandIn {
+pub struct StandInRecord {
     /// "as_of", "transaction_time" or "file_mtime".
     pub source: String,
     pub value: String,
@@ -62,20 +73,64 @@ pub struct InputRecord {
     /// Per destination table.
     pub tables: BTreeMap<String, RowCounts>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_updated_stand_in: Option<StandIn>,
+    pub last_updated_stand_in: Option<StandInRecord>,
     /// For a skipped file: the job that loaded it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub loaded_by_job: Option<String>,
+    /// Which way the input came in (manifests before sources lack it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceKind>,
+    /// Resources the policy filtered out, per reason.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub filtered_by: BTreeMap<String, u64>,
+}
+
+/// What a Delta commit of a job did.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CommitOperation {
+    /// New ids or versions appended.
+    Append,
+    /// Newer versions of stored ids MERGEd (or an own-table view's rows inserted).
+    Merge,
+    /// Rows removed (replaced view rows, or a server's deletions).
+    Delete,
+    /// History-mode deletion versions appended.
+    Tombstone,
+}
+
+impl std::fmt::Display for CommitOperation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Append => "append",
+            Self::Merge => "merge",
+            Self::Delete => "delete",
+            Self::Tombstone => "tombstone",
+        })
+    }
 }
 
 /// One Delta commit a job made.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct CommitRecord {
     pub version: u64,
-    /// "append" (new ids or versions) or "merge" (newer versions of stored ids).
-    pub operation: String,
+    pub operation: CommitOperation,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub merge: Option<UpdateMetrics>,
+}
+
+/// What kind of job a manifest records.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ManifestKind {
+    /// `fhirlake load` of files.
+    Load,
+    /// `fhirlake export`: a Bulk Data export and its load.
+    Export,
+    /// `fhirlake sync`: REST incremental sync.
+    Sync,
+    /// HL7 v2 messages converted and loaded.
+    Hl7v2,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -89,7 +144,7 @@ pub struct TableRecord {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct JobManifest {
     pub job_id: String,
-    pub kind: String,
+    pub kind: ManifestKind,
     pub fhirlake_version: String,
     pub started_at: String,
     pub finished_at: String,
@@ -98,9 +153,16 @@ pub struct JobManifest {
     pub inputs: Vec<InputRecord>,
     pub tables: BTreeMap<String, TableRecord>,
     pub totals: RowCounts,
+    /// The policy in force ("none" without one; manifests before it lack it).
+    #[serde(default = "no_policy")]
+    pub policy_version: String,
     /// For an export job: the request, the server's files and their fate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub export: Option<ExportRecord>,
+}
+
+fn no_policy() -> String {
+    "none".into()
 }
 
 /// What a `$export` job asked for and received (no credentials: URLs are redacted).
@@ -158,8 +220,7 @@ pub struct ExportFile {
     pub lines: Option<u64>,
     pub content_encoding: Option<String>,
     pub attempts: u32,
-    /// pending, downloaded, count_mismatch, expired, failed: ….
-    pub outcome: String,
+    pub outcome: FileOutcome,
     /// For error files: the OperationOutcome diagnostics they carried.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub diagnostics: Vec<String>,
@@ -168,10 +229,78 @@ pub struct ExportFile {
     pub lake_copy: Option<String>,
 }
 
+/// What became of one file of an export manifest. Stored as text:
+/// `pending`, `downloaded`, `count_mismatch`, `expired (HTTP 410)`, `failed: <why>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileOutcome {
+    Pending,
+    Downloaded,
+    /// Downloaded, but not the lines the manifest declared (they still load).
+    CountMismatch,
+    /// The link answered 404/410; a fresh manifest may renew it.
+    Expired {
+        status: u16,
+    },
+    Failed {
+        reason: String,
+    },
+}
+
+impl std::fmt::Display for FileOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Pending => f.write_str("pending"),
+            Self::Downloaded => f.write_str("downloaded"),
+            Self::CountMismatch => f.write_str("count_mismatch"),
+            Self::Expired { status } => write!(f, "expired (HTTP {status})"),
+            Self::Failed { reason } => write!(f, "failed: {reason}"),
+        }
+    }
+}
+
+impl std::str::FromStr for FileOutcome {
+    type Err = std::convert::Infallible;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ok(match text {
+            "pending" => Self::Pending,
+            "downloaded" => Self::Downloaded,
+            "count_mismatch" => Self::CountMismatch,
+            other => match other
+                .strip_prefix("expired (HTTP ")
+                .and_then(|s| s.strip_suffix(')'))
+                .and_then(|s| s.parse().ok())
+            {
+                Some(status) => Self::Expired { status },
+                None => Self::Failed {
+                    reason: other.strip_prefix("failed: ").unwrap_or(other).to_owned(),
+                },
+            },
+        })
+    }
+}
+
+impl Serialize for FileOutcome {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for FileOutcome {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Ok(text.parse().expect("every text is an outcome"))
+    }
+}
+
 impl ExportFile {
     /// Downloaded completely and checksummed (a count mismatch included: its lines are real).
     pub fn verified(&self) -> bool {
-        self.sha256.is_some() && matches!(self.outcome.as_str(), "downloaded" | "count_mismatch")
+        self.sha256.is_some()
+            && matches!(
+                self.outcome,
+                FileOutcome::Downloaded | FileOutcome::CountMismatch
+            )
     }
 
     /// The manifest declared a `count` and `lines` is not it.
@@ -184,17 +313,16 @@ impl ExportFile {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error(
     "row accounting failed for {path}: {lines} lines read but {accounted} accounted for \
-     (inserted {inserted} + updated {updated} + unchanged {unchanged} + quarantined {quarantined}); \
-     this is a fhirlake bug, nothing was recorded as loaded — please report it with the input"
+     (inserted {} + updated {} + unchanged {} + quarantined {} + filtered {}; per table {}); \
+     this is a fhirlake bug, nothing was recorded as loaded — please report it with the input",
+    rows.inserted, rows.updated, rows.unchanged, rows.quarantined, rows.filtered, by_table.total()
 )]
 pub struct AccountingError {
     pub path: String,
     pub lines: u64,
     pub accounted: u64,
-    pub inserted: u64,
-    pub updated: u64,
-    pub unchanged: u64,
-    pub quarantined: u64,
+    pub rows: RowCounts,
+    pub by_table: RowCounts,
 }
 
 impl InputRecord {
@@ -211,18 +339,23 @@ impl InputRecord {
             tables: BTreeMap::new(),
             last_updated_stand_in: None,
             loaded_by_job: None,
+            source: None,
+            filtered_by: BTreeMap::new(),
         }
     }
 
-    /// The invariant: every non-blank line is inserted, updated, unchanged or
-    /// quarantined, and the per-table counts add up to the file's.
+    /// The invariant: every non-blank line is inserted, updated, unchanged,
+    /// quarantined or filtered; the per-table counts add up to the file's,
+    /// and the filter reasons to its filtered count.
     pub fn check_accounting(&self) -> Result<(), AccountingError> {
         let mut by_table = RowCounts::default();
         for counts in self.tables.values() {
             by_table.add(counts);
         }
         let accounted = self.rows.total();
-        if self.status != InputStatus::Loaded || (accounted == self.lines && by_table == self.rows)
+        let by_reason: u64 = self.filtered_by.values().sum();
+        if self.status != InputStatus::Loaded
+            || (accounted == self.lines && by_table == self.rows && by_reason == self.rows.filtered)
         {
             return Ok(());
         }
@@ -230,10 +363,99 @@ impl InputRecord {
             path: self.path.clone(),
             lines: self.lines,
             accounted,
-            inserted: self.rows.inserted,
-            updated: self.rows.updated,
-            unchanged: self.rows.unchanged,
-            quarantined: self.rows.quarantined,
+            rows: self.rows,
+            by_table,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(lines: u64, tables: &[(&str, RowCounts)]) -> InputRecord {
+        let mut record = InputRecord::new("f.ndjson".into(), InputStatus::Loaded, "sha".into(), 9);
+        record.lines = lines;
+        for (name, counts) in tables {
+            record.tables.insert((*name).to_owned(), *counts);
+            record.rows.add(counts);
+        }
+        record
+    }
+
+    fn counts(
+        inserted: u64,
+        updated: u64,
+        unchanged: u64,
+        quarantined: u64,
+        filtered: u64,
+    ) -> RowCounts {
+        RowCounts {
+            inserted,
+            updated,
+            unchanged,
+            quarantined,
+            filtered,
+        }
+    }
+
+    #[test]
+    fn every_line_must_be_inserted_updated_unchanged_quarantined_or_filtered() {
+        let mut ok = record(
+            10,
+            &[
+                ("patient", counts(3, 1, 2, 0, 2)),
+                ("_quarantine", counts(0, 0, 0, 2, 0)),
+            ],
+        );
+        ok.filtered_by.insert("part2".into(), 2);
+        assert_eq!(ok.check_accounting(), Ok(()));
+
+        // One line too many read: the invariant names the file and the sums.
+        let mut short = ok.clone();
+        short.lines = 11;
+        let error = short.check_accounting().unwrap_err();
+        assert_eq!((error.lines, error.accounted), (11, 10));
+        assert!(error.to_string().contains("f.ndjson"), "{error}");
+
+        // The file's counts must be the sum of its tables'.
+        let mut skewed = ok.clone();
+        skewed.rows.inserted += 1;
+        skewed.rows.unchanged -= 1;
+        assert!(skewed.check_accounting().is_err());
+
+        // Filter reasons must add up to the filtered count.
+        let mut reasons = ok.clone();
+        reasons.filtered_by.insert("research".into(), 1);
+        assert!(reasons.check_accounting().is_err());
+
+        // Skipped files carry no line counts and pass.
+        let mut skipped = short;
+        skipped.status = InputStatus::SkippedAlreadyLoaded;
+        assert_eq!(skipped.check_accounting(), Ok(()));
+    }
+
+    #[test]
+    fn file_outcomes_read_back_as_written() {
+        for outcome in [
+            FileOutcome::Pending,
+            FileOutcome::Downloaded,
+            FileOutcome::CountMismatch,
+            FileOutcome::Expired { status: 410 },
+            FileOutcome::Failed {
+                reason: "expired (HTTP 404/410) after a manifest refresh".into(),
+            },
+        ] {
+            let text = serde_json::to_string(&outcome).unwrap();
+            assert_eq!(
+                serde_json::from_str::<FileOutcome>(&text).unwrap(),
+                outcome,
+                "{text}"
+            );
+        }
+        assert_eq!(
+            serde_json::to_string(&FileOutcome::Expired { status: 410 }).unwrap(),
+            "\"expired (HTTP 410)\""
+        );
     }
 }

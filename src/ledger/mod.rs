@@ -11,10 +11,11 @@
 mod events;
 mod manifest;
 
-pub use events::{Echo, EventLog};
+pub use events::{Echo, Event, EventLog};
 pub use manifest::{
-    AccountingError, CommitRecord, ExportFile, ExportRecord, FileKind, InputRecord, InputStatus,
-    JobManifest, RowCounts, StandIn, TableRecord,
+    AccountingError, CommitOperation, CommitRecord, ExportFile, ExportRecord, FileKind,
+    FileOutcome, InputRecord, InputStatus, JobManifest, ManifestKind, RowCounts, StandInRecord,
+    TableRecord,
 };
 
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};

@@ -15,9 +15,9 @@ use std::time::Instant;
 use rayon::prelude::*;
 use tokio::sync::mpsc as async_mpsc;
 
-use crate::ndjson::{
-    BufferPool, Chunk, ChunkDecoder, DecodedChunk, InputFile, LineChunker, open_input,
-};
+use crate::load::Input;
+use crate::ndjson::{BufferPool, Chunk, ChunkDecoder, DecodedChunk, LineChunker};
+use crate::policy::Policy;
 use crate::view::ViewSet;
 
 /// Nanoseconds spent per stage, summed over threads.
@@ -60,51 +60,60 @@ impl FilePipeline {
     }
 }
 
-/// Starts reading and decoding `file`; pieces arrive in input order. Chunk
-/// buffers come from (and go back to) `buffers`, shared by a job's files.
+/// What every file pipeline of a job shares.
+#[derive(Clone)]
+pub struct Decoding {
+    pub chunk_bytes: usize,
+    /// Chunk buffers come from (and go back to) here, shared by a job's files.
+    pub buffers: BufferPool,
+    pub views: Arc<ViewSet>,
+    pub policy: Arc<Policy>,
+    pub clock: Arc<StageClock>,
+}
+
+/// Starts reading and decoding `input`; pieces arrive in input order.
 pub fn start(
-    file: &InputFile,
-    chunk_bytes: usize,
-    buffers: BufferPool,
-    views: Arc<ViewSet>,
-    clock: Arc<StageClock>,
+    input: &Input,
+    decoding: &Decoding,
     progress: Arc<dyn Fn(u64) + Send + Sync>,
 ) -> FilePipeline {
     let (chunk_tx, chunk_rx) = mpsc::sync_channel::<Result<Chunk, Piece>>(4);
     let (piece_tx, piece_rx) = async_mpsc::channel::<Piece>(4);
 
-    let reader_file = file.clone();
-    let reader_clock = clock.clone();
-    let chunker = LineChunker::new(chunk_bytes)
-        .with_pool(buffers.clone())
+    let reader_input = input.clone();
+    let reader_clock = decoding.clock.clone();
+    let chunker = LineChunker::new(decoding.chunk_bytes)
+        .with_pool(decoding.buffers.clone())
         // Lines are numbered after decoding, where they are walked anyway.
         .without_line_numbers();
     std::thread::spawn(move || {
-        read_file(&reader_file, chunker, &chunk_tx, &reader_clock, &*progress)
+        read_input(&reader_input, chunker, &chunk_tx, &reader_clock, &*progress)
     });
 
-    let expected = file.expected_type;
-    std::thread::spawn(move || decode_chunks(chunk_rx, &piece_tx, expected, &views, &clock));
+    let expected = input.expected_type;
+    let shared = decoding.clone();
+    std::thread::spawn(move || decode_chunks(chunk_rx, &piece_tx, expected, &shared));
     FilePipeline {
         pieces: piece_rx,
-        buffers,
+        buffers: decoding.buffers.clone(),
     }
 }
 
-fn read_file(
-    file: &InputFile,
-    mut chunker: LineChunker,
+fn read_input(
+    input: &Input,
+    chunker: LineChunker,
     tx: &mpsc::SyncSender<Result<Chunk, Piece>>,
     clock: &StageClock,
     progress: &(dyn Fn(u64) + Send + Sync),
 ) {
-    let mut reader = match open_input(file) {
+    let mut reader = match input.open() {
         Ok(r) => r,
         Err(e) => {
             let _ = tx.send(Err(Piece::Failed(e)));
             return;
         }
     };
+    let mut chunker = chunker.starting_at(reader.first_offset());
     loop {
         let started = Instant::now();
         let chunk = match chunker.next_chunk(&mut reader) {
@@ -134,9 +143,9 @@ fn decode_chunks(
     rx: mpsc::Receiver<Result<Chunk, Piece>>,
     tx: &async_mpsc::Sender<Piece>,
     expected: Option<&'static str>,
-    views: &Arc<ViewSet>,
-    clock: &StageClock,
+    decoding: &Decoding,
 ) {
+    let clock = &decoding.clock;
     let group = rayon::current_num_threads().max(1) * 2;
     let mut pending: Vec<Chunk> = Vec::with_capacity(group);
     // The chunks come unnumbered: each one's lines follow the previous one's.
@@ -163,7 +172,10 @@ fn decode_chunks(
         let decoded: Vec<DecodedChunk> = pending
             .par_iter()
             .map_init(
-                || ChunkDecoder::with_views(views.clone()),
+                || {
+                    ChunkDecoder::with_views(decoding.views.clone())
+                        .with_policy(decoding.policy.clone())
+                },
                 |decoder, chunk| decoder.decode(chunk, expected),
             )
             .collect();
@@ -179,6 +191,71 @@ fn decode_chunks(
         if let Some(piece) = end {
             let _ = tx.blocking_send(piece);
             return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::{SourceKind, UTF8_BOM};
+    use crate::ndjson::{LineKind, RejectReason};
+    use deltalake::arrow::array::AsArray;
+
+    /// The bytes of `file` as a load reads them: opened, chunked, decoded.
+    fn decode_file(file: &[u8], decoder: &mut ChunkDecoder) -> DecodedChunk {
+        let input = Input::memory(
+            "Patient.ndjson".into(),
+            SourceKind::Files,
+            file.to_vec().into(),
+        );
+        let mut reader = input.open().unwrap();
+        let mut chunker = LineChunker::new(1 << 20).starting_at(reader.first_offset());
+        let chunk = chunker.next_chunk(&mut reader).unwrap().unwrap();
+        decoder.decode(&chunk, input.expected_type)
+    }
+
+    #[test]
+    fn a_byte_order_mark_opening_a_file_is_skipped_and_latin1_is_named() {
+        let patient = br#"{"resourceType":"Patient","id":"a","name":[{"family":"M"#;
+        let latin1 = [&patient[..], b"\xfcller\"}]}"].concat();
+        let body = [
+            br#"{"resourceType":"Patient","id":"b"}"#,
+            &b"\n"[..],
+            &latin1[..],
+        ]
+        .concat();
+        let file = [UTF8_BOM, &body[..]].concat();
+        // Both parse paths: simd-json (no view) and the view tree.
+        for mut decoder in [
+            ChunkDecoder::default(),
+            ChunkDecoder::with_views(Arc::new(ViewSet::defaults())),
+        ] {
+            let decoded = decode_file(&file, &mut decoder);
+            let [first, second] = decoded.lines.as_slice() else {
+                panic!("{:?}", decoded.lines)
+            };
+            assert!(
+                matches!(&first.kind, LineKind::Resource(k) if &*k.id == "b"),
+                "{first:?}"
+            );
+            assert_eq!(first.offset, 3, "offsets count the mark's bytes");
+            let resources = decoded.resources[0].as_string::<i32>();
+            assert_eq!(resources.value(0), r#"{"resourceType":"Patient","id":"b"}"#);
+            assert_eq!(
+                second.kind,
+                LineKind::Rejected(RejectReason::NotUtf8 { at: patient.len() })
+            );
+            // Further into a file, the same bytes are no mark: the line is rejected.
+            let later = [
+                &body[..],
+                b"\n",
+                UTF8_BOM,
+                br#"{"resourceType":"Patient","id":"c"}"#,
+            ]
+            .concat();
+            let decoded = decode_file(&later, &mut decoder);
+            assert!(matches!(decoded.lines[2].kind, LineKind::Rejected(_)));
         }
     }
 }

@@ -1,4 +1,5 @@
-//! Arrow builders for the rows one job appends: resource rows and quarantine rows.
+//! Arrow builders for the rows one job appends: resource rows and
+//! quarantine rows. The column order comes from [`TableLayout`].
 
 use std::sync::Arc;
 
@@ -6,18 +7,13 @@ use deltalake::arrow::array::{
     ArrayBuilder, ArrayRef, BinaryBuilder, Int64Builder, StringArray, StringBuilder,
     TimestampMicrosecondBuilder,
 };
-use deltalake::arrow::datatypes::{Field, Schema, SchemaRef};
+use deltalake::arrow::datatypes::SchemaRef;
 use deltalake::arrow::error::ArrowError;
 use deltalake::arrow::record_batch::RecordBatch;
 
-use crate::view::{CompiledView, PickedRows, ViewArrays};
-
-/// Per-job constants stamped on every row.
-#[derive(Debug, Clone)]
-pub struct Lineage {
-    pub job_id: String,
-    pub ingested_at: i64,
-}
+use super::picked::PickedRows;
+use crate::lake::{Lineage, LineageColumns, TableLayout};
+use crate::view::{CompiledView, ViewArrays};
 
 /// One resource row as the standard columns see it.
 pub struct ResourceRow<'a> {
@@ -33,78 +29,57 @@ pub struct ResourceRow<'a> {
     pub line: u64,
 }
 
+/// The layout of the resource table of a type with `view` (or none).
+pub fn resource_layout(view: Option<&CompiledView>) -> TableLayout {
+    TableLayout::resource(&view.map(CompiledView::arrow_fields).unwrap_or_default())
+}
+
 pub struct ResourceRows {
-    schema: SchemaRef,
+    layout: TableLayout,
     /// The type's view: its rows become the columns after the standard ones.
-    view: Option<(Arc<CompiledView>, PickedRows)>,
+    view: Option<PickedRows>,
     id: StringBuilder,
     last_updated: TimestampMicrosecondBuilder,
     version_id: StringBuilder,
     last_updated_from: StringBuilder,
     /// Picked from the decoded chunks' `resources`, not copied row by row.
     resource: PickedRows,
-    job_id: StringBuilder,
-    source: StringBuilder,
-    line: Int64Builder,
-    ingested_at: TimestampMicrosecondBuilder,
+    lineage: LineageColumns,
     bytes: usize,
 }
 
-fn utc(builder: TimestampMicrosecondBuilder) -> TimestampMicrosecondBuilder {
-    builder.with_timezone("UTC")
-}
-
-/// The table schema for a type: standard columns, then its view's columns
-/// (a view column named like a standard one, e.g. `id`, is not repeated).
-pub fn table_schema(view: Option<&CompiledView>) -> SchemaRef {
-    let standard = crate::lake::resource_schema();
-    let Some(view) = view else { return standard };
-    let mut fields: Vec<Field> = standard
-        .fields()
-        .iter()
-        .map(|f| f.as_ref().clone())
-        .collect();
-    for field in view.arrow_fields() {
-        if standard.field_with_name(field.name()).is_err() {
-            fields.push(field);
-        }
-    }
-    Arc::new(Schema::new(fields))
-}
-
 impl ResourceRows {
-    pub fn new(schema: SchemaRef) -> Self {
-        Self::with_view(schema, None)
+    /// Rows of a table without a view.
+    pub fn new(layout: TableLayout) -> Self {
+        Self::with_capacity(layout, None, 0)
     }
 
-    pub fn with_view(schema: SchemaRef, view: Option<Arc<CompiledView>>) -> Self {
-        Self::with_capacity(schema, view, 0)
+    pub fn with_view(layout: TableLayout, view: Option<&CompiledView>) -> Self {
+        Self::with_capacity(layout, view, 0)
     }
 
     /// Sized for `rows` rows, so the builders fill without regrowing.
-    pub fn with_capacity(schema: SchemaRef, view: Option<Arc<CompiledView>>, rows: usize) -> Self {
+    pub fn with_capacity(layout: TableLayout, view: Option<&CompiledView>, rows: usize) -> Self {
         let no_resource: ArrayRef = Arc::new(StringArray::from(vec![""]));
         Self {
-            schema,
-            view: view.map(|v| {
-                let picked = PickedRows::new(&v);
-                (v, picked)
-            }),
+            layout,
+            view: view.map(PickedRows::new),
             id: StringBuilder::with_capacity(rows, rows * 40),
-            last_updated: utc(TimestampMicrosecondBuilder::with_capacity(rows)),
+            last_updated: TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC"),
             version_id: StringBuilder::with_capacity(rows, rows * 4),
             last_updated_from: StringBuilder::with_capacity(rows, rows * 16),
             resource: PickedRows::with_null_row(ViewArrays::from(vec![no_resource])),
-            job_id: StringBuilder::with_capacity(rows, rows * 32),
-            source: StringBuilder::with_capacity(rows, rows * 64),
-            line: Int64Builder::with_capacity(rows),
-            ingested_at: utc(TimestampMicrosecondBuilder::with_capacity(rows)),
+            lineage: LineageColumns::with_capacity(rows),
             bytes: 0,
         }
     }
 
+    pub fn schema(&self) -> &SchemaRef {
+        self.layout.schema()
+    }
+
     pub fn len(&self) -> usize {
-        self.line.len()
+        self.id.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -124,7 +99,7 @@ impl ResourceRows {
         view_row: Option<(&ViewArrays, usize)>,
         lineage: &Lineage,
     ) -> Result<(), ArrowError> {
-        if let Some((_, picked)) = &mut self.view {
+        if let Some(picked) = &mut self.view {
             match view_row {
                 Some((source, n)) => picked.push(source, n)?,
                 None => picked.push_null(),
@@ -136,10 +111,7 @@ impl ResourceRows {
         self.last_updated_from.append_option(row.last_updated_from);
         let (resources, n) = row.resource;
         self.resource.push(resources, n)?;
-        self.job_id.append_value(&lineage.job_id);
-        self.source.append_value(row.source);
-        self.line.append_value(row.line as i64);
-        self.ingested_at.append_value(lineage.ingested_at);
+        self.lineage.push(lineage, row.source, row.line);
         self.bytes += row.resource_bytes + row.id.len() + 64;
         Ok(())
     }
@@ -148,26 +120,24 @@ impl ResourceRows {
     pub fn finish(&mut self) -> Result<RecordBatch, ArrowError> {
         self.bytes = 0;
         let resource = self.resource.finish()?.remove(0);
-        let mut columns: Vec<ArrayRef> = vec![
-            Arc::new(self.id.finish()),
-            Arc::new(self.last_updated.finish()),
-            Arc::new(self.version_id.finish()),
-            Arc::new(self.last_updated_from.finish()),
-            resource,
-            Arc::new(self.job_id.finish()),
-            Arc::new(self.source.finish()),
-            Arc::new(self.line.finish()),
-            Arc::new(self.ingested_at.finish()),
-        ];
-        if let Some((view, picked)) = &mut self.view {
-            let standard = crate::lake::resource_schema();
-            for (field, array) in view.arrow_fields().iter().zip(picked.finish()?) {
-                if standard.field_with_name(field.name()).is_err() {
-                    columns.push(array);
-                }
-            }
-        }
-        RecordBatch::try_new(self.schema.clone(), columns)
+        let view = match &mut self.view {
+            Some(picked) => picked.finish()?,
+            None => Vec::new(),
+        };
+        let columns = self.layout.assemble(
+            [
+                Arc::new(self.id.finish()),
+                Arc::new(self.last_updated.finish()),
+            ],
+            vec![
+                Arc::new(self.version_id.finish()),
+                Arc::new(self.last_updated_from.finish()),
+                resource,
+            ],
+            self.lineage.finish(),
+            view,
+        );
+        RecordBatch::try_new(self.layout.schema().clone(), columns)
     }
 }
 
@@ -213,7 +183,7 @@ impl QuarantineRows {
             resource_type: StringBuilder::new(),
             resource_id: StringBuilder::new(),
             raw: BinaryBuilder::new(),
-            ingested_at: utc(TimestampMicrosecondBuilder::new()),
+            ingested_at: TimestampMicrosecondBuilder::new().with_timezone("UTC"),
         }
     }
 

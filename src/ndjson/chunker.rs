@@ -96,6 +96,13 @@ impl LineChunker {
         self
     }
 
+    /// The first chunk starts at byte `offset` of the input (bytes before
+    /// it, such as a byte order mark, were skipped by the reader).
+    pub fn starting_at(mut self, offset: u64) -> Self {
+        self.next_offset = offset;
+        self
+    }
+
     /// Hands back a consumed chunk's buffer for reuse.
     pub fn recycle(&mut self, buffer: Vec<u8>) {
         self.pool.put(buffer);

@@ -3,6 +3,7 @@
 use simd_json::prelude::*;
 use simd_json::tape::Tape;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use bumpalo::Bump;
@@ -10,6 +11,7 @@ use deltalake::arrow::array::{ArrayRef, StringBuilder};
 
 use super::Chunk;
 use crate::fhir;
+use crate::policy::{Decision, Policy, Subject};
 use crate::view::{CompiledView, Json, ViewArrays, ViewBuilder, ViewSet};
 
 /// What the load path needs of a resource line before any view runs.
@@ -53,6 +55,13 @@ pub enum RejectReason {
         id: String,
         message: String,
     },
+    #[error("policy on {resource_type}/{id}: {reason}")]
+    Policy {
+        code: &'static str,
+        resource_type: String,
+        id: String,
+        reason: String,
+    },
 }
 
 impl RejectReason {
@@ -68,6 +77,21 @@ impl RejectReason {
             Self::TypeMismatch { .. } => "type_mismatch",
             Self::BadLastUpdated { .. } => "bad_last_updated",
             Self::View { .. } => "view_error",
+            Self::Policy { code, .. } => code,
+        }
+    }
+
+    /// The resource type and id, when the line was a resource.
+    pub fn resource(&self) -> (Option<&str>, Option<&str>) {
+        match self {
+            Self::TypeMismatch { found, .. } => (Some(found), None),
+            Self::View {
+                resource_type, id, ..
+            }
+            | Self::Policy {
+                resource_type, id, ..
+            } => (Some(resource_type), Some(id)),
+            _ => (None, None),
         }
     }
 }
@@ -78,6 +102,8 @@ pub enum LineKind {
     Blank,
     Resource(ResourceKeys),
     Rejected(RejectReason),
+    /// A resource the policy stage filtered out, with its reason.
+    Filtered(ResourceKeys, Cow<'static, str>),
 }
 
 /// One line of a chunk: where it is and what it holds.
@@ -129,8 +155,6 @@ impl DecodedChunk {
     }
 }
 
-pub const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
-
 /// Decodes chunks; holds one thread's reusable parse buffers (simd-json
 /// parses in place, so each line is copied into a scratch buffer first).
 pub struct ChunkDecoder {
@@ -138,6 +162,7 @@ pub struct ChunkDecoder {
     scratch: Vec<u8>,
     tape: Option<Tape<'static>>,
     views: Arc<ViewSet>,
+    policy: Arc<Policy>,
     /// Holds each line's view tree; reset per line.
     arena: Bump,
     /// This chunk's view columns, one builder per view met so far.
@@ -158,9 +183,16 @@ impl ChunkDecoder {
             scratch: Vec::with_capacity(64 * 1024),
             tape: Some(Tape::null().reset()),
             views,
+            policy: Arc::new(Policy::none()),
             arena: Bump::new(),
             builders: Vec::new(),
         }
+    }
+
+    /// Passes every resource through `policy` before its views run.
+    pub fn with_policy(mut self, policy: Arc<Policy>) -> Self {
+        self.policy = policy;
+        self
     }
 
     /// Decodes every line of `chunk`. `expected_type` is the type the file's
@@ -169,13 +201,7 @@ impl ChunkDecoder {
         let data = &chunk.data;
         let mut out = Vec::with_capacity(data.len() / 512 + 1);
         let mut resources = StringBuilder::with_capacity(data.len() / 512 + 1, data.len());
-        // A UTF-8 byte order mark opens some exports (RFC 8259 lets parsers
-        // ignore it); it is not part of the first resource.
-        let mut start = if chunk.first_offset == 0 && data.starts_with(UTF8_BOM) {
-            UTF8_BOM.len()
-        } else {
-            0
-        };
+        let mut start = 0;
         let mut line = chunk.first_line;
         while start < data.len() {
             let newline = memchr::memchr(b'\n', &data[start..]).map(|p| start + p);
@@ -193,9 +219,11 @@ impl ChunkDecoder {
             };
             if let LineKind::Resource(_) = kind {
                 // The parser validated the bytes as UTF-8 (simd-json does as it parses).
-                let text = text
-                    .unwrap_or_else(|| std::str::from_utf8(bytes).expect("parsed JSON is UTF-8"));
-                resources.append_value(text);
+                match text {
+                    Some(text) => resources.append_value(text),
+                    None => resources
+                        .append_value(std::str::from_utf8(bytes).expect("parsed JSON is UTF-8")),
+                }
             } else {
                 resources.append_value("");
             }
@@ -224,19 +252,21 @@ impl ChunkDecoder {
         }
     }
 
-    /// Decodes one line; also returns its text when the parse validated it.
+    /// Decodes one line; also returns its text when the parse validated it
+    /// (or the text the policy changed it to).
     fn decode_line<'b>(
         &mut self,
         bytes: &'b [u8],
         expected_type: Option<&str>,
-    ) -> (Decoded, Option<&'b str>) {
+    ) -> (Decoded, Option<Cow<'b, str>>) {
         self.arena.reset();
         let invalid = |detail: String| {
             let kind = LineKind::Rejected(RejectReason::InvalidJson { detail });
             ((kind, None, Vec::new()), None)
         };
-        // A file promising a type with views: one parse (the view tree) serves both.
-        if expected_type.is_some_and(|t| self.views.has_views_for(t)) {
+        // A policy, or a file promising a type with views: one parse (the
+        // tree) serves the keys, the policy and the views.
+        if !self.policy.is_empty() || expected_type.is_some_and(|t| self.views.has_views_for(t)) {
             let text = match std::str::from_utf8(bytes) {
                 Ok(text) => text,
                 Err(e) => {
@@ -246,13 +276,63 @@ impl ChunkDecoder {
                     return ((kind, None, Vec::new()), None);
                 }
             };
-            return match Json::parse(text, &self.arena) {
-                Ok(json) => {
-                    let kind = keys_from_json(&json, expected_type);
-                    let decoded = apply_views(kind, &self.views, &json, &mut self.builders);
-                    (decoded, Some(text))
+            let json = match Json::parse(text, &self.arena) {
+                Ok(json) => json,
+                Err(e) => return invalid(e.to_string()),
+            };
+            let kind = keys_from_json(&json, expected_type);
+            let LineKind::Resource(keys) = kind else {
+                return ((kind, None, Vec::new()), None);
+            };
+            let subject = Subject {
+                resource_type: &keys.resource_type,
+                id: &keys.id,
+                last_updated: keys.last_updated,
+            };
+            return match self.policy.decide(&json, &subject) {
+                Decision::Keep => {
+                    let decoded = apply_views(
+                        LineKind::Resource(keys),
+                        &self.views,
+                        &json,
+                        &mut self.builders,
+                    );
+                    (decoded, Some(Cow::Borrowed(text)))
                 }
-                Err(e) => invalid(e.to_string()),
+                Decision::Change(changed) => match Json::parse(&changed, &self.arena) {
+                    Ok(json) => {
+                        let decoded = apply_views(
+                            LineKind::Resource(keys),
+                            &self.views,
+                            &json,
+                            &mut self.builders,
+                        );
+                        (decoded, Some(Cow::Owned(changed)))
+                    }
+                    Err(e) => {
+                        let reason = RejectReason::Policy {
+                            code: "policy_error",
+                            resource_type: keys.resource_type.to_string(),
+                            id: keys.id.to_string(),
+                            reason: format!(
+                                "the policy produced invalid JSON ({e}); this is a fhirlake bug"
+                            ),
+                        };
+                        ((LineKind::Rejected(reason), None, Vec::new()), None)
+                    }
+                },
+                Decision::Filter { reason } => {
+                    ((LineKind::Filtered(keys, reason), None, Vec::new()), None)
+                }
+                Decision::Quarantine { code, reason } => {
+                    let reason = RejectReason::Policy {
+                        code,
+                        resource_type: keys.resource_type.to_string(),
+                        id: keys.id.to_string(),
+                        reason,
+                    };
+                    ((LineKind::Rejected(reason), None, Vec::new()), None)
+                }
             };
         }
         let kind = self.decode_with_tape(bytes, expected_type);
@@ -262,9 +342,9 @@ impl ChunkDecoder {
         match text.and_then(|t| Json::parse(t, &self.arena).ok()) {
             Some(json) => (
                 apply_views(kind, &self.views, &json, &mut self.builders),
-                text,
+                text.map(Cow::Borrowed),
             ),
-            None => ((kind, None, Vec::new()), text),
+            None => ((kind, None, Vec::new()), text.map(Cow::Borrowed)),
         }
     }
 
@@ -469,7 +549,6 @@ fn keys_from_tape(tape: &Tape<'_>, expected_type: Option<&str>) -> LineKind {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use deltalake::arrow::array::AsArray;
 
     fn decode_one(line: &str, expected: Option<&str>) -> LineKind {
         let chunk = Chunk {
@@ -525,54 +604,6 @@ mod tests {
                 LineKind::Rejected(reason) => assert_eq!(reason.code(), code, "{line}"),
                 other => panic!("{line}: expected {code}, got {other:?}"),
             }
-        }
-    }
-
-    #[test]
-    fn a_byte_order_mark_opening_a_file_is_skipped_and_latin1_is_named() {
-        let patient = br#"{"resourceType":"Patient","id":"a","name":[{"family":"M"#;
-        let latin1 = [&patient[..], b"\xfcller\"}]}"].concat();
-        let file = [
-            UTF8_BOM,
-            br#"{"resourceType":"Patient","id":"b"}"#,
-            b"\n",
-            &latin1[..],
-        ]
-        .concat();
-        let with_views = Arc::new(ViewSet::defaults());
-        // Both parse paths: simd-json (no view) and the view tree.
-        for mut decoder in [
-            ChunkDecoder::default(),
-            ChunkDecoder::with_views(with_views),
-        ] {
-            let chunk = Chunk {
-                data: file.clone(),
-                first_line: 1,
-                first_offset: 0,
-            };
-            let decoded = decoder.decode(&chunk, Some("Patient"));
-            let [first, second] = decoded.lines.as_slice() else {
-                panic!("{:?}", decoded.lines)
-            };
-            assert!(
-                matches!(&first.kind, LineKind::Resource(k) if &*k.id == "b"),
-                "{first:?}"
-            );
-            assert_eq!((first.offset, first.start), (3, 3));
-            let resources = decoded.resources[0].as_string::<i32>();
-            assert_eq!(resources.value(0), r#"{"resourceType":"Patient","id":"b"}"#);
-            assert_eq!(
-                second.kind,
-                LineKind::Rejected(RejectReason::NotUtf8 { at: patient.len() })
-            );
-            // Further into a file, the same bytes are no mark: the line is rejected.
-            let chunk = Chunk {
-                data: file.clone(),
-                first_line: 9,
-                first_offset: 4096,
-            };
-            let decoded = decoder.decode(&chunk, Some("Patient"));
-            assert!(matches!(decoded.lines[0].kind, LineKind::Rejected(_)));
         }
     }
 

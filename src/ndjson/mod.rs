@@ -5,17 +5,13 @@
 //! first line number and byte offset, and [`ChunkDecoder`] parses every line of
 //! a chunk with simd-json's tape (no per-node allocation) into a
 //! [`DecodedLine`]: the resource's keys, or the reason it was rejected.
-//! [`open_input`] turns a local file or an object into a hashed byte stream;
-//! nothing here writes tables. Chunks are independent, so callers decode them
-//! on all cores.
+//! Nothing here does I/O (the load job opens inputs); chunks are
+//! independent, so callers decode them on all cores.
 
 mod chunker;
 mod decode;
-mod input;
 
 pub use chunker::{BufferPool, Chunk, LineChunker};
 pub use decode::{
-    ChunkDecoder, DecodedChunk, DecodedLine, LineKind, RejectReason, ResourceKeys, UTF8_BOM,
-    ViewRows,
+    ChunkDecoder, DecodedChunk, DecodedLine, LineKind, RejectReason, ResourceKeys, ViewRows,
 };
-pub use input::{HashingReader, InputFile, InputSource, open_input};

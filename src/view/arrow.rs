@@ -12,88 +12,17 @@
 //! Partial dates (`1970-06`) stay strings with a null companion: nothing is
 //! invented. `collection: true` columns become `List<type>` (no companion).
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
 use deltalake::arrow::array::{
-    Array, ArrayBuilder, ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int64Builder,
+    ArrayBuilder, ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int64Builder,
     ListBuilder, StringBuilder, TimestampMicrosecondBuilder,
 };
-use deltalake::arrow::compute::interleave;
 use deltalake::arrow::datatypes::{DataType, Field, TimeUnit};
-use deltalake::arrow::error::ArrowError;
 
-use super::fhirpath::Item;
-use super::json::Json;
-use super::run::Cell;
+use super::cell::Cell;
+use super::kind::{Kind, bool_of, float_of, int_of, str_of, text_of};
 use super::{ColumnSpec, CompiledView};
-
-/// How a column's FHIR type is stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Text,
-    Int,
-    Float,
-    Bool,
-    Date,
-    DateTime,
-}
-
-impl Kind {
-    pub(super) fn of(ty: Option<&str>) -> Kind {
-        match ty.unwrap_or("string") {
-            "integer" | "positiveInt" | "unsignedInt" | "integer64" => Kind::Int,
-            "decimal" => Kind::Float,
-            "boolean" => Kind::Bool,
-            "date" => Kind::Date,
-            "dateTime" | "instant" => Kind::DateTime,
-            _ => Kind::Text,
-        }
-    }
-}
-
-/// Why `item` cannot be stored in a column of `kind`, if it cannot. Such a
-/// value is an error (its resource is quarantined), never a silent null.
-/// Says what kind of value it is, never the value: it may be PHI.
-pub(super) fn mismatch(kind: Kind, item: &Item<'_>) -> Option<&'static str> {
-    let fits = match kind {
-        Kind::Text => return None,
-        _ if matches!(
-            item,
-            Item::Node {
-                json: Json::Null,
-                ..
-            }
-        ) =>
-        {
-            return None;
-        }
-        Kind::Int => int_of(item).is_some(),
-        Kind::Float => float_of(item).is_some(),
-        Kind::Bool => bool_of(item).is_some(),
-        Kind::Date | Kind::DateTime => str_of(item).is_some(),
-    };
-    if fits {
-        return None;
-    }
-    Some(match item {
-        Item::Node { json, .. } => match json {
-            Json::String(_) => "a string",
-            Json::Number(_) if kind == Kind::Int => "a number that is not a whole 64-bit integer",
-            Json::Number(_) => "a number",
-            Json::Bool(_) => "a boolean",
-            Json::Array(_) => "an array",
-            Json::Object(_) => "an object",
-            Json::Null => "null",
-        },
-        Item::Bool(_) => "a boolean",
-        Item::Int(_) => "an integer",
-        Item::Dec(_) if kind == Kind::Int => "a decimal that is not a whole 64-bit integer",
-        Item::Dec(_) => "a decimal",
-        Item::Str(_) => "a string",
-        Item::Date(_) | Item::DateTime(_) | Item::Time(_) => "a date/time",
-    })
-}
 
 fn base_type(kind: Kind) -> DataType {
     match kind {
@@ -136,91 +65,6 @@ fn full_date_days(text: &str) -> Option<i32> {
     let date = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?;
     let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1)?;
     Some((date - epoch).num_days() as i32)
-}
-
-/// The item as a JSON string, if it is one (the only values dates come from).
-fn str_of<'i>(item: &'i Item<'_>) -> Option<&'i str> {
-    match item {
-        Item::Node {
-            json: Json::String(s),
-            ..
-        } => Some(s),
-        Item::Str(s) | Item::Date(s) | Item::DateTime(s) | Item::Time(s) => Some(s),
-        _ => None,
-    }
-}
-
-/// Strings as they are (no copy); other values as their JSON text.
-fn text_of<'i>(item: &'i Item<'_>) -> Option<Cow<'i, str>> {
-    match item {
-        Item::Node {
-            json: Json::Null, ..
-        } => None,
-        _ => match str_of(item) {
-            Some(s) => Some(Cow::Borrowed(s)),
-            None => Some(Cow::Owned(item.to_serde().to_string())),
-        },
-    }
-}
-
-/// A JSON number's value as f64 (as serde_json would read it).
-fn number(text: &str) -> Option<f64> {
-    text.parse::<f64>().ok().filter(|f| f.is_finite())
-}
-
-fn int_of(item: &Item<'_>) -> Option<i64> {
-    let text = match item {
-        Item::Int(i) => return Some(*i),
-        Item::Dec(d) => d.as_ref(),
-        Item::Node {
-            json: Json::Number(n),
-            ..
-        } => n,
-        _ => return None,
-    };
-    text.parse::<i64>()
-        .ok()
-        .or_else(|| number(text).filter(|f| f.fract() == 0.0).map(|f| f as i64))
-}
-
-fn float_of(item: &Item<'_>) -> Option<f64> {
-    match item {
-        Item::Int(i) => Some(*i as f64),
-        Item::Dec(d) => number(d),
-        Item::Node {
-            json: Json::Number(n),
-            ..
-        } => number(n),
-        _ => None,
-    }
-}
-
-fn bool_of(item: &Item<'_>) -> Option<bool> {
-    match item {
-        Item::Bool(b)
-        | Item::Node {
-            json: Json::Bool(b),
-            ..
-        } => Some(*b),
-        _ => None,
-    }
-}
-
-/// `item` as JSON of a column of `kind`: the value the column's Arrow
-/// builder stores, so `view run` prints what a load writes.
-pub(super) fn typed_json(kind: Kind, item: &Item<'_>) -> serde_json::Value {
-    match kind {
-        Kind::Text | Kind::Date | Kind::DateTime => {
-            text_of(item).map_or(serde_json::Value::Null, |s| s.into_owned().into())
-        }
-        Kind::Int => int_of(item).map_or(serde_json::Value::Null, Into::into),
-        // A decimal prints as written (`107`, `1.50`), as FHIR JSON has it.
-        Kind::Float => match float_of(item) {
-            Some(_) => item.to_serde(),
-            None => serde_json::Value::Null,
-        },
-        Kind::Bool => bool_of(item).map_or(serde_json::Value::Null, Into::into),
-    }
 }
 
 /// One column's builders: its value, and a companion for dates.
@@ -411,114 +255,12 @@ impl ViewBuilder {
 /// the thread that built it and the batches that pick rows from it.
 pub type ViewArrays = Arc<[ArrayRef]>;
 
-/// Chunks a [`PickedRows`] may hold before it copies out what it picked.
-const MAX_SOURCES: usize = 32;
-
-/// A batch's columns (a view's, or the raw resources), gathered by picking
-/// rows out of [`ViewArrays`] built elsewhere (one set per decoded chunk)
-/// and a one-row null set.
-pub struct PickedRows {
-    null: ViewArrays,
-    sources: Vec<ViewArrays>,
-    /// (source, row) per output row.
-    picks: Vec<(usize, usize)>,
-}
-
-impl PickedRows {
-    pub fn new(view: &CompiledView) -> Self {
-        let mut builder = ViewBuilder::new(view);
-        builder.append_null();
-        Self::with_null_row(ViewArrays::from(builder.finish()))
-    }
-
-    /// Picks from sources with the columns of `null`, a one-row set that
-    /// [`PickedRows::push_null`] picks from.
-    pub fn with_null_row(null: ViewArrays) -> Self {
-        Self {
-            sources: vec![null.clone()],
-            null,
-            picks: Vec::new(),
-        }
-    }
-
-    /// Adds row `row` of `source`.
-    pub fn push(&mut self, source: &ViewArrays, row: usize) -> Result<(), ArrowError> {
-        // Rows come a chunk at a time: the source is nearly always the last one.
-        let at = match self.sources.iter().rposition(|s| Arc::ptr_eq(s, source)) {
-            Some(at) => at,
-            None => {
-                if self.sources.len() > MAX_SOURCES {
-                    self.compact()?;
-                }
-                self.sources.push(source.clone());
-                self.sources.len() - 1
-            }
-        };
-        self.picks.push((at, row));
-        Ok(())
-    }
-
-    /// Copies the rows picked so far out of their sources, so a batch that
-    /// picks a few rows from many chunks does not keep every chunk alive.
-    fn compact(&mut self) -> Result<(), ArrowError> {
-        let picked = ViewArrays::from(self.finish()?);
-        self.picks = (0..picked.first().map_or(0, |a| a.len()))
-            .map(|row| (1, row))
-            .collect();
-        self.sources.push(picked);
-        Ok(())
-    }
-
-    /// `(source, first row)` when the picks are consecutive rows of one source.
-    fn one_run(&self) -> Option<(usize, usize)> {
-        let &(source, first) = self.picks.first()?;
-        let consecutive = self
-            .picks
-            .iter()
-            .enumerate()
-            .all(|(i, &(s, row))| s == source && row == first + i);
-        consecutive.then_some((source, first))
-    }
-
-    /// Adds a row of nulls (the view gave no row).
-    pub fn push_null(&mut self) {
-        self.picks.push((0, 0));
-    }
-
-    pub fn len(&self) -> usize {
-        self.picks.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.picks.is_empty()
-    }
-
-    /// The picked rows' columns, in [`fields`] order; starts over empty.
-    pub fn finish(&mut self) -> Result<Vec<ArrayRef>, ArrowError> {
-        let columns = self.null.len();
-        let mut out = Vec::with_capacity(columns);
-        if let Some((source, first)) = self.one_run() {
-            // The common batch: consecutive rows of one chunk, shared, not copied.
-            let len = self.picks.len();
-            out.extend(self.sources[source].iter().map(|a| a.slice(first, len)));
-            self.sources.truncate(1);
-            self.picks.clear();
-            return Ok(out);
-        }
-        for column in 0..columns {
-            let arrays: Vec<&dyn Array> = self.sources.iter().map(|s| s[column].as_ref()).collect();
-            out.push(interleave(&arrays, &self.picks)?);
-        }
-        self.sources.truncate(1);
-        self.picks.clear();
-        Ok(out)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use deltalake::arrow::array::AsArray;
+    use crate::view::fhirpath::Item;
+    use crate::view::json::Json;
+    use deltalake::arrow::array::{Array, AsArray};
     use deltalake::arrow::datatypes::{
         Date32Type, Float64Type, Int64Type, TimestampMicrosecondType,
     };
@@ -551,84 +293,6 @@ mod tests {
         );
         let ts = built[1].as_primitive::<TimestampMicrosecondType>();
         assert_eq!((ts.value(0), ts.is_null(1)), (1_704_067_200_000_000, true));
-    }
-
-    fn one_string_column() -> CompiledView {
-        CompiledView::parse(
-            r#"{"resource":"Patient","select":[{"column":[{"name":"v","path":"id","type":"string"}]}]}"#,
-        )
-        .unwrap()
-    }
-
-    #[test]
-    fn picked_rows_from_many_chunks_are_compacted_and_keep_their_order() {
-        let view = one_string_column();
-        let mut picked = PickedRows::new(&view);
-        let mut expected = Vec::new();
-        for chunk in 0..3 * MAX_SOURCES {
-            let mut builder = ViewBuilder::new(&view);
-            for row in 0..3 {
-                let text = format!("{chunk}-{row}");
-                builder.append(&[Cell::One(Item::Str(text.into()))]);
-            }
-            let source = ViewArrays::from(builder.finish());
-            picked.push(&source, 1).unwrap();
-            expected.push(Some(format!("{chunk}-1")));
-            if chunk % 7 == 0 {
-                picked.push_null();
-                expected.push(None);
-            }
-            assert!(picked.sources.len() <= MAX_SOURCES + 2);
-        }
-        let columns = picked.finish().unwrap();
-        let got: Vec<Option<String>> = columns[0]
-            .as_string::<i32>()
-            .iter()
-            .map(|v| v.map(str::to_owned))
-            .collect();
-        assert_eq!(got, expected);
-        assert!(picked.is_empty());
-    }
-
-    #[test]
-    fn a_run_of_one_chunks_rows_is_a_slice_of_it_and_anything_else_a_copy() {
-        let view = one_string_column();
-        let mut builder = ViewBuilder::new(&view);
-        for row in 0..5 {
-            builder.append(&[Cell::One(Item::Str(format!("r{row}").into()))]);
-        }
-        let source = ViewArrays::from(builder.finish());
-        let values = |picks: &[Option<usize>]| {
-            let mut picked = PickedRows::new(&view);
-            for pick in picks {
-                match pick {
-                    Some(row) => picked.push(&source, *row).unwrap(),
-                    None => picked.push_null(),
-                }
-            }
-            let column = picked.finish().unwrap().remove(0);
-            let shares =
-                column.to_data().buffers()[1].as_ptr() == source[0].to_data().buffers()[1].as_ptr();
-            let got: Vec<Option<String>> = column
-                .as_string::<i32>()
-                .iter()
-                .map(|v| v.map(str::to_owned))
-                .collect();
-            (got, shares)
-        };
-        let some = |s: &str| Some(s.to_owned());
-        assert_eq!(
-            values(&[Some(1), Some(2), Some(3)]),
-            (vec![some("r1"), some("r2"), some("r3")], true)
-        );
-        assert_eq!(
-            values(&[Some(1), Some(3)]),
-            (vec![some("r1"), some("r3")], false)
-        );
-        assert_eq!(
-            values(&[Some(4), None, Some(0)]),
-            (vec![some("r4"), None, some("r0")], false)
-        );
     }
 
     #[test]

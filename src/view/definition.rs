@@ -5,9 +5,8 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
-use super::arrow::Kind;
 use super::fhirpath::{self, Expr, Literal, Plan};
-use super::json::Json;
+use super::kind::Kind;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ViewError {
@@ -449,13 +448,6 @@ impl CompiledView {
             },
             root,
         })
-    }
-
-    /// Runs the view on one resource given as text.
-    pub fn rows_for_text(&self, text: &str) -> Result<Vec<super::Row>, ViewError> {
-        let arena = bumpalo::Bump::new();
-        let json = Json::parse(text, &arena).map_err(|e| ViewError::Invalid(e.to_string()))?;
-        self.rows(&json)
     }
 }
 

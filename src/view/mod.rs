@@ -8,16 +8,19 @@
 //! run per resource ([`CompiledView::rows`]). Nothing here does I/O.
 
 pub mod arrow;
+mod cell;
 mod definition;
 pub mod fhirpath;
 pub mod json;
+mod kind;
 mod run;
+pub mod runner;
 mod set;
 
-pub use arrow::{PickedRows, ViewArrays, ViewBuilder};
+pub use arrow::{ViewArrays, ViewBuilder};
+pub use cell::{Cell, CellRow, Row};
 pub use definition::{ColumnSpec, CompiledView, ViewError};
 pub use json::Json;
-pub use run::{Cell, CellRow, Row};
 pub use set::{ViewSet, ViewSetError};
 
 impl CompiledView {

@@ -4,48 +4,23 @@
 //! select's rows and the concatenated rows of its unionAll branches, for each
 //! item its forEach / forEachOrNull / repeat yields.
 
-use super::arrow::{Kind, ViewBuilder, mismatch, typed_json};
-use super::definition::{ColumnSpec, CompiledView, Iterate, Select, Shape, ViewError};
+use super::arrow::ViewBuilder;
+use super::cell::{Cell, CellRow, Row};
+use super::definition::{CompiledView, Iterate, Select, Shape, ViewError};
 use super::fhirpath::{Expr, Item, Plan, evaluate, singleton_bool};
 use super::json::Json;
-
-/// One output row as JSON: a value per view column (null when absent).
-pub type Row = Vec<serde_json::Value>;
-
-/// One column's value in a row, borrowing from the resource: converted to
-/// Arrow or JSON only at the end, so evaluating copies no strings.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub enum Cell<'a> {
-    #[default]
-    Null,
-    One(Item<'a>),
-    /// A `collection: true` column (possibly empty).
-    Many(Vec<Item<'a>>),
-}
-
-impl Cell<'_> {
-    /// As JSON of the column's declared type, the way a load stores it (a
-    /// string column's number becomes its text, an integer column's `4.0`
-    /// is `4`); a column without a type keeps the value's own JSON type.
-    pub fn to_serde(&self, column: &ColumnSpec) -> serde_json::Value {
-        let one = |item: &Item<'_>| match column.ty {
-            Some(_) => typed_json(column.kind, item),
-            None => item.to_serde(),
-        };
-        match self {
-            Cell::Null => serde_json::Value::Null,
-            Cell::One(item) => one(item),
-            Cell::Many(items) => items.iter().map(one).collect(),
-        }
-    }
-}
-
-/// One output row: a cell per view column.
-pub type CellRow<'a> = Vec<Cell<'a>>;
+use super::kind::{Kind, mismatch};
 
 type Partial<'a> = Vec<(usize, Cell<'a>)>;
 
 impl CompiledView {
+    /// Runs the view on one resource given as text.
+    pub fn rows_for_text(&self, text: &str) -> Result<Vec<Row>, ViewError> {
+        let arena = bumpalo::Bump::new();
+        let json = Json::parse(text, &arena).map_err(|e| ViewError::Invalid(e.to_string()))?;
+        self.rows(&json)
+    }
+
     /// The rows `resource` contributes as JSON values (none if it is another
     /// type or a `where` filter rejects it).
     pub fn rows(&self, resource: &Json<'_>) -> Result<Vec<Row>, ViewError> {

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::{CompiledView, ViewError};
+use crate::lake::TableShape;
 
 /// The default ViewDefinitions, embedded so an installed binary has them.
 const DEFAULTS: &[(&str, &str)] = &[
@@ -135,13 +136,8 @@ impl ViewSet {
             source,
         };
         if name.to_ascii_lowercase() == type_table {
-            let standard = crate::lake::resource_schema();
-            let reserved: Vec<&str> = standard
-                .fields()
-                .iter()
-                .map(|f| f.name().as_str())
-                .collect();
-            view.check_table_columns(&reserved).map_err(invalid)?;
+            view.check_table_columns(&TableShape::Resource.own_columns())
+                .map_err(invalid)?;
             self.by_type.insert(view.resource.clone(), Arc::new(view));
             return Ok(());
         }
@@ -156,7 +152,7 @@ impl ViewSet {
                 name,
             });
         }
-        view.check_table_columns(crate::lake::VIEW_TABLE_COLUMNS)
+        view.check_table_columns(&TableShape::ViewRows.own_columns())
             .map_err(invalid)?;
         let views = self.extra.entry(view.resource.clone()).or_default();
         views.retain(|(table, _)| *table != name);

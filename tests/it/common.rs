@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use fhirlake::lake::Lake;
-use fhirlake::load::{self, LoadPlan, LoadReport};
+use fhirlake::load::{Job, LoadReport};
 use serde_json::Value;
 
 pub fn sample_dir(name: &str) -> PathBuf {
@@ -18,8 +18,16 @@ pub fn open_lake(dir: &Path) -> Lake {
     Lake::open(dir.to_str().unwrap(), Default::default()).unwrap()
 }
 
-pub async fn load(lake: &Lake, plan: LoadPlan) -> LoadReport {
-    load::run(lake, &plan, None).await.expect("load succeeds")
+pub async fn load(job: Job) -> LoadReport {
+    job.await.expect("load succeeds")
+}
+
+/// A load job of `paths` (files or directories, local or `s3://`).
+pub async fn job(lake: &Lake, paths: Vec<PathBuf>) -> Job {
+    let inputs = fhirlake::source::discover(&paths, lake.storage_options())
+        .await
+        .expect("inputs exist");
+    Job::new(lake).with_inputs(inputs)
 }
 
 /// Distinct ids per table, computed straight from the NDJSON with serde_json.

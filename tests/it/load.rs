@@ -6,8 +6,8 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use fhirlake::lake::LoadMode;
+use fhirlake::ledger::CommitOperation;
 use fhirlake::ledger::InputStatus;
-use fhirlake::load::LoadPlan;
 use fhirlake::ndjson::{Chunk, ChunkDecoder, LineChunker};
 use serde_json::{Value, json};
 
@@ -21,7 +21,7 @@ async fn sample_load_matches_input_and_reload_changes_nothing() {
     let inputs = vec![sample_dir("synthea-10"), sample_dir("bds-r4-10")];
     let expected = expected_ids(&inputs);
 
-    let first = load(&lake, LoadPlan::new(inputs.clone())).await;
+    let first = load(job(&lake, inputs.clone()).await).await;
     assert_eq!(first.manifest.totals.quarantined, 0);
     for (table, ids) in &expected {
         let record = &first.manifest.tables[table];
@@ -61,7 +61,7 @@ async fn sample_load_matches_input_and_reload_changes_nothing() {
         .keys()
         .map(|t| (t.clone(), delta_versions(&lake_dir, t)))
         .collect();
-    let second = load(&lake, LoadPlan::new(inputs.clone())).await;
+    let second = load(job(&lake, inputs.clone()).await).await;
     assert!(
         second
             .manifest
@@ -72,7 +72,7 @@ async fn sample_load_matches_input_and_reload_changes_nothing() {
     );
     assert_eq!(second.manifest.totals.total(), 0);
 
-    let forced = load(&lake, LoadPlan::new(inputs).with_force(true)).await;
+    let forced = load(job(&lake, inputs).await.with_force(true)).await;
     let total_lines: usize = expected.values().map(|ids| ids.len()).sum();
     assert_eq!(
         forced.manifest.totals.unchanged as usize, total_lines,
@@ -112,9 +112,9 @@ async fn stale_file_never_overwrites_newer_data() {
         &[patient("p1", "2024-03-01T00:00:00+05:00", "3")],
     );
 
-    load(&lake, LoadPlan::new(vec![newer])).await;
+    load(job(&lake, vec![newer]).await).await;
     // 2024-01-31T23:00-02:00 is 2024-02-01T01:00Z: newer as an instant, though older as a string.
-    let r = load(&lake, LoadPlan::new(vec![stale])).await;
+    let r = load(job(&lake, vec![stale]).await).await;
     assert_eq!(
         r.manifest.totals.updated, 1,
         "instants compare in UTC, not as strings"
@@ -124,7 +124,7 @@ async fn stale_file_never_overwrites_newer_data() {
         "Patient.ndjson",
         &[patient("p1", "2023-12-01T00:00:00Z", "0")],
     );
-    let r = load(&lake, LoadPlan::new(vec![older])).await;
+    let r = load(job(&lake, vec![older]).await).await;
     assert_eq!(
         (r.manifest.totals.unchanged, r.manifest.totals.updated),
         (1, 0),
@@ -136,7 +136,7 @@ async fn stale_file_never_overwrites_newer_data() {
     )) {
         assert_eq!(rows, vec![vec![json!("1"), json!(1)]]);
     }
-    let r = load(&lake, LoadPlan::new(vec![newest])).await;
+    let r = load(job(&lake, vec![newest]).await).await;
     assert_eq!(r.manifest.totals.updated, 1);
     assert_eq!(
         r.manifest.tables["patient"]
@@ -144,7 +144,7 @@ async fn stale_file_never_overwrites_newer_data() {
             .last()
             .unwrap()
             .operation,
-        "merge"
+        CommitOperation::Merge
     );
     if let Some(rows) = duckdb(&format!(
         "SELECT meta_version_id, meta_last_updated::VARCHAR, count(*) OVER () FROM {}",
@@ -178,7 +178,7 @@ async fn duplicate_ids_in_one_file_collapse_to_the_newest() {
     let lake_dir = tmp.path().join("lake");
     let lake = open_lake(&lake_dir);
     let file = duplicates_file(tmp.path());
-    let r = load(&lake, LoadPlan::new(vec![file])).await;
+    let r = load(job(&lake, vec![file]).await).await;
     let t = r.manifest.totals;
     assert_eq!(
         (t.inserted, t.updated, t.unchanged, t.quarantined),
@@ -206,8 +206,9 @@ async fn history_mode_keeps_every_version() {
     let lake = open_lake(&lake_dir);
     let file = duplicates_file(tmp.path());
     let r = load(
-        &lake,
-        LoadPlan::new(vec![file.clone()]).with_mode(LoadMode::History),
+        job(&lake, vec![file.clone()])
+            .await
+            .with_mode(LoadMode::History),
     )
     .await;
     assert_eq!(
@@ -215,8 +216,8 @@ async fn history_mode_keeps_every_version() {
         (5, 1)
     );
     let again = load(
-        &lake,
-        LoadPlan::new(vec![file])
+        job(&lake, vec![file])
+            .await
             .with_mode(LoadMode::History)
             .with_force(true),
     )
@@ -321,10 +322,11 @@ async fn gzip_input_loads_like_plain_and_hashes_stored_bytes() {
 
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     let as_of = Some("2024-01-01T00:00:00Z".parse().unwrap());
-    let r_plain = load(&open_lake(&a), LoadPlan::new(vec![plain]).with_as_of(as_of)).await;
+    let r_plain = load(job(&open_lake(&a), vec![plain]).await.with_as_of(as_of)).await;
     let r_gz = load(
-        &open_lake(&b),
-        LoadPlan::new(vec![gz_path.clone()]).with_as_of(as_of),
+        job(&open_lake(&b), vec![gz_path.clone()])
+            .await
+            .with_as_of(as_of),
     )
     .await;
     assert_eq!(r_plain.manifest.totals, r_gz.manifest.totals);
@@ -419,14 +421,10 @@ async fn tiny_chunks_and_batches_give_identical_tables() {
     ];
     let as_of = Some("2024-01-01T00:00:00Z".parse().unwrap());
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    load(job(&open_lake(&a), input.clone()).await.with_as_of(as_of)).await;
     load(
-        &open_lake(&a),
-        LoadPlan::new(input.clone()).with_as_of(as_of),
-    )
-    .await;
-    load(
-        &open_lake(&b),
-        LoadPlan::new(input)
+        job(&open_lake(&b), input)
+            .await
             .with_as_of(as_of)
             .with_chunk_bytes(5)
             .with_batch_rows(7),
@@ -541,7 +539,7 @@ async fn a_file_whose_lines_all_fail_creates_no_table() {
     assert!(!lake.has_table("patient").await.unwrap());
     // Tables of the coming files are opened ahead of their rows, but only
     // tables that exist: the observation table is never created.
-    let report = load(&lake, LoadPlan::new(vec![bad, good])).await;
+    let report = load(job(&lake, vec![bad, good]).await).await;
     assert_eq!(
         (report.manifest.totals.inserted, report.quarantined()),
         (1, 2)
@@ -564,7 +562,7 @@ async fn mixed_type_file_routes_each_line_by_its_resource_type() {
             observation.to_owned(),
         ],
     );
-    let r = load(&open_lake(&lake_dir), LoadPlan::new(vec![file])).await;
+    let r = load(job(&open_lake(&lake_dir), vec![file]).await).await;
     assert_eq!(r.manifest.tables["patient"].rows.inserted, 1);
     assert_eq!(r.manifest.tables["observation"].rows.inserted, 1);
     assert_eq!(r.manifest.inputs[0].tables.len(), 2);

@@ -4,7 +4,6 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use fhirlake::ledger::{self, InputStatus};
-use fhirlake::load::LoadPlan;
 use futures::StreamExt;
 use serde_json::{Value, json};
 
@@ -22,7 +21,7 @@ async fn s3_lake_loads_reads_back_in_duckdb_and_reloads_as_no_op() {
     let inputs = vec![sample_dir("synthea-10")];
     let expected = expected_ids(&inputs);
 
-    let first = load(&lake, LoadPlan::new(inputs.clone())).await;
+    let first = load(job(&lake, inputs.clone()).await).await;
     for (table, ids) in &expected {
         assert_eq!(
             first.manifest.tables[table].rows.inserted as usize,
@@ -66,7 +65,7 @@ async fn s3_lake_loads_reads_back_in_duckdb_and_reloads_as_no_op() {
         .unwrap();
     assert_eq!(stored, first.manifest);
 
-    let again = load(&lake, LoadPlan::new(inputs)).await;
+    let again = load(job(&lake, inputs).await).await;
     assert!(
         again
             .manifest
@@ -144,11 +143,7 @@ async fn store_without_put_if_absent_is_refused_before_writing() {
 async fn manifests_are_created_once_and_never_replaced() {
     let Some(s3) = S3::from_env() else { return };
     let lake = s3.open(&s3.fresh_lake());
-    let report = load(
-        &lake,
-        LoadPlan::new(vec![sample_dir("bds-r4-10").join("Patient.ndjson")]),
-    )
-    .await;
+    let report = load(job(&lake, vec![sample_dir("bds-r4-10").join("Patient.ndjson")]).await).await;
     let mut forged = report.manifest.clone();
     forged.totals.inserted = 999;
     let err = ledger::write_manifest(&lake, &forged).await.unwrap_err();
@@ -170,7 +165,7 @@ async fn optimize_compacts_and_vacuum_removes_replaced_files_on_s3() {
     for n in 0..3 {
         let line = patient(&format!("p{n}"), "2024-01-01T00:00:00Z", "1");
         let file = write_file(&tmp.path().join(n.to_string()), "Patient.ndjson", &[line]);
-        load(&lake, LoadPlan::new(vec![file])).await;
+        load(job(&lake, vec![file]).await).await;
     }
     let report = fhirlake::lake::optimize(&lake, "patient", None)
         .await
@@ -269,7 +264,7 @@ async fn ndjson_already_in_a_bucket_loads_from_s3_urls() {
     let input = std::path::PathBuf::from(format!("s3://{}/{prefix}/export", s3.bucket));
     let lake_uri = s3.fresh_lake();
     let lake = s3.open(&lake_uri);
-    let report = load(&lake, LoadPlan::new(vec![input.clone()])).await;
+    let report = load(job(&lake, vec![input.clone()]).await).await;
     for (table, ids) in expected_ids(&[sample]) {
         assert_eq!(
             report.manifest.tables[&table].rows.inserted as usize,
@@ -287,7 +282,7 @@ async fn ndjson_already_in_a_bucket_loads_from_s3_urls() {
     let log = input_ending(&report.manifest, "log.ndjson");
     assert_eq!(log.status, InputStatus::ExportLog);
 
-    let again = load(&lake, LoadPlan::new(vec![input])).await;
+    let again = load(job(&lake, vec![input]).await).await;
     assert!(
         again
             .manifest

@@ -198,7 +198,6 @@ fn view_run_writes_csv_and_parquet_and_reports_bad_input_with_its_line() {
 mod load {
     use std::collections::BTreeMap;
 
-    use fhirlake::load::LoadPlan;
     use fhirlake::view::ViewSet;
     use serde_json::{Value, json};
 
@@ -217,7 +216,7 @@ mod load {
         let tmp = tempfile::tempdir().unwrap();
         let lake_dir = tmp.path().join("lake");
         let sample = sample_dir("bds-r4-10");
-        load(&open_lake(&lake_dir), LoadPlan::new(vec![sample.clone()])).await;
+        load(job(&open_lake(&lake_dir), vec![sample.clone()]).await).await;
 
         // Independently, from the NDJSON: observations per patient gender, and
         // each patient's latest body weight (LOINC 29463-7).
@@ -324,14 +323,16 @@ mod load {
             json!([{"name": "version", "path": "1", "type": "integer"}]),
         );
         load(
-            &lake,
-            LoadPlan::new(vec![first]).with_views(custom_views(&as_string)),
+            job(&lake, vec![first])
+                .await
+                .with_views(custom_views(&as_string)),
         )
         .await;
         let log = lake_dir.join("patient/_delta_log");
         let commits_before = std::fs::read_dir(&log).unwrap().count();
-        let plan = LoadPlan::new(vec![second]).with_views(custom_views(&as_integer));
-        let err = fhirlake::load::run(&lake, &plan, None)
+        let err = job(&lake, vec![second])
+            .await
+            .with_views(custom_views(&as_integer))
             .await
             .unwrap_err()
             .to_string();
@@ -374,16 +375,8 @@ mod load {
                 {"name": "version", "path": "meta.versionId", "type": "string"}
             ]),
         );
-        load(
-            &lake,
-            LoadPlan::new(vec![first]).with_views(custom_views(&v1)),
-        )
-        .await;
-        load(
-            &lake,
-            LoadPlan::new(vec![second]).with_views(custom_views(&v2)),
-        )
-        .await;
+        load(job(&lake, vec![first]).await.with_views(custom_views(&v1))).await;
+        load(job(&lake, vec![second]).await.with_views(custom_views(&v2))).await;
         if let Some(rows) = duckdb(&format!(
             "SELECT id, gender, version FROM {} ORDER BY id",
             scan(&lake_dir, "patient")
@@ -433,18 +426,14 @@ mod load {
             ))
         };
 
-        let first = load(
-            &lake,
-            LoadPlan::new(vec![input.clone()]).with_views(views()),
-        )
-        .await;
+        let first = load(job(&lake, vec![input.clone()]).await.with_views(views())).await;
         assert!(first.manifest.tables.contains_key("observation_category"));
         if let Some(rows) = count() {
             assert_eq!(rows, vec![vec![json!(codings)]]);
         }
         load(
-            &lake,
-            LoadPlan::new(vec![input])
+            job(&lake, vec![input])
+                .await
                 .with_views(views())
                 .with_force(true),
         )
@@ -473,8 +462,8 @@ mod load {
             "Observation.ndjson",
             &[stale.to_string()],
         );
-        load(&lake, LoadPlan::new(vec![newer]).with_views(views())).await;
-        load(&lake, LoadPlan::new(vec![older]).with_views(views())).await;
+        load(job(&lake, vec![newer]).await.with_views(views())).await;
+        load(job(&lake, vec![older]).await.with_views(views())).await;
         if let Some(rows) = duckdb(&format!(
             "SELECT string_agg(code, ',' ORDER BY _row), count(DISTINCT meta_last_updated) FROM {} WHERE id = '{id}'",
             scan(&lake_dir, "observation_category")

@@ -1,5 +1,7 @@
 //! FHIRPath syntax tree.
 
+use super::function::Function;
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Literal {
     Empty,
@@ -54,7 +56,8 @@ pub enum Expr {
     Literal(Literal),
     Member(Box<Expr>, String),
     Index(Box<Expr>, Box<Expr>),
-    Call(Box<Expr>, String, Vec<Expr>),
+    /// A function call, resolved when parsed.
+    Call(Box<Expr>, Function, Vec<Expr>),
     Negate(Box<Expr>),
     Binary(BinOp, Box<Expr>, Box<Expr>),
     /// The right side of `is`/`as`, and a function's type argument.

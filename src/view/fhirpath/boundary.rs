@@ -5,7 +5,7 @@
 
 use std::borrow::Cow;
 
-use super::eval::Item;
+use super::item::Item;
 use crate::view::json::Json;
 
 pub fn of<'a>(item: &Item<'a>, high: bool) -> Option<Item<'a>> {

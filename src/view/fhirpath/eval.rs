@@ -6,26 +6,9 @@ use std::borrow::Cow;
 
 use super::ast::{BinOp, Expr, Literal};
 use super::boundary;
+use super::function::Function;
+use super::item::{Item, Scalar, is_type};
 use crate::view::json::Json;
-
-/// One value in a FHIRPath collection.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Item<'a> {
-    /// A node of the resource; `ty` is the FHIR type a choice element's name
-    /// gave it (`valueQuantity` → `Quantity`), when known.
-    Node {
-        json: &'a Json<'a>,
-        ty: Option<&'a str>,
-    },
-    Bool(bool),
-    Int(i64),
-    /// Decimal as written (keeps precision).
-    Dec(Cow<'a, str>),
-    Str(Cow<'a, str>),
-    Date(Cow<'a, str>),
-    DateTime(Cow<'a, str>),
-    Time(Cow<'a, str>),
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -36,151 +19,6 @@ type R<T> = Result<T, EvalError>;
 
 fn err<T>(message: impl Into<String>) -> R<T> {
     Err(EvalError(message.into()))
-}
-
-/// Scalar view of an item, for comparisons.
-#[derive(Debug, PartialEq)]
-enum Scalar<'s> {
-    Bool(bool),
-    Num(f64),
-    Str(&'s str),
-    Other,
-}
-
-impl<'a> Item<'a> {
-    fn scalar(&self) -> Scalar<'_> {
-        match self {
-            Item::Bool(b) => Scalar::Bool(*b),
-            Item::Int(i) => Scalar::Num(*i as f64),
-            Item::Dec(d) => d.parse().map_or(Scalar::Other, Scalar::Num),
-            Item::Str(s) | Item::Date(s) | Item::DateTime(s) | Item::Time(s) => Scalar::Str(s),
-            Item::Node { json, .. } => match json {
-                Json::Bool(b) => Scalar::Bool(*b),
-                Json::Number(n) => n.parse().map_or(Scalar::Other, Scalar::Num),
-                Json::String(s) => Scalar::Str(s),
-                _ => Scalar::Other,
-            },
-        }
-    }
-
-    /// The FHIR type name of the item, as far as it is known.
-    pub fn type_name(&self) -> Cow<'_, str> {
-        match self {
-            Item::Bool(_) => "boolean".into(),
-            Item::Int(_) => "integer".into(),
-            Item::Dec(_) => "decimal".into(),
-            Item::Str(_) => "string".into(),
-            Item::Date(_) => "date".into(),
-            Item::DateTime(_) => "dateTime".into(),
-            Item::Time(_) => "time".into(),
-            Item::Node { ty: Some(ty), .. } => {
-                // Choice suffixes capitalise primitives (valueDateTime → dateTime).
-                if is_primitive(ty) {
-                    let first = ty.chars().next().unwrap_or('X');
-                    format!("{}{}", first.to_ascii_lowercase(), &ty[first.len_utf8()..]).into()
-                } else {
-                    (*ty).into()
-                }
-            }
-            Item::Node { json, ty: None } => match json {
-                Json::Bool(_) => "boolean".into(),
-                Json::Number(n) if !n.contains(['.', 'e', 'E']) => "integer".into(),
-                Json::Number(_) => "decimal".into(),
-                Json::String(_) => "string".into(),
-                Json::Object(_) => json
-                    .get("resourceType")
-                    .and_then(Json::as_str)
-                    .unwrap_or("Element")
-                    .into(),
-                _ => "Element".into(),
-            },
-        }
-    }
-
-    /// Converts to a JSON value for output.
-    pub fn to_serde(&self) -> serde_json::Value {
-        match self {
-            Item::Bool(b) => (*b).into(),
-            Item::Int(i) => (*i).into(),
-            Item::Dec(d) => crate::view::json::number_to_serde(d),
-            Item::Str(s) | Item::Date(s) | Item::DateTime(s) | Item::Time(s) => s.as_ref().into(),
-            Item::Node { json, .. } => json.to_serde(),
-        }
-    }
-}
-
-const PRIMITIVES: &[&str] = &[
-    "base64Binary",
-    "boolean",
-    "canonical",
-    "code",
-    "date",
-    "dateTime",
-    "decimal",
-    "id",
-    "instant",
-    "integer",
-    "integer64",
-    "markdown",
-    "oid",
-    "positiveInt",
-    "string",
-    "time",
-    "unsignedInt",
-    "uri",
-    "url",
-    "uuid",
-    "xhtml",
-];
-
-fn is_primitive(name: &str) -> bool {
-    PRIMITIVES.iter().any(|p| p.eq_ignore_ascii_case(name))
-}
-
-/// Whether `item` is of FHIR type `wanted` (FHIR. / System. prefixes ignored).
-pub(super) fn is_type(item: &Item<'_>, wanted: &str) -> bool {
-    // A choice element's type is its name's suffix; the names compare
-    // case-insensitively (valueDateTime is a dateTime), no allocation.
-    if let Item::Node { ty: Some(ty), .. } = item {
-        return ty.eq_ignore_ascii_case(wanted);
-    }
-    let actual = item.type_name();
-    if actual.eq_ignore_ascii_case(wanted) {
-        return true;
-    }
-    // Untyped JSON strings can hold any string-based primitive.
-    let untyped_string = matches!(
-        item,
-        Item::Node {
-            json: Json::String(_),
-            ty: None
-        }
-    );
-    let string_based = [
-        "code",
-        "id",
-        "uri",
-        "url",
-        "canonical",
-        "oid",
-        "uuid",
-        "markdown",
-        "base64Binary",
-        "date",
-        "dateTime",
-        "instant",
-        "time",
-    ];
-    untyped_string && string_based.iter().any(|t| t.eq_ignore_ascii_case(wanted))
-        || matches!(
-            item,
-            Item::Node {
-                json: Json::Number(_),
-                ty: None
-            }
-        ) && ["positiveInt", "unsignedInt", "decimal"]
-            .iter()
-            .any(|t| t.eq_ignore_ascii_case(wanted))
 }
 
 /// Evaluation context: the resource (for `getResourceKey` at the root) and
@@ -330,9 +168,9 @@ fn eval<'a>(expr: &Expr, focus: &[Item<'a>], ctx: Ctx, index: Option<i64>) -> R<
             }
         }
         Expr::Binary(op, a, b) => binary(*op, a, b, focus, ctx, index),
-        Expr::Call(base, name, args) => {
+        Expr::Call(base, function, args) => {
             let base = eval(base, focus, ctx, index)?;
-            call(name, base, args, ctx)
+            call(*function, base, args, ctx)
         }
     }
 }
@@ -565,20 +403,11 @@ pub(super) fn type_arg(args: &[Expr], function: &str) -> R<String> {
     }
 }
 
-fn call<'a>(name: &str, base: Coll<'a>, args: &[Expr], ctx: Ctx) -> R<Coll<'a>> {
-    let arity = |n: usize| -> R<()> {
-        if args.len() == n {
-            Ok(())
-        } else {
-            err(format!(
-                "{name}() takes {n} argument(s), got {}",
-                args.len()
-            ))
-        }
-    };
-    Ok(match name {
-        "where" => {
-            arity(1)?;
+fn call<'a>(function: Function, base: Coll<'a>, args: &[Expr], ctx: Ctx) -> R<Coll<'a>> {
+    let name = function.name();
+    // Argument counts were checked when the path was parsed.
+    Ok(match function {
+        Function::Where => {
             let mut out = Vec::new();
             for (i, item) in base.into_iter().enumerate() {
                 let keep = eval(&args[0], std::slice::from_ref(&item), ctx, Some(i as i64))?;
@@ -588,8 +417,7 @@ fn call<'a>(name: &str, base: Coll<'a>, args: &[Expr], ctx: Ctx) -> R<Coll<'a>> 
             }
             out
         }
-        "select" => {
-            arity(1)?;
+        Function::Select => {
             let mut out = Vec::new();
             for (i, item) in base.iter().enumerate() {
                 out.extend(eval(
@@ -601,49 +429,37 @@ fn call<'a>(name: &str, base: Coll<'a>, args: &[Expr], ctx: Ctx) -> R<Coll<'a>> 
             }
             out
         }
-        "exists" => {
+        Function::Exists => {
             if args.is_empty() {
                 vec![Item::Bool(!base.is_empty())]
             } else {
-                vec![Item::Bool(!call("where", base, args, ctx)?.is_empty())]
+                vec![Item::Bool(
+                    !call(Function::Where, base, args, ctx)?.is_empty(),
+                )]
             }
         }
-        "empty" => {
-            arity(0)?;
+        Function::Empty => {
             vec![Item::Bool(base.is_empty())]
         }
-        "count" => {
-            arity(0)?;
+        Function::Count => {
             vec![Item::Int(base.len() as i64)]
         }
-        "first" => {
-            arity(0)?;
-            base.into_iter().take(1).collect()
-        }
-        "last" => {
-            arity(0)?;
-            base.into_iter().last().into_iter().collect()
-        }
-        "not" => {
-            arity(0)?;
-            singleton_bool(&base)?
-                .map(|b| Item::Bool(!b))
-                .into_iter()
-                .collect()
-        }
-        "hasValue" => {
-            arity(0)?;
+        Function::First => base.into_iter().take(1).collect(),
+        Function::Last => base.into_iter().last().into_iter().collect(),
+        Function::Not => singleton_bool(&base)?
+            .map(|b| Item::Bool(!b))
+            .into_iter()
+            .collect(),
+        Function::HasValue => {
             vec![Item::Bool(
                 matches!(base.as_slice(), [item] if !matches!(item.scalar(), Scalar::Other)),
             )]
         }
-        "ofType" => {
-            arity(1)?;
+        Function::OfType => {
             let ty = type_arg(args, name)?;
             base.into_iter().filter(|item| is_type(item, &ty)).collect()
         }
-        "extension" => {
-            arity(1)?;
+        Function::Extension => {
             let url = match eval(&args[0], &[], ctx, None)?.as_slice() {
                 [item] => match item.scalar() {
                     Scalar::Str(s) => s.to_owned(),
@@ -664,7 +480,7 @@ fn call<'a>(name: &str, base: Coll<'a>, args: &[Expr], ctx: Ctx) -> R<Coll<'a>> 
             }
             out
         }
-        "join" => {
+        Function::Join => {
             let separator = match args {
                 [] => String::new(),
                 [sep] => match eval(sep, &[], ctx, None)?.as_slice() {
@@ -688,19 +504,17 @@ fn call<'a>(name: &str, base: Coll<'a>, args: &[Expr], ctx: Ctx) -> R<Coll<'a>> 
             }
             vec![Item::Str(Cow::Owned(parts.join(&separator)))]
         }
-        "getResourceKey" => {
-            arity(0)?;
-            base.iter()
-                .filter_map(|item| match item {
-                    Item::Node { json, .. } => json
-                        .get("id")
-                        .and_then(Json::as_str)
-                        .map(|id| Item::Str(Cow::Borrowed(id))),
-                    _ => None,
-                })
-                .collect()
-        }
-        "getReferenceKey" => {
+        Function::GetResourceKey => base
+            .iter()
+            .filter_map(|item| match item {
+                Item::Node { json, .. } => json
+                    .get("id")
+                    .and_then(Json::as_str)
+                    .map(|id| Item::Str(Cow::Borrowed(id))),
+                _ => None,
+            })
+            .collect(),
+        Function::GetReferenceKey => {
             let wanted = if args.is_empty() {
                 None
             } else {
@@ -710,9 +524,8 @@ fn call<'a>(name: &str, base: Coll<'a>, args: &[Expr], ctx: Ctx) -> R<Coll<'a>> 
                 .filter_map(|item| reference_key(item, wanted.as_deref()))
                 .collect()
         }
-        "lowBoundary" | "highBoundary" => {
-            arity(0)?;
-            let high = name == "highBoundary";
+        Function::LowBoundary | Function::HighBoundary => {
+            let high = function == Function::HighBoundary;
             let mut out = Vec::new();
             for item in &base {
                 if let Some(b) = boundary::of(item, high) {
@@ -721,27 +534,24 @@ fn call<'a>(name: &str, base: Coll<'a>, args: &[Expr], ctx: Ctx) -> R<Coll<'a>> 
             }
             out
         }
-        "toString" => {
-            arity(0)?;
-            base.iter()
-                .filter_map(|item| match item.scalar() {
-                    Scalar::Str(s) => Some(s.to_owned()),
-                    Scalar::Bool(b) => Some(b.to_string()),
-                    Scalar::Num(_) => Some(match item {
-                        Item::Node {
-                            json: Json::Number(n),
-                            ..
-                        } => n.to_string(),
-                        Item::Dec(d) => d.to_string(),
-                        Item::Int(i) => i.to_string(),
-                        _ => return None,
-                    }),
-                    Scalar::Other => None,
-                })
-                .map(|s| Item::Str(Cow::Owned(s)))
-                .collect()
-        }
-        other => return err(format!("unsupported function {other}()")),
+        Function::ToString => base
+            .iter()
+            .filter_map(|item| match item.scalar() {
+                Scalar::Str(s) => Some(s.to_owned()),
+                Scalar::Bool(b) => Some(b.to_string()),
+                Scalar::Num(_) => Some(match item {
+                    Item::Node {
+                        json: Json::Number(n),
+                        ..
+                    } => n.to_string(),
+                    Item::Dec(d) => d.to_string(),
+                    Item::Int(i) => i.to_string(),
+                    _ => return None,
+                }),
+                Scalar::Other => None,
+            })
+            .map(|s| Item::Str(Cow::Owned(s)))
+            .collect(),
     })
 }
 

@@ -8,10 +8,14 @@
 mod ast;
 mod boundary;
 mod eval;
+mod function;
+mod item;
 mod parse;
 mod plan;
 
 pub use ast::{BinOp, Expr, Literal};
-pub use eval::{EvalError, Item, evaluate, singleton_bool};
+pub use eval::{EvalError, evaluate, singleton_bool};
+pub use function::Function;
+pub use item::Item;
 pub use parse::{ParseError, parse};
 pub use plan::{Items, Plan};

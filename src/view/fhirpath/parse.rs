@@ -5,6 +5,7 @@
 //! then invocation (`.name`, `.fn()`) and indexing (`[i]`).
 
 use super::ast::{BinOp, Expr, Literal};
+use super::function::Function;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("FHIRPath {path:?}: {message} (at character {at})")]
@@ -333,7 +334,8 @@ impl Parser {
                 self.pos += 1;
                 expr = if self.eat_op("(") {
                     let args = self.args()?;
-                    Expr::Call(Box::new(expr), name, args)
+                    let function = Function::resolve(&name, args.len()).map_err(|m| (at, m))?;
+                    Expr::Call(Box::new(expr), function, args)
                 } else {
                     Expr::Member(Box::new(expr), name)
                 };
@@ -402,7 +404,8 @@ impl Parser {
                 _ => {
                     if self.eat_op("(") {
                         let args = self.args()?;
-                        Expr::Call(Box::new(Expr::This), name, args)
+                        let function = Function::resolve(&name, args.len()).map_err(|m| (at, m))?;
+                        Expr::Call(Box::new(Expr::This), function, args)
                     } else {
                         Expr::Member(Box::new(Expr::This), name)
                     }
@@ -436,7 +439,7 @@ mod tests {
     #[test]
     fn parses_precedence_and_invocations() {
         let e = parse("name.where(use = 'official' and family = 'f1').exists()").unwrap();
-        assert!(matches!(e, Expr::Call(_, ref f, _) if f == "exists"));
+        assert!(matches!(e, Expr::Call(_, Function::Exists, _)));
         let e = parse("a = 1 or b < 2").unwrap();
         assert!(matches!(e, Expr::Binary(BinOp::Or, _, _)));
         assert!(parse("name[%i].family").is_ok());

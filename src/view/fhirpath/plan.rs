@@ -9,7 +9,9 @@
 use smallvec::SmallVec;
 
 use super::ast::{BinOp, Expr, Literal};
-use super::eval::{Item, equals_text, is_type, member, member_each, reference_key, type_arg};
+use super::eval::{equals_text, member, member_each, reference_key, type_arg};
+use super::function::Function;
+use super::item::{Item, is_type};
 
 #[derive(Debug, Clone, PartialEq)]
 enum Step {
@@ -44,9 +46,8 @@ fn walk(expr: &Expr, steps: &mut Vec<Step>) -> Option<()> {
             steps.push(Step::Member(name.clone()));
             Some(())
         }
-        Expr::Call(base, function, args)
-            if function == "first"
-                && args.is_empty()
+        Expr::Call(base, Function::First, args)
+            if args.is_empty()
                 && steps.is_empty()
                 && matches!(**base, Expr::Binary(BinOp::Union, ..)) =>
         {
@@ -61,23 +62,26 @@ fn walk(expr: &Expr, steps: &mut Vec<Step>) -> Option<()> {
         }
         Expr::Call(base, function, args) => {
             walk(base, steps)?;
-            let step = match (function.as_str(), args.as_slice()) {
-                ("first", []) => Step::First,
-                ("ofType", [_]) => Step::OfType(type_arg(args, function).ok()?),
-                ("getReferenceKey", []) => Step::ReferenceKey(None),
-                ("getReferenceKey", [_]) => {
-                    Step::ReferenceKey(Some(type_arg(args, function).ok()?))
+            let name = function.name();
+            let step = match (function, args.as_slice()) {
+                (Function::First, []) => Step::First,
+                (Function::OfType, [_]) => Step::OfType(type_arg(args, name).ok()?),
+                (Function::GetReferenceKey, []) => Step::ReferenceKey(None),
+                (Function::GetReferenceKey, [_]) => {
+                    Step::ReferenceKey(Some(type_arg(args, name).ok()?))
                 }
-                ("where", [Expr::Binary(BinOp::Eq, left, right)]) => match (&**left, &**right) {
-                    (Expr::Member(base, name), Expr::Literal(Literal::String(text)))
-                        if **base == Expr::This =>
-                    {
-                        Step::WhereEq(name.clone(), text.clone())
+                (Function::Where, [Expr::Binary(BinOp::Eq, left, right)]) => {
+                    match (&**left, &**right) {
+                        (Expr::Member(base, name), Expr::Literal(Literal::String(text)))
+                            if **base == Expr::This =>
+                        {
+                            Step::WhereEq(name.clone(), text.clone())
+                        }
+                        _ => return None,
                     }
-                    _ => return None,
-                },
-                ("where", [Expr::Call(inner, exists, none)])
-                    if exists == "exists" && none.is_empty() =>
+                }
+                (Function::Where, [Expr::Call(inner, Function::Exists, none)])
+                    if none.is_empty() =>
                 {
                     Step::WhereExists(Plan::compile(inner)?)
                 }

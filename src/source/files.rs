@@ -1,8 +1,9 @@
-//! Turning the user's paths (local paths or `s3://` URLs) into input files,
-//! and finding the export's `transactionTime` (from a Bulk Data `log.ndjson`
-//! or `manifest.json` beside the files) to stand in for missing `meta.lastUpdated`.
+//! The files source: the user's paths (local paths or `s3://` URLs) turned
+//! into [`Input`]s, with the export's `transactionTime` (from a Bulk Data
+//! `log.ndjson` or `manifest.json` beside the files) as the stand-in for a
+//! missing `meta.lastUpdated`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use object_store::path::Path as ObjectPath;
@@ -10,17 +11,44 @@ use object_store::{ObjectMeta, ObjectStoreExt};
 use url::Url;
 
 use crate::lake::{LakeError, object_store_for};
-use crate::ndjson::{InputFile, InputSource};
+use crate::load::{Input, InputBytes, InputRole, SourceKind, StandIn, StandInSource};
 
-/// What the user's paths expand to.
-#[derive(Debug, Default)]
-pub struct Discovered {
-    /// Resource files, in a stable order (sorted per directory).
-    pub files: Vec<InputFile>,
-    /// Bulk Data export logs found (read, not loaded).
-    pub export_logs: Vec<InputFile>,
-    /// Directory (or object prefix) → the export's transactionTime (RFC 3339).
-    pub transaction_times: BTreeMap<PathBuf, String>,
+/// What the paths held: inputs with their directory (or prefix), and the
+/// transactionTime each directory's export log or manifest gives.
+#[derive(Default)]
+struct Found {
+    inputs: Vec<(PathBuf, Input)>,
+    transaction_times: Vec<(PathBuf, StandIn)>,
+}
+
+impl Found {
+    /// The inputs, each resource file with its directory's transactionTime.
+    fn finish(self) -> Vec<Input> {
+        let times = self.transaction_times;
+        self.inputs
+            .into_iter()
+            .map(|(dir, input)| {
+                let time = times
+                    .iter()
+                    .find(|(d, _)| same_dir(d, &dir))
+                    .map(|(_, t)| t.clone());
+                match input.role {
+                    InputRole::Resources => input.with_stand_in(time),
+                    InputRole::ExportLog => input,
+                }
+            })
+            .collect()
+    }
+}
+
+fn same_dir(a: &Path, b: &Path) -> bool {
+    if a == b {
+        return true;
+    }
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -62,29 +90,31 @@ fn object_url(path: &Path) -> Option<Url> {
     (url.scheme().len() > 1 && url.scheme() != "file" && text.contains("://")).then_some(url)
 }
 
-/// Expands the inputs. `storage_options` configure object-store inputs (the
-/// lake's options: one set of credentials for both).
+/// Expands the user's paths into inputs: files in a stable order (sorted
+/// per directory), Bulk Data export logs recorded, not loaded.
+/// `storage_options` configure object-store inputs (the lake's options: one
+/// set of credentials for both).
 pub async fn discover(
     paths: &[PathBuf],
     storage_options: &HashMap<String, String>,
-) -> Result<Discovered, DiscoverError> {
-    let mut found = Discovered::default();
+) -> Result<Vec<Input>, DiscoverError> {
+    let mut found = Found::default();
     for path in paths {
-        let before = found.files.len() + found.export_logs.len();
+        let before = found.inputs.len();
         let is_dir = if let Some(url) = object_url(path) {
             discover_objects(&mut found, path, &url, storage_options).await?
         } else {
             discover_local(&mut found, path)?
         };
-        if is_dir && found.files.len() + found.export_logs.len() == before {
+        if is_dir && found.inputs.len() == before {
             return Err(DiscoverError::EmptyDirectory { path: path.clone() });
         }
     }
-    Ok(found)
+    Ok(found.finish())
 }
 
 /// Returns whether `path` was a directory.
-fn discover_local(found: &mut Discovered, path: &Path) -> Result<bool, DiscoverError> {
+fn discover_local(found: &mut Found, path: &Path) -> Result<bool, DiscoverError> {
     let io = |source| DiscoverError::Io {
         path: path.to_path_buf(),
         source,
@@ -93,12 +123,8 @@ fn discover_local(found: &mut Discovered, path: &Path) -> Result<bool, DiscoverE
     if !meta.is_dir() {
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let bytes = read_if_small_metadata_file(path);
-        add_file(
-            found,
-            InputFile::local(path.to_path_buf()).map_err(io)?,
-            &dir,
-            bytes.as_deref(),
-        );
+        let input = Input::local(path.to_path_buf(), SourceKind::Files).map_err(io)?;
+        add_file(found, input, &dir, bytes.as_deref());
         return Ok(false);
     }
     let mut names: Vec<PathBuf> = std::fs::read_dir(path)
@@ -117,11 +143,11 @@ fn discover_local(found: &mut Discovered, path: &Path) -> Result<bool, DiscoverE
                 .ok()
                 .and_then(|b| manifest_transaction_time(&b))
             {
-                found.transaction_times.insert(path.to_path_buf(), time);
+                found.transaction_times.push((path.to_path_buf(), time));
             }
         } else if is_ndjson_name(name) {
             let bytes = read_if_small_metadata_file(&file);
-            let input = InputFile::local(file.clone()).map_err(io)?;
+            let input = Input::local(file.clone(), SourceKind::Files).map_err(io)?;
             add_file(found, input, path, bytes.as_deref());
         }
     }
@@ -134,7 +160,7 @@ fn read_if_small_metadata_file(path: &Path) -> Option<Vec<u8>> {
 
 /// Returns whether `url` named a prefix (a "directory") rather than one object.
 async fn discover_objects(
-    found: &mut Discovered,
+    found: &mut Found,
     path: &Path,
     url: &Url,
     options: &HashMap<String, String>,
@@ -153,15 +179,15 @@ async fn discover_objects(
     let base = format!("{}://{}", url.scheme(), url.host_str().unwrap_or_default());
     let runtime = tokio::runtime::Handle::current();
     let make_input = |meta: &ObjectMeta| {
-        let file_url = PathBuf::from(format!("{base}/{}", meta.location));
-        let source = InputSource::Object {
+        let bytes = InputBytes::Object {
             store: store.clone(),
             location: meta.location.clone(),
             runtime: runtime.clone(),
         };
-        InputFile::with_source(
-            file_url,
-            source,
+        Input::new(
+            format!("{base}/{}", meta.location),
+            SourceKind::Files,
+            bytes,
             meta.size,
             Some(meta.last_modified.timestamp_micros()),
         )
@@ -197,7 +223,7 @@ async fn discover_objects(
                 .await
                 .map_err(object_err)?;
             if let Some(time) = manifest_transaction_time(&bytes) {
-                found.transaction_times.insert(dir.clone(), time);
+                found.transaction_times.push((dir.clone(), time));
             }
         } else if is_ndjson_name(&name) {
             let bytes = small_object(&store, &meta).await;
@@ -220,15 +246,20 @@ async fn small_object(
 }
 
 /// `log_bytes` is the file's content when it is named `log.ndjson`.
-fn add_file(found: &mut Discovered, input: InputFile, dir: &Path, log_bytes: Option<&[u8]>) {
+fn add_file(found: &mut Found, input: Input, dir: &Path, log_bytes: Option<&[u8]>) {
+    let dir = dir.to_path_buf();
     match log_bytes.and_then(export_log_transaction_time) {
         Some(time) => {
-            if let Some(time) = time {
-                found.transaction_times.insert(dir.to_path_buf(), time);
+            if let Some(time) =
+                time.and_then(|t| StandIn::parse(StandInSource::TransactionTime, &t))
+            {
+                found.transaction_times.push((dir.clone(), time));
             }
-            found.export_logs.push(input);
+            found
+                .inputs
+                .push((dir, input.with_role(InputRole::ExportLog)));
         }
-        None => found.files.push(input),
+        None => found.inputs.push((dir, input)),
     }
 }
 
@@ -257,7 +288,8 @@ fn export_log_transaction_time(bytes: &[u8]) -> Option<Option<String>> {
     is_log.then_some(time)
 }
 
-fn manifest_transaction_time(bytes: &[u8]) -> Option<String> {
+fn manifest_transaction_time(bytes: &[u8]) -> Option<StandIn> {
     let value: serde_json::Value = serde_json::from_slice(bytes).ok()?;
-    value.get("transactionTime")?.as_str().map(str::to_owned)
+    let text = value.get("transactionTime")?.as_str()?;
+    StandIn::parse(StandInSource::TransactionTime, text)
 }

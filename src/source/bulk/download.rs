@@ -6,14 +6,13 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use futures::StreamExt;
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 use url::Url;
 
-use crate::http::{HttpClient, HttpError, redact_url};
-use crate::ledger::EventLog;
-use crate::ndjson::HashingReader;
+use crate::http::{Attempt, HttpClient, HttpError, is_transient, redact_url};
+use crate::load::HashingReader;
 
 /// A completed download.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,9 +31,6 @@ pub enum DownloadError {
     /// 404/410: the link expired; a fresh manifest may have a new one.
     #[error("{url}: HTTP {status} (the file expired or is gone)")]
     Expired { url: String, status: u16 },
-    /// Worth another try: a cut body, a network error, a 5xx after retries.
-    #[error("{url}: {reason}")]
-    Retryable { url: String, reason: String },
     #[error("{url}: HTTP {status}: {reason}")]
     Refused {
         url: String,
@@ -47,19 +43,9 @@ pub enum DownloadError {
         #[source]
         source: std::io::Error,
     },
-}
-
-impl From<HttpError> for DownloadError {
-    fn from(error: HttpError) -> Self {
-        match error {
-            HttpError::Gave { url, reason, .. } => Self::Retryable { url, reason },
-            HttpError::Auth(e) => Self::Refused {
-                url: String::new(),
-                status: 401,
-                reason: e.to_string(),
-            },
-        }
-    }
+    /// The retries ran out, or the host's breaker is open.
+    #[error(transparent)]
+    Http(#[from] HttpError),
 }
 
 /// Counts non-blank lines of the bytes written to it.
@@ -142,9 +128,7 @@ impl Counter {
 
 /// The SHA-256 of a file on disk (to trust a download from an earlier run).
 pub fn sha256_of(path: &Path) -> std::io::Result<String> {
-    let mut reader = HashingReader::new(std::fs::File::open(path)?);
-    std::io::copy(&mut reader, &mut std::io::sink())?;
-    Ok(reader.finish().0)
+    Ok(crate::load::sha256_of(std::fs::File::open(path)?)?.0)
 }
 
 /// A download that finished (was renamed from `.part`) in an earlier run that
@@ -180,36 +164,68 @@ pub fn completed_earlier(stem: &Path) -> std::io::Result<Option<Received>> {
     Ok(None)
 }
 
-/// Downloads `url` to `<stem>.ndjson[.gz]` (via `<stem>.part`). Sends the
-/// token only when `with_token`.
-pub async fn download(
+/// What one download attempt came to.
+pub type Try = Attempt<Result<Received, DownloadError>>;
+
+/// One attempt to download `url` to `<stem>.ndjson[.gz]` (via
+/// `<stem>.part`); the shared client's loop retries it. Sends the token only
+/// when `with_token`.
+pub async fn download_once(
     http: &HttpClient,
     url: &Url,
     with_token: bool,
     stem: &Path,
-    events: &EventLog,
-) -> Result<Received, DownloadError> {
+) -> Result<Try, HttpError> {
     let shown = redact_url(url.as_str());
-    let response = http
-        .send("download", Method::GET, url, with_token, events, |r| {
-            r.header("Accept", "application/fhir+ndjson")
-                .header("Accept-Encoding", "gzip")
-        })
-        .await?;
+    let request = http
+        .client
+        .get(url.clone())
+        .header("Accept", "application/fhir+ndjson")
+        .header("Accept-Encoding", "gzip");
+    let response = match http.authorize(request, with_token).await?.send().await {
+        Ok(response) => response,
+        Err(e) => {
+            return Ok(Attempt::Retry {
+                reason: e.without_url().to_string(),
+                retry_after: None,
+                host_failed: true,
+            });
+        }
+    };
     let status = response.status();
+    if status == StatusCode::UNAUTHORIZED && with_token {
+        let refused = DownloadError::Refused {
+            url: shown,
+            status: 401,
+            reason: "the server refused the access token".into(),
+        };
+        return Ok(Attempt::Unauthorized(Err(refused)));
+    }
+    if is_transient(status) {
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        return Ok(Attempt::Retry {
+            reason: format!("HTTP {status}"),
+            retry_after,
+            host_failed: status != StatusCode::TOO_MANY_REQUESTS,
+        });
+    }
     if status == StatusCode::NOT_FOUND || status == StatusCode::GONE {
-        return Err(DownloadError::Expired {
+        return Ok(Attempt::Done(Err(DownloadError::Expired {
             url: shown,
             status: status.as_u16(),
-        });
+        })));
     }
     if !status.is_success() {
         let body = response.bytes().await.unwrap_or_default();
-        return Err(DownloadError::Refused {
+        return Ok(Attempt::Done(Err(DownloadError::Refused {
             url: shown,
             status: status.as_u16(),
             reason: super::kickoff::diagnostics(&body),
-        });
+        })));
     }
     let encoding = response
         .headers()
@@ -218,12 +234,37 @@ pub async fn download(
         .map(|v| v.trim().to_ascii_lowercase())
         .filter(|v| v != "identity");
     if let Some(other) = encoding.as_deref().filter(|e| *e != "gzip") {
-        return Err(DownloadError::Refused {
+        return Ok(Attempt::Done(Err(DownloadError::Refused {
             url: shown,
             status: status.as_u16(),
             reason: format!("unsupported Content-Encoding {other:?} (only gzip was offered)"),
-        });
+        })));
     }
+    Ok(match save(response, encoding, stem).await {
+        Ok(received) => Attempt::Done(Ok(received)),
+        Err(Saving::Cut(reason)) => Attempt::Retry {
+            reason,
+            retry_after: None,
+            host_failed: true,
+        },
+        Err(Saving::Io(e)) => Attempt::Done(Err(e)),
+    })
+}
+
+/// Why a body could not be saved.
+enum Saving {
+    /// The body was cut or its gzip stream broken: worth another try.
+    Cut(String),
+    Io(DownloadError),
+}
+
+/// Streams the body to `<stem>.part`, hashing and counting it, and renames
+/// it once whole.
+async fn save(
+    response: reqwest::Response,
+    encoding: Option<String>,
+    stem: &Path,
+) -> Result<Received, Saving> {
     let mut counter = Counter::for_encoding(encoding.as_deref());
     let part = stem.with_extension("part");
     let dest = stem.with_extension(if encoding.is_some() {
@@ -233,7 +274,7 @@ pub async fn download(
     });
     let io = |path: &Path| {
         let path = path.to_path_buf();
-        move |source| DownloadError::Io { path, source }
+        move |source| Saving::Io(DownloadError::Io { path, source })
     };
     if let Some(dir) = part.parent() {
         tokio::fs::create_dir_all(dir).await.map_err(io(dir))?;
@@ -243,25 +284,25 @@ pub async fn download(
     let mut bytes = 0u64;
     let mut stream = response.bytes_stream();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| DownloadError::Retryable {
-            url: shown.clone(),
-            reason: format!("body cut after {bytes} bytes ({})", e.without_url()),
+        let chunk = chunk.map_err(|e| {
+            Saving::Cut(format!(
+                "body cut after {bytes} bytes ({})",
+                e.without_url()
+            ))
         })?;
         hasher.update(&chunk);
         bytes += chunk.len() as u64;
-        counter.feed(&chunk).map_err(|e| DownloadError::Retryable {
-            url: shown.clone(),
-            reason: format!("gzip stream corrupt after {bytes} bytes: {e}"),
-        })?;
+        counter
+            .feed(&chunk)
+            .map_err(|e| Saving::Cut(format!("gzip stream corrupt after {bytes} bytes: {e}")))?;
         file.write_all(&chunk).await.map_err(io(&part))?;
     }
     file.flush().await.map_err(io(&part))?;
     file.sync_all().await.map_err(io(&part))?;
     drop(file);
-    let lines = counter.finish().map_err(|e| DownloadError::Retryable {
-        url: shown.clone(),
-        reason: format!("gzip stream truncated ({e})"),
-    })?;
+    let lines = counter
+        .finish()
+        .map_err(|e| Saving::Cut(format!("gzip stream truncated ({e})")))?;
     tokio::fs::rename(&part, &dest).await.map_err(io(&dest))?;
     Ok(Received {
         path: dest,

@@ -7,8 +7,8 @@ use serde_json::{Value, json};
 use url::Url;
 
 use super::job::ExportRequest;
-use crate::http::{HttpClient, HttpError, redact_url};
-use crate::ledger::EventLog;
+use crate::http::{Call, HttpClient, HttpError, redact_url};
+use crate::ledger::{Event, EventLog};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum KickoffMethod {
@@ -110,7 +110,7 @@ pub async fn kick_off(
         let url = kickoff_url(server, request, *method == Method::GET);
         let body = parameters_body(request).to_string();
         let response = http
-            .send("kick-off", method.clone(), &url, true, events, |r| {
+            .send(Call::new("kick-off", method.clone(), &url), events, |r| {
                 let r = r
                     .header("Accept", "application/fhir+json")
                     .header("Prefer", "respond-async");
@@ -133,10 +133,11 @@ pub async fn kick_off(
                     url: redact_url(url.as_str()),
                     status: 202,
                 })?;
-            events.record(
-                "kickoff",
-                json!({"method": method.as_str(), "url": redact_url(url.as_str()), "status": 202}),
-            );
+            super::events::KickedOff {
+                method: method.to_string(),
+                url: redact_url(url.as_str()),
+            }
+            .emit(events);
             return Ok(Accepted {
                 method: method.clone(),
                 url,
@@ -150,10 +151,12 @@ pub async fn kick_off(
             status: status.as_u16(),
             diagnostics: diagnostics(&body),
         };
-        events.record(
-            "kickoff_refused",
-            json!({"method": method.as_str(), "url": redact_url(url.as_str()), "status": status.as_u16()}),
-        );
+        super::events::KickoffRefused {
+            method: method.to_string(),
+            url: redact_url(url.as_str()),
+            status: status.as_u16(),
+        }
+        .emit(events);
         let fallback = matches!(status.as_u16(), 400 | 405) && i + 1 < order.len();
         if !fallback {
             return Err(refused);

@@ -1,0 +1,283 @@
+//! One input of a job: its decoded lines classified against the key index
+//! and turned into staged rows, every line counted.
+//!
+//! ```text
+//!  pieces (chunk, decoded lines) ─▶ per line: blank | rejected | filtered | resource
+//!    resource ─▶ key index: new ─▶ insert rows (to the writer) | newer ─▶ update rows | unchanged
+//!  end of input ─▶ SHA-256 known ─▶ rejects into the quarantine rows ─▶ the input's record
+//! ```
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::commit::Staged;
+use super::pipeline::{FilePipeline, Piece};
+use super::rows::{QuarantineRow, ResourceRow};
+use super::view_tables::{VersionRows, ViewTable};
+use super::{Context, LoadError};
+use crate::fhir;
+use crate::lake::{KeyState, QUARANTINE_TABLE};
+use crate::ledger::{InputRecord, InputStatus, RowCounts, StandInRecord};
+use crate::load::{Input, StandIn, StandInSource};
+use crate::ndjson::{DecodedChunk, DecodedLine, LineKind, RejectReason, ResourceKeys};
+
+/// A rejected line held until its input's SHA-256 is known.
+struct PendingReject {
+    line: u64,
+    offset: u64,
+    reason: RejectReason,
+    raw: Vec<u8>,
+}
+
+/// The stand-in for a missing `meta.lastUpdated` in `input`: `--as-of`,
+/// else what the source says (the export's transactionTime), else when the
+/// file was written (stable across re-runs), else when the job started.
+fn stand_in_for(context: &Context, input: &Input) -> StandIn {
+    context
+        .as_of
+        .clone()
+        .or_else(|| input.stand_in.clone())
+        .or_else(|| {
+            input
+                .modified
+                .map(|micros| StandIn::new(StandInSource::FileMtime, micros))
+        })
+        .unwrap_or_else(|| StandIn::new(StandInSource::IngestedAt, context.lineage.ingested_at))
+}
+
+/// One input being loaded.
+struct InputLoad<'a> {
+    context: &'a Context,
+    staged: &'a mut Staged,
+    record: InputRecord,
+    stand_in: StandIn,
+    stand_ins: u64,
+    rejects: Vec<PendingReject>,
+    /// Lines of one file are nearly always one type: its table is named once per run.
+    table_of_type: (Box<str>, String),
+}
+
+/// Loads the lines `pipeline` decodes from `input`; returns its record.
+pub(super) async fn ingest(
+    context: &Context,
+    staged: &mut Staged,
+    input: &Input,
+    mut pipeline: FilePipeline,
+) -> Result<InputRecord, LoadError> {
+    let mut record = InputRecord::new(input.name.clone(), InputStatus::Loaded, String::new(), 0);
+    record.source = Some(input.kind);
+    let mut load = InputLoad {
+        context,
+        staged,
+        record,
+        stand_in: stand_in_for(context, input),
+        stand_ins: 0,
+        rejects: Vec::new(),
+        table_of_type: (Box::from(""), String::new()),
+    };
+    let read_error = |source| LoadError::Read {
+        path: input.name.clone(),
+        source,
+    };
+    loop {
+        match pipeline.pieces.recv().await {
+            Some(Piece::Lines(chunk, decoded)) => {
+                load.chunk(&chunk.data, decoded).await?;
+                pipeline.recycle(chunk);
+            }
+            Some(Piece::Done { sha256, bytes }) => {
+                load.record.sha256 = sha256;
+                load.record.bytes = bytes;
+                break;
+            }
+            Some(Piece::Failed(source)) => return Err(read_error(source)),
+            None => {
+                let stopped = std::io::Error::other("reader stopped before the end of the input");
+                return Err(read_error(stopped));
+            }
+        }
+    }
+    Ok(load.finish())
+}
+
+impl InputLoad<'_> {
+    /// Classifies and stages one decoded chunk's lines.
+    async fn chunk(&mut self, data: &[u8], decoded: DecodedChunk) -> Result<(), LoadError> {
+        let started = Instant::now();
+        let mut waited = Duration::ZERO;
+        for (n, line) in decoded.lines.iter().enumerate() {
+            let raw = &data[line.start..line.end];
+            match &line.kind {
+                LineKind::Blank => self.record.blank_lines += 1,
+                LineKind::Rejected(reason) => {
+                    self.record.lines += 1;
+                    self.rejects.push(PendingReject {
+                        line: line.line,
+                        offset: line.offset,
+                        reason: reason.clone(),
+                        raw: raw.to_vec(),
+                    });
+                }
+                LineKind::Filtered(keys, reason) => {
+                    self.record.lines += 1;
+                    let table = fhir::table_name(&keys.resource_type);
+                    self.record.tables.entry(table).or_default().filtered += 1;
+                    *self
+                        .record
+                        .filtered_by
+                        .entry(reason.to_string())
+                        .or_default() += 1;
+                }
+                LineKind::Resource(keys) => {
+                    self.record.lines += 1;
+                    waited += self.resource(keys, line, &decoded, n, raw.len()).await?;
+                }
+            }
+        }
+        // A batch per chunk: its raw resources and view columns are then
+        // slices of the chunk's columns, shared with the encoder, not copies.
+        for state in self.staged.tables.open.values_mut() {
+            waited += state.write_inserts().await?;
+        }
+        // Flatten time is this loop's time minus its waits for the writers.
+        let own = started.elapsed().saturating_sub(waited).as_nanos() as u64;
+        self.context.clock.build.fetch_add(own, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Stages the resource on line `n` of a chunk; returns the time spent
+    /// waiting for the table's writer.
+    async fn resource(
+        &mut self,
+        keys: &ResourceKeys,
+        line: &DecodedLine,
+        decoded: &DecodedChunk,
+        n: usize,
+        bytes: usize,
+    ) -> Result<Duration, LoadError> {
+        let context = self.context;
+        let (last_updated, from) = match keys.last_updated {
+            Some(t) => (t, None),
+            None => {
+                self.stand_ins += 1;
+                (self.stand_in.micros, Some(self.stand_in.source.as_str()))
+            }
+        };
+        if self.table_of_type.0 != keys.resource_type {
+            self.table_of_type = (
+                keys.resource_type.clone(),
+                fhir::table_name(&keys.resource_type),
+            );
+        }
+        let name = &self.table_of_type.1;
+        let state = self
+            .staged
+            .tables
+            .get(context, name, &keys.resource_type)
+            .await?;
+        let counts: &mut RowCounts = self.record.tables.entry(name.clone()).or_default();
+        let source = &self.record.path;
+        let row = ResourceRow {
+            id: &keys.id,
+            last_updated,
+            version_id: keys.version_id.as_deref(),
+            last_updated_from: from,
+            resource: (&decoded.resources, n),
+            resource_bytes: bytes,
+            source,
+            line: line.line,
+        };
+        let state_of_key = state.index.classify(&keys.id, last_updated);
+        if state_of_key != KeyState::Unchanged {
+            let extras = context.views.extras_for(&keys.resource_type);
+            for ((table, view), rows) in extras.iter().zip(&line.extra_rows) {
+                self.staged
+                    .view_tables
+                    .entry(table.clone())
+                    .or_insert_with(|| ViewTable::new(table, view.clone(), context.lineage.clone()))
+                    .push(&VersionRows {
+                        id: &keys.id,
+                        last_updated,
+                        columns: &decoded.views[rows.slot],
+                        rows: rows.start..rows.start + rows.len,
+                        source,
+                        line: line.line,
+                        replaces: state_of_key == KeyState::Newer,
+                    })
+                    .map_err(|source| LoadError::Arrow {
+                        table: table.clone(),
+                        source,
+                    })?;
+            }
+        }
+        let view_row = line.view_row.map(|r| (&decoded.views[r.slot], r.start));
+        let mut waited = Duration::ZERO;
+        match state_of_key {
+            KeyState::New => {
+                counts.inserted += 1;
+                state
+                    .inserts
+                    .push(&row, view_row, &context.lineage)
+                    .map_err(state.arrow_err())?;
+                if state.inserts.len() >= context.batch_rows {
+                    waited += state.write_inserts().await?;
+                }
+            }
+            KeyState::Newer => {
+                counts.updated += 1;
+                state
+                    .updates
+                    .push(&row, view_row, &context.lineage)
+                    .map_err(state.arrow_err())?;
+            }
+            KeyState::Unchanged => counts.unchanged += 1,
+        }
+        Ok(waited)
+    }
+
+    /// The input's record, once its rejects are quarantined.
+    fn finish(mut self) -> InputRecord {
+        let record = &mut self.record;
+        if !self.rejects.is_empty() {
+            record
+                .tables
+                .entry(QUARANTINE_TABLE.to_owned())
+                .or_default()
+                .quarantined = self.rejects.len() as u64;
+            self.staged.warnings.push(format!(
+                "{}: {} line(s) quarantined",
+                record.path,
+                self.rejects.len()
+            ));
+        }
+        for reject in &self.rejects {
+            let reason = reject.reason.to_string();
+            let (resource_type, resource_id) = reject.reason.resource();
+            self.staged.quarantine.push(
+                &QuarantineRow {
+                    source: &record.path,
+                    source_sha256: &record.sha256,
+                    line: reject.line,
+                    byte_offset: reject.offset,
+                    reason_code: reject.reason.code(),
+                    reason: &reason,
+                    resource_type,
+                    resource_id,
+                    raw: &reject.raw,
+                },
+                &self.context.lineage,
+            );
+        }
+        for counts in record.tables.values() {
+            record.rows.add(counts);
+        }
+        if self.stand_ins > 0 {
+            record.last_updated_stand_in = Some(StandInRecord {
+                source: self.stand_in.source.as_str().to_owned(),
+                value: self.stand_in.text(),
+                resources: self.stand_ins,
+            });
+        }
+        self.record
+    }
+}
