@@ -312,7 +312,11 @@ impl Compiler {
                 column.ty.clone(),
                 column.collection,
             ));
-            columns.push((self.columns.len() - 1, self.path(&column.path)?));
+            let path = self.path(&column.path).map_err(|e| ViewError::Column {
+                column: column.name.clone(),
+                message: e.to_string(),
+            })?;
+            columns.push((self.columns.len() - 1, path));
         }
         let children = raw
             .select
@@ -498,5 +502,36 @@ mod tests {
         )
         .unwrap();
         assert_eq!(view.columns[0].name, "family");
+    }
+
+    #[test]
+    fn functions_are_checked_when_the_view_is_compiled() {
+        let view = |path: &str| {
+            CompiledView::parse(&format!(
+                r#"{{"resource":"Patient","select":[{{"column":[{{"name":"family","path":"{path}"}}]}}]}}"#
+            ))
+        };
+        assert!(view("name.family.first()").is_ok());
+        for (path, says) in [
+            (
+                "name.frist().family",
+                "unknown function frist() (did you mean first()?)",
+            ),
+            ("name.first(1).family", "first() takes 0 argument(s), got 1"),
+            (
+                "name.family.upper()",
+                "upper() is a FHIRPath function fhirlake's view engine does not implement",
+            ),
+        ] {
+            let error = view(path).unwrap_err().to_string();
+            assert!(
+                error.contains("column \"family\"") && error.contains(says),
+                "{path}: {error}"
+            );
+        }
+        let filter = CompiledView::parse(
+            r#"{"resource":"Patient","where":[{"path":"active.isTrue()"}],"select":[{"column":[{"name":"id","path":"id"}]}]}"#,
+        );
+        assert!(filter.unwrap_err().to_string().contains("isTrue()"));
     }
 }

@@ -6,7 +6,7 @@ use std::process::Command;
 
 use fhirlake::lake::Lake;
 use fhirlake::load::{Job, LoadReport};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 pub fn sample_dir(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -28,6 +28,73 @@ pub async fn job(lake: &Lake, paths: Vec<PathBuf>) -> Job {
         .await
         .expect("inputs exist");
     Job::new(lake).with_inputs(inputs)
+}
+
+/// Runs `query` in-process (DataFusion, as delta-rs reads the tables) over
+/// the named tables of `lake`, each registered under its own name; returns
+/// the rows as JSON values (integers, floats, booleans and strings as
+/// themselves, other types as their display text, nulls as null).
+pub async fn sql(lake: &Lake, tables: &[&str], query: &str) -> Vec<Vec<Value>> {
+    use deltalake::datafusion::prelude::SessionContext;
+    let ctx = SessionContext::new();
+    for table in tables {
+        let delta = deltalake::DeltaTable::try_from_url_with_storage_options(
+            lake.table_url(table),
+            lake.storage_options().clone(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("opening {table}: {e}"));
+        let provider = delta.table_provider().await.unwrap();
+        ctx.register_table(*table, provider).unwrap();
+    }
+    let batches = ctx
+        .sql(query)
+        .await
+        .unwrap_or_else(|e| panic!("{query}: {e}"))
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("{query}: {e}"));
+    let mut rows = Vec::new();
+    for batch in &batches {
+        for row in 0..batch.num_rows() {
+            rows.push(
+                batch
+                    .columns()
+                    .iter()
+                    .map(|column| cell(column, row))
+                    .collect(),
+            );
+        }
+    }
+    rows
+}
+
+/// [`sql`] from a synchronous test: a runtime of its own.
+pub fn sql_blocking(lake: &Lake, tables: &[&str], query: &str) -> Vec<Vec<Value>> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(sql(lake, tables, query))
+}
+
+fn cell(column: &deltalake::arrow::array::ArrayRef, row: usize) -> Value {
+    use deltalake::arrow::array::{Array, AsArray};
+    use deltalake::arrow::datatypes::{DataType, Float64Type, Int32Type, Int64Type, UInt64Type};
+    if column.is_null(row) {
+        return Value::Null;
+    }
+    match column.data_type() {
+        DataType::Int64 => json!(column.as_primitive::<Int64Type>().value(row)),
+        DataType::Int32 => json!(column.as_primitive::<Int32Type>().value(row)),
+        DataType::UInt64 => json!(column.as_primitive::<UInt64Type>().value(row)),
+        DataType::Float64 => json!(column.as_primitive::<Float64Type>().value(row)),
+        DataType::Boolean => json!(column.as_boolean().value(row)),
+        DataType::Utf8 => json!(column.as_string::<i32>().value(row)),
+        DataType::LargeUtf8 => json!(column.as_string::<i64>().value(row)),
+        DataType::Utf8View => json!(column.as_string_view().value(row)),
+        _ => json!(deltalake::arrow::util::display::array_value_to_string(column, row).unwrap()),
+    }
 }
 
 /// Distinct ids per table, computed straight from the NDJSON with serde_json.
@@ -285,5 +352,24 @@ pub fn assert_converged<L: Copy>(
         if let Some(rows) = got {
             assert_eq!(rows[0][0], rows[0][1], "{table}: no duplicate ids");
         }
+    }
+}
+
+/// [`assert_converged`] in-process: every row of each table (id, version
+/// key and resource) equal between the two lakes, and one row per key.
+pub fn assert_converged_in_process(tables: &[String], (crashed, clean): (&Lake, &Lake)) {
+    for table in tables {
+        let query = format!(
+            "SELECT id, CAST(meta_last_updated AS VARCHAR), resource FROM \"{table}\" ORDER BY 1, 2"
+        );
+        let got = sql_blocking(crashed, &[table], &query);
+        let want = sql_blocking(clean, &[table], &query);
+        assert_eq!(got.len(), want.len(), "{table}: row counts");
+        assert!(got == want, "{table}: crash + rerun must equal a clean run");
+        let keys: BTreeSet<(String, String)> = got
+            .iter()
+            .map(|r| (r[0].to_string(), r[1].to_string()))
+            .collect();
+        assert_eq!(keys.len(), got.len(), "{table}: no duplicate keys");
     }
 }

@@ -230,6 +230,8 @@ fn kill_9_during_an_s3_load_then_rerun_converges() {
         expected_ids(&[sample_dir("synthea-10"), sample_dir("bds-r4-10")])
             .into_keys()
             .collect();
+    let listed: Vec<String> = tables.iter().cloned().collect();
+    assert_converged_in_process(&listed, (&s3.open(&crashed), &s3.open(&clean)));
     assert_converged(tables, (crashed.as_str(), clean.as_str()), scan_s3, |sql| {
         s3.duckdb(sql)
     });
