@@ -203,6 +203,15 @@ pub fn is_valid_resource_type(name: &str) -> bool {
         && bytes.iter().all(u8::is_ascii_alphanumeric)
 }
 
+/// True when `id` is a FHIR `id`: 1 to 64 of `A-Z a-z 0-9 - .` (so it can
+/// never name a path, and joins on it are exact).
+pub fn is_valid_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+}
+
 /// True when `table` is the table name of a known resource type (`patient`).
 pub fn is_known_resource_type_table(table: &str) -> bool {
     RESOURCE_TYPES.iter().any(|t| t.eq_ignore_ascii_case(table))
@@ -275,6 +284,23 @@ mod tests {
         );
         assert!(parse_instant_micros("2024-01-01").is_none());
         assert!(parse_instant_micros("yesterday").is_none());
+    }
+
+    #[test]
+    fn ids_are_fhir_ids() {
+        for id in ["p1", "a-b.c", "0", &"x".repeat(64)] {
+            assert!(is_valid_id(id), "{id}");
+        }
+        for id in [
+            "",
+            "../../etc/passwd",
+            "has space",
+            &"x".repeat(65),
+            "a_b",
+            "é",
+        ] {
+            assert!(!is_valid_id(id), "{id}");
+        }
     }
 
     #[test]

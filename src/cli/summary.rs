@@ -17,10 +17,17 @@ pub fn text(report: &LoadReport) -> String {
         report.elapsed_s,
         report.bytes_read as f64 / 1e6
     );
+    let filtered = m.totals.filtered > 0;
     let _ = writeln!(
         out,
-        "{:<28} {:>9} {:>9} {:>9} {:>9} {:>11}  versions",
-        "table", "rows in", "inserted", "updated", "unchanged", "quarantined"
+        "{:<28} {:>9} {:>9} {:>9} {:>9} {:>11}{}  versions",
+        "table",
+        "rows in",
+        "inserted",
+        "updated",
+        "unchanged",
+        "quarantined",
+        if filtered { "  filtered" } else { "" }
     );
     for (name, table) in &m.tables {
         let versions: Vec<String> = table
@@ -30,13 +37,18 @@ pub fn text(report: &LoadReport) -> String {
             .collect();
         let _ = writeln!(
             out,
-            "{:<28} {:>9} {:>9} {:>9} {:>9} {:>11}  {}",
+            "{:<28} {:>9} {:>9} {:>9} {:>9} {:>11}{}  {}",
             name,
             table.rows.total(),
             table.rows.inserted,
             table.rows.updated,
             table.rows.unchanged,
             table.rows.quarantined,
+            if filtered {
+                format!(" {:>9}", table.rows.filtered)
+            } else {
+                String::new()
+            },
             if versions.is_empty() {
                 "-".to_owned()
             } else {
@@ -47,13 +59,18 @@ pub fn text(report: &LoadReport) -> String {
     let t = &m.totals;
     let _ = writeln!(
         out,
-        "{:<28} {:>9} {:>9} {:>9} {:>9} {:>11}",
+        "{:<28} {:>9} {:>9} {:>9} {:>9} {:>11}{}",
         "total",
         t.total(),
         t.inserted,
         t.updated,
         t.unchanged,
-        t.quarantined
+        t.quarantined,
+        if filtered {
+            format!(" {:>9}", t.filtered)
+        } else {
+            String::new()
+        }
     );
     let skipped: Vec<&str> = m
         .inputs
@@ -93,6 +110,15 @@ pub fn text(report: &LoadReport) -> String {
             out,
             "no rows changed: every line was already loaded or quarantined"
         );
+    }
+    let mut reasons: std::collections::BTreeMap<&str, u64> = Default::default();
+    for input in &m.inputs {
+        for (reason, n) in &input.filtered_by {
+            *reasons.entry(reason.as_str()).or_default() += n;
+        }
+    }
+    for (reason, n) in reasons {
+        let _ = writeln!(out, "filtered {n}: {reason}");
     }
     if t.quarantined > 0 {
         let _ = writeln!(

@@ -184,6 +184,7 @@ fn tombstone_batch(
             Arc::new(StringArray::from_iter_values(
                 deletions.iter().map(|d| d.record.as_str()),
             )),
+            Arc::new(BooleanArray::from(vec![false; n])),
         ],
         lineage_columns.finish(),
         Vec::new(),

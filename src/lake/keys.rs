@@ -37,12 +37,17 @@ pub enum KeyState {
     Newer,
     /// Same key present, or a newer version already is: nothing to do.
     Unchanged,
+    /// A subset (`SUBSETTED`) newer than a stored full row (current mode):
+    /// it must not replace the row, so it is not loaded.
+    SubsetOfFull,
 }
 
 #[derive(Debug)]
 pub struct KeyIndex {
     mode: LoadMode,
-    latest: HashMap<u128, i64, Prehashed>,
+    /// Current mode: each id's newest `meta.lastUpdated`, and whether that
+    /// row is a subset.
+    latest: HashMap<u128, (i64, bool), Prehashed>,
     versions: HashSet<(u128, i64), Prehashed>,
 }
 
@@ -106,8 +111,11 @@ impl KeyIndex {
         self.len() == 0
     }
 
-    /// Classifies a row and records it, so later rows see it.
-    pub fn classify(&mut self, id: &str, last_updated: i64) -> KeyState {
+    /// Classifies a row (`subsetted`: a `SUBSETTED` resource) and records
+    /// it, so later rows see it. In current mode the newest version wins,
+    /// except that a subset never replaces a full row, and a full row
+    /// replaces a subset of the same instant.
+    pub fn classify(&mut self, id: &str, last_updated: i64, subsetted: bool) -> KeyState {
         let key = id_hash(id);
         match self.mode {
             LoadMode::History => {
@@ -119,11 +127,15 @@ impl KeyIndex {
             }
             LoadMode::Current => match self.latest.get_mut(&key) {
                 None => {
-                    self.latest.insert(key, last_updated);
+                    self.latest.insert(key, (last_updated, subsetted));
                     KeyState::New
                 }
-                Some(seen) if last_updated > *seen => {
-                    *seen = last_updated;
+                Some((_, false)) if subsetted => KeyState::SubsetOfFull,
+                Some(seen)
+                    if last_updated > seen.0
+                        || (last_updated == seen.0 && seen.1 && !subsetted) =>
+                {
+                    *seen = (last_updated, subsetted);
                     KeyState::Newer
                 }
                 Some(_) => KeyState::Unchanged,
@@ -131,15 +143,17 @@ impl KeyIndex {
         }
     }
 
-    fn record(&mut self, id: &str, last_updated: i64) {
+    fn record(&mut self, id: &str, last_updated: i64, subsetted: bool) {
         let key = id_hash(id);
         match self.mode {
             LoadMode::History => {
                 self.versions.insert((key, last_updated));
             }
             LoadMode::Current => {
-                let seen = self.latest.entry(key).or_insert(last_updated);
-                *seen = (*seen).max(last_updated);
+                let seen = self.latest.entry(key).or_insert((last_updated, subsetted));
+                if last_updated > seen.0 {
+                    *seen = (last_updated, subsetted);
+                }
             }
         }
     }
@@ -164,7 +178,7 @@ pub async fn read_key_index(
     let provider = table.table_provider().await.map_err(query_err)?;
     ctx.register_table("t", provider).map_err(query_err)?;
     let frame = ctx
-        .sql("SELECT id, meta_last_updated FROM t")
+        .sql("SELECT id, meta_last_updated, _subsetted FROM t")
         .await
         .map_err(query_err)?;
     let mut stream = frame.execute_stream().await.map_err(query_err)?;
@@ -174,9 +188,11 @@ pub async fn read_key_index(
         let times = cast(batch.column(1), &DataType::Int64).map_err(arrow_err)?;
         let ids = ids.as_string::<i32>();
         let times = times.as_primitive::<Int64Type>();
+        let subsetted = batch.column(2).as_boolean();
         for row in 0..batch.num_rows() {
             if ids.is_valid(row) && times.is_valid(row) {
-                index.record(ids.value(row), times.value(row));
+                let subset = subsetted.is_valid(row) && subsetted.value(row);
+                index.record(ids.value(row), times.value(row), subset);
             }
         }
     }
@@ -190,24 +206,39 @@ mod tests {
     #[test]
     fn current_mode_keeps_the_newest() {
         let mut index = KeyIndex::new(LoadMode::Current);
-        assert_eq!(index.classify("a", 10), KeyState::New);
-        assert_eq!(index.classify("a", 10), KeyState::Unchanged);
+        assert_eq!(index.classify("a", 10, false), KeyState::New);
+        assert_eq!(index.classify("a", 10, false), KeyState::Unchanged);
         assert_eq!(
-            index.classify("a", 5),
+            index.classify("a", 5, false),
             KeyState::Unchanged,
             "stale must not overwrite"
         );
-        assert_eq!(index.classify("a", 20), KeyState::Newer);
-        assert_eq!(index.classify("b", 1), KeyState::New);
+        assert_eq!(index.classify("a", 20, false), KeyState::Newer);
+        assert_eq!(index.classify("b", 1, false), KeyState::New);
         assert_eq!(index.len(), 2);
+    }
+
+    #[test]
+    fn a_subset_never_replaces_a_full_row_and_a_full_row_replaces_a_subset() {
+        let mut index = KeyIndex::new(LoadMode::Current);
+        assert_eq!(index.classify("full", 10, false), KeyState::New);
+        assert_eq!(index.classify("full", 20, true), KeyState::SubsetOfFull);
+        assert_eq!(index.classify("full", 30, false), KeyState::Newer);
+        // A subset first: kept (flagged), replaced by newer subsets, and by a
+        // full row even of the same instant.
+        assert_eq!(index.classify("part", 10, true), KeyState::New);
+        assert_eq!(index.classify("part", 20, true), KeyState::Newer);
+        assert_eq!(index.classify("part", 20, true), KeyState::Unchanged);
+        assert_eq!(index.classify("part", 20, false), KeyState::Newer);
+        assert_eq!(index.classify("part", 25, true), KeyState::SubsetOfFull);
     }
 
     #[test]
     fn history_mode_keeps_every_version() {
         let mut index = KeyIndex::new(LoadMode::History);
-        assert_eq!(index.classify("a", 10), KeyState::New);
-        assert_eq!(index.classify("a", 5), KeyState::New);
-        assert_eq!(index.classify("a", 10), KeyState::Unchanged);
+        assert_eq!(index.classify("a", 10, false), KeyState::New);
+        assert_eq!(index.classify("a", 5, true), KeyState::New);
+        assert_eq!(index.classify("a", 10, false), KeyState::Unchanged);
         assert_eq!(index.len(), 2);
     }
 }

@@ -3,14 +3,16 @@
 //! Two shapes share the same key and lineage columns:
 //!
 //! ```text
-//!  resource table (one per type):  id, meta_last_updated | meta_version_id, _last_updated_from, resource | lineage | view columns
+//!  resource table (one per type):  id, meta_last_updated | meta_version_id, _last_updated_from, resource, _subsetted | lineage | view columns
 //!  view-rows table (own-table view): id, meta_last_updated | _row | view columns | lineage
 //!  lineage:                         _job_id, _source, _line, _ingested_at
 //! ```
 //! Schemas, the row builders in `load`, tombstones and the own-table view
 //! tables all take their column lists from here, so the order is written once.
 //! View columns come after the standard ones, so adding a view is a schema
-//! addition, never a rewrite. The orders are those of lakes already written.
+//! addition, never a rewrite. The orders are those of lakes already written
+//! (a lake from before `_subsetted` gains it at its end: writes match
+//! columns by name).
 
 use std::sync::Arc;
 
@@ -27,7 +29,14 @@ pub fn utc_micros() -> DataType {
 /// The key columns opening every table.
 pub const KEY_COLUMNS: [&str; 2] = ["id", "meta_last_updated"];
 /// What a resource table stores of each resource besides its key.
-pub const RESOURCE_COLUMNS: [&str; 3] = ["meta_version_id", "_last_updated_from", "resource"];
+pub const RESOURCE_COLUMNS: [&str; 4] = [
+    "meta_version_id",
+    "_last_updated_from",
+    "resource",
+    SUBSETTED_COLUMN,
+];
+/// True when the stored resource is a subset (tagged `SUBSETTED`).
+pub const SUBSETTED_COLUMN: &str = "_subsetted";
 /// Lineage: which job, file and line a row came from, and when.
 pub const LINEAGE_COLUMNS: [&str; 4] = ["_job_id", "_source", "_line", "_ingested_at"];
 /// A view-rows table's row index within its resource.
@@ -115,6 +124,8 @@ impl TableLayout {
                     // where the stand-in came from ("as_of", "transaction_time", ...).
                     Field::new("_last_updated_from", DataType::Utf8, true),
                     Field::new("resource", DataType::Utf8, false),
+                    // A subset (`_elements`, `_summary`): never a full row's stand-in.
+                    Field::new(SUBSETTED_COLUMN, DataType::Boolean, true),
                 ]);
                 fields.extend(lineage_fields());
                 fields.extend(view);
@@ -273,6 +284,7 @@ mod tests {
                 "meta_version_id",
                 "_last_updated_from",
                 "resource",
+                "_subsetted",
                 "_job_id",
                 "_source",
                 "_line",
@@ -317,7 +329,7 @@ mod tests {
         let layout = TableLayout::resource(&view);
         let columns = layout.assemble(
             [int(0), int(1)],
-            vec![int(2), int(3), int(4)],
+            vec![int(2), int(3), int(4), int(9)],
             [int(5), int(6), int(7), int(8)],
             vec![int(10), int(11), int(12)],
         );
@@ -325,6 +337,6 @@ mod tests {
             .iter()
             .map(|c| c.as_any().downcast_ref::<Int32Array>().unwrap().value(0))
             .collect();
-        assert_eq!(values, [0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 12]);
+        assert_eq!(values, [0, 1, 2, 3, 4, 9, 5, 6, 7, 8, 10, 12]);
     }
 }

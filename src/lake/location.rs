@@ -108,9 +108,20 @@ impl Lake {
         }
     }
 
-    /// Checks that the store honours put-if-absent, which Delta commits and
-    /// the ledger rely on: a second create of the same object must fail.
+    /// Checks that the store is reachable and honours put-if-absent, which
+    /// Delta commits and the ledger rely on: a second create of the same
+    /// object must fail. A store that cannot be reached (network, DNS, TLS,
+    /// credentials) is told apart from one that accepted a second create.
     pub async fn ensure_put_if_absent(&self) -> Result<(), LakeError> {
+        // Few retries: an unreachable endpoint should say so in seconds, not minutes.
+        let mut options = self.storage_options.clone();
+        options
+            .entry("max_retries".into())
+            .or_insert_with(|| "2".into());
+        options
+            .entry("retry_timeout".into())
+            .or_insert_with(|| "10s".into());
+        let store = object_store_for(&self.root, &options)?;
         let path = self.path(&format!(
             "_fhirlake/probe/{}",
             uuid::Uuid::new_v4().simple()
@@ -123,24 +134,57 @@ impl Lake {
             uri: self.root.to_string(),
             detail,
         };
-        let first = self
-            .store
+        let first = store
             .put_opts(&path, PutPayload::from_static(b"1"), create.clone())
             .await;
-        if let Err(e) = first {
-            return Err(refuse(e.to_string()));
+        match first {
+            Ok(_) => {}
+            Err(e @ object_store::Error::NotImplemented { .. }) => {
+                return Err(refuse(e.to_string()));
+            }
+            Err(e) => return Err(self.unreachable(&e)),
         }
-        let second = self
-            .store
+        let second = store
             .put_opts(&path, PutPayload::from_static(b"2"), create)
             .await;
-        let _ = self.store.delete(&path).await;
+        let _ = store.delete(&path).await;
         match second {
             Err(object_store::Error::AlreadyExists { .. }) => Ok(()),
-            Err(e) => Err(refuse(e.to_string())),
+            Err(e @ object_store::Error::NotImplemented { .. }) => Err(refuse(e.to_string())),
+            Err(e) => Err(self.unreachable(&e)),
             Ok(_) => Err(refuse(
                 "a second create of the same object succeeded".into(),
             )),
+        }
+    }
+
+    /// Why the store at the lake root could not be written, and what to check.
+    fn unreachable(&self, error: &object_store::Error) -> LakeError {
+        let mut detail = error.to_string();
+        let mut source = std::error::Error::source(error);
+        while let Some(cause) = source {
+            let text = cause.to_string();
+            if !detail.contains(&text) {
+                detail.push_str(": ");
+                detail.push_str(&text);
+            }
+            source = cause.source();
+        }
+        let endpoint = [
+            "AWS_ENDPOINT_URL",
+            "aws_endpoint_url",
+            "aws_endpoint",
+            "endpoint",
+        ]
+        .iter()
+        .find_map(|k| self.storage_options.get(*k).cloned())
+        .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
+        .unwrap_or_else(|| "the store's default endpoint".into());
+        LakeError::Unreachable {
+            uri: self.root.to_string(),
+            endpoint,
+            hint: unreachable_hint(self.root.scheme(), &detail),
+            detail,
         }
     }
 
@@ -152,6 +196,45 @@ impl Lake {
     /// Object path of `relative` (e.g. `_fhirlake/manifests/x.json`) in the store.
     pub fn path(&self, relative: &str) -> ObjectPath {
         ObjectPath::from_iter(relative.split('/').filter(|s| !s.is_empty()))
+    }
+}
+
+/// What to check, given how a write to the store failed.
+fn unreachable_hint(scheme: &str, detail: &str) -> &'static str {
+    let has = |words: &[&str]| {
+        let lower = detail.to_ascii_lowercase();
+        words.iter().any(|w| lower.contains(w))
+    };
+    if scheme == "file" {
+        "check that the lake directory exists and this user may write to it"
+    } else if has(&[
+        "invalidaccesskeyid",
+        "signaturedoesnotmatch",
+        "accessdenied",
+        "forbidden",
+        "403",
+        "unauthenticated",
+        "permission denied",
+        "credential",
+    ]) {
+        "check the credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN or AWS_PROFILE) and that they may write to this bucket and prefix"
+    } else if has(&["nosuchbucket", "bucket does not exist"]) {
+        "check the bucket's name in the lake URI, or create the bucket"
+    } else if has(&["certificate", "tls", "ssl", "handshake"]) {
+        "check the endpoint's scheme and certificate (a plain http:// endpoint also needs AWS_ALLOW_HTTP=true)"
+    } else if has(&[
+        "connect",
+        "connection",
+        "dns",
+        "resolve",
+        "timed out",
+        "timeout",
+        "unreachable",
+        "no route",
+    ]) {
+        "check AWS_ENDPOINT_URL (or --storage-option AWS_ENDPOINT_URL=...), that the server is running, and that this machine can reach it"
+    } else {
+        "check the endpoint, the credentials and the bucket"
     }
 }
 

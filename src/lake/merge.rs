@@ -1,5 +1,6 @@
 //! MERGE of updated rows (current mode): a row replaces the stored one only
-//! when its `meta_last_updated` is newer, so a stale file can never win.
+//! when its `meta_last_updated` is newer (and it is not a subset of a full
+//! row), so a stale file can never win.
 
 use std::sync::Arc;
 
@@ -12,6 +13,15 @@ use serde::Serialize;
 
 use super::LakeError;
 use super::conflict::retry_on_conflict;
+use super::layout::SUBSETTED_COLUMN;
+
+/// When a source row replaces the stored one (current mode): it is newer
+/// and not a subset of a full row, or it is the full row of the instant a
+/// stored subset has. So a stale file never wins, nor does a subset.
+const NEWER_AND_NOT_A_SUBSET_OF_FULL: &str = "(source.meta_last_updated > target.meta_last_updated \
+     AND (source._subsetted IS NOT TRUE OR target._subsetted IS TRUE)) \
+     OR (source.meta_last_updated = target.meta_last_updated \
+     AND target._subsetted IS TRUE AND source._subsetted IS NOT TRUE)";
 
 /// What a MERGE did, in the manifest's terms.
 #[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
@@ -98,10 +108,16 @@ async fn merge_once(
     let column_list = columns.join(", ");
     let key = kind.key();
     let partition = key.join(", ");
+    // Of two rows of one instant, the full one wins over a subset.
+    let full_first = if schema.field_with_name(SUBSETTED_COLUMN).is_ok() {
+        format!("coalesce({SUBSETTED_COLUMN}, false) ASC, ")
+    } else {
+        String::new()
+    };
     let newest = ctx
         .sql(&format!(
             "SELECT {column_list} FROM (SELECT *, row_number() OVER \
-             (PARTITION BY {partition} ORDER BY meta_last_updated DESC, _line DESC) AS _rank FROM updates) \
+             (PARTITION BY {partition} ORDER BY meta_last_updated DESC, {full_first}_line DESC) AS _rank FROM updates) \
              WHERE _rank = 1"
         ))
         .await
@@ -120,10 +136,11 @@ async fn merge_once(
     if kind == MergeKind::NewerById {
         builder = builder
             .when_matched_update(|update| {
-                names.iter().fold(
-                    update.predicate("source.meta_last_updated > target.meta_last_updated"),
-                    |u, c| u.update(c.as_str(), format!("source.\"{c}\"")),
-                )
+                names
+                    .iter()
+                    .fold(update.predicate(NEWER_AND_NOT_A_SUBSET_OF_FULL), |u, c| {
+                        u.update(c.as_str(), format!("source.\"{c}\""))
+                    })
             })
             .map_err(LakeError::delta(name))?;
     }

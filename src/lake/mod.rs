@@ -26,8 +26,8 @@ pub use delete::{Deletion, DeletionOutcome, apply_deletions, delete_ids};
 pub use keys::{KeyIndex, KeyState, LoadMode, read_key_index};
 pub use layout::{
     DELETED_COLUMN, KEY_COLUMNS, LINEAGE_COLUMNS, Lineage, LineageColumns, QUARANTINE_TABLE,
-    RESOURCE_COLUMNS, ROW_COLUMN, TableLayout, TableShape, quarantine_schema, resource_schema,
-    utc_micros,
+    RESOURCE_COLUMNS, ROW_COLUMN, SUBSETTED_COLUMN, TableLayout, TableShape, quarantine_schema,
+    resource_schema, utc_micros,
 };
 pub use location::{Lake, object_store_for, register_storage_handlers};
 pub use maintain::{OptimizeReport, VacuumReport, list_tables, optimize, vacuum};
@@ -64,6 +64,16 @@ pub enum LakeError {
          aws_conditional_put=disabled"
     )]
     NoPutIfAbsent { uri: String, detail: String },
+    #[error(
+        "cannot write to the store at {uri} (endpoint {endpoint}): {detail}; {hint}. Nothing was \
+         written"
+    )]
+    Unreachable {
+        uri: String,
+        endpoint: String,
+        detail: String,
+        hint: &'static str,
+    },
     #[error(
         "Delta table {table}: column {column:?} holds {existing} but the views now make it \
          {wanted}; a column's type cannot change in place. Keep the column's type in the view, \

@@ -21,6 +21,10 @@ use crate::ledger::{InputRecord, InputStatus, RowCounts, StandInRecord};
 use crate::load::{Input, StandIn, StandInSource};
 use crate::ndjson::{DecodedChunk, DecodedLine, LineKind, RejectReason, ResourceKeys};
 
+/// The filter reason of a subset that met a stored full row.
+const SUBSET_OF_FULL: &str =
+    "subsetted: a SUBSETTED resource never replaces the full row the table holds";
+
 /// A rejected line held until its input's SHA-256 is known.
 struct PendingReject {
     line: u64,
@@ -51,6 +55,8 @@ struct InputLoad<'a> {
     staged: &'a mut Staged,
     record: InputRecord,
     stand_in: StandIn,
+    /// The source says every resource of the input is a subset (`_elements`).
+    subsetted: bool,
     stand_ins: u64,
     rejects: Vec<PendingReject>,
     /// Lines of one file are nearly always one type: its table is named once per run.
@@ -71,6 +77,7 @@ pub(super) async fn ingest(
         staged,
         record,
         stand_in: stand_in_for(context, input),
+        subsetted: input.subsetted,
         stand_ins: 0,
         rejects: Vec::new(),
         table_of_type: (Box::from(""), String::new()),
@@ -156,6 +163,7 @@ impl InputLoad<'_> {
         bytes: usize,
     ) -> Result<Duration, LoadError> {
         let context = self.context;
+        let subsetted = keys.subsetted || self.subsetted;
         let (last_updated, from) = match keys.last_updated {
             Some(t) => (t, None),
             None => {
@@ -186,9 +194,10 @@ impl InputLoad<'_> {
             resource_bytes: bytes,
             source,
             line: line.line,
+            subsetted,
         };
-        let state_of_key = state.index.classify(&keys.id, last_updated);
-        if state_of_key != KeyState::Unchanged {
+        let state_of_key = state.index.classify(&keys.id, last_updated, subsetted);
+        if matches!(state_of_key, KeyState::New | KeyState::Newer) {
             let extras = context.views.extras_for(&keys.resource_type);
             for ((table, view), rows) in extras.iter().zip(&line.extra_rows) {
                 self.staged
@@ -231,6 +240,14 @@ impl InputLoad<'_> {
                     .map_err(state.arrow_err())?;
             }
             KeyState::Unchanged => counts.unchanged += 1,
+            KeyState::SubsetOfFull => {
+                counts.filtered += 1;
+                *self
+                    .record
+                    .filtered_by
+                    .entry(SUBSET_OF_FULL.to_owned())
+                    .or_default() += 1;
+            }
         }
         Ok(waited)
     }

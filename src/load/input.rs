@@ -143,6 +143,9 @@ pub struct Input {
     /// The resource type the name promises (`Patient.000.ndjson`), if any:
     /// lines of another type are quarantined.
     pub expected_type: Option<&'static str>,
+    /// Every resource of the input is a subset (the source asked for
+    /// `_elements`), tagged `SUBSETTED` or not.
+    pub subsetted: bool,
 }
 
 impl Input {
@@ -190,6 +193,7 @@ impl Input {
             modified,
             stand_in: None,
             sha256: None,
+            subsetted: false,
         }
     }
 
@@ -205,6 +209,11 @@ impl Input {
 
     pub fn with_sha256(mut self, sha256: Option<String>) -> Self {
         self.sha256 = sha256;
+        self
+    }
+
+    pub fn with_subsetted(mut self, subsetted: bool) -> Self {
+        self.subsetted = subsetted;
         self
     }
 

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use deltalake::arrow::array::{
-    ArrayBuilder, ArrayRef, BinaryBuilder, Int64Builder, StringArray, StringBuilder,
-    TimestampMicrosecondBuilder,
+    ArrayBuilder, ArrayRef, BinaryBuilder, BooleanBuilder, Int64Builder, StringArray,
+    StringBuilder, TimestampMicrosecondBuilder,
 };
 use deltalake::arrow::datatypes::SchemaRef;
 use deltalake::arrow::error::ArrowError;
@@ -27,6 +27,8 @@ pub struct ResourceRow<'a> {
     pub resource_bytes: usize,
     pub source: &'a str,
     pub line: u64,
+    /// A subset (`SUBSETTED`), flagged in `_subsetted`.
+    pub subsetted: bool,
 }
 
 /// The layout of the resource table of a type with `view` (or none).
@@ -44,6 +46,7 @@ pub struct ResourceRows {
     last_updated_from: StringBuilder,
     /// Picked from the decoded chunks' `resources`, not copied row by row.
     resource: PickedRows,
+    subsetted: BooleanBuilder,
     lineage: LineageColumns,
     bytes: usize,
 }
@@ -69,6 +72,7 @@ impl ResourceRows {
             version_id: StringBuilder::with_capacity(rows, rows * 4),
             last_updated_from: StringBuilder::with_capacity(rows, rows * 16),
             resource: PickedRows::with_null_row(ViewArrays::from(vec![no_resource])),
+            subsetted: BooleanBuilder::with_capacity(rows),
             lineage: LineageColumns::with_capacity(rows),
             bytes: 0,
         }
@@ -111,6 +115,7 @@ impl ResourceRows {
         self.last_updated_from.append_option(row.last_updated_from);
         let (resources, n) = row.resource;
         self.resource.push(resources, n)?;
+        self.subsetted.append_value(row.subsetted);
         self.lineage.push(lineage, row.source, row.line);
         self.bytes += row.resource_bytes + row.id.len() + 64;
         Ok(())
@@ -133,6 +138,7 @@ impl ResourceRows {
                 Arc::new(self.version_id.finish()),
                 Arc::new(self.last_updated_from.finish()),
                 resource,
+                Arc::new(self.subsetted.finish()),
             ],
             self.lineage.finish(),
             view,

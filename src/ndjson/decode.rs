@@ -1,7 +1,7 @@
 //! Parsing one chunk's lines into resource keys or reject reasons.
 
 use simd_json::prelude::*;
-use simd_json::tape::Tape;
+use simd_json::tape::{Node, Tape};
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -22,6 +22,8 @@ pub struct ResourceKeys {
     /// `meta.lastUpdated` as UTC microseconds; `None` when the resource has none.
     pub last_updated: Option<i64>,
     pub version_id: Option<Box<str>>,
+    /// Tagged `SUBSETTED` (an `_elements`/`_summary` answer): not the whole resource.
+    pub subsetted: bool,
 }
 
 /// Why a line cannot be loaded. Each reason says what to fix.
@@ -42,6 +44,15 @@ pub enum RejectReason {
     InvalidResourceType { found: String },
     #[error("no string \"id\"; Bulk Data resources must carry their server id")]
     MissingId,
+    #[error(
+        "id {found} is not a FHIR id (1 to 64 of A-Z a-z 0-9 - .); fix the resource or the export"
+    )]
+    InvalidId { found: String },
+    #[error(
+        "the member name {member:?} appears twice in one object; FHIR JSON forbids duplicate \
+         names (readers disagree on which one holds), fix or re-export the line"
+    )]
+    DuplicateKey { member: String },
     #[error(
         "resourceType {found:?} in a file named for {expected:?}; the file mixes types or is misnamed"
     )]
@@ -74,6 +85,8 @@ impl RejectReason {
             Self::MissingResourceType => "missing_resource_type",
             Self::InvalidResourceType { .. } => "invalid_resource_type",
             Self::MissingId => "missing_id",
+            Self::InvalidId { .. } => "invalid_id",
+            Self::DuplicateKey { .. } => "duplicate_key",
             Self::TypeMismatch { .. } => "type_mismatch",
             Self::BadLastUpdated { .. } => "bad_last_updated",
             Self::View { .. } => "view_error",
@@ -260,10 +273,6 @@ impl ChunkDecoder {
         expected_type: Option<&str>,
     ) -> (Decoded, Option<Cow<'b, str>>) {
         self.arena.reset();
-        let invalid = |detail: String| {
-            let kind = LineKind::Rejected(RejectReason::InvalidJson { detail });
-            ((kind, None, Vec::new()), None)
-        };
         // A policy, or a file promising a type with views: one parse (the
         // tree) serves the keys, the policy and the views.
         if !self.policy.is_empty() || expected_type.is_some_and(|t| self.views.has_views_for(t)) {
@@ -278,7 +287,17 @@ impl ChunkDecoder {
             };
             let json = match Json::parse(text, &self.arena) {
                 Ok(json) => json,
-                Err(e) => return invalid(e.to_string()),
+                Err(e) => {
+                    let reason = match e.duplicate {
+                        Some(member) => RejectReason::DuplicateKey {
+                            member: member.into(),
+                        },
+                        None => RejectReason::InvalidJson {
+                            detail: e.to_string(),
+                        },
+                    };
+                    return ((LineKind::Rejected(reason), None, Vec::new()), None);
+                }
             };
             let kind = keys_from_json(&json, expected_type);
             let LineKind::Resource(keys) = kind else {
@@ -358,7 +377,12 @@ impl ChunkDecoder {
             .unwrap_or_else(|| Tape::null().reset())
             .reset();
         let kind = match simd_json::fill_tape(&mut scratch, &mut self.buffers, &mut tape) {
-            Ok(()) => keys_from_tape(&tape, expected_type),
+            Ok(()) => match first_duplicate_name(&tape.0) {
+                Some(member) => LineKind::Rejected(RejectReason::DuplicateKey {
+                    member: member.to_owned(),
+                }),
+                None => keys_from_tape(&tape, expected_type),
+            },
             // Only a failed line is checked for UTF-8 apart: the parse checked the rest.
             Err(e) => LineKind::Rejected(match std::str::from_utf8(bytes) {
                 Err(utf8) => RejectReason::NotUtf8 {
@@ -451,13 +475,23 @@ enum LastUpdated<'a> {
 }
 
 /// The checks every line passes, whichever parser read it.
-fn make_keys(
-    resource_type: Option<&str>,
-    id: Option<&str>,
-    last_updated: LastUpdated<'_>,
-    version_id: Option<&str>,
-    expected_type: Option<&str>,
-) -> LineKind {
+/// What each parser found of the members the loader reads.
+struct Found<'a> {
+    resource_type: Option<&'a str>,
+    id: Option<&'a str>,
+    last_updated: LastUpdated<'a>,
+    version_id: Option<&'a str>,
+    subsetted: bool,
+}
+
+fn make_keys(found: Found<'_>, expected_type: Option<&str>) -> LineKind {
+    let Found {
+        resource_type,
+        id,
+        last_updated,
+        version_id,
+        subsetted,
+    } = found;
     let Some(resource_type) = resource_type else {
         return LineKind::Rejected(RejectReason::MissingResourceType);
     };
@@ -478,6 +512,14 @@ fn make_keys(
         Some(id) if !id.is_empty() => id,
         _ => return LineKind::Rejected(RejectReason::MissingId),
     };
+    if !fhir::is_valid_id(id) {
+        // Shown escaped and cut: an id that is not one may be anything.
+        let mut found: String = format!("{id:?}").chars().take(80).collect();
+        if found.len() < format!("{id:?}").len() {
+            found.push('…');
+        }
+        return LineKind::Rejected(RejectReason::InvalidId { found });
+    }
     let last_updated = match last_updated {
         LastUpdated::Absent => None,
         LastUpdated::Text(text) => match fhir::parse_instant_micros(text) {
@@ -497,7 +539,50 @@ fn make_keys(
         id: id.into(),
         last_updated,
         version_id: version_id.map(Box::from),
+        subsetted,
     })
+}
+
+/// The code system and code of the tag servers put on a subset (`_elements`, `_summary`).
+const SUBSETTED: (&str, &str) = (
+    "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
+    "SUBSETTED",
+);
+
+/// The first member name that appears twice in one object, anywhere in the
+/// tape. Each object's keys are compared once; values are skipped by their
+/// node counts, so the walk visits every node once.
+fn first_duplicate_name<'t>(nodes: &[Node<'t>]) -> Option<&'t str> {
+    let mut keys: smallvec::SmallVec<[&str; 16]> = smallvec::SmallVec::new();
+    for (at, node) in nodes.iter().enumerate() {
+        let Node::Object { len, .. } = *node else {
+            continue;
+        };
+        if len < 2 {
+            continue;
+        }
+        keys.clear();
+        let mut member = at + 1;
+        for _ in 0..len {
+            let Some(Node::String(key)) = nodes.get(member) else {
+                return None;
+            };
+            keys.push(key);
+            member += 1 + nodes.get(member + 1).map_or(1, node_count);
+        }
+        if let Some(key) = crate::view::json::duplicate_name(&mut keys) {
+            return Some(key);
+        }
+    }
+    None
+}
+
+/// Nodes a tape value spans, itself included.
+fn node_count(node: &Node<'_>) -> usize {
+    match node {
+        Node::Object { count, .. } | Node::Array { count, .. } => count + 1,
+        _ => 1,
+    }
 }
 
 fn keys_from_json(root: &Json, expected_type: Option<&str>) -> LineKind {
@@ -510,13 +595,21 @@ fn keys_from_json(root: &Json, expected_type: Option<&str>) -> LineKind {
         Some(Json::String(s)) => LastUpdated::Text(s),
         Some(other) => LastUpdated::NotText(other.to_string()),
     };
-    make_keys(
-        root.get("resourceType").and_then(Json::as_str),
-        root.get("id").and_then(Json::as_str),
+    let subsetted = match meta.and_then(|m| m.get("tag")) {
+        Some(Json::Array(tags)) => tags.iter().any(|tag| {
+            tag.get("system").and_then(Json::as_str) == Some(SUBSETTED.0)
+                && tag.get("code").and_then(Json::as_str) == Some(SUBSETTED.1)
+        }),
+        _ => false,
+    };
+    let found = Found {
+        resource_type: root.get("resourceType").and_then(Json::as_str),
+        id: root.get("id").and_then(Json::as_str),
         last_updated,
-        meta.and_then(|m| m.get("versionId")).and_then(Json::as_str),
-        expected_type,
-    )
+        version_id: meta.and_then(|m| m.get("versionId")).and_then(Json::as_str),
+        subsetted,
+    };
+    make_keys(found, expected_type)
 }
 
 fn keys_from_tape(tape: &Tape<'_>, expected_type: Option<&str>) -> LineKind {
@@ -537,13 +630,26 @@ fn keys_from_tape(tape: &Tape<'_>, expected_type: Option<&str>) -> LineKind {
             None => LastUpdated::NotText(format!("{:?}", v.value_type())),
         },
     };
-    make_keys(
-        type_value.as_ref().and_then(|v| v.as_str()),
-        id_value.as_ref().and_then(|v| v.as_str()),
+    let tags = meta.as_ref().and_then(|m| m.get("tag"));
+    let subsetted = tags
+        .as_ref()
+        .and_then(|t| t.as_array())
+        .is_some_and(|tags| {
+            tags.iter().any(|tag| {
+                let system = tag.get("system");
+                let code = tag.get("code");
+                system.as_ref().and_then(|v| v.as_str()) == Some(SUBSETTED.0)
+                    && code.as_ref().and_then(|v| v.as_str()) == Some(SUBSETTED.1)
+            })
+        });
+    let found = Found {
+        resource_type: type_value.as_ref().and_then(|v| v.as_str()),
+        id: id_value.as_ref().and_then(|v| v.as_str()),
         last_updated,
-        version_value.as_ref().and_then(|v| v.as_str()),
-        expected_type,
-    )
+        version_id: version_value.as_ref().and_then(|v| v.as_str()),
+        subsetted,
+    };
+    make_keys(found, expected_type)
 }
 
 #[cfg(test)]
@@ -574,6 +680,7 @@ mod tests {
                 id: "p1".into(),
                 last_updated: Some(1_704_067_200_000_000),
                 version_id: Some("3".into()),
+                subsetted: false,
             })
         );
     }

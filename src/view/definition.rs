@@ -144,7 +144,8 @@ pub struct CompiledView {
     pub name: Option<String>,
     pub resource: String,
     pub columns: Vec<ColumnSpec>,
-    pub(super) filters: Vec<Expr>,
+    /// The `where` paths, as written and compiled.
+    pub(super) filters: Vec<(String, Expr)>,
     pub(super) root: Select,
     pub(super) shape: Shape,
 }
@@ -413,7 +414,7 @@ impl CompiledView {
         let filters = raw
             .where_
             .iter()
-            .map(|w| compiler.path(&w.path))
+            .map(|w| compiler.path(&w.path).map(|e| (w.path.clone(), e)))
             .collect::<Result<Vec<_>, _>>()?;
         if raw.select.is_empty() {
             return Err(ViewError::Invalid(

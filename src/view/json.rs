@@ -23,10 +23,27 @@ pub enum Json<'a> {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid JSON at byte {offset}: {message}")]
+#[error("invalid JSON at byte {offset}: {message}{}", duplicate.as_ref().map(|d| format!(" {d:?}")).unwrap_or_default())]
 pub struct JsonError {
     pub offset: usize,
     pub message: &'static str,
+    /// The member name an object holds twice (FHIR JSON forbids it).
+    pub duplicate: Option<Box<str>>,
+}
+
+/// A name that `keys` holds twice. Objects are small: pairs are compared
+/// directly, larger ones sorted.
+pub fn duplicate_name<'k>(keys: &mut [&'k str]) -> Option<&'k str> {
+    if keys.len() <= 12 {
+        for (i, a) in keys.iter().enumerate() {
+            if keys[i + 1..].iter().any(|b| a.len() == b.len() && a == b) {
+                return Some(a);
+            }
+        }
+        return None;
+    }
+    keys.sort_unstable();
+    keys.windows(2).find(|w| w[0] == w[1]).map(|w| w[0])
 }
 
 impl<'a> Json<'a> {
@@ -143,6 +160,24 @@ impl<'a> Parser<'a> {
         JsonError {
             offset: self.pos,
             message,
+            duplicate: None,
+        }
+    }
+
+    /// The object whose members start at `mark` names each member once.
+    fn no_duplicate_names(&self, mark: usize) -> Result<(), JsonError> {
+        let members = &self.members[mark..];
+        if members.len() < 2 {
+            return Ok(());
+        }
+        let mut names: smallvec::SmallVec<[&str; 16]> = members.iter().map(|(k, _)| *k).collect();
+        match duplicate_name(&mut names) {
+            None => Ok(()),
+            Some(name) => Err(JsonError {
+                offset: self.pos,
+                message: "duplicate member name",
+                duplicate: Some(name.into()),
+            }),
         }
     }
 
@@ -225,6 +260,7 @@ impl<'a> Parser<'a> {
                         Some(b',') => self.pos += 1,
                         Some(b'}') => {
                             self.pos += 1;
+                            self.no_duplicate_names(mark)?;
                             let members = self.arena.alloc_slice_copy(&self.members[mark..]);
                             self.members.truncate(mark);
                             return Ok(Json::Object(members));
@@ -468,12 +504,15 @@ mod tests {
                 }
                 _ => {
                     out.push('{');
+                    // Member names are distinct (FHIR JSON forbids duplicates,
+                    // and the parser rejects them; see the test below).
+                    let first = self.next(5);
                     for i in 0..self.next(4) {
                         if i > 0 {
                             out.push(',');
                         }
                         self.ws(out);
-                        out.push_str(&format!("\"k{}\"", self.next(5)));
+                        out.push_str(&format!("\"k{}\"", first + i));
                         self.ws(out);
                         out.push(':');
                         self.value(depth + 1, out);
@@ -506,5 +545,21 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_member_name_twice_in_one_object_is_an_error_naming_it() {
+        let arena = Bump::new();
+        for (text, name) in [
+            (r#"{"id":"a","x":1,"id":"b"}"#, "id"),
+            (r#"{"a":{"f":1,"f":2}}"#, "f"),
+            (r#"[{"a\u0062":1,"ab":2}]"#, "ab"),
+        ] {
+            let error = Json::parse(text, &arena).unwrap_err();
+            assert_eq!(error.duplicate.as_deref(), Some(name), "{text}");
+        }
+        let many: String = (0..40).map(|i| format!(r#""k{i}":{i},"#)).collect();
+        assert!(Json::parse(&format!("{{{many}\"k7\":0}}"), &arena).is_err());
+        assert!(Json::parse(&format!("{{{many}\"z\":0}}"), &arena).is_ok());
     }
 }

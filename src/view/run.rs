@@ -7,7 +7,7 @@
 use super::arrow::ViewBuilder;
 use super::cell::{Cell, CellRow, Row};
 use super::definition::{CompiledView, Iterate, Select, Shape, ViewError};
-use super::fhirpath::{Expr, Item, Plan, evaluate, singleton_bool};
+use super::fhirpath::{Expr, Item, Plan, evaluate};
 use super::json::Json;
 use super::kind::{Kind, mismatch};
 
@@ -74,11 +74,28 @@ impl CompiledView {
             json: resource,
             ty: None,
         }];
-        for filter in &self.filters {
+        for (text, filter) in &self.filters {
             let result = evaluate(filter, &focus, 0).map_err(|e| ViewError::Eval(e.0))?;
-            match singleton_bool(&result).map_err(|e| ViewError::Eval(format!("where: {}", e.0)))? {
-                Some(true) => {}
-                _ => return Ok(None),
+            // A filter must be a boolean: empty excludes, anything else but
+            // one boolean is an error (FHIRPath's singleton rule would read
+            // a single string as true).
+            let keep = match result.as_slice() {
+                [] => false,
+                [item] => item.as_bool().ok_or_else(|| {
+                    ViewError::Eval(format!(
+                        "where {text:?} gave a {}, not a boolean",
+                        item.type_name()
+                    ))
+                })?,
+                items => {
+                    return Err(ViewError::Eval(format!(
+                        "where {text:?} gave {} values, not one boolean",
+                        items.len()
+                    )));
+                }
+            };
+            if !keep {
+                return Ok(None);
             }
         }
         let [focus] = focus;
@@ -135,7 +152,7 @@ impl CompiledView {
                         select
                             .all_columns
                             .iter()
-                            .map(|&i| (i, Cell::Null))
+                            .map(|&i| (i, self.null_row_cell(i)))
                             .collect(),
                     ]);
                 }
@@ -231,7 +248,12 @@ impl CompiledView {
         let items = self.iteration_items(select, focus, 0)?;
         if items.is_empty() {
             return Ok(match select.iterate {
-                Iterate::ForEachOrNull(_) => vec![shared],
+                Iterate::ForEachOrNull(_) => {
+                    for &i in &select.all_columns {
+                        shared[i] = self.null_row_cell(i);
+                    }
+                    vec![shared]
+                }
                 _ => Vec::new(),
             });
         }
@@ -242,6 +264,16 @@ impl CompiledView {
             rows.push(row);
         }
         Ok(rows)
+    }
+
+    /// Column `i`'s cell in the row forEachOrNull gives an empty collection:
+    /// null, but `%rowIndex` is 0 there (the spec's processing algorithm).
+    fn null_row_cell<'a>(&self, i: usize) -> Cell<'a> {
+        if self.columns[i].path.trim() == "%rowIndex" {
+            Cell::One(Item::Int(0))
+        } else {
+            Cell::Null
+        }
     }
 
     /// The items a forEach / forEachOrNull path yields at `focus`.

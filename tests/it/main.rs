@@ -2,6 +2,7 @@
 
 mod bulk_server;
 mod common;
+mod correctness;
 mod export;
 mod load;
 mod s3;

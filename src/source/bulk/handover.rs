@@ -19,15 +19,18 @@ use crate::ledger::{self, Event, ExportFile, ExportRecord, FileKind, FileOutcome
 use crate::load::{self, LoadReport};
 use crate::load::{Input, SourceKind, StandIn, StandInSource};
 
-/// The load input of a verified output file.
+/// The load input of a verified output file; `subsets` when the export
+/// asked for `_elements` (its resources are subsets, tagged or not).
 fn output_input(
     raw: &Path,
     file: &ExportFile,
     stand_in: Option<&StandIn>,
+    subsets: bool,
 ) -> std::io::Result<Input> {
     Ok(Input::local(raw.join(&file.name), SourceKind::Export)?
         .with_stand_in(stand_in.cloned())
-        .with_sha256(file.sha256.clone()))
+        .with_sha256(file.sha256.clone())
+        .with_subsetted(subsets))
 }
 
 /// Loads the verified files as one load job under the export's id.
@@ -51,6 +54,7 @@ pub(super) async fn load_files(
     let transaction_time = state.transaction_time.clone().unwrap_or_default();
     let tt_micros = fhir::parse_instant_micros(&transaction_time).unwrap_or(0);
     let stand_in = StandIn::parse(StandInSource::TransactionTime, &transaction_time);
+    let subsets = state.request.params.iter().any(|(k, _)| k == "_elements");
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| ExportError::Io { path, source }
@@ -71,7 +75,8 @@ pub(super) async fn load_files(
                         file.declared_count.unwrap_or_default()
                     ));
                 }
-                inputs.push(output_input(&raw, file, stand_in.as_ref()).map_err(io(&path))?);
+                let input = output_input(&raw, file, stand_in.as_ref(), subsets);
+                inputs.push(input.map_err(io(&path))?);
             }
             FileKind::Error => {
                 file.diagnostics.clear();

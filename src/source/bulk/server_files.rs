@@ -120,9 +120,14 @@ pub fn parse_deleted_bundle(line: &[u8], transaction_time: i64) -> Result<Vec<De
             segments.truncate(h);
         }
         let (resource_type, id) = match segments.as_slice() {
-            [.., t, id] if t.chars().next().is_some_and(|c| c.is_ascii_uppercase()) => (*t, *id),
+            [.., t, id] if fhir::is_valid_resource_type(t) => (*t, *id),
             _ => return Err(format!("request.url {url:?} is not Type/id")),
         };
+        if !fhir::is_valid_id(id) {
+            return Err(format!(
+                "request.url {url:?}: {id:?} is not a FHIR id (1 to 64 of A-Z a-z 0-9 - .)"
+            ));
+        }
         let deleted_at = entry
             .pointer("/response/lastModified")
             .and_then(Value::as_str)
@@ -161,5 +166,16 @@ mod tests {
         assert!(parse_deleted_bundle(br#"{"resourceType":"Patient"}"#, 0).is_err());
         let put = br#"{"resourceType":"Bundle","entry":[{"request":{"method":"PUT","url":"Patient/1"}}]}"#;
         assert!(parse_deleted_bundle(put, 0).is_err());
+        for url in [
+            "Patient/has space",
+            "Patient/a%20b",
+            "patient/p1",
+            "Patient/a_b",
+        ] {
+            let line = format!(
+                r#"{{"resourceType":"Bundle","entry":[{{"request":{{"method":"DELETE","url":"{url}"}}}}]}}"#
+            );
+            assert!(parse_deleted_bundle(line.as_bytes(), 0).is_err(), "{url}");
+        }
     }
 }

@@ -492,8 +492,10 @@ fn call<'a>(function: Function, base: Coll<'a>, args: &[Expr], ctx: Ctx) -> R<Co
                 },
                 _ => return err("join() takes at most one argument"),
             };
+            // The SQL-on-FHIR suite joins an empty collection to "" (FHIRPath
+            // itself says empty): a column of names then reads "" not null.
             if base.is_empty() {
-                return Ok(vec![]);
+                return Ok(vec![Item::Str(Cow::Borrowed(""))]);
             }
             let mut parts = Vec::with_capacity(base.len());
             for item in &base {
@@ -582,5 +584,6 @@ fn reference_parts(reference: &str) -> Option<(&str, &str)> {
     };
     let (rest, id) = path.rsplit_once('/')?;
     let ty = rest.rsplit('/').next()?;
-    (!id.is_empty() && ty.starts_with(|c: char| c.is_ascii_uppercase())).then_some((ty, id))
+    // A key that is no FHIR id would join to nothing, or to the wrong row.
+    (crate::fhir::is_valid_resource_type(ty) && crate::fhir::is_valid_id(id)).then_some((ty, id))
 }

@@ -49,6 +49,18 @@ impl<'a> Item<'a> {
         }
     }
 
+    /// The item's value when it is a boolean.
+    pub fn as_bool(&self) -> Option<bool> {
+        match self {
+            Item::Bool(b)
+            | Item::Node {
+                json: Json::Bool(b),
+                ..
+            } => Some(*b),
+            _ => None,
+        }
+    }
+
     /// The FHIR type name of the item, as far as it is known.
     pub fn type_name(&self) -> Cow<'_, str> {
         match self {

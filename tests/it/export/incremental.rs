@@ -111,3 +111,49 @@ fn since_auto_asks_for_changes_since_the_last_export_and_deletions_apply() {
         assert_eq!(rows[0][1], 1);
     }
 }
+
+#[test]
+fn an_export_with_elements_never_replaces_full_rows() {
+    let rt = runtime();
+    let server = rt.block_on(BulkServer::start(Config {
+        files: sample(&["Patient"]),
+        ..Default::default()
+    }));
+    let tmp = tempfile::tempdir().unwrap();
+    let lake = tmp.path().join("lake");
+    let (full, _) = run(export(&server, &lake).args(["--type", "Patient"]), 0);
+    let patients = full["load"]["totals"]["inserted"].as_u64().unwrap();
+    assert!(patients > 0);
+    // The same patients again, asked for as subsets (a server that does not
+    // tag them SUBSETTED): none replaces its full row.
+    let subsets: Vec<u8> = String::from_utf8_lossy(&sample(&["Patient"])[0].1)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let full: Value = serde_json::from_str(l).unwrap();
+            let subset = json!({"resourceType": "Patient", "id": full["id"], "birthDate": full["birthDate"]});
+            format!("{subset}\n")
+        })
+        .collect::<String>()
+        .into_bytes();
+    let subset_server = rt.block_on(BulkServer::start(Config {
+        files: vec![("Patient".into(), subsets)],
+        ..Default::default()
+    }));
+    let (subset, _) = run(
+        export(&subset_server, &lake).args(["--type", "Patient", "--elements", "birthDate"]),
+        0,
+    );
+    let totals = &subset["load"]["totals"];
+    assert_eq!(
+        (totals["inserted"].as_u64(), totals["updated"].as_u64()),
+        (Some(0), Some(0))
+    );
+    assert_eq!(totals["filtered"].as_u64(), Some(patients));
+    let rows = sql_blocking(
+        &open_lake(&lake),
+        &["patient"],
+        "SELECT count(*), count(gender), sum(CASE WHEN _subsetted THEN 1 ELSE 0 END) FROM patient",
+    );
+    assert_eq!(rows, [[json!(patients), json!(patients), json!(0)]]);
+}

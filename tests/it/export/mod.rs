@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::bulk_server::{BulkServer, Config, Smart, TRANSACTION_TIME};
 use crate::common::{duckdb, fhirlake, open_lake, sample_dir, scan, sql_blocking};
