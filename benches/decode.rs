@@ -49,6 +49,7 @@ fn push_resources(rows: &mut ResourceRows, decoded: DecodedChunk, source: &str, 
                 resource_bytes: line.end - line.start,
                 source,
                 line: line.line,
+                subsetted: keys.subsetted,
             };
             let view_row = line.view_row.map(|r| (&decoded.views[r.slot], r.start));
             rows.push(&row, view_row, lineage).unwrap();
