@@ -3,6 +3,7 @@
 # drift in the host's speed hits all of them alike) and prints, per binary,
 # its sorted MB/s and CPU seconds (`perf stat`, when installed).
 # Usage: benches/ab.sh RUNS SIZE BINARY...   e.g. benches/ab.sh 5 1GB /tmp/old ./new
+# BENCH_ARGS adds flags to every run (e.g. BENCH_ARGS=--no-views).
 # Copy a build out of the target directory before rebuilding to keep it.
 set -euo pipefail
 [ $# -ge 3 ] || { sed -n 2,6p "$0"; exit 2; }
@@ -14,9 +15,11 @@ trap 'rm -f "$results"' EXIT
 for _ in $(seq "$RUNS"); do
   for bin in "$@"; do
     if command -v perf >/dev/null; then
-      out=$(perf stat -e task-clock "$bin" bench --size "$SIZE" 2>&1)
+      # shellcheck disable=SC2086
+      out=$(perf stat -e task-clock "$bin" bench --size "$SIZE" ${BENCH_ARGS:-} 2>&1)
     else
-      out=$("$bin" bench --size "$SIZE" 2>&1)
+      # shellcheck disable=SC2086
+      out=$("$bin" bench --size "$SIZE" ${BENCH_ARGS:-} 2>&1)
     fi
     mbs=$(grep -o '[0-9.]* MB/s' <<<"$out" | head -1 | cut -d' ' -f1)
     cpu=$(awk '/task-clock/ {gsub(",", "", $1); printf "%.2f", $1 / 1000}' <<<"$out")
