@@ -12,6 +12,7 @@ pub mod auth;
 pub mod bench;
 pub mod cli;
 pub mod fhir;
+pub mod hl7v2;
 pub mod http;
 pub mod lake;
 pub mod ledger;
