@@ -50,6 +50,7 @@ fn push_resources(rows: &mut ResourceRows, decoded: DecodedChunk, source: &str, 
                 source,
                 line: line.line,
                 subsetted: keys.subsetted,
+                deleted: false,
             };
             let view_row = line.view_row.map(|r| (&decoded.views[r.slot], r.start));
             rows.push(&row, view_row, lineage).unwrap();

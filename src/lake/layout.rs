@@ -3,7 +3,7 @@
 //! Two shapes share the same key and lineage columns:
 //!
 //! ```text
-//!  resource table (one per type):  id, meta_last_updated | meta_version_id, _last_updated_from, resource, _subsetted | lineage | view columns
+//!  resource table (one per type):  id, meta_last_updated | meta_version_id, _last_updated_from, resource, _subsetted, _deleted | lineage | view columns
 //!  view-rows table (own-table view): id, meta_last_updated | _row | view columns | lineage
 //!  lineage:                         _job_id, _source, _line, _ingested_at
 //! ```
@@ -29,11 +29,12 @@ pub fn utc_micros() -> DataType {
 /// The key columns opening every table.
 pub const KEY_COLUMNS: [&str; 2] = ["id", "meta_last_updated"];
 /// What a resource table stores of each resource besides its key.
-pub const RESOURCE_COLUMNS: [&str; 4] = [
+pub const RESOURCE_COLUMNS: [&str; 5] = [
     "meta_version_id",
     "_last_updated_from",
     "resource",
     SUBSETTED_COLUMN,
+    DELETED_COLUMN,
 ];
 /// True when the stored resource is a subset (tagged `SUBSETTED`).
 pub const SUBSETTED_COLUMN: &str = "_subsetted";
@@ -126,6 +127,8 @@ impl TableLayout {
                     Field::new("resource", DataType::Utf8, false),
                     // A subset (`_elements`, `_summary`): never a full row's stand-in.
                     Field::new(SUBSETTED_COLUMN, DataType::Boolean, true),
+                    // True on a history-mode version recording a deletion.
+                    Field::new(DELETED_COLUMN, DataType::Boolean, true),
                 ]);
                 fields.extend(lineage_fields());
                 fields.extend(view);
@@ -285,6 +288,7 @@ mod tests {
                 "_last_updated_from",
                 "resource",
                 "_subsetted",
+                "_deleted",
                 "_job_id",
                 "_source",
                 "_line",
@@ -329,7 +333,7 @@ mod tests {
         let layout = TableLayout::resource(&view);
         let columns = layout.assemble(
             [int(0), int(1)],
-            vec![int(2), int(3), int(4), int(9)],
+            vec![int(2), int(3), int(4), int(9), int(13)],
             [int(5), int(6), int(7), int(8)],
             vec![int(10), int(11), int(12)],
         );
@@ -337,6 +341,6 @@ mod tests {
             .iter()
             .map(|c| c.as_any().downcast_ref::<Int32Array>().unwrap().value(0))
             .collect();
-        assert_eq!(values, [0, 1, 2, 3, 4, 9, 5, 6, 7, 8, 10, 12]);
+        assert_eq!(values, [0, 1, 2, 3, 4, 9, 13, 5, 6, 7, 8, 10, 12]);
     }
 }

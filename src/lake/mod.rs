@@ -5,8 +5,9 @@
 //! every table at a committed version and a re-run converges:
 //!
 //! ```text
-//!  rows classified ──▶ parquet files written ──▶ one append commit ──▶ MERGE of updates
-//!  (key index)         (uncommitted, invisible)   (new ids/versions)   (newer lastUpdated only)
+//!  rows classified ──▶ parquet files staged ──▶ one commit: the files added, the rows they
+//!  (key index)         (uncommitted, invisible)  supersede marked deleted (deletion vectors),
+//!                                                the key index's new run named in commitInfo
 //! ```
 //!
 //! The ledger (manifest, loaded-file markers) is written only after these commits.
@@ -14,16 +15,21 @@
 
 mod conflict;
 mod delete;
-mod keys;
+mod dv;
+mod index;
 mod layout;
 mod location;
 mod maintain;
 mod merge;
+mod mode;
+mod object_reader;
 mod sink;
+mod stage;
+mod upsert;
 
 pub use conflict::{COMMIT_ATTEMPTS, ConflictRetry, is_commit_conflict, retry_on_conflict};
-pub use delete::{Deletion, DeletionOutcome, apply_deletions, delete_ids};
-pub use keys::{KeyIndex, KeyState, LoadMode, read_key_index};
+pub use delete::{Deletion, delete_ids};
+pub use index::{Entry, FileId, Hit, LocalRun, Record, Spill, TableIndex};
 pub use layout::{
     DELETED_COLUMN, KEY_COLUMNS, LINEAGE_COLUMNS, Lineage, LineageColumns, QUARANTINE_TABLE,
     RESOURCE_COLUMNS, ROW_COLUMN, SUBSETTED_COLUMN, TableLayout, TableShape, quarantine_schema,
@@ -31,8 +37,11 @@ pub use layout::{
 };
 pub use location::{Lake, object_store_for, register_storage_handlers};
 pub use maintain::{OptimizeReport, VacuumReport, list_tables, optimize, vacuum};
-pub use merge::{MergeKind, UpdateMetrics, merge_rows, merge_updates};
-pub use sink::{TableSink, open_or_create_table, writer_properties};
+pub use merge::{UpdateMetrics, insert_missing};
+pub use mode::LoadMode;
+pub use sink::{TableSink, has_deletion_vectors, open_or_create_table, writer_properties};
+pub use stage::{StagedFile, Stager};
+pub use upsert::{Changes, commit_changes};
 
 /// Errors at the storage boundary; each names the table or URI involved.
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +95,11 @@ pub enum LakeError {
         existing: String,
         wanted: String,
     },
+    #[error(
+        "the key index of table {table}: {detail}; the index is rebuilt from the table on the next \
+         load if its files are damaged (delete _fhirlake/index/{table} to force it)"
+    )]
+    Index { table: String, detail: String },
     #[error("object {path}: {source}")]
     Store {
         path: String,

@@ -12,7 +12,8 @@ use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use deltalake::parquet::schema::types::ColumnPath;
 use deltalake::protocol::SaveMode;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter, WriteMode};
-use deltalake::{DeltaTable, DeltaTableError};
+use deltalake::{DeltaTable, DeltaTableError, TableProperty};
+use std::collections::HashMap;
 
 use super::conflict::{ConflictRetry, retry_on_conflict};
 use super::{Lake, LakeError};
@@ -22,6 +23,55 @@ pub async fn open_or_create_table(
     lake: &Lake,
     name: &str,
     schema: &SchemaRef,
+) -> Result<DeltaTable, LakeError> {
+    open_or_create(lake, name, schema, false).await
+}
+
+/// Opens a type table, creating it with `schema`, with deletion vectors
+/// enabled: a newer version of a stored row is appended and the old row
+/// marked deleted, instead of its file being rewritten. An existing table
+/// without them is upgraded (reader 3 / writer 7, `deletionVectors`).
+pub async fn open_or_create_resource_table(
+    lake: &Lake,
+    name: &str,
+    schema: &SchemaRef,
+) -> Result<DeltaTable, LakeError> {
+    let mut table = open_or_create(lake, name, schema, true).await?;
+    if has_deletion_vectors(&table, name)? {
+        return Ok(table);
+    }
+    let property = TableProperty::EnableDeletionVectors.as_ref().to_owned();
+    retry_on_conflict(&mut table, name, |table| {
+        let property = property.clone();
+        async move {
+            if has_deletion_vectors(&table, name)? {
+                return Ok(table);
+            }
+            table
+                .set_tbl_properties()
+                .with_properties(HashMap::from([(property, "true".to_owned())]))
+                .await
+                .map_err(LakeError::delta(name))
+        }
+    })
+    .await
+}
+
+/// Whether the table has deletion vectors enabled.
+pub fn has_deletion_vectors(table: &DeltaTable, name: &str) -> Result<bool, LakeError> {
+    let snapshot = table.snapshot().map_err(LakeError::delta(name))?;
+    Ok(snapshot
+        .metadata()
+        .configuration()
+        .get(TableProperty::EnableDeletionVectors.as_ref())
+        .is_some_and(|v| v == "true"))
+}
+
+async fn open_or_create(
+    lake: &Lake,
+    name: &str,
+    schema: &SchemaRef,
+    deletion_vectors: bool,
 ) -> Result<DeltaTable, LakeError> {
     let url = lake.prepare_table(name)?;
     let table = DeltaTable::try_from_url_with_storage_options(url, lake.storage_options().clone())
@@ -33,12 +83,16 @@ pub async fn open_or_create_table(
     let kernel = delta_schema(schema, name)?;
     // Ignore: another writer creating the same table at the same moment wins
     // harmlessly; we then load what it created.
-    let created = table
+    let mut create = table
         .create()
         .with_table_name(name)
         .with_columns(kernel.fields().cloned())
-        .with_save_mode(SaveMode::Ignore)
-        .await;
+        .with_save_mode(SaveMode::Ignore);
+    if deletion_vectors {
+        create =
+            create.with_configuration_property(TableProperty::EnableDeletionVectors, Some("true"));
+    }
+    let created = create.await;
     match created {
         Ok(created) if created.version().is_some() => Ok(created),
         // Lost the race to create version 0 (or Ignore found it existing): load the winner's.

@@ -97,6 +97,9 @@ pub enum CommitOperation {
     Delete,
     /// History-mode deletion versions appended.
     Tombstone,
+    /// One commit of a type table: new rows appended, and the rows they
+    /// supersede (or a server deleted) marked deleted by deletion vectors.
+    Upsert,
 }
 
 impl std::fmt::Display for CommitOperation {
@@ -106,6 +109,7 @@ impl std::fmt::Display for CommitOperation {
             Self::Merge => "merge",
             Self::Delete => "delete",
             Self::Tombstone => "tombstone",
+            Self::Upsert => "upsert",
         })
     }
 }

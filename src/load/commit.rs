@@ -2,21 +2,21 @@
 //! the sequence of states it is. Each state is safe to crash after:
 //!
 //! ```text
-//!  rows staged ──▶ view tables ──▶ type tables ──▶ deletions ──▶ quarantine ──▶ manifest ──▶ loaded
-//!  (Parquet,       (own-table      (append, then   applied      appended      (put-if-      markers
-//!   uncommitted)    views first)    MERGE of                                   absent)
-//!                                   updates)
+//!  rows staged ──▶ resolved ──▶ view tables ──▶ type tables ──▶ quarantine ──▶ manifest ──▶ loaded
+//!  (Parquet,       (per table:   (own-table     (one commit     appended      (put-if-      markers
+//!   uncommitted)    winners,      views first)   each: rows,                   absent)
+//!                   deletions)                   deletion vectors, index run)
 //! ```
 //!
 //! What a crash leaves, and why a re-run converges:
-//! - **before the view tables**: only invisible Parquet files (VACUUM removes
-//!   them); the re-run loads everything again.
-//! - **after some tables**: those tables hold the job's rows; the re-run
-//!   classifies against them, finds those rows present (unchanged) and writes
-//!   the rest. View tables commit before their type table, so a resource whose
-//!   type row landed always has its view rows.
-//! - **after the deletions**: applying them again deletes nothing more (the
-//!   rows are gone; newer ones survive either way).
+//! - **before the view tables**: only invisible Parquet files and, maybe,
+//!   key-index runs no commit names (VACUUM removes both); the re-run loads
+//!   everything again.
+//! - **after some tables**: those tables hold the job's rows, deletions
+//!   applied and rows indexed; the re-run classifies against them, finds
+//!   those rows present (unchanged) and writes the rest. View tables commit
+//!   before their type table, so a resource whose type row landed always has
+//!   its view rows.
 //! - **after the quarantine**: the re-run quarantines the same lines again
 //!   (under its own job id): quarantine rows are a log, not keyed.
 //! - **after the manifest**: the job is recorded; the markers are only an
@@ -29,16 +29,16 @@ use std::time::Instant;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
+use super::ingest::SUBSET_OF_FULL;
+use super::keys::{Class, Recounts, recount_classes};
+use super::landing::{Landed, Prepared, TOMBSTONE_INPUT, land, prepare};
 use super::pipeline::StageClock;
 use super::rows::{QuarantineRow, QuarantineRows};
-use super::tables::TypeTables;
+use super::tables::{TableState, TypeTables};
 use super::view_tables::ViewTable;
 use super::{Context, LoadError, ServerIssue};
 use crate::fhir;
-use crate::lake::{
-    Deletion, LoadMode, QUARANTINE_TABLE, TableSink, UpdateMetrics, apply_deletions,
-    quarantine_schema,
-};
+use crate::lake::{Deletion, LoadMode, QUARANTINE_TABLE, TableSink, quarantine_schema};
 use crate::ledger::{
     self, CommitOperation, CommitRecord, ExportRecord, InputRecord, InputStatus, JobManifest,
     LoadedMarker, ManifestKind, RowCounts, TableRecord,
@@ -48,8 +48,6 @@ use crate::ledger::{
 pub(super) struct Staged {
     pub tables: TypeTables,
     pub view_tables: BTreeMap<String, ViewTable>,
-    /// Commits own-table views made mid-job (before a type table's flush).
-    pub view_records: BTreeMap<String, TableRecord>,
     pub quarantine: QuarantineRows,
     pub inputs: Vec<InputRecord>,
     pub warnings: Vec<String>,
@@ -60,24 +58,10 @@ impl Staged {
         Self {
             tables: TypeTables::default(),
             view_tables: BTreeMap::new(),
-            view_records: BTreeMap::new(),
             quarantine: QuarantineRows::new(quarantine_schema()),
             inputs: Vec::new(),
             warnings: Vec::new(),
         }
-    }
-
-    /// Bounds memory: MERGEs a table's buffered updates once they grow large
-    /// (own-table views first: a type table never commits ahead of them).
-    pub async fn flush_large_updates(&mut self, context: &Context) -> Result<(), LoadError> {
-        for state in self.tables.open.values_mut() {
-            state.stash_updates()?;
-            if state.update_bytes >= context.update_flush_bytes {
-                commit_view_tables(context, &mut self.view_tables, &mut self.view_records).await?;
-                state.commit(context, true).await?;
-            }
-        }
-        Ok(())
     }
 }
 
@@ -87,6 +71,7 @@ pub(super) struct Extras {
     pub kind: Option<ManifestKind>,
     pub export: Option<ExportRecord>,
     pub server_issues: Vec<ServerIssue>,
+    /// A server's deletions, by resource type; applied in the type tables' commits.
     pub deletions: BTreeMap<String, Vec<Deletion>>,
 }
 
@@ -103,10 +88,32 @@ pub(super) async fn commit(
     mut extras: Extras,
     started_at: DateTime<Utc>,
 ) -> Result<Committed, LoadError> {
-    commit_view_tables(context, &mut staged.view_tables, &mut staged.view_records).await?;
-    let mut tables = std::mem::take(&mut staged.view_records);
-    tables.extend(commit_type_tables(context, staged.tables).await?);
-    apply_server_deletions(context, &mut extras, &mut tables).await?;
+    let deletions = std::mem::take(&mut extras.deletions);
+    if let Some(export) = extras.export.as_mut() {
+        export.deletions_requested += deletions.values().map(|d| d.len() as u64).sum::<u64>();
+    }
+    let prepared = prepare_type_tables(context, staged.tables, deletions).await?;
+    let mut tables = BTreeMap::new();
+    for view_table in staged.view_tables.values_mut() {
+        if let Some(table) = prepared.get(view_table.type_table()) {
+            let losers = table.losers();
+            if !losers.is_empty() {
+                view_table.drop_versions(|id, t| table.lost(&losers, id, t))?;
+            }
+        }
+    }
+    commit_view_tables(context, &mut staged.view_tables, &mut tables).await?;
+    for landed in land_type_tables(context, prepared).await? {
+        apply_recounts(&mut staged.inputs, &landed.name, &landed.recounts);
+        if let Some(export) = extras.export.as_mut() {
+            export.rows_deleted += landed.rows_deleted;
+            export.tombstones += landed.tombstones;
+        }
+        tables.insert(landed.name, landed.record);
+    }
+    for input in &staged.inputs {
+        input.check_accounting()?;
+    }
     commit_quarantine(
         context,
         &mut staged.quarantine,
@@ -123,8 +130,8 @@ pub(super) async fn commit(
     })
 }
 
-/// Commits every own-table view's pending rows (before any type table commits).
-pub(super) async fn commit_view_tables(
+/// Commits every own-table view's rows (before any type table commits).
+async fn commit_view_tables(
     context: &Context,
     view_tables: &mut BTreeMap<String, ViewTable>,
     records: &mut BTreeMap<String, TableRecord>,
@@ -137,31 +144,77 @@ pub(super) async fn commit_view_tables(
     Ok(())
 }
 
-/// Type tables commit independently of each other: all at once, so each
-/// one's last Parquet encoding and its commit overlap the others'.
-async fn commit_type_tables(
+/// Resolves every type table the job wrote to or a server deleted from, all
+/// at once (each one's last Parquet encoding overlaps the others').
+async fn prepare_type_tables(
     context: &Arc<Context>,
     tables: TypeTables,
-) -> Result<BTreeMap<String, TableRecord>, LoadError> {
-    let commits: Vec<_> = tables
-        .into_open()
-        .await
+    mut deletions: BTreeMap<String, Vec<Deletion>>,
+) -> Result<BTreeMap<String, Prepared>, LoadError> {
+    let mut open = tables.into_open().await;
+    // Tables only deletions touch: a table never loaded has nothing to
+    // delete in current mode; in history mode its tombstones create it.
+    for (resource_type, list) in &deletions {
+        let name = fhir::table_name(resource_type);
+        if list.is_empty() || open.contains_key(&name) {
+            continue;
+        }
+        if context.mode == LoadMode::Current && !context.lake.has_table(&name).await? {
+            continue;
+        }
+        let view = context.views.for_type(resource_type).cloned();
+        open.insert(name.clone(), TableState::open(context, &name, view).await?);
+    }
+    let mut by_table: BTreeMap<String, Vec<Deletion>> = BTreeMap::new();
+    for (resource_type, list) in std::mem::take(&mut deletions) {
+        by_table
+            .entry(fhir::table_name(&resource_type))
+            .or_default()
+            .extend(list);
+    }
+    let tasks: Vec<_> = open
         .into_iter()
-        .map(|(name, mut state)| {
+        .map(|(name, state)| {
             let context = context.clone();
+            let deletions = by_table.remove(&name).unwrap_or_default();
             tokio::spawn(async move {
-                state.commit(&context, false).await?;
-                Ok::<_, LoadError>((name, state.record))
+                let prepared = prepare(&context, state, &deletions).await?;
+                Ok::<_, LoadError>((name, prepared))
             })
         })
         .collect();
-    let mut records = BTreeMap::new();
+    let mut prepared = BTreeMap::new();
+    for result in join_all_first_error(tasks).await? {
+        prepared.insert(result.0, result.1);
+    }
+    Ok(prepared)
+}
+
+/// Lands every prepared type table, independently of each other, at once.
+async fn land_type_tables(
+    context: &Arc<Context>,
+    prepared: BTreeMap<String, Prepared>,
+) -> Result<Vec<Landed>, LoadError> {
+    let tasks: Vec<_> = prepared
+        .into_values()
+        .map(|table| {
+            let context = context.clone();
+            tokio::spawn(async move { land(&context, table).await })
+        })
+        .collect();
+    join_all_first_error(tasks).await
+}
+
+/// Waits for every task (none is left running) and returns their results,
+/// or the first error.
+async fn join_all_first_error<T>(
+    tasks: Vec<tokio::task::JoinHandle<Result<T, LoadError>>>,
+) -> Result<Vec<T>, LoadError> {
+    let mut done = Vec::with_capacity(tasks.len());
     let mut first_error = None;
-    for commit in commits {
-        match commit.await.expect("table commit task panicked") {
-            Ok((name, record)) => {
-                records.insert(name, record);
-            }
+    for task in tasks {
+        match task.await.expect("table commit task panicked") {
+            Ok(value) => done.push(value),
             Err(e) => {
                 first_error.get_or_insert(e);
             }
@@ -169,49 +222,48 @@ async fn commit_type_tables(
     }
     match first_error {
         Some(e) => Err(e),
-        None => Ok(records),
+        None => Ok(done),
     }
 }
 
-/// A server's deletions, after the loads: a row this job loaded that is
-/// older than its deletion goes too.
-async fn apply_server_deletions(
-    context: &Context,
-    extras: &mut Extras,
-    tables: &mut BTreeMap<String, TableRecord>,
-) -> Result<(), LoadError> {
-    for (resource_type, deletions) in &extras.deletions {
-        let name = fhir::table_name(resource_type);
-        let outcome = apply_deletions(
-            &context.lake,
-            &name,
-            context.mode,
-            deletions,
-            &context.lineage,
-        )
-        .await?;
-        if let Some(version) = outcome.version {
-            tables.entry(name).or_default().commits.push(CommitRecord {
-                version,
-                operation: match context.mode {
-                    LoadMode::Current => CommitOperation::Delete,
-                    LoadMode::History => CommitOperation::Tombstone,
-                },
-                merge: Some(UpdateMetrics {
-                    source_rows: deletions.len() as u64,
-                    rows_inserted: outcome.tombstones,
-                    rows_deleted: outcome.rows_deleted,
-                    ..Default::default()
-                }),
-            });
+/// Moves the counts of rows that resolving found to be other than they
+/// were counted when read (a job's own duplicates, a concurrent writer).
+fn apply_recounts(inputs: &mut [InputRecord], table: &str, recounts: &Recounts) {
+    for (key, n) in recounts {
+        let (input, from, to) = recount_classes(key);
+        if input == TOMBSTONE_INPUT {
+            continue;
         }
-        if let Some(export) = extras.export.as_mut() {
-            export.deletions_requested += deletions.len() as u64;
-            export.rows_deleted += outcome.rows_deleted;
-            export.tombstones += outcome.tombstones;
+        let record = &mut inputs[input as usize];
+        for counts in [
+            record.tables.entry(table.to_owned()).or_default(),
+            &mut record.rows,
+        ] {
+            *count_of(counts, from) -= n;
+            *count_of(counts, to) += n;
+        }
+        for (class, delta) in [(from, -(*n as i64)), (to, *n as i64)] {
+            if class == Class::SubsetOfFull {
+                let reason = record
+                    .filtered_by
+                    .entry(SUBSET_OF_FULL.to_owned())
+                    .or_default();
+                *reason = reason.saturating_add_signed(delta);
+                if *reason == 0 {
+                    record.filtered_by.remove(SUBSET_OF_FULL);
+                }
+            }
         }
     }
-    Ok(())
+}
+
+fn count_of(counts: &mut RowCounts, class: Class) -> &mut u64 {
+    match class {
+        Class::New => &mut counts.inserted,
+        Class::Newer => &mut counts.updated,
+        Class::Unchanged => &mut counts.unchanged,
+        Class::SubsetOfFull => &mut counts.filtered,
+    }
 }
 
 /// Appends the rejected lines, and the server's own error lines, to `_quarantine`.

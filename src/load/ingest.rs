@@ -2,27 +2,33 @@
 //! and turned into staged rows, every line counted.
 //!
 //! ```text
-//!  pieces (chunk, decoded lines) ─▶ per line: blank | rejected | filtered | resource
-//!    resource ─▶ key index: new ─▶ insert rows (to the writer) | newer ─▶ update rows | unchanged
+//!  pieces (chunk, decoded lines) ─▶ the chunk's keys looked up in each table's index
+//!    ─▶ per line: blank | rejected | filtered | resource
+//!    resource ─▶ new or newer than stored: staged (to the writer), its key kept | unchanged | subset of full
 //!  end of input ─▶ SHA-256 known ─▶ rejects into the quarantine rows ─▶ the input's record
 //! ```
+//! Rows are classified against the table alone here; rows of one id the
+//! job reads twice are settled when the job commits (`keys`, `resolve`).
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use std::collections::BTreeMap;
+
 use super::commit::Staged;
+use super::keys::{Class, JobKey, Stored, classify};
 use super::pipeline::{FilePipeline, Piece};
 use super::rows::{QuarantineRow, ResourceRow};
 use super::view_tables::{VersionRows, ViewTable};
 use super::{Context, LoadError};
 use crate::fhir;
-use crate::lake::{KeyState, QUARANTINE_TABLE};
+use crate::lake::{Hit, LakeError, LoadMode, QUARANTINE_TABLE};
 use crate::ledger::{InputRecord, InputStatus, RowCounts, StandInRecord};
 use crate::load::{Input, StandIn, StandInSource};
 use crate::ndjson::{DecodedChunk, DecodedLine, LineKind, RejectReason, ResourceKeys};
 
 /// The filter reason of a subset that met a stored full row.
-const SUBSET_OF_FULL: &str =
+pub(super) const SUBSET_OF_FULL: &str =
     "subsetted: a SUBSETTED resource never replaces the full row the table holds";
 
 /// A rejected line held until its input's SHA-256 is known.
@@ -49,6 +55,23 @@ fn stand_in_for(context: &Context, input: &Input) -> StandIn {
         .unwrap_or_else(|| StandIn::new(StandInSource::IngestedAt, context.lineage.ingested_at))
 }
 
+/// A resource line of a decoded chunk.
+struct Line<'a> {
+    keys: &'a ResourceKeys,
+    line: &'a DecodedLine,
+    decoded: &'a DecodedChunk,
+    /// Its row in the chunk's columns.
+    n: usize,
+    bytes: usize,
+}
+
+pub(super) fn spill_error(table: &str, e: std::io::Error) -> LoadError {
+    LoadError::Lake(Box::new(LakeError::Index {
+        table: table.to_owned(),
+        detail: format!("spilling the job's keys to a temporary file: {e}"),
+    }))
+}
+
 /// One input being loaded.
 struct InputLoad<'a> {
     context: &'a Context,
@@ -61,6 +84,8 @@ struct InputLoad<'a> {
     rejects: Vec<PendingReject>,
     /// Lines of one file are nearly always one type: its table is named once per run.
     table_of_type: (Box<str>, String),
+    /// This input's place among the job's input records.
+    input: u32,
 }
 
 /// Loads the lines `pipeline` decodes from `input`; returns its record.
@@ -72,6 +97,7 @@ pub(super) async fn ingest(
 ) -> Result<InputRecord, LoadError> {
     let mut record = InputRecord::new(input.name.clone(), InputStatus::Loaded, String::new(), 0);
     record.source = Some(input.kind);
+    let at = staged.inputs.len() as u32;
     let mut load = InputLoad {
         context,
         staged,
@@ -81,6 +107,7 @@ pub(super) async fn ingest(
         stand_ins: 0,
         rejects: Vec::new(),
         table_of_type: (Box::from(""), String::new()),
+        input: at,
     };
     let read_error = |source| LoadError::Read {
         path: input.name.clone(),
@@ -108,10 +135,13 @@ pub(super) async fn ingest(
 }
 
 impl InputLoad<'_> {
-    /// Classifies and stages one decoded chunk's lines.
+    /// Classifies and stages one decoded chunk's lines: the chunk's keys are
+    /// looked up in each table's index at once (one batch per table), then
+    /// every line is counted in order.
     async fn chunk(&mut self, data: &[u8], decoded: DecodedChunk) -> Result<(), LoadError> {
         let started = Instant::now();
         let mut waited = Duration::ZERO;
+        let stored = self.lookups(&decoded).await?;
         for (n, line) in decoded.lines.iter().enumerate() {
             let raw = &data[line.start..line.end];
             match &line.kind {
@@ -137,7 +167,15 @@ impl InputLoad<'_> {
                 }
                 LineKind::Resource(keys) => {
                     self.record.lines += 1;
-                    waited += self.resource(keys, line, &decoded, n, raw.len()).await?;
+                    let (key, hit) = stored[n].expect("every resource was looked up");
+                    let row = Line {
+                        keys,
+                        line,
+                        decoded: &decoded,
+                        n,
+                        bytes: raw.len(),
+                    };
+                    waited += self.resource(row, key, hit).await?;
                 }
             }
         }
@@ -152,17 +190,71 @@ impl InputLoad<'_> {
         Ok(())
     }
 
-    /// Stages the resource on line `n` of a chunk; returns the time spent
-    /// waiting for the table's writer.
+    /// Each resource line's key and what its table stores for it, looked up
+    /// one batch per table.
+    async fn lookups(
+        &mut self,
+        decoded: &DecodedChunk,
+    ) -> Result<Vec<Option<(u128, Option<Hit>)>>, LoadError> {
+        let mut found = vec![None; decoded.lines.len()];
+        let mut by_table: BTreeMap<String, Vec<(usize, u128, i64)>> = BTreeMap::new();
+        for (n, line) in decoded.lines.iter().enumerate() {
+            let LineKind::Resource(keys) = &line.kind else {
+                continue;
+            };
+            let name = self.table_of(&keys.resource_type);
+            let state = self
+                .staged
+                .tables
+                .get(self.context, &name, &keys.resource_type)
+                .await?;
+            let key = state.index.key_of(&keys.id);
+            let last_updated = keys.last_updated.unwrap_or(self.stand_in.micros);
+            by_table
+                .entry(name)
+                .or_default()
+                .push((n, key, last_updated));
+        }
+        for (name, rows) in by_table {
+            let state = self.staged.tables.open.get(&name).expect("opened above");
+            let wanted: Vec<(u128, i64)> = rows.iter().map(|&(_, k, t)| (k, t)).collect();
+            let hits = if state.index.runs() == 0 {
+                vec![None; wanted.len()]
+            } else {
+                state.index.lookup(&wanted).await?
+            };
+            for ((n, key, _), hit) in rows.into_iter().zip(hits) {
+                found[n] = Some((key, hit));
+            }
+        }
+        Ok(found)
+    }
+
+    /// The table of a resource type (named once per run of a type).
+    fn table_of(&mut self, resource_type: &str) -> String {
+        if &*self.table_of_type.0 != resource_type {
+            self.table_of_type = (resource_type.into(), fhir::table_name(resource_type));
+        }
+        self.table_of_type.1.clone()
+    }
+
+    /// Counts the resource of one line and, when it is new or newer than
+    /// what its table stores, stages it; returns the time spent waiting for
+    /// the table's writer.
     async fn resource(
         &mut self,
-        keys: &ResourceKeys,
-        line: &DecodedLine,
-        decoded: &DecodedChunk,
-        n: usize,
-        bytes: usize,
+        row: Line<'_>,
+        key: u128,
+        hit: Option<Hit>,
     ) -> Result<Duration, LoadError> {
         let context = self.context;
+        let Line {
+            keys,
+            line,
+            decoded,
+            n,
+            bytes,
+        } = row;
         let subsetted = keys.subsetted || self.subsetted;
         let (last_updated, from) = match keys.last_updated {
             Some(t) => (t, None),
@@ -171,21 +263,54 @@ impl InputLoad<'_> {
                 (self.stand_in.micros, Some(self.stand_in.source.as_str()))
             }
         };
-        if self.table_of_type.0 != keys.resource_type {
-            self.table_of_type = (
-                keys.resource_type.clone(),
-                fhir::table_name(&keys.resource_type),
-            );
-        }
-        let name = &self.table_of_type.1;
+        let name = self.table_of(&keys.resource_type);
         let state = self
             .staged
             .tables
-            .get(context, name, &keys.resource_type)
+            .get(context, &name, &keys.resource_type)
             .await?;
-        let counts: &mut RowCounts = self.record.tables.entry(name.clone()).or_default();
+        let counts: &mut RowCounts = self.record.tables.entry(name).or_default();
+        let stored = hit.as_ref().map(Stored::from);
+        let class = classify(context.mode, stored, last_updated, subsetted);
+        match class {
+            Class::Unchanged => {
+                counts.unchanged += 1;
+                return Ok(Duration::ZERO);
+            }
+            Class::SubsetOfFull => {
+                counts.filtered += 1;
+                *self
+                    .record
+                    .filtered_by
+                    .entry(SUBSET_OF_FULL.to_owned())
+                    .or_default() += 1;
+                return Ok(Duration::ZERO);
+            }
+            Class::New => counts.inserted += 1,
+            Class::Newer => counts.updated += 1,
+        }
         let source = &self.record.path;
-        let row = ResourceRow {
+        let extras = context.views.extras_for(&keys.resource_type);
+        for ((table, view), rows) in extras.iter().zip(&line.extra_rows) {
+            self.staged
+                .view_tables
+                .entry(table.clone())
+                .or_insert_with(|| ViewTable::new(table, view.clone(), context.lineage.clone()))
+                .push(&VersionRows {
+                    id: &keys.id,
+                    last_updated,
+                    columns: &decoded.views[rows.slot],
+                    rows: rows.start..rows.start + rows.len,
+                    source,
+                    line: line.line,
+                    replaces: class == Class::Newer,
+                })
+                .map_err(|source| LoadError::Arrow {
+                    table: table.clone(),
+                    source,
+                })?;
+        }
+        let resource_row = ResourceRow {
             id: &keys.id,
             last_updated,
             version_id: keys.version_id.as_deref(),
@@ -195,61 +320,37 @@ impl InputLoad<'_> {
             source,
             line: line.line,
             subsetted,
+            deleted: false,
         };
-        let state_of_key = state.index.classify(&keys.id, last_updated, subsetted);
-        if matches!(state_of_key, KeyState::New | KeyState::Newer) {
-            let extras = context.views.extras_for(&keys.resource_type);
-            for ((table, view), rows) in extras.iter().zip(&line.extra_rows) {
-                self.staged
-                    .view_tables
-                    .entry(table.clone())
-                    .or_insert_with(|| ViewTable::new(table, view.clone(), context.lineage.clone()))
-                    .push(&VersionRows {
-                        id: &keys.id,
-                        last_updated,
-                        columns: &decoded.views[rows.slot],
-                        rows: rows.start..rows.start + rows.len,
-                        source,
-                        line: line.line,
-                        replaces: state_of_key == KeyState::Newer,
-                    })
-                    .map_err(|source| LoadError::Arrow {
-                        table: table.clone(),
-                        source,
-                    })?;
-            }
-        }
         let view_row = line.view_row.map(|r| (&decoded.views[r.slot], r.start));
-        let mut waited = Duration::ZERO;
-        match state_of_key {
-            KeyState::New => {
-                counts.inserted += 1;
-                state
-                    .inserts
-                    .push(&row, view_row, &context.lineage)
-                    .map_err(state.arrow_err())?;
-                if state.inserts.len() >= context.batch_rows {
-                    waited += state.write_inserts().await?;
-                }
-            }
-            KeyState::Newer => {
-                counts.updated += 1;
-                state
-                    .updates
-                    .push(&row, view_row, &context.lineage)
-                    .map_err(state.arrow_err())?;
-            }
-            KeyState::Unchanged => counts.unchanged += 1,
-            KeyState::SubsetOfFull => {
-                counts.filtered += 1;
-                *self
-                    .record
-                    .filtered_by
-                    .entry(SUBSET_OF_FULL.to_owned())
-                    .or_default() += 1;
-            }
+        state
+            .inserts
+            .push(&resource_row, view_row, &context.lineage)
+            .map_err(state.arrow_err())?;
+        let job_key = JobKey {
+            key,
+            version: match context.mode {
+                LoadMode::Current => 0,
+                LoadMode::History => last_updated,
+            },
+            order: context.next_order(),
+            last_updated,
+            seq: state.staged_rows,
+            input: self.input,
+            subsetted,
+            counted: 0,
+            stored: hit.map(|h| (Stored::from(&h), h.file, h.row)),
         }
-        Ok(waited)
+        .with_counted(class);
+        state.staged_rows += 1;
+        state
+            .keys
+            .push(job_key)
+            .map_err(|e| spill_error(&state.name, e))?;
+        if state.inserts.len() >= context.batch_rows {
+            return state.write_inserts().await;
+        }
+        Ok(Duration::ZERO)
     }
 
     /// The input's record, once its rejects are quarantined.

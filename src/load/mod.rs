@@ -16,8 +16,11 @@
 mod commit;
 mod ingest;
 mod input;
+mod keys;
+mod landing;
 mod picked;
 mod pipeline;
+mod resolve;
 mod rows;
 mod tables;
 mod view_tables;
@@ -170,7 +173,6 @@ pub struct Job {
     force: bool,
     chunk_bytes: usize,
     batch_rows: usize,
-    update_flush_bytes: usize,
     views: Arc<ViewSet>,
     policy: Arc<Policy>,
     job_id: Option<String>,
@@ -188,7 +190,6 @@ impl Job {
             force: false,
             chunk_bytes: 4 << 20,
             batch_rows: 16 * 1024,
-            update_flush_bytes: 256 << 20,
             views: Arc::new(ViewSet::defaults()),
             policy: Arc::new(Policy::none()),
             job_id: None,
@@ -235,12 +236,6 @@ impl Job {
 
     pub fn with_batch_rows(mut self, rows: usize) -> Self {
         self.batch_rows = rows.max(1);
-        self
-    }
-
-    /// Buffered updated rows per table before they are MERGEd mid-job.
-    pub fn with_update_flush_bytes(mut self, bytes: usize) -> Self {
-        self.update_flush_bytes = bytes.max(1);
         self
     }
 
@@ -314,10 +309,19 @@ pub(crate) struct Context {
     pub mode: LoadMode,
     pub as_of: Option<StandIn>,
     pub batch_rows: usize,
-    pub update_flush_bytes: usize,
+    /// Reading order of the job's resource rows (see `keys`).
+    order: std::sync::atomic::AtomicU64,
     pub views: Arc<ViewSet>,
     pub policy: Arc<Policy>,
     pub clock: Arc<StageClock>,
+}
+
+impl Context {
+    /// The next resource row's place in reading order.
+    pub fn next_order(&self) -> u64 {
+        self.order
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 fn new_job_id(now: DateTime<Utc>) -> String {
@@ -341,7 +345,7 @@ async fn run(mut job: Job) -> Result<LoadReport, LoadError> {
             .as_of
             .map(|t| StandIn::new(StandInSource::AsOf, t.timestamp_micros())),
         batch_rows: job.batch_rows,
-        update_flush_bytes: job.update_flush_bytes,
+        order: std::sync::atomic::AtomicU64::new(0),
         views: job.views.clone(),
         policy: job.policy.clone(),
         clock: Arc::new(StageClock::default()),
@@ -376,7 +380,6 @@ async fn run(mut job: Job) -> Result<LoadReport, LoadError> {
         let record = ingest::ingest(&context, &mut staged, input, pipeline).await?;
         record.check_accounting()?;
         staged.inputs.push(record);
-        staged.flush_large_updates(&context).await?;
     }
     notify(Progress::Committing);
     let warnings = std::mem::take(&mut staged.warnings);

@@ -29,6 +29,8 @@ pub struct ResourceRow<'a> {
     pub line: u64,
     /// A subset (`SUBSETTED`), flagged in `_subsetted`.
     pub subsetted: bool,
+    /// A history-mode version recording a deletion (`_deleted`).
+    pub deleted: bool,
 }
 
 /// The layout of the resource table of a type with `view` (or none).
@@ -47,6 +49,7 @@ pub struct ResourceRows {
     /// Picked from the decoded chunks' `resources`, not copied row by row.
     resource: PickedRows,
     subsetted: BooleanBuilder,
+    deleted: BooleanBuilder,
     lineage: LineageColumns,
     bytes: usize,
 }
@@ -73,6 +76,7 @@ impl ResourceRows {
             last_updated_from: StringBuilder::with_capacity(rows, rows * 16),
             resource: PickedRows::with_null_row(ViewArrays::from(vec![no_resource])),
             subsetted: BooleanBuilder::with_capacity(rows),
+            deleted: BooleanBuilder::with_capacity(rows),
             lineage: LineageColumns::with_capacity(rows),
             bytes: 0,
         }
@@ -116,6 +120,8 @@ impl ResourceRows {
         let (resources, n) = row.resource;
         self.resource.push(resources, n)?;
         self.subsetted.append_value(row.subsetted);
+        // Null but on tombstones: the column of rows before it read null too.
+        self.deleted.append_option(row.deleted.then_some(true));
         self.lineage.push(lineage, row.source, row.line);
         self.bytes += row.resource_bytes + row.id.len() + 64;
         Ok(())
@@ -139,6 +145,7 @@ impl ResourceRows {
                 Arc::new(self.last_updated_from.finish()),
                 resource,
                 Arc::new(self.subsetted.finish()),
+                Arc::new(self.deleted.finish()),
             ],
             self.lineage.finish(),
             view,

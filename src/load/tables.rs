@@ -1,23 +1,25 @@
-//! The per-type tables of a job: each one's sink, key index and buffered rows.
+//! The per-type tables of a job: each one's stager, key index, the keys of
+//! the rows it wrote, and its buffered rows.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use deltalake::arrow::record_batch::RecordBatch;
-
-use super::pipeline::StageClock;
+use super::keys::JobKey;
 use super::rows::{ResourceRows, resource_layout};
 use super::writer::TableWriter;
 use super::{Context, LoadError};
 use crate::fhir;
-use crate::lake::{KeyIndex, TableLayout, TableSink, merge_updates, read_key_index};
-use crate::ledger::{CommitOperation, CommitRecord, TableRecord};
+use crate::lake::{Spill, Stager, TableIndex, TableLayout};
+use crate::ledger::TableRecord;
 use crate::view::CompiledView;
 
+/// Job keys a table keeps in memory before it spills them to disk.
+const KEYS_IN_MEMORY: usize = 256 * 1024;
+
 /// The open tables, and existing ones being opened ahead of their first
-/// row. Reading a big table's key index is I/O the loader would otherwise
-/// wait on at a file boundary, cores idle.
+/// row. Opening a table reads its key index's tails: I/O the loader would
+/// otherwise wait on at a file boundary, cores idle.
 #[derive(Default)]
 pub(super) struct TypeTables {
     pub open: BTreeMap<String, TableState>,
@@ -89,39 +91,45 @@ impl Drop for TypeTables {
     }
 }
 
-/// A table being loaded: its sink, key index and buffered rows.
+/// A table being loaded.
 pub(super) struct TableState {
     pub name: String,
-    layout: TableLayout,
+    pub layout: TableLayout,
     view: Option<Arc<CompiledView>>,
-    writer: Option<TableWriter>,
-    pub index: KeyIndex,
+    pub writer: Option<TableWriter>,
+    pub index: TableIndex,
+    /// The index's runs when the job read the table: runs after these are a
+    /// concurrent writer's.
+    pub runs_read: usize,
     pub inserts: ResourceRows,
-    pub updates: ResourceRows,
-    update_batches: Vec<RecordBatch>,
-    pub update_bytes: usize,
+    /// Rows handed to the writer so far: the next row's staged position.
+    pub staged_rows: u64,
+    pub keys: Spill<JobKey>,
+    /// History-mode tombstone versions staged.
+    pub tombstones: u64,
     pub record: TableRecord,
 }
 
 impl TableState {
-    async fn open(
+    pub async fn open(
         context: &Context,
         name: &str,
         view: Option<Arc<CompiledView>>,
     ) -> Result<Self, LoadError> {
         let layout = resource_layout(view.as_deref());
-        let sink = TableSink::open(&context.lake, name, layout.schema()).await?;
-        let index = read_key_index(sink.table(), name, context.mode).await?;
+        let stager = Stager::open(&context.lake, name, layout.schema()).await?;
+        let index = TableIndex::open(&context.lake, stager.table(), name, context.mode).await?;
         Ok(Self {
             name: name.to_owned(),
             inserts: ResourceRows::with_view(layout.clone(), view.as_deref()),
-            updates: ResourceRows::with_view(layout.clone(), view.as_deref()),
             layout,
             view,
-            writer: Some(TableWriter::start(sink, context.clock.clone())),
+            writer: Some(TableWriter::start(stager, context.clock.clone())),
+            runs_read: index.runs(),
             index,
-            update_batches: Vec::new(),
-            update_bytes: 0,
+            staged_rows: 0,
+            keys: Spill::new(KEYS_IN_MEMORY),
+            tombstones: 0,
             record: TableRecord::default(),
         })
     }
@@ -133,8 +141,8 @@ impl TableState {
         }
     }
 
-    /// Hands the buffered inserts to the table's writer task; returns the
-    /// time spent waiting for room in its queue.
+    /// Hands the buffered rows to the table's writer task; returns the time
+    /// spent waiting for room in its queue.
     pub async fn write_inserts(&mut self) -> Result<Duration, LoadError> {
         if self.inserts.is_empty() {
             return Ok(Duration::ZERO);
@@ -147,51 +155,5 @@ impl TableState {
         );
         let rows = std::mem::replace(&mut self.inserts, fresh);
         self.writer.as_mut().expect("writer open").send(rows).await
-    }
-
-    pub fn stash_updates(&mut self) -> Result<(), LoadError> {
-        if !self.updates.is_empty() {
-            self.update_bytes += self.updates.bytes();
-            let batch = self.updates.finish().map_err(self.arrow_err())?;
-            self.update_batches.push(batch);
-        }
-        Ok(())
-    }
-
-    /// Commits the appends, then MERGEs the buffered updates (which may
-    /// update rows those appends just added). Reopens the sink if `reopen`.
-    pub async fn commit(&mut self, context: &Context, reopen: bool) -> Result<(), LoadError> {
-        self.write_inserts().await?;
-        self.stash_updates()?;
-        let started = Instant::now();
-        let mut writer = self.writer.take().expect("writer open");
-        let (mut table, version) = writer.finish().await?.commit().await?;
-        if let Some(version) = version {
-            self.record.commits.push(CommitRecord {
-                version,
-                operation: CommitOperation::Append,
-                merge: None,
-            });
-        }
-        let updates = std::mem::take(&mut self.update_batches);
-        self.update_bytes = 0;
-        if !updates.is_empty() {
-            let schema = self.layout.schema();
-            let (merged, metrics) = merge_updates(table, &self.name, schema, updates).await?;
-            table = merged;
-            if let Some(version) = table.version() {
-                self.record.commits.push(CommitRecord {
-                    version,
-                    operation: CommitOperation::Merge,
-                    merge: Some(metrics),
-                });
-            }
-        }
-        if reopen {
-            let sink = TableSink::open(&context.lake, &self.name, self.layout.schema()).await?;
-            self.writer = Some(TableWriter::start(sink, context.clock.clone()));
-        }
-        StageClock::add(&context.clock.commit, started);
-        Ok(())
     }
 }

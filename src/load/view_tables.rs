@@ -11,13 +11,17 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use deltalake::arrow::array::{ArrayRef, Int64Builder, StringBuilder, TimestampMicrosecondBuilder};
+use deltalake::arrow::array::{
+    ArrayRef, AsArray, BooleanArray, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
+};
+use deltalake::arrow::compute::filter_record_batch;
+use deltalake::arrow::datatypes::TimestampMicrosecondType;
 use deltalake::arrow::error::ArrowError;
 use deltalake::arrow::record_batch::RecordBatch;
 
 use super::picked::PickedRows;
 use crate::lake::{
-    Lake, LakeError, Lineage, LineageColumns, MergeKind, TableLayout, delete_ids, merge_rows,
+    Lake, LakeError, Lineage, LineageColumns, TableLayout, delete_ids, insert_missing,
     open_or_create_table,
 };
 use crate::ledger::{CommitOperation, CommitRecord, TableRecord};
@@ -39,6 +43,8 @@ pub struct VersionRows<'a> {
 /// One job's rows for an own-table view.
 pub struct ViewTable {
     name: String,
+    /// The type table of the view's resource.
+    type_table: String,
     layout: TableLayout,
     ids: StringBuilder,
     times: TimestampMicrosecondBuilder,
@@ -56,6 +62,7 @@ impl ViewTable {
     pub fn new(name: &str, view: Arc<CompiledView>, lineage: Lineage) -> Self {
         Self {
             name: name.to_owned(),
+            type_table: crate::fhir::table_name(&view.resource),
             layout: TableLayout::view_rows(&view.arrow_fields()),
             rows: PickedRows::new(&view),
             ids: StringBuilder::new(),
@@ -107,6 +114,38 @@ impl ViewTable {
         Ok(())
     }
 
+    /// The type table of the view's resource.
+    pub fn type_table(&self) -> &str {
+        &self.type_table
+    }
+
+    /// Drops the rows of the versions `lost(id, lastUpdated)` says lost.
+    pub fn drop_versions(&mut self, lost: impl Fn(&str, i64) -> bool) -> Result<(), LakeError> {
+        let name = self.name.clone();
+        let arrow = |source| LakeError::Arrow {
+            table: name.clone(),
+            source,
+        };
+        self.finish_batch().map_err(arrow)?;
+        for batch in &mut self.batches {
+            let (Some(ids), Some(times)) = (
+                batch.column(0).as_string_opt::<i32>(),
+                batch
+                    .column(1)
+                    .as_primitive_opt::<TimestampMicrosecondType>(),
+            ) else {
+                continue;
+            };
+            let keep: BooleanArray = (0..batch.num_rows())
+                .map(|i| Some(!lost(ids.value(i), times.value(i))))
+                .collect();
+            if keep.true_count() < batch.num_rows() {
+                *batch = filter_record_batch(batch, &keep).map_err(arrow)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Deletes replaced rows, then inserts the new ones; records the commits.
     pub async fn commit(&mut self, lake: &Lake, record: &mut TableRecord) -> Result<(), LakeError> {
         self.finish_batch().map_err(|source| LakeError::Arrow {
@@ -127,14 +166,7 @@ impl ViewTable {
         let batches = std::mem::take(&mut self.batches);
         if !batches.is_empty() {
             let before = table.version();
-            let (merged, metrics) = merge_rows(
-                table,
-                &self.name,
-                &schema,
-                batches,
-                MergeKind::InsertMissing,
-            )
-            .await?;
+            let (merged, metrics) = insert_missing(table, &self.name, &schema, batches).await?;
             record.rows.inserted += metrics.rows_inserted;
             if merged.version() != before
                 && let Some(version) = merged.version()

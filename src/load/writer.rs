@@ -1,5 +1,5 @@
-//! Parquet encoding off the classify loop: each table's insert batches are
-//! finished (Arrow arrays, view columns included) and written by a task of
+//! Parquet encoding off the classify loop: each type table's batches are
+//! finished (Arrow arrays, view columns included) and staged by a task of
 //! their own, so the loop builds the next batch while the last is encoded.
 
 use std::sync::Arc;
@@ -11,7 +11,8 @@ use tokio::task::JoinHandle;
 use super::LoadError;
 use super::pipeline::StageClock;
 use super::rows::ResourceRows;
-use crate::lake::TableSink;
+use crate::lake::{StagedFile, Stager};
+use deltalake::DeltaTable;
 
 /// Batches queued per table before the loop waits for the encoder: a batch
 /// is a chunk's rows (a few MiB), so a few absorb the encoder's pauses.
@@ -19,11 +20,11 @@ const QUEUED_BATCHES: usize = 4;
 
 pub struct TableWriter {
     sender: Option<mpsc::Sender<ResourceRows>>,
-    task: Option<JoinHandle<Result<TableSink, LoadError>>>,
+    task: Option<JoinHandle<Result<Stager, LoadError>>>,
 }
 
 impl TableWriter {
-    pub fn start(mut sink: TableSink, clock: Arc<StageClock>) -> Self {
+    pub fn start(mut sink: Stager, clock: Arc<StageClock>) -> Self {
         let (sender, mut receiver) = mpsc::channel::<ResourceRows>(QUEUED_BATCHES);
         let task = tokio::spawn(async move {
             while let Some(mut rows) = receiver.recv().await {
@@ -51,7 +52,9 @@ impl TableWriter {
         let sender = self.sender.as_ref().expect("writer open");
         if sender.send(rows).await.is_err() {
             // The task stopped early, which it only does on an error: report it.
-            return match self.finish().await {
+            self.sender.take();
+            let task = self.task.take().expect("writer finished once");
+            return match task.await.expect("table writer task panicked") {
                 Err(e) => Err(e),
                 Ok(_) => unreachable!("a writer task ends early only on error"),
             };
@@ -59,10 +62,12 @@ impl TableWriter {
         Ok(started.elapsed())
     }
 
-    /// Waits for queued batches to be written and hands back the sink.
-    pub async fn finish(&mut self) -> Result<TableSink, LoadError> {
+    /// Waits for queued batches to be written; returns the table and the
+    /// staged files, in the order their rows were written.
+    pub async fn finish(&mut self) -> Result<(DeltaTable, Vec<StagedFile>), LoadError> {
         self.sender.take();
         let task = self.task.take().expect("writer finished once");
-        task.await.expect("table writer task panicked")
+        let stager = task.await.expect("table writer task panicked")?;
+        Ok(stager.finish().await?)
     }
 }

@@ -141,13 +141,17 @@ async fn stale_file_never_overwrites_newer_data() {
     }
     let r = load(job(&lake, vec![newest]).await).await;
     assert_eq!(r.manifest.totals.updated, 1);
+    let commit = r.manifest.tables["patient"].commits.last().unwrap();
+    assert_eq!(commit.operation, CommitOperation::Upsert);
+    let metrics = commit.merge.as_ref().unwrap();
     assert_eq!(
-        r.manifest.tables["patient"]
-            .commits
-            .last()
-            .unwrap()
-            .operation,
-        CommitOperation::Merge
+        (
+            metrics.rows_updated,
+            metrics.rows_copied,
+            metrics.deletion_vectors
+        ),
+        (1, 0, 1),
+        "the old row is marked deleted, no row is rewritten"
     );
     if let Some(rows) = duckdb(&format!(
         "SELECT meta_version_id, meta_last_updated::VARCHAR, count(*) OVER () FROM {}",
