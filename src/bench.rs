@@ -87,7 +87,7 @@ fn write_round(template: &Template, round: u64, seed: u64, out: &mut Vec<u8>) {
 }
 
 /// What the generator wrote.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Dataset {
     pub dir: PathBuf,
     pub bytes: u64,
@@ -193,7 +193,7 @@ pub fn peak_rss_bytes() -> Option<u64> {
     Some(kib * 1024)
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, serde::Deserialize)]
 pub struct BenchResult {
     pub dataset: Dataset,
     pub seconds: f64,
@@ -202,6 +202,41 @@ pub struct BenchResult {
     pub peak_rss_mb: Option<f64>,
     pub threads: usize,
     pub stages: StageTimings,
+    pub rows: RowFigures,
+}
+
+/// What the load did to the lake's rows, from its manifest and the Delta
+/// commits' metrics.
+#[derive(Debug, Default, Serialize, serde::Deserialize)]
+pub struct RowFigures {
+    pub inserted: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+    /// Stored rows written again unchanged (a copy-on-write MERGE's cost).
+    pub rewritten: u64,
+    /// Stored files replaced by rewritten ones.
+    pub files_rewritten: u64,
+    /// Stored files whose deletion vector a commit set.
+    pub deletion_vectors: u64,
+}
+
+impl RowFigures {
+    fn of(report: &LoadReport) -> Self {
+        let totals = &report.manifest.totals;
+        let mut figures = RowFigures {
+            inserted: totals.inserted,
+            updated: totals.updated,
+            unchanged: totals.unchanged,
+            ..Default::default()
+        };
+        let metrics = report.manifest.tables.values().flat_map(|t| &t.commits);
+        for merge in metrics.filter_map(|c| c.merge.as_ref()) {
+            figures.rewritten += merge.rows_copied;
+            figures.files_rewritten += merge.files_removed;
+            figures.deletion_vectors += merge.deletion_vectors;
+        }
+        figures
+    }
 }
 
 /// The figures of one benchmark load.
@@ -214,6 +249,7 @@ pub fn summarize(mut dataset: Dataset, report: &LoadReport, seconds: f64) -> Ben
         peak_rss_mb: peak_rss_bytes().map(|b| b as f64 / 1e6),
         threads: rayon::current_num_threads(),
         stages: report.stages.clone(),
+        rows: RowFigures::of(report),
         dataset,
         seconds,
     }

@@ -1,11 +1,14 @@
 //! `fhirlake bench`: generate the synthetic set (or reuse it), load it into
-//! a fresh lake, print the figures.
+//! a fresh lake, print the figures. With `--base`, the set is a nightly-style
+//! delta loaded into a lake that already holds the base set: the base lake is
+//! built first, and each load runs in a process of its own, so the delta's
+//! peak memory is its own.
 
 use std::future::IntoFuture;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use super::{LakeArgs, runtime, views_for};
@@ -19,7 +22,7 @@ pub struct BenchArgs {
     /// Size of the synthetic dataset: 200MB, 1GB, 4GB (decimal units).
     #[arg(long, default_value = "1GB")]
     pub size: String,
-    /// Lake to load into (default: a fresh directory under --work-dir). Must be empty.
+    /// Lake to load into (default: a fresh directory under --work-dir, removed after).
     #[arg(long)]
     pub lake: Option<String>,
     /// Where the dataset is generated (kept, and reused when it already has the size).
@@ -28,8 +31,15 @@ pub struct BenchArgs {
     /// Sample NDJSON directories to replicate.
     #[arg(long, default_value = "data/bulk")]
     pub sample: PathBuf,
-    #[arg(long, default_value_t = 20261126)]
+    /// Seed of the generated ids. A delta (`--base`) needs one other than
+    /// the base's: its first round is the sample itself, so those rows are
+    /// newer versions of the base's (by file time), the rest new ids.
+    #[arg(long, default_value_t = BASE_SEED)]
     pub seed: u64,
+    /// Load the set as a delta into a lake holding the BASE set (e.g. 4GB;
+    /// 0 for an empty lake). The base lake is built under --work-dir first.
+    #[arg(long, value_name = "BASE")]
+    pub base: Option<String>,
     /// Only generate the dataset and print its directory.
     #[arg(long)]
     pub generate_only: bool,
@@ -41,11 +51,19 @@ pub struct BenchArgs {
     pub no_views: bool,
 }
 
+/// The seed of base sets.
+const BASE_SEED: u64 = 20261126;
+
 pub fn run(args: BenchArgs) -> Result<()> {
+    if let Some(base) = &args.base {
+        return run_delta(&args, base);
+    }
     let target = parse_size(&args.size)?;
-    let data_dir = args
-        .work_dir
-        .join(format!("data-{}", args.size.to_ascii_lowercase()));
+    let mut data_name = format!("data-{}", args.size.to_ascii_lowercase());
+    if args.seed != BASE_SEED {
+        data_name.push_str(&format!("-seed{}", args.seed));
+    }
+    let data_dir = args.work_dir.join(data_name);
     let reuse = std::fs::read_to_string(data_dir.join(".complete")).is_ok();
     let dataset = if reuse {
         let mut dataset = Dataset {
@@ -103,6 +121,80 @@ pub fn run(args: BenchArgs) -> Result<()> {
         let _ = std::fs::remove_dir_all(&lake_uri);
     }
     print_result(&result, &lake, args.json)
+}
+
+/// `--base`: the base lake built (or reused, if no delta touched it since),
+/// then the delta loaded into it, each in a child process.
+fn run_delta(args: &BenchArgs, base: &str) -> Result<()> {
+    if args.seed == BASE_SEED {
+        bail!(
+            "a delta needs a --seed other than the base's ({BASE_SEED}): with the same seed every row is one the base holds"
+        );
+    }
+    let base_bytes = parse_size(base)?;
+    let lake_dir = args
+        .work_dir
+        .join(format!("lake-base-{}", base.to_ascii_lowercase()));
+    let ready = lake_dir.with_extension("ready");
+    let mut base_load = None;
+    if base_bytes == 0 || !ready.exists() {
+        let _ = std::fs::remove_dir_all(&lake_dir);
+        std::fs::create_dir_all(&lake_dir)?;
+        if base_bytes > 0 {
+            eprintln!("building the {base} base lake in {}", lake_dir.display());
+            base_load = Some(child_bench(args, base, BASE_SEED, &lake_dir)?);
+            std::fs::write(&ready, b"")?;
+        }
+    }
+    // The delta changes the base lake: the next run builds it again.
+    let _ = std::fs::remove_file(&ready);
+    let delta = child_bench(args, &args.size, args.seed, &lake_dir)?;
+    if args.json {
+        let report = serde_json::json!({"base": base, "base_load": base_load, "delta": delta});
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    let r = &delta.rows;
+    println!(
+        "{:.1} MB delta ({} rows) into a lake of the {base} set: {:.2} s, peak RSS {} MB",
+        delta.dataset.bytes as f64 / 1e6,
+        delta.dataset.lines,
+        delta.seconds,
+        delta.peak_rss_mb.map_or("?".into(), |m| format!("{m:.0}")),
+    );
+    println!(
+        "rows: {} inserted, {} updated, {} unchanged; stored rows rewritten {} ({} files), deletion vectors set on {} files",
+        r.inserted, r.updated, r.unchanged, r.rewritten, r.files_rewritten, r.deletion_vectors
+    );
+    let s = &delta.stages;
+    println!(
+        "stages (s): read+hash {:.2} | decode {:.2} | flatten {:.2} | parquet write {:.2} | commit {:.2}",
+        s.read_hash_s, s.decode_s, s.build_s, s.write_s, s.commit_s
+    );
+    Ok(())
+}
+
+/// Runs `fhirlake bench` for one set into `lake` in a child process.
+fn child_bench(args: &BenchArgs, size: &str, seed: u64, lake: &Path) -> Result<BenchResult> {
+    let mut command = std::process::Command::new(std::env::current_exe()?);
+    command
+        .arg("bench")
+        .args(["--size", size, "--seed", &seed.to_string(), "--json"])
+        .arg("--lake")
+        .arg(lake)
+        .arg("--work-dir")
+        .arg(&args.work_dir)
+        .arg("--sample")
+        .arg(&args.sample)
+        .stderr(std::process::Stdio::inherit());
+    if args.no_views {
+        command.arg("--no-views");
+    }
+    let output = command.output()?;
+    if !output.status.success() {
+        bail!("the {size} load failed ({})", output.status);
+    }
+    serde_json::from_slice(&output.stdout).context("reading the child's figures")
 }
 
 fn print_result(result: &BenchResult, lake: &Lake, json: bool) -> Result<()> {

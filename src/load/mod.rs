@@ -95,7 +95,7 @@ impl From<LakeError> for LoadError {
 }
 
 /// Seconds spent per stage (summed over threads for read and decode).
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 pub struct StageTimings {
     pub read_hash_s: f64,
     pub decode_s: f64,

@@ -4,6 +4,7 @@ mod bulk_server;
 mod common;
 mod correctness;
 mod export;
+mod incremental;
 mod load;
 mod s3;
 mod sof;

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use object_store::PutMode;
 
 use super::run::{BLOCK_ENTRIES, Entry};
-use super::{LakeError, OpenRun, RunMeta, TableIndex, corrupt, store_err};
+use super::{LakeError, OpenRun, RunMeta, Spill, TableIndex, corrupt, store_err};
 use crate::lake::mode::LoadMode;
 
 /// Runs a table keeps before the newest are merged.
@@ -108,6 +108,23 @@ impl TableIndex {
         self.cache.lock().expect("block cache").clear();
         self.add_run(path).await?;
         self.record_state(PutMode::Overwrite).await
+    }
+
+    /// Every tombstone of the open runs (a rebuild keeps them).
+    pub(super) async fn tombstones_into(&self, spill: &mut Spill<Entry>) -> Result<(), LakeError> {
+        for at in 0..self.runs.len() {
+            let mut cursor = Cursor::new(at);
+            cursor.fill(self).await?;
+            while let Some(entry) = cursor.peek() {
+                if entry.is_tombstone() {
+                    spill
+                        .push(*entry)
+                        .map_err(|e| corrupt(&self.table, format!("spilling keys: {e}")))?;
+                }
+                cursor.advance(self).await?;
+            }
+        }
+        Ok(())
     }
 
     /// What two entries must share to be the same for a lookup.

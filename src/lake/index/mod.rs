@@ -125,6 +125,19 @@ fn store_err(path: &ObjectPath) -> impl Fn(object_store::Error) -> LakeError + '
     }
 }
 
+/// A run or state that is gone or unreadable: the index is rebuilt from
+/// the table, which is the truth.
+fn is_damage(error: &LakeError) -> bool {
+    matches!(
+        error,
+        LakeError::Index { .. }
+            | LakeError::Store {
+                source: object_store::Error::NotFound { .. },
+                ..
+            }
+    )
+}
+
 fn corrupt(table: &str, what: String) -> LakeError {
     LakeError::Index {
         table: table.to_owned(),
@@ -165,13 +178,23 @@ impl TableIndex {
         let Some(current) = table.version() else {
             return Ok(index);
         };
-        if let Some(state) = index.newest_state(current as i64).await? {
-            for run in &state.runs {
-                index.add_run(run.clone()).await?;
+        let restored = async {
+            if let Some(state) = index.newest_state(current as i64).await? {
+                for run in &state.runs {
+                    index.add_run(run.clone()).await?;
+                }
+                index.version = Some(state.version);
             }
-            index.version = Some(state.version);
+            Ok(())
         }
-        index.catch_up(table).await?;
+        .await;
+        match restored {
+            Ok(()) => {
+                index.catch_up(table).await?;
+            }
+            Err(e) if is_damage(&e) => index.rebuild(table).await?,
+            Err(e) => return Err(e),
+        }
         Ok(index)
     }
 
@@ -437,6 +460,13 @@ impl TableIndex {
     /// Brings the index up to `table`'s loaded version (see the module
     /// header); true when it had to be rebuilt from the table's files.
     pub async fn catch_up(&mut self, table: &DeltaTable) -> Result<bool, LakeError> {
+        match self.follow_log(table).await {
+            Err(e) if is_damage(&e) => self.rebuild(table).await.map(|()| true),
+            other => other,
+        }
+    }
+
+    async fn follow_log(&mut self, table: &DeltaTable) -> Result<bool, LakeError> {
         let Some(target) = table.version().map(|v| v as i64) else {
             return Ok(false);
         };
@@ -455,7 +485,9 @@ impl TableIndex {
                         .filter(|f| added.iter().any(|a| *a == f.path()))
                         .collect();
                     if !live.is_empty() {
-                        let path = self.index_files(table, &live, version, version).await?;
+                        let path = self
+                            .index_files(table, &live, (version, version), Spill::new(1 << 20))
+                            .await?;
                         self.add_run(path).await?;
                     }
                 }
@@ -514,7 +546,17 @@ impl TableIndex {
     }
 
     /// Forgets every run and indexes every live row of the table's files.
+    /// Deletions the runs remember are kept (the table's rows cannot say
+    /// that an id was deleted, and when): a stored row of the id outranks one.
     pub async fn rebuild(&mut self, table: &DeltaTable) -> Result<(), LakeError> {
+        let mut entries: Spill<Entry> = Spill::new(1 << 20);
+        if let Err(e) = self.tombstones_into(&mut entries).await {
+            if !is_damage(&e) {
+                return Err(e);
+            }
+            // A damaged run's deletions are lost with it.
+            entries = Spill::new(1 << 20);
+        }
         self.runs.clear();
         self.cache.lock().expect("block cache").clear();
         let Some(version) = table.version().map(|v| v as i64) else {
@@ -523,8 +565,10 @@ impl TableIndex {
         };
         let snapshot = table.snapshot().map_err(LakeError::delta(&self.table))?;
         let files: Vec<LogicalFileView> = snapshot.log_data().iter().collect();
-        if !files.is_empty() {
-            let path = self.index_files(table, &files, 0, version).await?;
+        if !files.is_empty() || !entries.is_empty() {
+            let path = self
+                .index_files(table, &files, (0, version), entries)
+                .await?;
             self.add_run(path).await?;
         }
         self.version = Some(version);
@@ -532,15 +576,15 @@ impl TableIndex {
     }
 
     /// Writes a run of every live row of `files` (their deletion vectors
-    /// applied), covering versions `from..=to`; returns its path.
+    /// applied) and of `spill`'s entries, covering versions `from..=to`;
+    /// returns its path.
     async fn index_files(
         &mut self,
         table: &DeltaTable,
         files: &[LogicalFileView],
-        from: i64,
-        to: i64,
+        (from, to): (i64, i64),
+        mut spill: Spill<Entry>,
     ) -> Result<String, LakeError> {
-        let mut spill: Spill<Entry> = Spill::new(1 << 20);
         let mut paths = Vec::new();
         for (n, file) in files.iter().enumerate() {
             let deleted = self.deleted_rows(table, file).await?;
@@ -812,12 +856,18 @@ impl EntrySource for NewestPerKey<'_> {
             match self.sorted.next_record()? {
                 None => return Ok(Some(current)),
                 Some(e) if e.key == current.key && self.mode == LoadMode::Current => {
-                    // Ascending by (key, lastUpdated): a later one is newer; of
-                    // one instant keep the full row.
-                    if e.last_updated > current.last_updated
-                        || (current.flags & Entry::SUBSETTED != 0
-                            && e.flags & Entry::SUBSETTED == 0)
-                    {
+                    // A stored row outranks a remembered deletion. Ascending
+                    // by (key, lastUpdated): a later one is newer; of one
+                    // instant keep the full row.
+                    let better = match (current.is_tombstone(), e.is_tombstone()) {
+                        (true, false) => true,
+                        (false, true) => false,
+                        _ => {
+                            e.last_updated > current.last_updated
+                                || (current.is_subsetted() && !e.is_subsetted())
+                        }
+                    };
+                    if better {
                         current = e;
                     }
                 }
