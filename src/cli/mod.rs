@@ -118,6 +118,11 @@ struct OptimizeArgs {
     /// Target file size in bytes (default: Delta's, 100 MB).
     #[arg(long)]
     target_size: Option<u64>,
+    /// Rewrite files whose deletion vectors mark at least this share of
+    /// their rows (superseded or deleted versions); 0 rewrites every file
+    /// that has one.
+    #[arg(long, default_value_t = 0.2, value_name = "SHARE", value_parser = share)]
+    purge_share: f64,
     #[arg(long)]
     json: bool,
 }
@@ -260,13 +265,25 @@ async fn tables_to_maintain(lake: &Lake, only: Option<&str>) -> Result<Vec<Strin
     })
 }
 
+/// A share between 0 and 1.
+fn share(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "{text:?} is not a share between 0 and 1 (e.g. 0.2)"
+        )),
+    }
+}
+
 fn run_optimize(args: OptimizeArgs) -> Result<ExitCode> {
     let lake = args.lake.open()?;
     let reports = runtime()?.block_on(async {
         lake.ensure_put_if_absent().await?;
         let mut reports = Vec::new();
         for table in tables_to_maintain(&lake, args.table.as_deref()).await? {
-            reports.push(crate::lake::optimize(&lake, &table, args.target_size).await?);
+            let report =
+                crate::lake::optimize(&lake, &table, args.target_size, args.purge_share).await?;
+            reports.push(report);
         }
         anyhow::Ok(reports)
     })?;
@@ -275,10 +292,15 @@ fn run_optimize(args: OptimizeArgs) -> Result<ExitCode> {
     } else {
         for r in &reports {
             println!(
-                "{:<28} {:>5} files compacted into {:>3}  version {} -> {}",
+                "{:<28} {:>3} files purged of {} deleted rows, {:>5} files compacted into {:>3}{}  version {} -> {}",
                 r.table,
+                r.purged.files_rewritten,
+                r.purged.rows_dropped,
                 r.files_removed,
                 r.files_added,
+                r.index_runs.map_or(String::new(), |(a, b)| format!(
+                    ", key index {a} -> {b} runs"
+                )),
                 r.version_before.map_or("-".into(), |v| v.to_string()),
                 r.version_after.map_or("-".into(), |v| v.to_string())
             );
@@ -309,7 +331,10 @@ fn run_vacuum(args: VacuumArgs) -> Result<ExitCode> {
     } else {
         for r in &reports {
             let verb = if r.dry_run { "would delete" } else { "deleted" };
-            println!("{:<28} {verb} {} file(s)", r.table, r.files_deleted);
+            println!(
+                "{:<28} {verb} {} file(s), {} key-index object(s)",
+                r.table, r.files_deleted, r.index_objects_deleted
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

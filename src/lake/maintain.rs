@@ -11,6 +11,8 @@ use object_store::ObjectStore;
 use serde::Serialize;
 
 use super::conflict::retry_on_conflict;
+use super::index::TableIndex;
+use super::purge::{PurgeReport, purge_deleted_rows};
 use super::{Lake, LakeError};
 
 /// Names of the Delta tables in the lake (directories holding a `_delta_log`).
@@ -47,7 +49,7 @@ pub async fn list_tables(lake: &Lake) -> Result<Vec<String>, LakeError> {
     Ok(tables)
 }
 
-async fn open_existing(lake: &Lake, name: &str) -> Result<DeltaTable, LakeError> {
+pub(super) async fn open_existing(lake: &Lake, name: &str) -> Result<DeltaTable, LakeError> {
     let table = DeltaTable::try_from_url_with_storage_options(
         lake.table_url(name),
         lake.storage_options().clone(),
@@ -66,20 +68,30 @@ async fn open_existing(lake: &Lake, name: &str) -> Result<DeltaTable, LakeError>
 #[derive(Debug, Clone, Serialize)]
 pub struct OptimizeReport {
     pub table: String,
+    /// Files rewritten without the rows their deletion vectors mark.
+    pub purged: PurgeReport,
     pub files_removed: u64,
     pub files_added: u64,
+    /// The table's key-index runs before and after they were merged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index_runs: Option<(usize, usize)>,
     pub version_before: Option<u64>,
     pub version_after: Option<u64>,
 }
 
-/// Compacts small files of `name` into files of about `target_bytes`.
+/// Restores a table's layout: files whose deletion vectors mark at least
+/// `purge_share` of their rows are rewritten without them, small files are
+/// compacted into files of about `target_bytes` (Delta OPTIMIZE), and the
+/// key index's runs are merged into one.
 pub async fn optimize(
     lake: &Lake,
     name: &str,
     target_bytes: Option<u64>,
+    purge_share: f64,
 ) -> Result<OptimizeReport, LakeError> {
+    let version_before = open_existing(lake, name).await?.version();
+    let purged = purge_deleted_rows(lake, name, purge_share).await?;
     let mut table = open_existing(lake, name).await?;
-    let version_before = table.version();
     let (table, metrics) = retry_on_conflict(&mut table, name, |table| async move {
         let mut builder = table.optimize();
         if let Some(target) = target_bytes.and_then(NonZeroU64::new) {
@@ -88,10 +100,21 @@ pub async fn optimize(
         builder.await.map_err(LakeError::delta(name))
     })
     .await?;
+    let index_runs = match TableIndex::stored_mode(lake, name).await? {
+        Some(mode) => {
+            let mut index = TableIndex::open(lake, &table, name, mode).await?;
+            let before = index.runs();
+            index.compact_all().await?;
+            Some((before, index.runs()))
+        }
+        None => None,
+    };
     Ok(OptimizeReport {
         table: name.to_owned(),
+        purged,
         files_removed: metrics.num_files_removed,
         files_added: metrics.num_files_added,
+        index_runs,
         version_before,
         version_after: table.version(),
     })
@@ -102,6 +125,8 @@ pub struct VacuumReport {
     pub table: String,
     pub dry_run: bool,
     pub files_deleted: usize,
+    /// Key-index runs and states no longer needed.
+    pub index_objects_deleted: usize,
 }
 
 /// Deletes files no version within the last `retain_hours` refers to, including
@@ -135,9 +160,12 @@ pub async fn vacuum(
                 LakeError::delta(name)(source)
             }
         })?;
+    let retain = chrono::Duration::hours(retain_hours as i64);
+    let index_objects_deleted = TableIndex::vacuum(lake, name, retain, dry_run).await?;
     Ok(VacuumReport {
         table: name.to_owned(),
         dry_run,
         files_deleted: metrics.files_deleted.len(),
+        index_objects_deleted,
     })
 }

@@ -185,7 +185,11 @@ async fn run_series(lake: &Lake, table_url: impl Fn(&str) -> url::Url, dir: &Pat
     step(lake, dir, "day2", lines, deletions, &mut model).await;
 
     for table in ["patient", "observation"] {
-        optimize(lake, table, None).await.unwrap();
+        let report = optimize(lake, table, None, 0.0).await.unwrap();
+        assert!(
+            report.purged.rows_dropped > 0,
+            "{table}: superseded rows purged"
+        );
     }
     let lines = vec![
         patient("p010", 8),

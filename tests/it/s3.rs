@@ -167,7 +167,7 @@ async fn optimize_compacts_and_vacuum_removes_replaced_files_on_s3() {
         let file = write_file(&tmp.path().join(n.to_string()), "Patient.ndjson", &[line]);
         load(job(&lake, vec![file]).await).await;
     }
-    let report = fhirlake::lake::optimize(&lake, "patient", None)
+    let report = fhirlake::lake::optimize(&lake, "patient", None, 0.2)
         .await
         .unwrap();
     assert_eq!((report.files_removed, report.files_added), (3, 1));
@@ -186,11 +186,29 @@ async fn optimize_compacts_and_vacuum_removes_replaced_files_on_s3() {
         0,
     );
     assert_eq!(vacuumed[0]["files_deleted"], json!(3));
+    assert!(
+        vacuumed[0]["index_objects_deleted"].as_u64().unwrap() > 0,
+        "older key-index states and merged runs go: {vacuumed}"
+    );
+    // The index left is whole: a newer version updates, a known one is unchanged.
+    let lines = [
+        patient("p1", "2024-02-01T00:00:00Z", "2"),
+        patient("p2", "2024-01-01T00:00:00Z", "1"),
+    ];
+    let file = write_file(&tmp.path().join("after"), "Patient.ndjson", &lines);
+    let after = load(job(&lake, vec![file]).await).await;
+    assert_eq!(
+        (
+            after.manifest.totals.updated,
+            after.manifest.totals.unchanged
+        ),
+        (1, 1)
+    );
     if let Some(rows) = s3.duckdb(&format!(
-        "SELECT string_agg(id, ',' ORDER BY id) FROM {}",
+        "SELECT string_agg(id || ':' || meta_version_id, ',' ORDER BY id) FROM {}",
         scan_s3(&uri, "patient")
     )) {
-        assert_eq!(rows, vec![vec![json!("p0,p1,p2")]]);
+        assert_eq!(rows, vec![vec![json!("p0:1,p1:2,p2:1")]]);
     }
 }
 

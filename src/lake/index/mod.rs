@@ -202,6 +202,84 @@ impl TableIndex {
         self.mode
     }
 
+    /// Deletes the index objects of `name` no reader needs: states older
+    /// than the newest, and runs it does not name, once older than
+    /// `retain` (a run a commit names but no state yet — a crash between
+    /// the two — is young; should one go anyway, the next load rebuilds).
+    /// Returns the objects deleted (or, with `dry_run`, that would be).
+    pub async fn vacuum(
+        lake: &Lake,
+        name: &str,
+        retain: chrono::Duration,
+        dry_run: bool,
+    ) -> Result<usize, LakeError> {
+        let prefix = lake.path(&format!("{INDEX_DIR}/{name}"));
+        let objects: Vec<object_store::ObjectMeta> = lake
+            .store()
+            .list(Some(&prefix))
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<_, _>>()
+            .map_err(store_err(&prefix))?;
+        let is_state = |o: &&object_store::ObjectMeta| {
+            o.location
+                .filename()
+                .is_some_and(|n| n.starts_with("state-"))
+        };
+        let Some(newest) = objects.iter().filter(is_state).map(|o| &o.location).max() else {
+            return Ok(0);
+        };
+        let result = lake.store().get(newest).await.map_err(store_err(newest))?;
+        let bytes = result.bytes().await.map_err(store_err(newest))?;
+        let Ok(state) = serde_json::from_slice::<State>(&bytes) else {
+            return Ok(0);
+        };
+        let named: std::collections::HashSet<ObjectPath> =
+            state.runs.iter().map(|r| lake.path(r)).collect();
+        let cutoff = chrono::Utc::now() - retain;
+        let doomed: Vec<&object_store::ObjectMeta> = objects
+            .iter()
+            .filter(|o| o.last_modified < cutoff && o.location != *newest)
+            .filter(|o| is_state(o) || !named.contains(&o.location))
+            .collect();
+        if !dry_run {
+            for object in &doomed {
+                match lake.store().delete(&object.location).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(store_err(&object.location)(e)),
+                }
+            }
+        }
+        Ok(doomed.len())
+    }
+
+    /// The mode of the newest state of `name`'s index, if it has one.
+    pub async fn stored_mode(lake: &Lake, name: &str) -> Result<Option<LoadMode>, LakeError> {
+        let prefix = lake.path(&format!("{INDEX_DIR}/{name}"));
+        let listing = lake
+            .store()
+            .list_with_delimiter(Some(&prefix))
+            .await
+            .map_err(store_err(&prefix))?;
+        let Some(newest) = listing
+            .objects
+            .iter()
+            .filter(|o| {
+                o.location
+                    .filename()
+                    .is_some_and(|n| n.starts_with("state-"))
+            })
+            .map(|o| &o.location)
+            .max()
+        else {
+            return Ok(None);
+        };
+        let result = lake.store().get(newest).await.map_err(store_err(newest))?;
+        let bytes = result.bytes().await.map_err(store_err(newest))?;
+        Ok(serde_json::from_slice::<State>(&bytes).ok().map(|s| s.mode))
+    }
+
     /// The table version the index covers.
     pub fn version(&self) -> Option<i64> {
         self.version
