@@ -373,3 +373,30 @@ pub fn assert_converged_in_process(tables: &[String], (crashed, clean): (&Lake, 
         assert_eq!(keys.len(), got.len(), "{table}: no duplicate keys");
     }
 }
+
+/// Runs `tests/support/deltalake_read.py` (python deltalake) on a table:
+/// `None` without the venv (loudly, unless CI requires it).
+pub fn python_deltalake(table: &Path, sql: &str) -> Option<Value> {
+    let Some(python) = python() else {
+        assert!(
+            std::env::var("FHIRLAKE_REQUIRE_DUCKDB").is_err(),
+            "python deltalake is required (FHIRLAKE_REQUIRE_DUCKDB) but no venv was found; run .ci/run"
+        );
+        eprintln!("!!! SKIPPING python deltalake check: no ~/.cache/fhirlake-venv");
+        return None;
+    };
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/deltalake_read.py");
+    let out = Command::new(python)
+        .arg(script)
+        .arg(table)
+        .arg(sql)
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "python deltalake failed on {}: {}",
+        table.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(serde_json::from_slice(&out.stdout).unwrap())
+}

@@ -15,7 +15,7 @@ use fhirlake::lake::{Deletion, Lake, LoadMode, optimize};
 use fhirlake::load::LoadReport;
 use serde_json::{Value, json};
 
-use crate::common::{S3, duckdb, job, load, open_lake, scan, sql, write_file};
+use crate::common::{S3, duckdb, job, load, open_lake, python_deltalake, scan, sql, write_file};
 
 fn at(hour: i64) -> DateTime<Utc> {
     "2025-06-01T00:00:00Z".parse::<DateTime<Utc>>().unwrap() + Duration::hours(hour)
@@ -533,4 +533,43 @@ fn racing_loads_of_overlapping_ids_keep_one_row_per_id_the_newest() {
     )) {
         assert_eq!(rows, vec![vec![json!(newest.len()), json!(newest.len())]]);
     }
+}
+
+/// The reader matrix of the README: after updates (deletion vectors), python
+/// deltalake refuses `to_pandas()` but reads the rows exactly through its
+/// QueryBuilder; DuckDB and DataFusion read them too.
+#[tokio::test(flavor = "multi_thread")]
+async fn python_deltalake_reads_updated_tables_through_its_query_builder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lake_dir = tmp.path().join("lake");
+    let lake = open_lake(&lake_dir);
+    let mut model = Model::default();
+    let dir = tmp.path().join("in");
+    let lines: Vec<String> = ids("p", 0..20).map(|id| patient(&id, 0)).collect();
+    step(&lake, &dir, "a", lines, vec![], &mut model).await;
+    let lines: Vec<String> = ids("p", 0..5).map(|id| patient(&id, 1)).collect();
+    step(&lake, &dir, "b", lines, vec![], &mut model).await;
+    let query = "SELECT count(*), count(DISTINCT id), sum(CASE WHEN gender = 'male' THEN 1 ELSE 0 END) FROM t";
+    let Some(read) = python_deltalake(&lake_dir.join("patient"), query) else {
+        return;
+    };
+    assert!(
+        read["to_pandas"]
+            .as_str()
+            .unwrap()
+            .contains("deletionVectors"),
+        "to_pandas refuses tables with deletion vectors: {read}"
+    );
+    assert_eq!(
+        read["rows"],
+        json!([[20, 20, 5]]),
+        "QueryBuilder applies them"
+    );
+    let native = sql(
+        &lake,
+        &["patient"],
+        "SELECT count(*), count(DISTINCT id), sum(CASE WHEN gender = 'male' THEN 1 ELSE 0 END) FROM patient",
+    )
+    .await;
+    assert_eq!(native, vec![vec![json!(20), json!(20), json!(5)]]);
 }
