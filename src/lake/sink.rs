@@ -6,6 +6,7 @@ use std::sync::Arc;
 use deltalake::arrow::datatypes::{Schema, SchemaRef};
 use deltalake::arrow::record_batch::RecordBatch;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
+use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::{StructType, Version};
 use deltalake::parquet::basic::{Compression, ZstdLevel};
 use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -81,13 +82,16 @@ async fn open_or_create(
         return add_missing_columns(table, name, schema).await;
     }
     let kernel = delta_schema(schema, name)?;
-    // Ignore: another writer creating the same table at the same moment wins
-    // harmlessly; we then load what it created.
+    // Another writer creating the same table at the same moment wins; we
+    // then load what it created. No retries: delta-rs would otherwise commit
+    // our CREATE again as version 1, replacing the winner's metadata (and
+    // the table id) under the rows it may already have committed.
     let mut create = table
         .create()
         .with_table_name(name)
         .with_columns(kernel.fields().cloned())
-        .with_save_mode(SaveMode::Ignore);
+        .with_save_mode(SaveMode::Ignore)
+        .with_commit_properties(CommitProperties::default().with_max_retries(0));
     if deletion_vectors {
         create =
             create.with_configuration_property(TableProperty::EnableDeletionVectors, Some("true"));
@@ -99,9 +103,11 @@ async fn open_or_create(
         Ok(_)
         | Err(DeltaTableError::VersionAlreadyExists(_) | DeltaTableError::Transaction { .. }) => {
             let url = lake.table_url(name);
-            DeltaTable::try_from_url_with_storage_options(url, lake.storage_options().clone())
-                .await
-                .map_err(LakeError::delta(name))
+            let winner =
+                DeltaTable::try_from_url_with_storage_options(url, lake.storage_options().clone())
+                    .await
+                    .map_err(LakeError::delta(name))?;
+            add_missing_columns(winner, name, schema).await
         }
         Err(e) => Err(LakeError::delta(name)(e)),
     }
@@ -297,5 +303,46 @@ mod tests {
             properties.statistics_enabled(&resource),
             EnabledStatistics::None
         );
+    }
+}
+
+#[cfg(test)]
+mod create_race {
+    use super::*;
+    use deltalake::arrow::datatypes::{DataType, Field, Schema};
+
+    /// Writers creating one table at once end with one table: a single
+    /// CREATE in the log (delta-rs, left to retry, commits a second one as
+    /// version 1 with a new table id).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_creates_leave_one_create_in_the_log() {
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().unwrap();
+            let lake = Lake::open(dir.path().to_str().unwrap(), Default::default()).unwrap();
+            let schema: SchemaRef =
+                Arc::new(Schema::new(vec![Field::new("id", DataType::Utf8, false)]));
+            let tasks: Vec<_> = (0..6)
+                .map(|_| {
+                    let (lake, schema) = (lake.clone(), schema.clone());
+                    tokio::spawn(async move {
+                        open_or_create_resource_table(&lake, "patient", &schema)
+                            .await
+                            .map(|t| t.snapshot().unwrap().metadata().id().to_owned())
+                    })
+                })
+                .collect();
+            let mut ids = std::collections::BTreeSet::new();
+            for task in tasks {
+                ids.insert(task.await.unwrap().unwrap());
+            }
+            assert_eq!(ids.len(), 1, "every writer sees the same table");
+            let log = dir.path().join("patient/_delta_log");
+            let creates = std::fs::read_dir(&log)
+                .unwrap()
+                .filter_map(|e| std::fs::read_to_string(e.unwrap().path()).ok())
+                .filter(|text| text.contains("\"metaData\""))
+                .count();
+            assert_eq!(creates, 1, "one CREATE in {}", log.display());
+        }
     }
 }

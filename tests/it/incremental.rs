@@ -470,6 +470,7 @@ fn racing_loads_of_overlapping_ids_keep_one_row_per_id_the_newest() {
         .collect();
     let mut inserted = 0;
     let mut total = 0;
+    let mut summaries = Vec::new();
     for child in children {
         let out = child.wait_with_output().unwrap();
         assert_eq!(
@@ -485,17 +486,8 @@ fn racing_loads_of_overlapping_ids_keep_one_row_per_id_the_newest() {
             .iter()
             .map(|k| totals[*k].as_u64().unwrap())
             .sum::<u64>();
+        summaries.push(json!({"totals": totals, "tables": summary["tables"]}));
     }
-    assert_eq!(
-        inserted,
-        newest.len() as u64,
-        "each id is inserted by exactly one writer"
-    );
-    assert_eq!(
-        total,
-        (WRITERS * (SHARED + 50)) as u64,
-        "every line counted once"
-    );
     let lake = s3.open(&uri);
     let rows = crate::common::sql_blocking(
         &lake,
@@ -533,6 +525,16 @@ fn racing_loads_of_overlapping_ids_keep_one_row_per_id_the_newest() {
     )) {
         assert_eq!(rows, vec![vec![json!(newest.len()), json!(newest.len())]]);
     }
+    assert_eq!(
+        inserted,
+        newest.len() as u64,
+        "each id is inserted by exactly one writer: {summaries:#?}"
+    );
+    assert_eq!(
+        total,
+        (WRITERS * (SHARED + 50)) as u64,
+        "every line counted once"
+    );
 }
 
 /// The reader matrix of the README: after updates (deletion vectors), python

@@ -16,8 +16,9 @@
 //! the files it added; anything else (a writer that is not fhirlake) rebuilds
 //! the index from the table's files. The newest run holding a key wins.
 //!
-//! Keys are the xxh3-128 of the id, seeded by the Delta table's id: a
-//! collision between two of 100 million ids is about 1e-23 likely.
+//! Keys are the xxh3-128 of the id: a collision between two of 100 million
+//! ids is about 1e-23 likely. (Not seeded by the table's Delta id: a table
+//! whose metadata is replaced keeps its rows, and its runs must stay valid.)
 
 mod bloom;
 mod compact;
@@ -99,9 +100,10 @@ pub struct TableIndex {
     table: String,
     mode: LoadMode,
     table_id: String,
-    seed: u64,
     /// The table version the runs cover (`None`: the table has no version yet).
     version: Option<i64>,
+    /// The version of the newest state recorded or read.
+    state_version: Option<i64>,
     runs: Vec<OpenRun>,
     files: Vec<String>,
     file_ids: HashMap<String, FileId>,
@@ -112,6 +114,9 @@ pub struct TableIndex {
 /// Opened blocks kept for later lookups (a re-run meets the same blocks);
 /// ~11 KB each.
 const CACHED_BLOCKS: usize = 4096;
+
+/// Versions between recorded states.
+const STATE_EVERY: i64 = 16;
 
 /// Bytes read from a run's end when it is opened.
 const SUFFIX_READ: u64 = 256 << 10;
@@ -167,9 +172,9 @@ impl TableIndex {
             lake: lake.clone(),
             table: name.to_owned(),
             mode,
-            seed: xxhash_rust::xxh3::xxh3_64(table_id.as_bytes()),
             table_id,
             version: None,
+            state_version: None,
             runs: Vec::new(),
             files: Vec::new(),
             file_ids: HashMap::new(),
@@ -184,6 +189,7 @@ impl TableIndex {
                     index.add_run(run.clone()).await?;
                 }
                 index.version = Some(state.version);
+                index.state_version = Some(state.version);
             }
             Ok(())
         }
@@ -287,7 +293,7 @@ impl TableIndex {
 
     /// The key of a resource id in this table.
     pub fn key_of(&self, id: &str) -> u128 {
-        xxhash_rust::xxh3::xxh3_128_with_seed(id.as_bytes(), self.seed)
+        xxhash_rust::xxh3::xxh3_128(id.as_bytes())
     }
 
     /// The path (relative to the table) of a file id.
@@ -573,7 +579,14 @@ impl TableIndex {
             }
             self.version = Some(version);
         }
-        if self.version == Some(target) && from <= target {
+        // A state every few versions: opening replays at most that many
+        // commits, and a feed committing every second does not leave an
+        // object per commit behind.
+        let stale = match self.state_version {
+            None => true,
+            Some(recorded) => self.version.unwrap_or(0) - recorded >= STATE_EVERY,
+        };
+        if self.version == Some(target) && from <= target && stale {
             self.record_state(PutMode::Create).await?;
         }
         Ok(false)
@@ -594,10 +607,11 @@ impl TableIndex {
     /// Writes the state naming the open runs at the covered version: after
     /// a catch-up put-if-absent (another writer's state of that version is
     /// as good), after a compaction over it (fewer runs, same rows).
-    async fn record_state(&self, mode: PutMode) -> Result<(), LakeError> {
+    async fn record_state(&mut self, mode: PutMode) -> Result<(), LakeError> {
         let Some(version) = self.version else {
             return Ok(());
         };
+        self.state_version = Some(version);
         let state = State {
             table_id: self.table_id.clone(),
             version,
