@@ -217,6 +217,14 @@ pub fn is_known_resource_type_table(table: &str) -> bool {
     RESOURCE_TYPES.iter().any(|t| t.eq_ignore_ascii_case(table))
 }
 
+/// The resource type whose table is `table` (`patient` → `Patient`), if known.
+pub fn known_type_of_table(table: &str) -> Option<&'static str> {
+    RESOURCE_TYPES
+        .iter()
+        .find(|t| t.eq_ignore_ascii_case(table))
+        .copied()
+}
+
 /// The Delta table that holds resources of this type: its lower-cased name.
 pub fn table_name(resource_type: &str) -> String {
     resource_type.to_ascii_lowercase()

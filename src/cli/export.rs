@@ -6,30 +6,19 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
-use clap::{Args, ValueEnum};
+use anyhow::{Result, bail};
+use clap::Args;
 use serde_json::json;
 use url::Url;
 
+use super::server::ServerArgs;
 use super::{LakeArgs, runtime, views_for};
-use crate::auth::{Credentials, Secret, SigningKey, SmartClient, TokenSource};
-use crate::http::{HttpClient, RetryPolicy};
 use crate::lake::LoadMode;
 use crate::ledger::Echo;
 use crate::load::LoadOptions;
 use crate::source::bulk::{
     self, ExportError, ExportPlan, KickoffMethod, PollPolicy, Resume, Scope, Since,
 };
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum AuthKind {
-    /// No Authorization header.
-    None,
-    /// A fixed bearer token from --token-file or FHIRLAKE_TOKEN.
-    Bearer,
-    /// SMART Backend Services: client_credentials with a signed JWT assertion.
-    SmartBackend,
-}
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
@@ -77,27 +66,8 @@ pub struct ExportArgs {
     #[arg(long, value_enum, default_value = "auto")]
     method: KickoffMethod,
 
-    /// How to authenticate. Default: smart-backend with --client-id, bearer with a token, else none.
-    #[arg(long, value_enum)]
-    auth: Option<AuthKind>,
-    /// File holding a bearer token (or set FHIRLAKE_TOKEN).
-    #[arg(long, value_name = "PATH")]
-    token_file: Option<PathBuf>,
-    /// SMART client id registered with the server.
-    #[arg(long, value_name = "ID")]
-    client_id: Option<String>,
-    /// Private key: JWKS / JWK (RSA for RS384, EC P-384 for ES384) or PKCS#8/PKCS#1 PEM.
-    #[arg(long, value_name = "PATH", env = "FHIRLAKE_KEY_FILE")]
-    key: Option<PathBuf>,
-    /// Key id (required for PEM keys; picks a key out of a JWKS).
-    #[arg(long)]
-    kid: Option<String>,
-    /// Token endpoint (default: discovered from <server>/.well-known/smart-configuration).
-    #[arg(long)]
-    token_url: Option<Url>,
-    /// Scopes to request: SMART v1 `system/*.read` or v2 `system/*.rs`.
-    #[arg(long, default_value = "system/*.read")]
-    scope: String,
+    #[command(flatten)]
+    connection: ServerArgs,
 
     /// Files downloaded at once.
     #[arg(long, default_value_t = 4)]
@@ -109,18 +79,9 @@ pub struct ExportArgs {
     /// Delete the job's raw files after a successful load.
     #[arg(long)]
     no_keep_raw: bool,
-    /// Longest Retry-After honoured, in seconds (longer ones are cut to this).
-    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
-    max_retry_after: u64,
     /// Poll interval when the server sends no Retry-After, in seconds.
     #[arg(long, default_value_t = 10, value_name = "SECONDS")]
     poll_interval: u64,
-    /// Tries per request on 429/5xx/network errors and per file on cut bodies.
-    #[arg(long, default_value_t = 8)]
-    retries: u32,
-    /// First backoff step in milliseconds (doubles per retry, full jitter, capped at 60 s).
-    #[arg(long, default_value_t = 500, value_name = "MS")]
-    backoff_ms: u64,
     /// Require an unfinished job of the same request to resume (the default resumes one if found).
     #[arg(long, conflicts_with = "fresh")]
     resume: bool,
@@ -144,44 +105,6 @@ pub struct ExportArgs {
     /// Print the job as JSON on stdout.
     #[arg(long)]
     json: bool,
-}
-
-fn credentials(args: &ExportArgs) -> Result<Credentials> {
-    let kind = args.auth.unwrap_or(if args.client_id.is_some() {
-        AuthKind::SmartBackend
-    } else if args.token_file.is_some() || std::env::var_os("FHIRLAKE_TOKEN").is_some() {
-        AuthKind::Bearer
-    } else {
-        AuthKind::None
-    });
-    Ok(match kind {
-        AuthKind::None => Credentials::None,
-        AuthKind::Bearer => match &args.token_file {
-            Some(path) => Credentials::bearer_from_file(path)?,
-            None => match std::env::var("FHIRLAKE_TOKEN") {
-                Ok(token) if !token.trim().is_empty() => {
-                    Credentials::Bearer(Secret::new(token.trim().to_owned()))
-                }
-                _ => bail!("--auth bearer needs --token-file or FHIRLAKE_TOKEN"),
-            },
-        },
-        AuthKind::SmartBackend => {
-            let client_id = args
-                .client_id
-                .clone()
-                .context("--auth smart-backend needs --client-id")?;
-            let key = args
-                .key
-                .as_deref()
-                .context("--auth smart-backend needs --key (a JWKS or PEM private key file)")?;
-            Credentials::Smart(SmartClient {
-                client_id,
-                key: SigningKey::from_file(key, args.kid.as_deref())?,
-                token_url: args.token_url.clone(),
-                scope: args.scope.clone(),
-            })
-        }
-    })
 }
 
 fn params(args: &ExportArgs) -> Vec<(String, String)> {
@@ -272,12 +195,6 @@ pub fn run(args: ExportArgs) -> Result<ExitCode> {
         views: Arc::new(views_for(args.no_views, args.views.as_deref())?),
         ..LoadOptions::default()
     };
-    let retry = RetryPolicy {
-        attempts: args.retries.max(1),
-        base: Duration::from_millis(args.backoff_ms),
-        cap: Duration::from_secs(60),
-        max_wait: Duration::from_secs(args.max_retry_after),
-    };
     let plan = ExportPlan {
         server: args.server.clone(),
         scope,
@@ -292,7 +209,7 @@ pub fn run(args: ExportArgs) -> Result<ExitCode> {
             .unwrap_or_else(|| default_raw_parent(&lake)),
         poll: PollPolicy {
             default_wait: Duration::from_secs(args.poll_interval),
-            max_wait: Duration::from_secs(args.max_retry_after),
+            max_wait: Duration::from_secs(args.connection.max_retry_after),
         },
         keep_server_job: args.keep_server_job,
         resume: if args.resume {
@@ -304,14 +221,7 @@ pub fn run(args: ExportArgs) -> Result<ExitCode> {
         },
         load,
     };
-    let client = reqwest::Client::builder()
-        .user_agent(concat!("fhirlake/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(Duration::from_secs(30))
-        .read_timeout(Duration::from_secs(300))
-        .build()
-        .context("building the HTTP client")?;
-    let tokens = TokenSource::new(credentials(&args)?, args.server.clone(), client.clone());
-    let http = HttpClient::new(client, tokens, retry);
+    let http = args.connection.http(&args.server)?;
     let echo: Echo = Arc::new(|line: &str| eprintln!("fhirlake export: {line}"));
     let result = runtime()?.block_on(bulk::run(&lake, plan, &http, Some(echo), ctrl_c()));
     let report = match result {

@@ -4,7 +4,9 @@
 mod bench;
 mod export;
 mod progress;
+mod server;
 mod summary;
+mod sync;
 mod view;
 
 use std::collections::HashMap;
@@ -48,6 +50,8 @@ enum Command {
     /// Run a FHIR Bulk Data $export against a server and load the result (resumable).
     #[command(after_help = EXPORT_EXIT_CODES)]
     Export(Box<export::ExportArgs>),
+    /// Pull what changed on a FHIR server since the last sync (REST search by _lastUpdated).
+    Sync(Box<sync::SyncArgs>),
     /// SQL-on-FHIR ViewDefinitions: run one over resources to see its rows.
     #[command(subcommand)]
     View(view::ViewCommand),
@@ -209,6 +213,7 @@ pub fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Load(args) => run_load(args),
         Command::Export(args) => export::run(*args),
+        Command::Sync(args) => sync::run(*args),
         Command::View(command) => view::run(command).map(|()| ExitCode::SUCCESS),
         Command::Optimize(args) => run_optimize(args),
         Command::Vacuum(args) => run_vacuum(args),

@@ -132,8 +132,9 @@ pub fn text(report: &LoadReport) -> String {
 }
 
 pub fn json(report: &LoadReport) -> Value {
-    json!({
+    let mut out = json!({
         "job_id": report.manifest.job_id,
+        "kind": report.manifest.kind,
         "manifest": format!("{}{}", report.manifest.lake, report.manifest_path),
         "elapsed_s": report.elapsed_s,
         "bytes_read": report.bytes_read,
@@ -142,5 +143,9 @@ pub fn json(report: &LoadReport) -> Value {
         "tables": report.manifest.tables,
         "inputs": report.manifest.inputs,
         "changed": report.manifest.totals.inserted + report.manifest.totals.updated > 0,
-    })
+    });
+    if let Some(sync) = &report.manifest.sync {
+        out["sync"] = json!(sync);
+    }
+    out
 }

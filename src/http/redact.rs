@@ -25,6 +25,7 @@ const SAFE: &[&str] = &[
     "_include",
     "_revinclude",
     "_id",
+    "date",
 ];
 
 /// A URL safe to log: query parameters other than FHIR's own are replaced

@@ -24,13 +24,14 @@ mod merge;
 mod mode;
 mod object_reader;
 mod purge;
+mod read;
 mod sink;
 mod stage;
 mod upsert;
 
 pub use conflict::{COMMIT_ATTEMPTS, ConflictRetry, is_commit_conflict, retry_on_conflict};
 pub use delete::{Deletion, delete_ids};
-pub use index::{Entry, FileId, Hit, LocalRun, Record, Spill, TableIndex};
+pub use index::{Entry, FileId, Hit, LocalRun, Record, Spill, TableIndex, held_ids};
 pub use layout::{
     DELETED_COLUMN, KEY_COLUMNS, LINEAGE_COLUMNS, Lineage, LineageColumns, QUARANTINE_TABLE,
     RESOURCE_COLUMNS, ROW_COLUMN, SUBSETTED_COLUMN, TableLayout, TableShape, quarantine_schema,
@@ -41,6 +42,7 @@ pub use maintain::{OptimizeReport, VacuumReport, list_tables, optimize, vacuum};
 pub use merge::{UpdateMetrics, insert_missing};
 pub use mode::LoadMode;
 pub use purge::{PurgeReport, purge_deleted_rows};
+pub use read::{Rows, stored_versions};
 pub use sink::{TableSink, has_deletion_vectors, open_or_create_table, writer_properties};
 pub use stage::{StagedFile, Stager};
 pub use upsert::{Changes, commit_changes};

@@ -163,6 +163,9 @@ pub struct JobManifest {
     /// For an export job: the request, the server's files and their fate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub export: Option<ExportRecord>,
+    /// For a sync job: the window, pages and re-reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<super::SyncRecord>,
 }
 
 fn no_policy() -> String {

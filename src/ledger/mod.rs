@@ -10,6 +10,7 @@
 
 mod events;
 mod manifest;
+mod sync;
 
 pub use events::{Echo, Event, EventLog};
 pub use manifest::{
@@ -17,6 +18,7 @@ pub use manifest::{
     FileOutcome, InputRecord, InputStatus, JobManifest, ManifestKind, RowCounts, StandInRecord,
     TableRecord,
 };
+pub use sync::{PageRecord, SyncRecord, SyncWindow};
 
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};

@@ -41,7 +41,7 @@ use crate::fhir;
 use crate::lake::{Deletion, LoadMode, QUARANTINE_TABLE, TableSink, quarantine_schema};
 use crate::ledger::{
     self, CommitOperation, CommitRecord, ExportRecord, InputRecord, InputStatus, JobManifest,
-    LoadedMarker, ManifestKind, RowCounts, TableRecord,
+    LoadedMarker, ManifestKind, RowCounts, SyncRecord, TableRecord,
 };
 
 /// Everything a job has staged and not yet committed.
@@ -70,6 +70,10 @@ impl Staged {
 pub(super) struct Extras {
     pub kind: Option<ManifestKind>,
     pub export: Option<ExportRecord>,
+    pub sync: Option<SyncRecord>,
+    /// Write no loaded-file markers (inputs that are pages or messages,
+    /// never seen again as files).
+    pub no_markers: bool,
     pub server_issues: Vec<ServerIssue>,
     /// A server's deletions, by resource type; applied in the type tables' commits.
     pub deletions: BTreeMap<String, Vec<Deletion>>,
@@ -89,8 +93,12 @@ pub(super) async fn commit(
     started_at: DateTime<Utc>,
 ) -> Result<Committed, LoadError> {
     let deletions = std::mem::take(&mut extras.deletions);
+    let requested: u64 = deletions.values().map(|d| d.len() as u64).sum();
     if let Some(export) = extras.export.as_mut() {
-        export.deletions_requested += deletions.values().map(|d| d.len() as u64).sum::<u64>();
+        export.deletions_requested += requested;
+    }
+    if let Some(sync) = extras.sync.as_mut() {
+        sync.deletions_requested += requested;
     }
     let prepared = prepare_type_tables(context, staged.tables, deletions).await?;
     let mut tables = BTreeMap::new();
@@ -109,6 +117,10 @@ pub(super) async fn commit(
             export.rows_deleted += landed.rows_deleted;
             export.tombstones += landed.tombstones;
         }
+        if let Some(sync) = extras.sync.as_mut() {
+            sync.rows_deleted += landed.rows_deleted;
+            sync.tombstones += landed.tombstones;
+        }
         tables.insert(landed.name, landed.record);
     }
     for input in &staged.inputs {
@@ -121,9 +133,12 @@ pub(super) async fn commit(
         &mut tables,
     )
     .await?;
+    let markers = !extras.no_markers;
     let manifest = manifest(context, staged.inputs, tables, extras, started_at);
     let manifest_path = ledger::write_manifest(&context.lake, &manifest).await?;
-    write_loaded_markers(context, &manifest).await?;
+    if markers {
+        write_loaded_markers(context, &manifest).await?;
+    }
     Ok(Committed {
         manifest,
         manifest_path,
@@ -359,6 +374,7 @@ fn manifest(
         totals,
         policy_version: context.policy.version().to_owned(),
         export: extras.export,
+        sync: extras.sync,
     }
 }
 

@@ -60,6 +60,8 @@ pub enum StandInSource {
     FileMtime,
     /// When the job started (an input with no time of its own).
     IngestedAt,
+    /// The HTTP `Date` of the server's answer (a sync page).
+    ServerDate,
 }
 
 impl StandInSource {
@@ -70,6 +72,7 @@ impl StandInSource {
             StandInSource::TransactionTime => "transaction_time",
             StandInSource::FileMtime => "file_mtime",
             StandInSource::IngestedAt => "ingested_at",
+            StandInSource::ServerDate => "server_date",
         }
     }
 }

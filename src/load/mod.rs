@@ -46,7 +46,9 @@ pub use pipeline::StageClock;
 pub use rows::{QuarantineRow, QuarantineRows, ResourceRow, ResourceRows, resource_layout};
 
 use crate::lake::{Deletion, Lake, LakeError, Lineage, LoadMode};
-use crate::ledger::{self, AccountingError, ExportRecord, InputRecord, InputStatus, ManifestKind};
+use crate::ledger::{
+    self, AccountingError, ExportRecord, InputRecord, InputStatus, ManifestKind, SyncRecord,
+};
 use crate::ndjson::BufferPool;
 use crate::policy::Policy;
 use crate::view::ViewSet;
@@ -265,6 +267,20 @@ impl Job {
     /// An export's record, for the manifest.
     pub fn with_export(mut self, export: ExportRecord) -> Self {
         self.extras.export = Some(export);
+        self
+    }
+
+    /// A sync's record (window, pages), for the manifest.
+    pub fn with_sync(mut self, sync: SyncRecord) -> Self {
+        self.extras.sync = Some(sync);
+        self
+    }
+
+    /// Inputs that will never be seen again as files (pages, messages):
+    /// neither looked up nor recorded as loaded files.
+    pub fn without_loaded_markers(mut self) -> Self {
+        self.extras.no_markers = true;
+        self.force = true;
         self
     }
 

@@ -5,8 +5,10 @@
 //!
 //! - [`files`]: local and object-store NDJSON (`fhirlake load`).
 //! - [`bulk`]: the Bulk Data `$export` client (`fhirlake export`).
+//! - [`sync`]: REST incremental sync and conditional re-reads (`fhirlake sync`).
 
 pub mod bulk;
 pub mod files;
+pub mod sync;
 
 pub use files::{DiscoverError, discover};

@@ -852,6 +852,44 @@ impl TableIndex {
     }
 }
 
+/// Which of `ids` the table `name` holds a current row of (none if the
+/// table does not exist), looked up in its key index.
+pub async fn held_ids(
+    lake: &Lake,
+    name: &str,
+    mode: LoadMode,
+    ids: &[String],
+) -> Result<std::collections::HashSet<String>, LakeError> {
+    if ids.is_empty() || !lake.has_table(name).await? {
+        return Ok(Default::default());
+    }
+    let table = DeltaTable::try_from_url_with_storage_options(
+        lake.table_url(name),
+        lake.storage_options().clone(),
+    )
+    .await
+    .map_err(LakeError::delta(name))?;
+    let index = TableIndex::open(lake, &table, name, mode).await?;
+    // History mode asks for any version: the newest of each key.
+    let keys: Vec<(u128, i64)> = ids.iter().map(|id| (index.key_of(id), 0)).collect();
+    let hits = match mode {
+        LoadMode::Current => index.lookup(&keys).await?,
+        LoadMode::History => {
+            let current = TableIndex {
+                mode: LoadMode::Current,
+                ..index
+            };
+            current.lookup(&keys).await?
+        }
+    };
+    Ok(ids
+        .iter()
+        .zip(hits)
+        .filter(|(_, hit)| hit.is_some_and(|h| !h.tombstone()))
+        .map(|(id, _)| id.clone())
+        .collect())
+}
+
 /// A run written to a local file, entry by entry, before it is uploaded.
 pub struct LocalRun {
     table: String,

@@ -48,6 +48,13 @@ pub struct ExportRequest {
 }
 
 impl ExportRequest {
+    /// Whether the export asked for `resource_type` (no `_type`: every type).
+    pub fn covers_type(&self, resource_type: &str) -> bool {
+        let mut types = self.params.iter().filter(|(k, _)| k == "_type").peekable();
+        types.peek().is_none()
+            || types.any(|(_, v)| v.split(',').any(|t| t.trim() == resource_type))
+    }
+
     /// Identity of "the same export" (server, scope, parameters), optionally
     /// ignoring `_since`: `--since auto` compares requests that way.
     pub fn fingerprint(&self, with_since: bool) -> String {

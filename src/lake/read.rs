@@ -1,0 +1,95 @@
+//! Reading what a table holds, for sources that re-read resources by id.
+
+use deltalake::DeltaTable;
+use deltalake::arrow::array::{Array, AsArray};
+use deltalake::arrow::compute::cast;
+use deltalake::arrow::datatypes::DataType;
+use deltalake::datafusion::prelude::SessionContext;
+
+use super::{Lake, LakeError};
+
+/// Which rows to list.
+#[derive(Debug, Clone)]
+pub enum Rows<'a> {
+    /// These ids (FHIR ids only; others are skipped).
+    Ids(&'a [String]),
+    /// Rows whose `meta_last_updated` is before this instant (UTC µs).
+    UpdatedBefore(i64),
+}
+
+/// `(id, meta_version_id)` of the current rows of table `name` that
+/// `rows` selects (none when the table does not exist).
+pub async fn stored_versions(
+    lake: &Lake,
+    name: &str,
+    rows: Rows<'_>,
+) -> Result<Vec<(String, Option<String>)>, LakeError> {
+    if !lake.has_table(name).await? {
+        return Ok(Vec::new());
+    }
+    let table = DeltaTable::try_from_url_with_storage_options(
+        lake.table_url(name),
+        lake.storage_options().clone(),
+    )
+    .await
+    .map_err(LakeError::delta(name))?;
+    let query_err = |source| LakeError::Query {
+        table: name.to_owned(),
+        source,
+    };
+    let ctx = SessionContext::new();
+    let provider = table.table_provider().await.map_err(query_err)?;
+    ctx.register_table("t", provider).map_err(query_err)?;
+    let filter = match rows {
+        Rows::Ids(ids) => {
+            let quoted: Vec<String> = ids
+                .iter()
+                .filter(|id| crate::fhir::is_valid_id(id))
+                .map(|id| format!("'{id}'"))
+                .collect();
+            if quoted.is_empty() {
+                return Ok(Vec::new());
+            }
+            format!("id IN ({})", quoted.join(","))
+        }
+        Rows::UpdatedBefore(micros) => {
+            format!("meta_last_updated < to_timestamp_micros({micros})")
+        }
+    };
+    let deleted = if table_has_column(&table, super::DELETED_COLUMN) {
+        format!(" AND {} IS NOT TRUE", super::DELETED_COLUMN)
+    } else {
+        String::new()
+    };
+    let batches = ctx
+        .sql(&format!(
+            "SELECT id, meta_version_id FROM t WHERE {filter}{deleted} ORDER BY id"
+        ))
+        .await
+        .map_err(query_err)?
+        .collect()
+        .await
+        .map_err(query_err)?;
+    let mut out = Vec::new();
+    for batch in batches {
+        let arrow_err = |source| LakeError::Arrow {
+            table: name.to_owned(),
+            source,
+        };
+        let ids = cast(batch.column(0), &DataType::Utf8).map_err(arrow_err)?;
+        let versions = cast(batch.column(1), &DataType::Utf8).map_err(arrow_err)?;
+        let (ids, versions) = (ids.as_string::<i32>(), versions.as_string::<i32>());
+        for i in 0..batch.num_rows() {
+            let version = versions.is_valid(i).then(|| versions.value(i).to_owned());
+            out.push((ids.value(i).to_owned(), version));
+        }
+    }
+    Ok(out)
+}
+
+fn table_has_column(table: &DeltaTable, column: &str) -> bool {
+    table
+        .snapshot()
+        .map(|s| s.schema().field(column).is_some())
+        .unwrap_or(false)
+}
