@@ -561,3 +561,66 @@ fn a_type_the_server_cannot_search_by_last_updated_needs_since_param() {
         server.count("Observation")
     );
 }
+
+/// `benches/sync.sh`: resources per second synced from the in-process
+/// server over loopback, and requests per 1,000 resources. A measurement,
+/// printed; never asserted.
+#[test]
+#[ignore = "a benchmark: benches/sync.sh"]
+fn sync_throughput() {
+    let bytes: u64 = std::env::var("FHIRLAKE_SYNC_BENCH_BYTES")
+        .ok()
+        .and_then(|b| b.parse().ok())
+        .unwrap_or(50_000_000);
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    fhirlake::bench::generate(&sample_dir("bds-r4-10"), &data, bytes, 3).unwrap();
+    let server = FhirServer::start_blocking(Config {
+        max_count: 1000,
+        ..Config::default()
+    });
+    let seeded = server.seed_from_ndjson(&data);
+    server.advance(Duration::from_secs(600));
+    let types: Vec<String> = std::fs::read_dir(&data)
+        .unwrap()
+        .filter_map(|e| {
+            e.unwrap()
+                .file_name()
+                .to_str()?
+                .split('.')
+                .next()
+                .map(str::to_owned)
+        })
+        .collect();
+    let lake = tmp.path().join("lake");
+    let started = std::time::Instant::now();
+    let summary = run_ok(&mut sync(
+        &server,
+        &lake,
+        &[
+            "--type",
+            &types.join(","),
+            "--count",
+            "1000",
+            "--max-window",
+            "50000",
+            "--no-views",
+        ],
+    ));
+    let seconds = started.elapsed().as_secs_f64();
+    let resources: u64 = summary["types"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["resources"].as_u64().unwrap())
+        .sum();
+    assert_eq!(resources, seeded as u64);
+    let requests = server.counters().requests;
+    println!(
+        "sync bench: {resources} resources ({:.1} MB NDJSON, {} types) in {seconds:.2} s: {:.0} resources/s, {:.1} requests per 1,000 resources ({requests} requests)",
+        bytes as f64 / 1e6,
+        types.len(),
+        resources as f64 / seconds,
+        requests as f64 * 1000.0 / resources as f64
+    );
+}
