@@ -317,14 +317,22 @@ async fn sync_type(sync: &Sync<'_>, ty: &str) -> Result<TypeOutcome, SyncError> 
         DeleteSource::Auto => features.history,
         DeleteSource::History => true,
     };
-    let context = TypeSync {
+    let mut context = TypeSync {
         sync,
         ty,
         param: &param,
         query: &query,
         key: &key,
-        history,
+        deletions: Mutex::new(Vec::new()),
+        history_pages: Mutex::new(Vec::new()),
     };
+    // The whole range's deletions, read once, each applied with the window
+    // holding its time (a first crawl has nothing to delete).
+    if history && whole.after.is_some() {
+        let (deleted, pages) = context.deletions(&whole).await?;
+        context.deletions = Mutex::new(deleted);
+        context.history_pages = Mutex::new(pages);
+    }
     if features.offers("_summary") {
         let planned = plan_counted(whole, sync.plan.max_window, async |w: &Window| {
             context.count(w).await
@@ -358,7 +366,10 @@ struct TypeSync<'a> {
     param: &'a str,
     query: &'a [(String, String)],
     key: &'a str,
-    history: bool,
+    /// Deletions not yet applied, and the `_history` pages they came from
+    /// (recorded with the first window's commit).
+    deletions: Mutex<Vec<Deletion>>,
+    history_pages: Mutex<Vec<PageRecord>>,
 }
 
 impl TypeSync<'_> {
@@ -451,13 +462,20 @@ impl TypeSync<'_> {
             }
         }
         let mut deletions = BTreeMap::new();
-        if self.history && window.after.is_some() {
-            let (deleted, pages) = self.deletions(&window).await?;
-            outcome.deletions += deleted.len() as u64;
-            record.pages.extend(pages);
-            if !deleted.is_empty() {
-                deletions.insert(self.ty.to_owned(), deleted);
-            }
+        record
+            .pages
+            .extend(std::mem::take(&mut *self.history_pages.lock().expect("pages lock")));
+        let due: Vec<Deletion> = {
+            let mut pending = self.deletions.lock().expect("deletions lock");
+            let (due, later) = pending
+                .drain(..)
+                .partition(|d| d.deleted_at <= window.up_to);
+            *pending = later;
+            due
+        };
+        outcome.deletions += due.len() as u64;
+        if !due.is_empty() {
+            deletions.insert(self.ty.to_owned(), due);
         }
         self.sync.commit(record, chunk, deletions).await?;
         outcome.windows += 1;
@@ -488,7 +506,7 @@ impl TypeSync<'_> {
         Ok(())
     }
 
-    /// The deletions `_history` lists in the window.
+    /// The deletions `_history` lists in `window`, the last of each id.
     async fn deletions(
         &self,
         window: &Window,
