@@ -12,10 +12,8 @@ use serde_json::json;
 use url::Url;
 
 use super::server::ServerArgs;
-use super::{LakeArgs, runtime, views_for};
-use crate::lake::LoadMode;
+use super::{LakeArgs, TableFlags, runtime};
 use crate::ledger::Echo;
-use crate::load::LoadOptions;
 use crate::source::bulk::{
     self, ExportError, ExportPlan, KickoffMethod, PollPolicy, Resume, Scope, Since,
 };
@@ -94,14 +92,8 @@ pub struct ExportArgs {
 
     #[command(flatten)]
     lake: LakeArgs,
-    /// Keep every version, keyed on (id, meta.lastUpdated); deletions become tombstones.
-    #[arg(long)]
-    history: bool,
-    /// Directory of ViewDefinitions added to (or replacing) the defaults.
-    #[arg(long, value_name = "DIR")]
-    views: Option<PathBuf>,
-    #[arg(long, conflicts_with = "views")]
-    no_views: bool,
+    #[command(flatten)]
+    tables: TableFlags,
     /// Print the job as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -186,15 +178,7 @@ pub fn run(args: ExportArgs) -> Result<ExitCode> {
     if let Some(until) = &args.until {
         check_instant("--until", until)?;
     }
-    let load = LoadOptions {
-        mode: if args.history {
-            LoadMode::History
-        } else {
-            LoadMode::Current
-        },
-        views: Arc::new(views_for(args.no_views, args.views.as_deref())?),
-        ..LoadOptions::default()
-    };
+    let load = args.tables.load_options()?;
     let plan = ExportPlan {
         server: args.server.clone(),
         scope,

@@ -183,6 +183,33 @@ fn error_chain(error: &anyhow::Error) -> String {
     message
 }
 
+/// How a source's rows are kept: the flags `export` and `sync` share.
+#[derive(Debug, clap::Args)]
+pub struct TableFlags {
+    /// Keep every version, keyed on (id, meta.lastUpdated); deletions become tombstones.
+    #[arg(long)]
+    pub history: bool,
+    /// Directory of ViewDefinitions added to (or replacing) the defaults.
+    #[arg(long, value_name = "DIR")]
+    pub views: Option<std::path::PathBuf>,
+    #[arg(long, conflicts_with = "views")]
+    pub no_views: bool,
+}
+
+impl TableFlags {
+    pub fn load_options(&self) -> Result<crate::load::LoadOptions> {
+        Ok(crate::load::LoadOptions {
+            mode: if self.history {
+                crate::lake::LoadMode::History
+            } else {
+                crate::lake::LoadMode::Current
+            },
+            views: std::sync::Arc::new(views_for(self.no_views, self.views.as_deref())?),
+            ..crate::load::LoadOptions::default()
+        })
+    }
+}
+
 /// The defaults plus `--views DIR`, or nothing with `--no-views`.
 pub fn views_for(no_views: bool, dir: Option<&std::path::Path>) -> Result<crate::view::ViewSet> {
     if no_views {

@@ -16,10 +16,9 @@ use serde_json::json;
 use url::Url;
 
 use super::server::ServerArgs;
-use super::{LakeArgs, runtime, views_for};
-use crate::lake::LoadMode;
+use super::{LakeArgs, TableFlags, runtime};
 use crate::ledger::Echo;
-use crate::load::{LoadOptions, LoadReport};
+use crate::load::LoadReport;
 use crate::source::sync::{
     self, DEFAULT_CONCURRENCY, DeleteSource, RefreshPlan, RefreshSelect, SyncError, SyncPlan,
     SyncProgress, TypeOutcome,
@@ -109,14 +108,8 @@ pub struct SyncArgs {
     connection: ServerArgs,
     #[command(flatten)]
     lake: LakeArgs,
-    /// Keep every version, keyed on (id, meta.lastUpdated); deletions become tombstones.
-    #[arg(long)]
-    history: bool,
-    /// Directory of ViewDefinitions added to (or replacing) the defaults.
-    #[arg(long, value_name = "DIR")]
-    views: Option<PathBuf>,
-    #[arg(long, conflicts_with = "views")]
-    no_views: bool,
+    #[command(flatten)]
+    tables: TableFlags,
     /// Print the sync as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -142,18 +135,6 @@ fn duration(text: &str) -> Result<Duration, String> {
         return Err(format!("{text:?} is negative"));
     }
     Ok(Duration::from_secs_f64(value * scale))
-}
-
-fn load_options(args: &SyncArgs) -> Result<LoadOptions> {
-    Ok(LoadOptions {
-        mode: if args.history {
-            LoadMode::History
-        } else {
-            LoadMode::Current
-        },
-        views: Arc::new(views_for(args.no_views, args.views.as_deref())?),
-        ..LoadOptions::default()
-    })
 }
 
 fn plan(args: &SyncArgs) -> Result<SyncPlan> {
@@ -190,7 +171,7 @@ fn plan(args: &SyncArgs) -> Result<SyncPlan> {
         since_params,
         max_concurrency: args.max_concurrency.max(1),
         rate: args.rate,
-        load: load_options(args)?,
+        load: args.tables.load_options()?,
     })
 }
 
@@ -305,7 +286,7 @@ fn refresh(
         select,
         concurrency: args.max_concurrency.max(1) * 2,
         rate: args.rate,
-        load: load_options(args)?,
+        load: args.tables.load_options()?,
     };
     let report = match runtime()?.block_on(sync::refresh(lake, &plan, http, Some(echo))) {
         Ok(report) => report,

@@ -6,6 +6,9 @@
 //! up to [`COMMIT_ATTEMPTS`] times. An operation must therefore decide what to
 //! write from the table it is given, never from a snapshot it held before.
 
+use deltalake::kernel::Action;
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::protocol::DeltaOperation;
 use deltalake::{DeltaTable, DeltaTableError};
 
 use super::LakeError;
@@ -72,4 +75,32 @@ where
             Err(error) => retry.after(table, error).await?,
         }
     }
+}
+
+/// Commits `actions` as a transaction that read the whole table, so any
+/// data commit that landed since `table`'s snapshot makes it conflict (the
+/// caller then decides again on the new snapshot). delta-rs spells "read the
+/// whole table" as a MERGE without a predicate; `merge_predicate` is only
+/// recorded. Returns the version committed.
+pub async fn commit_reading_whole_table(
+    table: &DeltaTable,
+    name: &str,
+    actions: Vec<Action>,
+    properties: CommitProperties,
+    merge_predicate: Option<String>,
+) -> Result<u64, LakeError> {
+    let snapshot = table.snapshot().map_err(LakeError::delta(name))?;
+    let operation = DeltaOperation::Merge {
+        predicate: None,
+        merge_predicate,
+        matched_predicates: Vec::new(),
+        not_matched_predicates: Vec::new(),
+        not_matched_by_source_predicates: Vec::new(),
+    };
+    let finalized = CommitBuilder::from(properties)
+        .with_actions(actions)
+        .build(Some(snapshot), table.log_store(), operation)
+        .await
+        .map_err(LakeError::delta(name))?;
+    Ok(finalized.version())
 }

@@ -15,15 +15,14 @@
 use deltalake::DeltaTable;
 use deltalake::arrow::array::BooleanArray;
 use deltalake::arrow::compute::filter_record_batch;
-use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::{Action, LogicalFileView};
 use deltalake::parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
-use deltalake::protocol::DeltaOperation;
 use futures::StreamExt;
 use object_store::path::Path as ObjectPath;
 use serde::Serialize;
 
-use super::conflict::ConflictRetry;
+use super::conflict::{ConflictRetry, commit_reading_whole_table};
 use super::index::{COMMIT_INFO_KEY, read_dv};
 use super::object_reader::ObjectReader;
 use super::stage::{Stager, records};
@@ -148,21 +147,9 @@ async fn purge_once(
         "files": candidates.len(), "rows_dropped": report.rows_dropped});
     let properties =
         CommitProperties::default().with_metadata([(COMMIT_INFO_KEY.to_owned(), info)]);
-    // MERGE without a predicate: the commit read the whole table, so any
-    // concurrent data commit conflicts with it (see the module header).
-    let operation = DeltaOperation::Merge {
-        predicate: None,
-        merge_predicate: None,
-        matched_predicates: Vec::new(),
-        not_matched_predicates: Vec::new(),
-        not_matched_by_source_predicates: Vec::new(),
-    };
-    let finalized = CommitBuilder::from(properties)
-        .with_actions(actions)
-        .build(Some(snapshot), table.log_store(), operation)
-        .await
-        .map_err(LakeError::delta(name))?;
+    // Read the whole table: a load marking rows of these files meanwhile conflicts.
+    let version = commit_reading_whole_table(table, name, actions, properties, None).await?;
     report.files_rewritten = candidates.len() as u64;
-    report.version = Some(finalized.version());
+    report.version = Some(version);
     Ok(report)
 }

@@ -16,14 +16,14 @@
 use std::collections::BTreeMap;
 
 use deltalake::DeltaTable;
-use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::{Action, Add, Remove};
-use deltalake::protocol::DeltaOperation;
 use object_store::path::Path as ObjectPath;
 use object_store::{PutMode, PutOptions, PutPayload};
 use roaring::RoaringTreemap;
 use serde_json::json;
 
+use super::conflict::commit_reading_whole_table;
 use super::index::{COMMIT_INFO_KEY, read_dv};
 use super::merge::UpdateMetrics;
 use super::stage::StagedFile;
@@ -163,21 +163,10 @@ pub async fn commit_changes(
         (COMMIT_INFO_KEY.to_owned(), info),
         ("operationMetrics".to_owned(), metrics),
     ]);
-    let operation = DeltaOperation::Merge {
-        // No predicate: the commit read the whole table, so any concurrent
-        // data commit conflicts with it (the caller resolves again).
-        predicate: None,
-        merge_predicate: Some("target.id = source.id".into()),
-        matched_predicates: Vec::new(),
-        not_matched_predicates: Vec::new(),
-        not_matched_by_source_predicates: Vec::new(),
-    };
-    let finalized = CommitBuilder::from(properties)
-        .with_actions(actions)
-        .build(Some(snapshot), table.log_store(), operation)
-        .await
-        .map_err(LakeError::delta(name))?;
-    let version = finalized.version();
+    // The commit read the whole table: any concurrent data commit conflicts
+    // with it (the caller resolves again).
+    let merge = Some("target.id = source.id".to_owned());
+    let version = commit_reading_whole_table(table, name, actions, properties, merge).await?;
     table.load().await.map_err(LakeError::delta(name))?;
     Ok(Some(version))
 }

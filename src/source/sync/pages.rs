@@ -60,7 +60,21 @@ pub struct Fetcher<'a> {
     pub server: &'a Url,
 }
 
-impl Fetcher<'_> {
+impl<'a> Fetcher<'a> {
+    pub fn new(
+        http: &'a HttpClient,
+        events: &'a EventLog,
+        limit: &'a RateLimit,
+        server: &'a Url,
+    ) -> Self {
+        Self {
+            http,
+            events,
+            limit,
+            server,
+        }
+    }
+
     /// `[base]/path?params`.
     pub fn url(
         &self,

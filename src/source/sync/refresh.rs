@@ -76,12 +76,7 @@ pub async fn refresh(
     let stored = stored_versions(lake, &table, rows).await?;
     let events = EventLog::new(Vec::new(), echo);
     let limit = RateLimit::new(plan.rate);
-    let fetcher = Fetcher {
-        http,
-        events: &events,
-        limit: &limit,
-        server: &plan.server,
-    };
+    let fetcher = Fetcher::new(http, &events, &limit, &plan.server);
     let reads: Vec<Result<Read, SyncError>> = futures::stream::iter(&stored)
         .map(|(id, version)| read_one(&fetcher, ty, id, version.as_deref()))
         .buffer_unordered(plan.concurrency.max(1))

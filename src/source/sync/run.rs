@@ -119,12 +119,7 @@ pub async fn run(
     lake.ensure_put_if_absent().await?;
     let events = EventLog::new(Vec::new(), echo);
     let limit = RateLimit::new(plan.rate);
-    let fetcher = Fetcher {
-        http,
-        events: &events,
-        limit: &limit,
-        server: &plan.server,
-    };
+    let fetcher = Fetcher::new(http, &events, &limit, &plan.server);
     let features = capability::read(&fetcher, &plan.server).await?;
     let sync = Sync {
         lake,
@@ -462,9 +457,9 @@ impl TypeSync<'_> {
             }
         }
         let mut deletions = BTreeMap::new();
-        record
-            .pages
-            .extend(std::mem::take(&mut *self.history_pages.lock().expect("pages lock")));
+        record.pages.extend(std::mem::take(
+            &mut *self.history_pages.lock().expect("pages lock"),
+        ));
         let due: Vec<Deletion> = {
             let mut pending = self.deletions.lock().expect("deletions lock");
             let (due, later) = pending
