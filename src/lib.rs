@@ -8,6 +8,7 @@
 //! [`http`] (with [`auth`]) is the one client for FHIR servers, [`bench`]
 //! generates benchmark data, [`cli`] is the command line.
 
+pub mod audit;
 pub mod auth;
 pub mod bench;
 pub mod cli;
@@ -20,4 +21,5 @@ pub mod load;
 pub mod ndjson;
 pub mod policy;
 pub mod source;
+pub mod terminology;
 pub mod view;

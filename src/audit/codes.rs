@@ -69,11 +69,8 @@ const LIFECYCLE: &str = "http://terminology.hl7.org/CodeSystem/dicom-audit-lifec
 pub const LIFE_IMPORT: Code = Code::new(LIFECYCLE, "2", "Import / Copy from original");
 pub const LIFE_AMENDMENT: Code = Code::new(LIFECYCLE, "3", "Amendment");
 pub const LIFE_LOGICAL_DELETION: Code = Code::new(LIFECYCLE, "14", "Logical deletion");
-pub const LIFE_ERASURE: Code = Code::new(
-    LIFECYCLE,
-    "15",
-    "Permanent erasure / Physical destruction",
-);
+pub const LIFE_ERASURE: Code =
+    Code::new(LIFECYCLE, "15", "Permanent erasure / Physical destruction");
 
 /// FHIR resource type names as entity types (R4's AuditEventEntityType
 /// includes them).

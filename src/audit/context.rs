@@ -23,6 +23,7 @@ pub enum JobKind {
 }
 
 impl JobKind {
+    /// The `urn:fhirlake:job-kind` code (and the job entity's `kind`).
     pub fn code(self) -> &'static str {
         match self {
             Self::Load => "load",
@@ -83,6 +84,7 @@ impl JobContext {
         }
     }
 
+    /// Who asked for the job (default: nobody known).
     pub fn with_principal(mut self, principal: Principal) -> Self {
         self.principal = principal;
         self
@@ -113,15 +115,18 @@ impl JobContext {
         self
     }
 
+    /// Another name or version than this build of fhirlake (tests, forks).
     pub fn with_software(mut self, software: Software) -> Self {
         self.software = software;
         self
     }
 
+    /// The job the records belong to.
     pub fn job(&self) -> &JobId {
         &self.job
     }
 
+    /// The kind of job.
     pub fn kind(&self) -> JobKind {
         self.kind
     }

@@ -29,6 +29,7 @@ impl InputError {
 /// The store under the chain failed, or other writers kept winning.
 #[derive(Debug, thiserror::Error)]
 pub enum ChainError {
+    /// The store refused or failed a read, list or write of `path`.
     #[error("audit chain: {path}: {source}")]
     Store {
         path: String,

@@ -31,10 +31,12 @@ use super::values::{ResourceType, Sha256};
 pub struct AuditEvent(Map<String, Value>);
 
 impl AuditEvent {
+    /// The event's JSON members.
     pub fn as_json(&self) -> &Map<String, Value> {
         &self.0
     }
 
+    /// The event as a JSON value (without the chain link).
     pub fn into_json(self) -> Value {
         Value::Object(self.0)
     }
@@ -74,7 +76,8 @@ struct Parts {
 }
 
 impl Parts {
-    fn import(action: &'static str, entities: Vec<Value>) -> Self {
+    /// An Import (the kind most steps are), with no period and outcome 0.
+    fn new(action: &'static str, entities: Vec<Value>) -> Self {
         Self {
             kind: codes::IMPORT,
             subtypes: Vec::new(),
@@ -216,7 +219,7 @@ fn kick_off(step: &KickOff) -> Parts {
     if !details.is_empty() {
         request["detail"] = Value::Array(details);
     }
-    let mut parts = Parts::import("E", vec![request]);
+    let mut parts = Parts::new("E", vec![request]);
     parts.subtypes.extend(rest);
     parts
 }
@@ -239,9 +242,12 @@ fn input_file(step: &InputFile) -> Parts {
         "detail": details,
     })];
     if let Some(t) = &step.resource_type {
-        entities.push(resource_entity(t.as_str(), vec![detail("lines", step.lines)]));
+        entities.push(resource_entity(
+            t.as_str(),
+            vec![detail("lines", step.lines)],
+        ));
     }
-    let mut parts = Parts::import("C", entities);
+    let mut parts = Parts::new("C", entities);
     parts.started = step.started;
     parts
 }
@@ -266,7 +272,7 @@ fn sync_page(step: &SyncPage) -> Parts {
         "detail": details,
     })];
     entities.extend(resources(&step.resources, "resources"));
-    let mut parts = Parts::import("C", entities);
+    let mut parts = Parts::new("C", entities);
     parts.subtypes.push(codes::REST_SEARCH_TYPE);
     parts
 }
@@ -287,15 +293,13 @@ fn hl7_batch(step: &Hl7Batch) -> Parts {
         "detail": details,
     })];
     entities.extend(resources(&step.resources, "resources"));
-    Parts::import("C", entities)
+    Parts::new("C", entities)
 }
 
 fn table_commit(step: &TableCommit) -> Parts {
     let rows = step.rows;
     let (action, lifecycle) = match step.operation {
-        CommitOperation::Delete | CommitOperation::Tombstone => {
-            ("D", codes::LIFE_LOGICAL_DELETION)
-        }
+        CommitOperation::Delete | CommitOperation::Tombstone => ("D", codes::LIFE_LOGICAL_DELETION),
         _ if rows.updated > 0 || rows.deleted > 0 => ("U", codes::LIFE_AMENDMENT),
         _ => ("C", codes::LIFE_IMPORT),
     };
@@ -314,7 +318,7 @@ fn table_commit(step: &TableCommit) -> Parts {
         let total = rows.inserted + rows.updated + rows.deleted;
         entities.push(resource_entity(t.as_str(), vec![detail("rows", total)]));
     }
-    Parts::import(action, entities)
+    Parts::new(action, entities)
 }
 
 fn deletions(step: &Deletions) -> Parts {
@@ -338,7 +342,7 @@ fn deletions(step: &Deletions) -> Parts {
         ),
     ];
     entities.extend(step.sources.iter().map(|s| digest_entity("deleted", s)));
-    Parts::import("D", entities)
+    Parts::new("D", entities)
 }
 
 fn quarantine(step: &Quarantine) -> Parts {
@@ -357,7 +361,7 @@ fn quarantine(step: &Quarantine) -> Parts {
         details,
     )];
     entities.extend(step.sources.iter().map(|s| digest_entity("source", s)));
-    Parts::import("C", entities)
+    Parts::new("C", entities)
 }
 
 fn finish(step: &Finish, ctx: &JobContext) -> Parts {
@@ -404,7 +408,7 @@ fn finish(step: &Finish, ctx: &JobContext) -> Parts {
             )
         })
         .collect();
-    let mut parts = Parts::import("E", entities);
+    let mut parts = Parts::new("E", entities);
     if !ctx.kind.imports() {
         parts.kind = codes::APPLICATION_ACTIVITY;
     }
@@ -445,7 +449,7 @@ fn maintenance(step: &Maintenance) -> Parts {
     if let Some(version) = step.version {
         details.insert(0, detail("deltaVersion", version));
     }
-    let mut parts = Parts::import(
+    let mut parts = Parts::new(
         action,
         vec![table_entity(step.table.as_str(), Some(lifecycle), details)],
     );
@@ -462,7 +466,7 @@ fn policy_change(step: &PolicyChange, ctx: &JobContext) -> Parts {
             .expect("policy entity has details")
             .push(detail("source", source));
     }
-    let mut parts = Parts::import("U", vec![previous]);
+    let mut parts = Parts::new("U", vec![previous]);
     parts.kind = codes::SECURITY_ALERT;
     parts.subtypes.push(codes::SECURITY_CONFIGURATION);
     parts

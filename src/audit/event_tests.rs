@@ -90,10 +90,12 @@ fn every_step_has_the_common_frame_and_no_empty_element() {
             entity(&event, codes::POLICY)["what"]["identifier"]["value"],
             fixtures::sha("policy v3").to_string()
         );
-        assert!(entity(&event, codes::MANIFEST)["what"]["identifier"]["value"]
-            .as_str()
-            .unwrap()
-            .starts_with("_fhirlake/manifests/"));
+        assert!(
+            entity(&event, codes::MANIFEST)["what"]["identifier"]["value"]
+                .as_str()
+                .unwrap()
+                .starts_with("_fhirlake/manifests/")
+        );
         assert!(event.get("extension").is_none(), "the chain adds the link");
         assert_eq!(
             event["source"]["observer"]["display"],
@@ -188,7 +190,10 @@ fn a_bulk_kick_off_records_the_request() {
             ("level".to_owned(), "group".to_owned()),
             ("group".to_owned(), "123".to_owned()),
             ("_type".to_owned(), "Patient,Observation".to_owned()),
-            ("_since".to_owned(), "2026-11-24T01:15:02.123+00:00".to_owned()),
+            (
+                "_since".to_owned(),
+                "2026-11-24T01:15:02.123+00:00".to_owned()
+            ),
         ]
     );
 }
@@ -223,7 +228,10 @@ fn an_input_file_names_its_digest_and_counts_without_the_query() {
 #[test]
 fn a_table_commit_names_the_table_version_and_rows() {
     let ctx = fixtures::context(JobKind::Export);
-    let upsert = build(&ctx, &step_of(|s| matches!(s, Step::TableCommit(c) if c.version == 7)));
+    let upsert = build(
+        &ctx,
+        &step_of(|s| matches!(s, Step::TableCommit(c) if c.version == 7)),
+    );
     assert_eq!(upsert["action"], "U", "rows were updated");
     let table = entity(&upsert, codes::TABLE);
     assert_eq!(table["what"]["identifier"]["value"], "patient");
@@ -231,7 +239,10 @@ fn a_table_commit_names_the_table_version_and_rows() {
     assert_eq!(detail_of(table, "deltaVersion"), "7");
     assert_eq!(detail_of(table, "rowsInserted"), "8");
     assert_eq!(detail_of(table, "rowsUpdated"), "2");
-    let append = build(&ctx, &step_of(|s| matches!(s, Step::TableCommit(c) if c.version == 3)));
+    let append = build(
+        &ctx,
+        &step_of(|s| matches!(s, Step::TableCommit(c) if c.version == 3)),
+    );
     assert_eq!(append["action"], "C");
     assert_eq!(entity(&append, codes::TABLE)["lifecycle"]["code"], "2");
 }
@@ -278,7 +289,10 @@ fn a_finish_carries_the_outcome_the_manifest_digest_and_the_tables() {
         .filter(|e| e["what"]["identifier"]["system"] == codes::TABLE)
         .map(|e| {
             (
-                e["what"]["identifier"]["value"].as_str().unwrap().to_owned(),
+                e["what"]["identifier"]["value"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
                 detail_of(e, "deltaVersion"),
             )
         })
@@ -324,7 +338,10 @@ fn maintenance_and_policy_changes_are_not_imports() {
         .filter(|e| e["what"]["identifier"]["system"] == codes::POLICY)
         .map(|e| {
             (
-                e["what"]["identifier"]["value"].as_str().unwrap().to_owned(),
+                e["what"]["identifier"]["value"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
                 detail_of(e, "policy"),
             )
         })
@@ -332,7 +349,10 @@ fn maintenance_and_policy_changes_are_not_imports() {
     assert_eq!(
         policies,
         [
-            (fixtures::sha("policy v3").to_string(), "in force".to_owned()),
+            (
+                fixtures::sha("policy v3").to_string(),
+                "in force".to_owned()
+            ),
             ("none".to_owned(), "previous".to_owned())
         ]
     );
@@ -340,7 +360,8 @@ fn maintenance_and_policy_changes_are_not_imports() {
 
 #[test]
 fn the_chain_link_is_an_extension_with_sequence_and_previous() {
-    let event = fixtures::context(JobKind::Load).event(&every_step()[1], at("2026-01-01T00:00:00Z"));
+    let event =
+        fixtures::context(JobKind::Load).event(&every_step()[1], at("2026-01-01T00:00:00Z"));
     let first = event.linked(0, None);
     assert_eq!(
         first["extension"],

@@ -7,6 +7,7 @@ use chrono::{DateTime, FixedOffset};
 use serde_json::json;
 
 use super::context::{JobContext, JobKind};
+use super::event::AuditEvent;
 use super::principal::{Grant, Principal};
 use super::step::*;
 use super::values::*;
@@ -45,7 +46,9 @@ pub fn access_token() -> String {
     format!(
         "{}.{}.{ACCESS_TOKEN_SIGNATURE}",
         b64(json!({"alg": "RS384", "kid": "k1"})),
-        b64(json!({"sub": "svc-fhirlake", "iss": "https://auth.example.org/realm", "scope": "system/*.rs"}))
+        b64(
+            json!({"sub": "svc-fhirlake", "iss": "https://auth.example.org/realm", "scope": "system/*.rs"})
+        )
     )
 }
 
@@ -63,18 +66,25 @@ pub fn oauth() -> Principal {
     });
     Principal::OAuth(Grant::from_token_response(
         Identity::new("fhirlake-prod").unwrap(),
-        Some(loc("https://ehr.example.org/auth/token?client_secret=hunter2-PASSWORD")),
+        Some(loc(
+            "https://ehr.example.org/auth/token?client_secret=hunter2-PASSWORD",
+        )),
         &response,
     ))
 }
 
 pub fn context(kind: JobKind) -> JobContext {
-    JobContext::new(JobId::new("export-20261125T011500.000Z-1a2b3c4d").unwrap(), kind)
-        .with_principal(oauth())
-        .with_policy(PolicyVersion::Sha256(sha("policy v3")))
-        .with_manifest(loc("_fhirlake/manifests/export-20261125T011500.000Z-1a2b3c4d.json"))
-        .with_source(loc("https://bulk:hunter2-PASSWORD@ehr.example.org/fhir"))
-        .with_lake(loc("s3://lake/fhir?X-Amz-Signature=sig-SECRET-deadbeef"))
+    JobContext::new(
+        JobId::new("export-20261125T011500.000Z-1a2b3c4d").unwrap(),
+        kind,
+    )
+    .with_principal(oauth())
+    .with_policy(PolicyVersion::Sha256(sha("policy v3")))
+    .with_manifest(loc(
+        "_fhirlake/manifests/export-20261125T011500.000Z-1a2b3c4d.json",
+    ))
+    .with_source(loc("https://bulk:hunter2-PASSWORD@ehr.example.org/fhir"))
+    .with_lake(loc("s3://lake/fhir?X-Amz-Signature=sig-SECRET-deadbeef"))
 }
 
 fn presigned(name: &str) -> Location {
@@ -140,7 +150,9 @@ pub fn every_step() -> Vec<Step> {
         }),
         Step::SyncPage(SyncPage {
             page: 4,
-            url: loc("https://ehr.example.org/fhir/Observation?_since=x&_cursor=continuation-SECRET"),
+            url: loc(
+                "https://ehr.example.org/fhir/Observation?_since=x&_cursor=continuation-SECRET",
+            ),
             window_since: Some(at("2026-11-24T00:00:00Z")),
             window_until: Some(at("2026-11-25T00:00:00Z")),
             resources: vec![(rt("Observation"), 50)],
@@ -268,4 +280,19 @@ pub fn every_step() -> Vec<Step> {
             source: Some(loc("/etc/fhirlake/policy.json")),
         }),
     ]
+}
+
+/// A distinct event per `n` (a commit of version `n`).
+pub fn sample_event(n: u64) -> AuditEvent {
+    let step = Step::TableCommit(TableCommit {
+        table: table("patient"),
+        resource_type: Some(rt("Patient")),
+        version: n,
+        operation: CommitOperation::Append,
+        rows: RowChanges {
+            inserted: n + 1,
+            ..RowChanges::default()
+        },
+    });
+    context(JobKind::Load).event(&step, at("2026-11-25T01:20:00.000+01:00"))
 }

@@ -39,6 +39,7 @@ pub struct Grant {
 }
 
 impl Grant {
+    /// A client with nothing known of its grant yet.
     pub fn new(client_id: Identity) -> Self {
         Self {
             client_id,
@@ -49,11 +50,13 @@ impl Grant {
         }
     }
 
+    /// The token's `sub`.
     pub fn with_subject(mut self, subject: Identity) -> Self {
         self.subject = Some(subject);
         self
     }
 
+    /// The authorization server (the identifier system of client and `sub`).
     pub fn with_issuer(mut self, issuer: Location) -> Self {
         self.issuer = Some(issuer);
         self

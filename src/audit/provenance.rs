@@ -62,10 +62,12 @@ impl Target {
 pub struct Provenance(Map<String, Value>);
 
 impl Provenance {
+    /// The resource's JSON members.
     pub fn as_json(&self) -> &Map<String, Value> {
         &self.0
     }
 
+    /// The resource as a JSON value.
     pub fn into_json(self) -> Value {
         Value::Object(self.0)
     }
@@ -215,7 +217,10 @@ mod tests {
             p["entity"][0]["what"]["identifier"]["value"],
             "https://ehr.example.org/fhir"
         );
-        assert_eq!(p["entity"][1]["what"]["identifier"]["system"], codes::MANIFEST);
+        assert_eq!(
+            p["entity"][1]["what"]["identifier"]["system"],
+            codes::MANIFEST
+        );
         assert_eq!(
             p["entity"][1]["extension"][0]["valueString"],
             sha("manifest").to_string()
@@ -224,7 +229,10 @@ mod tests {
             p["policy"][0],
             format!("urn:fhirlake:policy:{}", sha("policy v3"))
         );
-        assert_eq!(p["occurredPeriod"]["start"], "2026-11-25T01:15:00.000+00:00");
+        assert_eq!(
+            p["occurredPeriod"]["start"],
+            "2026-11-25T01:15:00.000+00:00"
+        );
     }
 
     #[test]
@@ -241,8 +249,9 @@ mod tests {
 
     #[test]
     fn a_message_provenance_targets_the_resources_it_produced() {
-        let ctx = JobContext::new(JobId::new("hl7-1").unwrap(), JobKind::Hl7v2)
-            .with_manifest(super::super::values::Location::new("_fhirlake/manifests/hl7-1.json").unwrap());
+        let ctx = JobContext::new(JobId::new("hl7-1").unwrap(), JobKind::Hl7v2).with_manifest(
+            super::super::values::Location::new("_fhirlake/manifests/hl7-1.json").unwrap(),
+        );
         let p = build(
             &ctx,
             &[
@@ -270,7 +279,12 @@ mod tests {
     fn no_targets_or_no_manifest_is_refused() {
         let ctx = fixtures::context(JobKind::Export);
         let err = ctx
-            .provenance(&[], at("2026-01-01T00:00:00Z"), at("2026-01-01T00:00:00Z"), sha("m"))
+            .provenance(
+                &[],
+                at("2026-01-01T00:00:00Z"),
+                at("2026-01-01T00:00:00Z"),
+                sha("m"),
+            )
             .unwrap_err();
         assert_eq!(err.field, "provenance targets");
         let bare = JobContext::new(JobId::new("j").unwrap(), JobKind::Load);

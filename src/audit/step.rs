@@ -79,6 +79,7 @@ impl StepKind {
 }
 
 impl Step {
+    /// Which kind of step this is (its subtype code).
     pub fn kind(&self) -> StepKind {
         match self {
             Self::KickOff(_) => StepKind::KickOff,
@@ -133,6 +134,7 @@ pub struct KickOff {
     pub inputs: Option<u64>,
 }
 
+/// What a job was started to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Operation {
     /// `fhirlake load` of files.
@@ -145,6 +147,7 @@ pub enum Operation {
     Hl7v2,
 }
 
+/// The level of a Bulk export: `/$export`, `/Patient/$export`, `/Group/ID/$export`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExportLevel {
     System,
@@ -169,6 +172,7 @@ pub struct InputFile {
     pub started: Option<DateTime<FixedOffset>>,
 }
 
+/// What an input file is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileKind {
     /// A Bulk manifest's `output[]` file.
@@ -184,6 +188,7 @@ pub enum FileKind {
 }
 
 impl FileKind {
+    /// The file entity's `kind` detail.
     pub fn code(self) -> &'static str {
         match self {
             Self::Output => "output",
@@ -246,6 +251,7 @@ pub enum CommitOperation {
 }
 
 impl CommitOperation {
+    /// The table entity's `operation` detail.
     pub fn code(self) -> &'static str {
         match self {
             Self::Append => "append",
@@ -257,6 +263,7 @@ impl CommitOperation {
     }
 }
 
+/// Rows one commit changed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RowChanges {
     pub inserted: u64,
@@ -302,6 +309,7 @@ pub struct Finish {
     pub totals: Totals,
 }
 
+/// A table at the version a job left it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableVersion {
     pub table: TableName,
@@ -321,6 +329,7 @@ pub struct Totals {
     pub deleted: u64,
 }
 
+/// How a job ended: the AuditEvent outcome 0, 4 (warnings, cancelled) or 8.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobOutcome {
     /// Exit code 0.
@@ -333,6 +342,7 @@ pub enum JobOutcome {
     Cancelled,
 }
 
+/// What made a finished job exit with code 1.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Warnings {
     pub quarantined: u64,
@@ -352,6 +362,8 @@ pub struct Failure {
     pub object: Option<Location>,
 }
 
+/// What failed, as a closed set: no error text (which quotes URLs and
+/// responses) reaches a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureKind {
     /// Connection refused, DNS, TLS, timeout.
@@ -373,6 +385,7 @@ pub enum FailureKind {
 }
 
 impl FailureKind {
+    /// Words for `outcomeDesc`.
     pub fn describe(self) -> String {
         match self {
             Self::Network => "network failure".into(),
@@ -396,6 +409,7 @@ pub struct Maintenance {
     pub version: Option<u64>,
 }
 
+/// What a maintenance run did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MaintenanceOp {
     Optimize {

@@ -25,6 +25,7 @@ impl Sha256 {
         Self(sha2::Sha256::digest(bytes).into())
     }
 
+    /// A digest computed elsewhere (a hasher's `finalize()`).
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
         Self(bytes)
     }
@@ -33,17 +34,14 @@ impl Sha256 {
     pub fn from_hex(hex_digits: &str) -> Result<Self, InputError> {
         let mut out = [0u8; 32];
         if hex_digits.len() != 64 {
-            return Err(InputError::new(
-                "sha256",
-                "not 64 hex digits",
-                hex_digits,
-            ));
+            return Err(InputError::new("sha256", "not 64 hex digits", hex_digits));
         }
         hex::decode_to_slice(hex_digits, &mut out)
             .map_err(|_| InputError::new("sha256", "not 64 hex digits", hex_digits))?;
         Ok(Self(out))
     }
 
+    /// The 32 bytes.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }
@@ -98,6 +96,7 @@ macro_rules! text_type {
         pub struct $name(String);
 
         impl $name {
+            /// The checked text.
             pub fn as_str(&self) -> &str {
                 &self.0
             }
@@ -181,7 +180,10 @@ impl TableName {
                 b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'
             }
         })
-        .map_err(|e| InputError { len: name.len(), ..e })?;
+        .map_err(|e| InputError {
+            len: name.len(),
+            ..e
+        })?;
         Ok(Self(name.to_owned()))
     }
 }
@@ -251,7 +253,11 @@ impl Identity {
             return Err(InputError::new(FIELD, "empty or longer than 255 bytes", id));
         }
         if id.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(InputError::new(FIELD, "has whitespace or a control character", id));
+            return Err(InputError::new(
+                FIELD,
+                "has whitespace or a control character",
+                id,
+            ));
         }
         // A JWS/JWE starts with the base64url of `{"`.
         if id.starts_with("eyJ") && id.contains('.') {
@@ -261,7 +267,11 @@ impl Identity {
             return Err(InputError::new(FIELD, "is shaped like a PEM key", id));
         }
         if id.starts_with('{') || id.starts_with('[') {
-            return Err(InputError::new(FIELD, "is JSON (a key or a token response?)", id));
+            return Err(InputError::new(
+                FIELD,
+                "is JSON (a key or a token response?)",
+                id,
+            ));
         }
         Ok(Self(id.to_owned()))
     }
@@ -342,7 +352,11 @@ impl Location {
             return Err(InputError::new("location", "empty or too long", location));
         }
         if location.chars().any(char::is_control) {
-            return Err(InputError::new("location", "has a control character", location));
+            return Err(InputError::new(
+                "location",
+                "has a control character",
+                location,
+            ));
         }
         // One-letter schemes are Windows drive letters, not URLs.
         if let Ok(mut url) = url::Url::parse(location)
@@ -498,7 +512,9 @@ mod tests {
             "https://bucket.s3.example.com/out/Patient.ndjson"
         );
         assert_eq!(
-            Location::new("s3://lake/fhir?versionId=3").unwrap().as_str(),
+            Location::new("s3://lake/fhir?versionId=3")
+                .unwrap()
+                .as_str(),
             "s3://lake/fhir"
         );
         assert_eq!(
@@ -508,7 +524,9 @@ mod tests {
             "_raw/job/output/Patient.000.ndjson"
         );
         assert_eq!(
-            Location::new("C:\\exports\\Patient.ndjson").unwrap().as_str(),
+            Location::new("C:\\exports\\Patient.ndjson")
+                .unwrap()
+                .as_str(),
             "C:\\exports\\Patient.ndjson"
         );
         assert!(Location::new("a\nb").is_err());

@@ -3,6 +3,7 @@
 
 mod bench;
 mod export;
+mod hl7v2;
 mod progress;
 mod server;
 mod summary;
@@ -52,6 +53,9 @@ enum Command {
     Export(Box<export::ExportArgs>),
     /// Pull what changed on a FHIR server since the last sync (REST search by _lastUpdated).
     Sync(Box<sync::SyncArgs>),
+    /// HL7 v2 messages: convert one to FHIR, load files, or listen on MLLP.
+    #[command(subcommand)]
+    Hl7v2(hl7v2::Hl7v2Command),
     /// SQL-on-FHIR ViewDefinitions: run one over resources to see its rows.
     #[command(subcommand)]
     View(view::ViewCommand),
@@ -241,6 +245,7 @@ pub fn main() -> ExitCode {
         Command::Load(args) => run_load(args),
         Command::Export(args) => export::run(*args),
         Command::Sync(args) => sync::run(*args),
+        Command::Hl7v2(command) => hl7v2::run(command),
         Command::View(command) => view::run(command).map(|()| ExitCode::SUCCESS),
         Command::Optimize(args) => run_optimize(args),
         Command::Vacuum(args) => run_vacuum(args),

@@ -147,5 +147,60 @@ pub fn json(report: &LoadReport) -> Value {
     if let Some(sync) = &report.manifest.sync {
         out["sync"] = json!(sync);
     }
+    if let Some(hl7v2) = &report.manifest.hl7v2 {
+        // The per-message log stays in the manifest: a feed can be large.
+        out["hl7v2"] = json!({
+            "messages": hl7v2.messages,
+            "resources": hl7v2.resources,
+            "unmapped_segments": hl7v2.unmapped_segments,
+            "sequence_gaps": hl7v2.sequence_gaps,
+            "file_warnings": hl7v2.file_warnings,
+            "raw": hl7v2.raw,
+        });
+    }
+    out
+}
+
+/// The HL7 v2 part of a job's summary: what became of the messages.
+pub fn hl7v2_text(report: &LoadReport) -> String {
+    let Some(h) = &report.manifest.hl7v2 else {
+        return String::new();
+    };
+    let m = &h.messages;
+    let mut out = format!(
+        "hl7v2: {} message(s): {} converted into {} resource(s), {} replay(s) of messages already loaded, {} rejected\n",
+        m.received, m.converted, h.resources, m.replays, m.rejected
+    );
+    if m.rejected > 0 {
+        let _ = writeln!(
+            out,
+            "{} message(s) quarantined whole: query {}_quarantine WHERE reason_code LIKE 'hl7v2%' for segment, field and reason",
+            m.rejected, report.manifest.lake
+        );
+    }
+    if !h.unmapped_segments.is_empty() {
+        let list: Vec<String> = h
+            .unmapped_segments
+            .iter()
+            .map(|(id, n)| format!("{id} {n}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "segments not mapped (kept in _raw/): {}",
+            list.join(", ")
+        );
+    }
+    for gap in &h.sequence_gaps {
+        let _ = writeln!(
+            out,
+            "warning: {} skipped MSH-13 sequence numbers {}..{}",
+            gap.sender,
+            gap.after + 1,
+            gap.next - 1
+        );
+    }
+    for warning in &h.file_warnings {
+        let _ = writeln!(out, "warning: {warning}");
+    }
     out
 }

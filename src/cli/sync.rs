@@ -116,7 +116,7 @@ pub struct SyncArgs {
 }
 
 /// `90s`, `2m`, `3h`, `30d`, or seconds.
-fn duration(text: &str) -> Result<Duration, String> {
+pub(super) fn duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let (number, unit) = t.split_at(t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len()));
     let scale = match unit {

@@ -17,7 +17,7 @@
 //! | DiagnosticReport | `dr` | facility, `filler`, filler number with namespace; else `placer`, placer number; else Patient id, MSH-10, OBR set id |
 //! | Observation | `obs` | facility, report key (the DiagnosticReport's key, or the Patient id for ADT/ORM), OBX-1 set id, OBX-4 sub-id, OBX-3 code and coding system |
 //! | Specimen | `spm` | facility, SPM-2 filler id (else placer id); else report key, SPM-1 or `obr15`, specimen type code |
-//! | MessageHeader, Provenance | `mh`, `prov` | sending application, facility, MSH-10, MSH-7 as sent |
+//! | MessageHeader, Provenance | `mh`, `prov` | sending application, facility, MSH-10, MSH-7 as sent (a retry resends both; a sender reusing a control id at another time is a new message) |
 //!
 //! The placer number keys a ServiceRequest because it is assigned first and
 //! survives the filler number being added later; a DiagnosticReport is the

@@ -15,6 +15,9 @@ pub const START: u8 = 0x0B;
 pub const END: u8 = 0x1C;
 pub const CR: u8 = 0x0D;
 
+/// Bytes of a too-long frame kept for its NAK.
+const HEAD_KEPT: usize = 1024;
+
 /// A framing problem, with the stream offset (0-based) where it was seen.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum MllpError {
@@ -57,6 +60,8 @@ pub struct Decoder {
     state: State,
     frame: Vec<u8>,
     offset: u64,
+    /// The start of the last frame dropped as too long (its MSH, for the NAK).
+    dropped_head: Vec<u8>,
 }
 
 impl Decoder {
@@ -70,6 +75,7 @@ impl Decoder {
             },
             frame: Vec::new(),
             offset: 0,
+            dropped_head: Vec::new(),
         }
     }
 
@@ -108,6 +114,12 @@ impl Decoder {
                 len: 0,
             }),
         }
+    }
+
+    /// The first bytes of the last frame dropped as too long: enough of its
+    /// MSH for a NAK that echoes MSH-10.
+    pub fn take_dropped_head(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.dropped_head)
     }
 
     /// Bytes currently buffered (never more than the limit).
@@ -155,7 +167,8 @@ impl Decoder {
                         offset: start,
                         limit: self.max,
                     }));
-                    self.frame = Vec::new();
+                    self.frame.truncate(HEAD_KEPT);
+                    self.dropped_head = std::mem::take(&mut self.frame);
                     self.state = State::Discarding { saw_end: false };
                 }
                 _ => {

@@ -166,6 +166,9 @@ pub struct JobManifest {
     /// For a sync job: the window, pages and re-reads.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync: Option<super::SyncRecord>,
+    /// For an HL7 v2 job: every message and what became of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hl7v2: Option<super::Hl7v2Record>,
 }
 
 fn no_policy() -> String {

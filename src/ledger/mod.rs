@@ -9,10 +9,12 @@
 //! marker is only its index, so a lost marker costs a harmless reload).
 
 mod events;
+mod hl7v2;
 mod manifest;
 mod sync;
 
 pub use events::{Echo, Event, EventLog};
+pub use hl7v2::{Hl7v2Record, MessageCounts, MessageRecord, MessageStatus, RawObject, SequenceGap};
 pub use manifest::{
     AccountingError, CommitOperation, CommitRecord, ExportFile, ExportRecord, FileKind,
     FileOutcome, InputRecord, InputStatus, JobManifest, ManifestKind, RowCounts, StandInRecord,

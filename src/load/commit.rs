@@ -36,12 +36,12 @@ use super::pipeline::StageClock;
 use super::rows::{QuarantineRow, QuarantineRows};
 use super::tables::{TableState, TypeTables};
 use super::view_tables::ViewTable;
-use super::{Context, LoadError, ServerIssue};
+use super::{Context, LoadError, Rejection};
 use crate::fhir;
 use crate::lake::{Deletion, LoadMode, QUARANTINE_TABLE, TableSink, quarantine_schema};
 use crate::ledger::{
-    self, CommitOperation, CommitRecord, ExportRecord, InputRecord, InputStatus, JobManifest,
-    LoadedMarker, ManifestKind, RowCounts, SyncRecord, TableRecord,
+    self, CommitOperation, CommitRecord, ExportRecord, Hl7v2Record, InputRecord, InputStatus,
+    JobManifest, LoadedMarker, ManifestKind, RowCounts, SyncRecord, TableRecord,
 };
 
 /// Everything a job has staged and not yet committed.
@@ -71,10 +71,11 @@ pub(super) struct Extras {
     pub kind: Option<ManifestKind>,
     pub export: Option<ExportRecord>,
     pub sync: Option<SyncRecord>,
+    pub hl7v2: Option<Hl7v2Record>,
     /// Write no loaded-file markers (inputs that are pages or messages,
     /// never seen again as files).
     pub no_markers: bool,
-    pub server_issues: Vec<ServerIssue>,
+    pub rejections: Vec<Rejection>,
     /// A server's deletions, by resource type; applied in the type tables' commits.
     pub deletions: BTreeMap<String, Vec<Deletion>>,
 }
@@ -129,7 +130,7 @@ pub(super) async fn commit(
     commit_quarantine(
         context,
         &mut staged.quarantine,
-        &extras.server_issues,
+        &extras.rejections,
         &mut tables,
     )
     .await?;
@@ -281,22 +282,22 @@ fn count_of(counts: &mut RowCounts, class: Class) -> &mut u64 {
     }
 }
 
-/// Appends the rejected lines, and the server's own error lines, to `_quarantine`.
+/// Appends the rejected lines, and what the source rejected, to `_quarantine`.
 async fn commit_quarantine(
     context: &Context,
     quarantine: &mut QuarantineRows,
-    server_issues: &[ServerIssue],
+    rejections: &[Rejection],
     tables: &mut BTreeMap<String, TableRecord>,
 ) -> Result<(), LoadError> {
-    for issue in server_issues {
+    for issue in rejections {
         quarantine.push(
             &QuarantineRow {
                 source: &issue.source,
                 source_sha256: &issue.source_sha256,
                 line: issue.line,
                 byte_offset: issue.byte_offset,
-                reason_code: "server_error",
-                reason: &issue.diagnostics,
+                reason_code: issue.reason_code,
+                reason: &issue.reason,
                 resource_type: None,
                 resource_id: None,
                 raw: &issue.raw,
@@ -344,13 +345,13 @@ fn manifest(
             tables.entry(name.clone()).or_default().rows.add(counts);
         }
     }
-    if !extras.server_issues.is_empty() {
-        // Not lines of any input: the export's error files, recorded per file in `export`.
+    if !extras.rejections.is_empty() {
+        // Not lines of any input: an export's error files, HL7 v2 messages (recorded in `export` / `hl7v2`).
         tables
             .entry(QUARANTINE_TABLE.to_owned())
             .or_default()
             .rows
-            .quarantined += extras.server_issues.len() as u64;
+            .quarantined += extras.rejections.len() as u64;
     }
     let mut totals = RowCounts::default();
     for input in &inputs {
@@ -375,6 +376,7 @@ fn manifest(
         policy_version: context.policy.version().to_owned(),
         export: extras.export,
         sync: extras.sync,
+        hl7v2: extras.hl7v2,
     }
 }
 

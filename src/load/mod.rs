@@ -56,14 +56,19 @@ use commit::{Extras, Staged, marker_key};
 use pipeline::{Decoding, FilePipeline};
 use tables::TypeTables;
 
-/// One OperationOutcome line the server reported about the export.
+/// Something a source rejected before it became NDJSON — an OperationOutcome
+/// line of an export's error file, an HL7 v2 message that cannot be parsed
+/// or mapped — quarantined as it came.
 #[derive(Debug, Clone)]
-pub struct ServerIssue {
+pub struct Rejection {
     pub source: String,
     pub source_sha256: String,
+    /// Line (or message number) within `source`, 1-based.
     pub line: u64,
     pub byte_offset: u64,
-    pub diagnostics: String,
+    /// `_quarantine.reason_code`.
+    pub reason_code: &'static str,
+    pub reason: String,
     pub raw: Vec<u8>,
 }
 
@@ -276,6 +281,12 @@ impl Job {
         self
     }
 
+    /// An HL7 v2 job's record (messages, segments, raw objects), for the manifest.
+    pub fn with_hl7v2(mut self, record: crate::ledger::Hl7v2Record) -> Self {
+        self.extras.hl7v2 = Some(record);
+        self
+    }
+
     /// Inputs that will never be seen again as files (pages, messages):
     /// neither looked up nor recorded as loaded files.
     pub fn without_loaded_markers(mut self) -> Self {
@@ -284,9 +295,10 @@ impl Job {
         self
     }
 
-    /// OperationOutcome lines from a server's error files, for the quarantine.
-    pub fn with_server_issues(mut self, issues: Vec<ServerIssue>) -> Self {
-        self.extras.server_issues.extend(issues);
+    /// What the source rejected (a server's error lines, unmappable
+    /// messages), for the quarantine.
+    pub fn with_rejections(mut self, rejections: Vec<Rejection>) -> Self {
+        self.extras.rejections.extend(rejections);
         self
     }
 
@@ -340,7 +352,8 @@ impl Context {
     }
 }
 
-fn new_job_id(now: DateTime<Utc>) -> String {
+/// A new job id: the start time, sortable, and a random suffix.
+pub fn new_job_id(now: DateTime<Utc>) -> String {
     let suffix = uuid::Uuid::new_v4().simple().to_string();
     format!("{}-{}", now.format("%Y%m%dT%H%M%S%.3fZ"), &suffix[..8])
 }

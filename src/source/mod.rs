@@ -6,9 +6,11 @@
 //! - [`files`]: local and object-store NDJSON (`fhirlake load`).
 //! - [`bulk`]: the Bulk Data `$export` client (`fhirlake export`).
 //! - [`sync`]: REST incremental sync and conditional re-reads (`fhirlake sync`).
+//! - [`hl7v2`]: HL7 v2 files and an MLLP listener (`fhirlake hl7v2`).
 
 pub mod bulk;
 pub mod files;
+pub mod hl7v2;
 pub mod sync;
 
 pub use files::{DiscoverError, discover};

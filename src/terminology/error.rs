@@ -17,11 +17,17 @@ pub struct Origin {
 
 impl Origin {
     pub fn file(file: impl Into<PathBuf>) -> Self {
-        Self { file: file.into(), member: None }
+        Self {
+            file: file.into(),
+            member: None,
+        }
     }
 
     pub fn member(archive: impl Into<PathBuf>, member: impl Into<String>) -> Self {
-        Self { file: archive.into(), member: Some(member.into()) }
+        Self {
+            file: archive.into(),
+            member: Some(member.into()),
+        }
     }
 }
 
@@ -38,23 +44,53 @@ impl fmt::Display for Origin {
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum Malformed {
     #[error("`{field}` is missing: a {resource} needs it")]
-    Missing { resource: &'static str, field: &'static str },
+    Missing {
+        resource: &'static str,
+        field: &'static str,
+    },
     #[error("`{field}` holds `{value}`, which is not one of {expected}")]
-    BadValue { field: String, value: String, expected: &'static str },
+    BadValue {
+        field: String,
+        value: String,
+        expected: &'static str,
+    },
 }
 
 #[derive(Debug, Error)]
 pub enum TerminologyError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("{origin}: cannot read the package archive (a gzip-compressed tar, as FHIR packages are): {source}")]
-    Archive { origin: Origin, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{origin}: cannot read the package archive (a gzip-compressed tar, as FHIR packages are): {source}"
+    )]
+    Archive {
+        origin: Origin,
+        source: std::io::Error,
+    },
     #[error("{origin}: not valid JSON: {source}")]
-    Json { origin: Origin, source: serde_json::Error },
+    Json {
+        origin: Origin,
+        source: serde_json::Error,
+    },
+    #[error("{origin}: not a valid {resource}: {source}")]
+    Shape {
+        origin: Origin,
+        resource: &'static str,
+        source: serde_json::Error,
+    },
     #[error("{origin}: a {expected} was expected, but the resource is a {found}")]
-    WrongResource { origin: Origin, expected: &'static str, found: String },
+    WrongResource {
+        origin: Origin,
+        expected: &'static str,
+        found: String,
+    },
     #[error("{origin}: {problem}")]
     Malformed { origin: Origin, problem: Malformed },
-    #[error("the binding of {element} names value set {value_set}, which is not loaded: load it (--valuesets DIR or a package) or drop the binding")]
+    #[error(
+        "the binding of {element} names value set {value_set}, which is not loaded: load it (--valuesets DIR or a package) or drop the binding"
+    )]
     UnboundValueSet { element: String, value_set: String },
 }

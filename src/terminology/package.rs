@@ -24,6 +24,9 @@ pub struct Scan {
     pub matched: usize,
 }
 
+/// What is called with each matching resource: its origin and bytes.
+pub type Visit<'f> = dyn FnMut(Origin, &[u8]) -> Result<(), TerminologyError> + 'f;
+
 #[derive(Deserialize)]
 struct Peek {
     #[serde(rename = "resourceType")]
@@ -37,7 +40,7 @@ struct Peek {
 pub fn for_each_resource(
     source: &Path,
     types: &[&str],
-    each: &mut dyn FnMut(Origin, &[u8]) -> Result<(), TerminologyError>,
+    each: &mut Visit<'_>,
 ) -> Result<Scan, TerminologyError> {
     let meta = std::fs::metadata(source).map_err(|e| TerminologyError::Read {
         path: source.to_path_buf(),
@@ -52,7 +55,10 @@ pub fn for_each_resource(
         })?;
         for entry in entries {
             let path = entry
-                .map_err(|e| TerminologyError::Read { path: source.to_path_buf(), source: e })?
+                .map_err(|e| TerminologyError::Read {
+                    path: source.to_path_buf(),
+                    source: e,
+                })?
                 .path();
             let json = path.extension().is_some_and(|x| x == "json");
             if (json || is_package(&path)) && path.is_file() {
@@ -65,15 +71,19 @@ pub fn for_each_resource(
                 read_package(&path, types, &mut scan, each)?;
                 continue;
             }
-            let bytes = std::fs::read(&path)
-                .map_err(|e| TerminologyError::Read { path: path.clone(), source: e })?;
+            let bytes = std::fs::read(&path).map_err(|e| TerminologyError::Read {
+                path: path.clone(),
+                source: e,
+            })?;
             offer(Origin::file(path), &bytes, types, &mut scan, each)?;
         }
     } else if is_package(source) {
         read_package(source, types, &mut scan, each)?;
     } else {
-        let bytes = std::fs::read(source)
-            .map_err(|e| TerminologyError::Read { path: source.to_path_buf(), source: e })?;
+        let bytes = std::fs::read(source).map_err(|e| TerminologyError::Read {
+            path: source.to_path_buf(),
+            source: e,
+        })?;
         offer(Origin::file(source), &bytes, types, &mut scan, each)?;
     }
     Ok(scan)
@@ -88,11 +98,16 @@ fn read_package(
     archive: &Path,
     types: &[&str],
     scan: &mut Scan,
-    each: &mut dyn FnMut(Origin, &[u8]) -> Result<(), TerminologyError>,
+    each: &mut Visit<'_>,
 ) -> Result<(), TerminologyError> {
-    let file = File::open(archive)
-        .map_err(|e| TerminologyError::Read { path: archive.to_path_buf(), source: e })?;
-    let archive_err = |source| TerminologyError::Archive { origin: Origin::file(archive), source };
+    let file = File::open(archive).map_err(|e| TerminologyError::Read {
+        path: archive.to_path_buf(),
+        source: e,
+    })?;
+    let archive_err = |source| TerminologyError::Archive {
+        origin: Origin::file(archive),
+        source,
+    };
     let mut tar = tar::Archive::new(GzDecoder::new(BufReader::new(file)));
     let mut bytes = Vec::new();
     for entry in tar.entries().map_err(archive_err)? {
@@ -100,7 +115,11 @@ fn read_package(
         if !entry.header().entry_type().is_file() {
             continue;
         }
-        let name = entry.path().map_err(archive_err)?.to_string_lossy().into_owned();
+        let name = entry
+            .path()
+            .map_err(archive_err)?
+            .to_string_lossy()
+            .into_owned();
         let Some(file_name) = name.strip_prefix("package/") else {
             continue;
         };
@@ -112,10 +131,12 @@ fn read_package(
             continue;
         }
         bytes.clear();
-        entry.read_to_end(&mut bytes).map_err(|e| TerminologyError::Archive {
-            origin: Origin::member(archive, name.clone()),
-            source: e,
-        })?;
+        entry
+            .read_to_end(&mut bytes)
+            .map_err(|e| TerminologyError::Archive {
+                origin: Origin::member(archive, name.clone()),
+                source: e,
+            })?;
         offer(Origin::member(archive, name), &bytes, types, scan, each)?;
     }
     Ok(())
@@ -126,14 +147,17 @@ fn offer(
     bytes: &[u8],
     types: &[&str],
     scan: &mut Scan,
-    each: &mut dyn FnMut(Origin, &[u8]) -> Result<(), TerminologyError>,
+    each: &mut Visit<'_>,
 ) -> Result<(), TerminologyError> {
     let peek: Peek = match serde_json::from_slice(bytes) {
         Ok(peek) => peek,
         Err(source) => return Err(TerminologyError::Json { origin, source }),
     };
     scan.resources += 1;
-    if peek.resource_type.is_some_and(|t| types.contains(&t.as_str())) {
+    if peek
+        .resource_type
+        .is_some_and(|t| types.contains(&t.as_str()))
+    {
         scan.matched += 1;
         each(origin, bytes)?;
     }
@@ -157,7 +181,10 @@ mod tests {
             .unwrap();
             assert_eq!(scan.matched, value_sets, "{package}");
             assert!(scan.resources > scan.matched);
-            assert!(names.iter().all(|n| n.starts_with("package/ValueSet-")), "{names:?}");
+            assert!(
+                names.iter().all(|n| n.starts_with("package/ValueSet-")),
+                "{names:?}"
+            );
         }
     }
 
@@ -165,7 +192,11 @@ mod tests {
     fn a_directory_and_a_broken_file() {
         let dir = std::env::temp_dir().join(format!("fhirlake-term-pkg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("a.json"), br#"{"resourceType":"ValueSet","url":"x"}"#).unwrap();
+        std::fs::write(
+            dir.join("a.json"),
+            br#"{"resourceType":"ValueSet","url":"x"}"#,
+        )
+        .unwrap();
         std::fs::write(dir.join("b.json"), br#"{"resourceType":"CodeSystem"}"#).unwrap();
         std::fs::write(dir.join("notes.txt"), b"not read").unwrap();
         let mut seen = 0;

@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 use super::checks::CodeRules;
+use super::codeset::FxHashMap;
 
 /// A code system of the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,44 +42,228 @@ const fn sys(
     oids: &'static [&'static str],
     names: &'static [&'static str],
 ) -> KnownSystem {
-    KnownSystem { uri, name, rules, oids, names }
+    KnownSystem {
+        uri,
+        name,
+        rules,
+        oids,
+        names,
+    }
 }
 
 use CodeRules as R;
 
 /// The table. OIDs from the FHIR terminology registry / HL7 OID registry.
 pub const KNOWN: &[KnownSystem] = &[
-    sys(LOINC, "LOINC", R::Loinc, &["2.16.840.1.113883.6.1"], &["LN", "LOINC"]),
-    sys(SNOMED, "SNOMED CT", R::Snomed, &["2.16.840.1.113883.6.96"], &["SCT", "SNOMED", "SNOMEDCT", "SNOMED-CT", "SNOMED CT", "SNOMEDCT_US"]),
-    sys(RXNORM, "RxNorm", R::RxNorm, &["2.16.840.1.113883.6.88"], &["RXNORM", "RXN"]),
-    sys(ICD10CM, "ICD-10-CM", R::Icd10Cm, &["2.16.840.1.113883.6.90"], &["ICD-10-CM", "ICD10CM", "I10C", "ICD10-CM"]),
+    sys(
+        LOINC,
+        "LOINC",
+        R::Loinc,
+        &["2.16.840.1.113883.6.1"],
+        &["LN", "LOINC"],
+    ),
+    sys(
+        SNOMED,
+        "SNOMED CT",
+        R::Snomed,
+        &["2.16.840.1.113883.6.96"],
+        &[
+            "SCT",
+            "SNOMED",
+            "SNOMEDCT",
+            "SNOMED-CT",
+            "SNOMED CT",
+            "SNOMEDCT_US",
+        ],
+    ),
+    sys(
+        RXNORM,
+        "RxNorm",
+        R::RxNorm,
+        &["2.16.840.1.113883.6.88"],
+        &["RXNORM", "RXN"],
+    ),
+    sys(
+        ICD10CM,
+        "ICD-10-CM",
+        R::Icd10Cm,
+        &["2.16.840.1.113883.6.90"],
+        &["ICD-10-CM", "ICD10CM", "I10C", "ICD10-CM"],
+    ),
     sys(UCUM, "UCUM", R::Ucum, &["2.16.840.1.113883.6.8"], &["UCUM"]),
-    sys("http://hl7.org/fhir/sid/icd-10", "ICD-10", R::None, &["2.16.840.1.113883.6.3"], &["ICD-10", "ICD10", "I10"]),
-    sys("http://hl7.org/fhir/sid/icd-9-cm", "ICD-9-CM", R::None, &["2.16.840.1.113883.6.103", "2.16.840.1.113883.6.104", "2.16.840.1.113883.6.2"], &["ICD-9-CM", "ICD9CM", "I9C", "I9CM"]),
-    sys("http://www.cms.gov/Medicare/Coding/ICD10", "ICD-10-PCS", R::None, &["2.16.840.1.113883.6.4"], &["ICD-10-PCS", "ICD10PCS", "I10P", "http://hl7.org/fhir/sid/icd-10-pcs"]),
-    sys("http://www.ama-assn.org/go/cpt", "CPT", R::None, &["2.16.840.1.113883.6.12"], &["CPT", "CPT4", "CPT-4", "C4"]),
-    sys("https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets", "HCPCS Level II", R::None, &["2.16.840.1.113883.6.285", "2.16.840.1.113883.6.14"], &["HCPCS"]),
-    sys("http://www.ada.org/cdt", "CDT", R::None, &["2.16.840.1.113883.6.13"], &["CDT"]),
-    sys("http://hl7.org/fhir/sid/cvx", "CVX", R::None, &["2.16.840.1.113883.12.292"], &["CVX"]),
-    sys("http://hl7.org/fhir/sid/ndc", "NDC", R::None, &["2.16.840.1.113883.6.69"], &["NDC"]),
-    sys("http://nucc.org/provider-taxonomy", "NUCC Provider Taxonomy", R::None, &["2.16.840.1.113883.6.101"], &["NUCC"]),
-    sys("urn:oid:2.16.840.1.113883.6.238", "CDC Race and Ethnicity", R::None, &[], &["CDCREC"]),
+    sys(
+        "http://hl7.org/fhir/sid/icd-10",
+        "ICD-10",
+        R::None,
+        &["2.16.840.1.113883.6.3"],
+        &["ICD-10", "ICD10", "I10"],
+    ),
+    sys(
+        "http://hl7.org/fhir/sid/icd-9-cm",
+        "ICD-9-CM",
+        R::None,
+        &[
+            "2.16.840.1.113883.6.103",
+            "2.16.840.1.113883.6.104",
+            "2.16.840.1.113883.6.2",
+        ],
+        &["ICD-9-CM", "ICD9CM", "I9C", "I9CM"],
+    ),
+    sys(
+        "http://www.cms.gov/Medicare/Coding/ICD10",
+        "ICD-10-PCS",
+        R::None,
+        &["2.16.840.1.113883.6.4"],
+        &[
+            "ICD-10-PCS",
+            "ICD10PCS",
+            "I10P",
+            "http://hl7.org/fhir/sid/icd-10-pcs",
+        ],
+    ),
+    sys(
+        "http://www.ama-assn.org/go/cpt",
+        "CPT",
+        R::None,
+        &["2.16.840.1.113883.6.12"],
+        &["CPT", "CPT4", "CPT-4", "C4"],
+    ),
+    sys(
+        "https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets",
+        "HCPCS Level II",
+        R::None,
+        &["2.16.840.1.113883.6.285", "2.16.840.1.113883.6.14"],
+        &["HCPCS"],
+    ),
+    sys(
+        "http://www.ada.org/cdt",
+        "CDT",
+        R::None,
+        &["2.16.840.1.113883.6.13"],
+        &["CDT"],
+    ),
+    sys(
+        "http://hl7.org/fhir/sid/cvx",
+        "CVX",
+        R::None,
+        &["2.16.840.1.113883.12.292"],
+        &["CVX"],
+    ),
+    sys(
+        "http://hl7.org/fhir/sid/ndc",
+        "NDC",
+        R::None,
+        &["2.16.840.1.113883.6.69"],
+        &["NDC"],
+    ),
+    sys(
+        "http://nucc.org/provider-taxonomy",
+        "NUCC Provider Taxonomy",
+        R::None,
+        &["2.16.840.1.113883.6.101"],
+        &["NUCC"],
+    ),
+    sys(
+        "urn:oid:2.16.840.1.113883.6.238",
+        "CDC Race and Ethnicity",
+        R::None,
+        &[],
+        &["CDCREC"],
+    ),
     sys("urn:ietf:bcp:47", "BCP 47 language tags", R::None, &[], &[]),
     sys("urn:ietf:bcp:13", "MIME types", R::None, &[], &[]),
-    sys("urn:iso:std:iso:3166", "ISO 3166 countries", R::None, &["1.0.3166.1.2.2"], &[]),
-    sys("urn:iso:std:iso:4217", "ISO 4217 currencies", R::None, &[], &[]),
-    sys("urn:iso:std:iso:11073:10101", "ISO/IEEE 11073-10101", R::None, &[], &[]),
-    sys("http://www.nubc.org/patient-discharge", "NUBC discharge status", R::None, &[], &[]),
-    sys("https://www.nubc.org/CodeSystem/PatDischargeStatus", "NUBC discharge status (THO 5+)", R::None, &[], &[]),
-    sys("https://www.usps.com/", "USPS state codes", R::None, &[], &[]),
-    sys("http://www.whocc.no/atc", "ATC", R::None, &["2.16.840.1.113883.6.73"], &["ATC"]),
-    sys("http://fdasis.nlm.nih.gov", "UNII", R::None, &["2.16.840.1.113883.4.9"], &["UNII"]),
-    sys("http://dicom.nema.org/resources/ontology/DCM", "DICOM", R::None, &["1.2.840.10008.2.16.4"], &["DCM"]),
+    sys(
+        "urn:iso:std:iso:3166",
+        "ISO 3166 countries",
+        R::None,
+        &["1.0.3166.1.2.2"],
+        &[],
+    ),
+    sys(
+        "urn:iso:std:iso:4217",
+        "ISO 4217 currencies",
+        R::None,
+        &[],
+        &[],
+    ),
+    sys(
+        "urn:iso:std:iso:11073:10101",
+        "ISO/IEEE 11073-10101",
+        R::None,
+        &[],
+        &[],
+    ),
+    sys(
+        "http://www.nubc.org/patient-discharge",
+        "NUBC discharge status",
+        R::None,
+        &[],
+        &[],
+    ),
+    sys(
+        "https://www.nubc.org/CodeSystem/PatDischargeStatus",
+        "NUBC discharge status (THO 5+)",
+        R::None,
+        &[],
+        &[],
+    ),
+    sys(
+        "https://www.usps.com/",
+        "USPS state codes",
+        R::None,
+        &[],
+        &[],
+    ),
+    sys(
+        "http://www.whocc.no/atc",
+        "ATC",
+        R::None,
+        &["2.16.840.1.113883.6.73"],
+        &["ATC"],
+    ),
+    sys(
+        "http://fdasis.nlm.nih.gov",
+        "UNII",
+        R::None,
+        &["2.16.840.1.113883.4.9"],
+        &["UNII"],
+    ),
+    sys(
+        "http://dicom.nema.org/resources/ontology/DCM",
+        "DICOM",
+        R::None,
+        &["1.2.840.10008.2.16.4"],
+        &["DCM"],
+    ),
     sys("http://www.genenames.org", "HGNC", R::None, &[], &["HGNC"]),
-    sys("http://ncimeta.nci.nih.gov", "NCI Metathesaurus", R::None, &[], &[]),
-    sys("http://ncithesaurus-stage.nci.nih.gov", "NCI Thesaurus", R::None, &[], &[]),
-    sys("http://ihe.net/fhir/ihe.formatcode.fhir/CodeSystem/formatcode", "IHE format codes", R::None, &[], &[]),
-    sys("https://www.cdc.gov/nhsn/cdaportal/terminology/codesystem/hsloc.html", "NHSN locations", R::None, &[], &[]),
+    sys(
+        "http://ncimeta.nci.nih.gov",
+        "NCI Metathesaurus",
+        R::None,
+        &[],
+        &[],
+    ),
+    sys(
+        "http://ncithesaurus-stage.nci.nih.gov",
+        "NCI Thesaurus",
+        R::None,
+        &[],
+        &[],
+    ),
+    sys(
+        "http://ihe.net/fhir/ihe.formatcode.fhir/CodeSystem/formatcode",
+        "IHE format codes",
+        R::None,
+        &[],
+        &[],
+    ),
+    sys(
+        "https://www.cdc.gov/nhsn/cdaportal/terminology/codesystem/hsloc.html",
+        "NHSN locations",
+        R::None,
+        &[],
+        &[],
+    ),
     sys("urn:ietf:rfc:3986", "URIs", R::None, &[], &[]),
 ];
 
@@ -91,8 +276,14 @@ const FAMILIES: &[&str] = &[
 
 /// Pre-R4 FHIR URIs of HL7 v2 tables and v3 code systems, and their R4 home.
 const LEGACY: &[(&str, &str)] = &[
-    ("http://hl7.org/fhir/v2/", "http://terminology.hl7.org/CodeSystem/v2-"),
-    ("http://hl7.org/fhir/v3/", "http://terminology.hl7.org/CodeSystem/v3-"),
+    (
+        "http://hl7.org/fhir/v2/",
+        "http://terminology.hl7.org/CodeSystem/v2-",
+    ),
+    (
+        "http://hl7.org/fhir/v3/",
+        "http://terminology.hl7.org/CodeSystem/v3-",
+    ),
 ];
 
 /// What is off about a misspelt system (several may hold at once).
@@ -130,7 +321,10 @@ impl fmt::Display for Spelling {
             (Spelling::WHITESPACE, "surrounding whitespace"),
             (Spelling::OID, "an OID where FHIR uses the URI"),
             (Spelling::NAME, "a name where FHIR uses the URI"),
-            (Spelling::EDITION_URI, "an edition URI (the edition belongs in Coding.version)"),
+            (
+                Spelling::EDITION_URI,
+                "an edition URI (the edition belongs in Coding.version)",
+            ),
             (Spelling::LEGACY_URI, "a pre-R4 URI"),
             (Spelling::TYPO, "a typing slip"),
         ];
@@ -159,7 +353,10 @@ pub struct Fix {
 
 impl Fix {
     fn to(uri: &'static str) -> Self {
-        Self { prefix: uri, keep: (0, 0) }
+        Self {
+            prefix: uri,
+            keep: (0, 0),
+        }
     }
 
     /// The corrected URI for the system `found` this fix was made for.
@@ -213,7 +410,7 @@ impl SystemVerdict {
 /// value sets and concept maps.
 #[derive(Debug, Clone)]
 pub struct SystemTable {
-    exact: HashMap<Box<str>, CodeRules>,
+    exact: FxHashMap<Box<str>, CodeRules>,
     /// Normalised canonical form → table entry.
     normalised: HashMap<String, &'static KnownSystem>,
     /// OID, and lower-case name → table entry.
@@ -228,14 +425,18 @@ impl Default for SystemTable {
 
 impl SystemTable {
     pub fn new() -> Self {
-        let mut exact = HashMap::new();
+        let mut exact = FxHashMap::default();
         let mut normalised = HashMap::new();
         let mut aliases = HashMap::new();
         for known in KNOWN {
             exact.insert(known.uri.into(), known.rules);
             normalised.insert(normalise(known.uri), known);
             for oid in known.oids {
-                for form in [oid.to_string(), format!("urn:oid:{oid}"), format!("oid:{oid}")] {
+                for form in [
+                    oid.to_string(),
+                    format!("urn:oid:{oid}"),
+                    format!("oid:{oid}"),
+                ] {
                     aliases.insert(form, (known, Spelling::OID));
                 }
             }
@@ -243,7 +444,11 @@ impl SystemTable {
                 aliases.insert(name.to_ascii_lowercase(), (known, Spelling::NAME));
             }
         }
-        Self { exact, normalised, aliases }
+        Self {
+            exact,
+            normalised,
+            aliases,
+        }
     }
 
     /// Makes `uri` known, with no code rules unless it is already in the
@@ -451,7 +656,9 @@ fn within_one_edit(a: &str, b: &str) -> bool {
     let (a, b) = (&a[prefix..], &b[prefix..]);
     match (a.len(), b.len()) {
         (0, 0) => true,
-        (x, y) if x == y => a[1..] == b[1..] || (x >= 2 && a[0] == b[1] && a[1] == b[0] && a[2..] == b[2..]),
+        (x, y) if x == y => {
+            a[1..] == b[1..] || (x >= 2 && a[0] == b[1] && a[1] == b[0] && a[2..] == b[2..])
+        }
         (x, y) if x + 1 == y => a == &b[1..],
         (x, y) if y + 1 == x => &a[1..] == b,
         _ => false,
@@ -464,7 +671,9 @@ mod tests {
 
     fn fix_of(table: &SystemTable, system: &str) -> (String, Spelling) {
         match table.classify(system) {
-            SystemVerdict::Misspelt { fix, spelling, .. } => (fix.apply(system).to_string(), spelling),
+            SystemVerdict::Misspelt { fix, spelling, .. } => {
+                (fix.apply(system).to_string(), spelling)
+            }
             other => panic!("{system}: {other:?}"),
         }
     }
@@ -474,7 +683,10 @@ mod tests {
         let t = SystemTable::new();
         assert_eq!(t.exact(LOINC), Some(CodeRules::Loinc));
         assert_eq!(t.classify(SNOMED), SystemVerdict::Known(CodeRules::Snomed));
-        assert_eq!(t.classify("https://www.usps.com/"), SystemVerdict::Known(CodeRules::None));
+        assert_eq!(
+            t.classify("https://www.usps.com/"),
+            SystemVerdict::Known(CodeRules::None)
+        );
         for family in [
             "http://terminology.hl7.org/CodeSystem/v3-ActCode",
             "http://hl7.org/fhir/us/core/CodeSystem/us-core-category",
@@ -482,7 +694,11 @@ mod tests {
             "https://bluebutton.cms.gov/resources/codesystem/adjudication",
         ] {
             assert_eq!(t.exact(family), None);
-            assert_eq!(t.classify(family), SystemVerdict::Known(CodeRules::None), "{family}");
+            assert_eq!(
+                t.classify(family),
+                SystemVerdict::Known(CodeRules::None),
+                "{family}"
+            );
         }
     }
 
@@ -501,18 +717,37 @@ mod tests {
             ("snomed-ct", SNOMED, Spelling::NAME),
             ("http://snomed.info/sct/", SNOMED, Spelling::TRAILING_SLASH),
             ("http://snomed.info/SCT", SNOMED, Spelling::CASE),
-            ("http://snomed.info/sct/731000124108", SNOMED, Spelling::EDITION_URI),
-            ("http://www.nlm.nih.gov/research/umls/rxnorm/", RXNORM, Spelling::TRAILING_SLASH),
+            (
+                "http://snomed.info/sct/731000124108",
+                SNOMED,
+                Spelling::EDITION_URI,
+            ),
+            (
+                "http://www.nlm.nih.gov/research/umls/rxnorm/",
+                RXNORM,
+                Spelling::TRAILING_SLASH,
+            ),
             ("http://unitsofmeasure.org/", UCUM, Spelling::TRAILING_SLASH),
             ("http://lonic.org", LOINC, Spelling::TYPO),
             ("http://snomed.info/sc", SNOMED, Spelling::TYPO),
-            ("http://hl7.org/fhir/sid/icd-10-pcs", "http://www.cms.gov/Medicare/Coding/ICD10", Spelling::NAME),
-            ("http://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets", "https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets", Spelling::SCHEME),
+            (
+                "http://hl7.org/fhir/sid/icd-10-pcs",
+                "http://www.cms.gov/Medicare/Coding/ICD10",
+                Spelling::NAME,
+            ),
+            (
+                "http://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets",
+                "https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets",
+                Spelling::SCHEME,
+            ),
         ];
         for (found, canonical, spelling) in cases {
             let (fixed, got) = fix_of(&t, found);
             assert_eq!(fixed, canonical, "{found}");
-            assert!(got.contains(spelling), "{found}: {got:?} lacks {spelling:?}");
+            assert!(
+                got.contains(spelling),
+                "{found}: {got:?} lacks {spelling:?}"
+            );
         }
         // A misspelt system's codes are checked as the system it means.
         assert_eq!(t.classify("http://loinc.org/").rules(), CodeRules::Loinc);
@@ -522,11 +757,26 @@ mod tests {
     fn misspellings_of_families_keep_the_name() {
         let t = SystemTable::new();
         let cases = [
-            ("https://terminology.hl7.org/CodeSystem/v3-ActCode", "http://terminology.hl7.org/CodeSystem/v3-ActCode"),
-            ("http://terminology.hl7.org/CodeSystem/condition-clinical/", "http://terminology.hl7.org/CodeSystem/condition-clinical"),
-            ("http://Terminology.HL7.org/CodeSystem/v2-0203", "http://terminology.hl7.org/CodeSystem/v2-0203"),
-            ("http://hl7.org/fhir/v3/MaritalStatus", "http://terminology.hl7.org/CodeSystem/v3-MaritalStatus"),
-            ("http://hl7.org/fhir/v2/0203", "http://terminology.hl7.org/CodeSystem/v2-0203"),
+            (
+                "https://terminology.hl7.org/CodeSystem/v3-ActCode",
+                "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+            ),
+            (
+                "http://terminology.hl7.org/CodeSystem/condition-clinical/",
+                "http://terminology.hl7.org/CodeSystem/condition-clinical",
+            ),
+            (
+                "http://Terminology.HL7.org/CodeSystem/v2-0203",
+                "http://terminology.hl7.org/CodeSystem/v2-0203",
+            ),
+            (
+                "http://hl7.org/fhir/v3/MaritalStatus",
+                "http://terminology.hl7.org/CodeSystem/v3-MaritalStatus",
+            ),
+            (
+                "http://hl7.org/fhir/v2/0203",
+                "http://terminology.hl7.org/CodeSystem/v2-0203",
+            ),
         ];
         for (found, fixed) in cases {
             assert_eq!(fix_of(&t, found).0, fixed, "{found}");
@@ -536,7 +786,13 @@ mod tests {
     #[test]
     fn unknown_systems_stay_unknown() {
         let mut t = SystemTable::new();
-        for system in ["http://acme.org/codes", "urn:oid:1.2.3.4", "local", "http://hl7.org/fhir/", "http://loinc.org.example"] {
+        for system in [
+            "http://acme.org/codes",
+            "urn:oid:1.2.3.4",
+            "local",
+            "http://hl7.org/fhir/",
+            "http://loinc.org.example",
+        ] {
             assert_eq!(t.classify(system), SystemVerdict::Unknown, "{system}");
         }
         t.add_known("http://acme.org/codes");
@@ -549,8 +805,14 @@ mod tests {
     #[test]
     fn icd_versions_are_not_typos_of_each_other() {
         let t = SystemTable::new();
-        assert_eq!(t.classify("http://hl7.org/fhir/sid/icd-9-cm"), SystemVerdict::Known(CodeRules::None));
-        assert_eq!(t.classify("http://hl7.org/fhir/sid/icd-10"), SystemVerdict::Known(CodeRules::None));
+        assert_eq!(
+            t.classify("http://hl7.org/fhir/sid/icd-9-cm"),
+            SystemVerdict::Known(CodeRules::None)
+        );
+        assert_eq!(
+            t.classify("http://hl7.org/fhir/sid/icd-10"),
+            SystemVerdict::Known(CodeRules::None)
+        );
     }
 
     #[test]
@@ -566,6 +828,9 @@ mod tests {
     #[test]
     fn spelling_reads() {
         let s = Spelling::SCHEME.with(Spelling::TRAILING_SLASH, true);
-        assert_eq!(s.to_string(), "wrong scheme (http vs https), trailing slash");
+        assert_eq!(
+            s.to_string(),
+            "wrong scheme (http vs https), trailing slash"
+        );
     }
 }

@@ -5,6 +5,7 @@ mod common;
 mod correctness;
 mod export;
 mod fhir_server;
+mod hl7v2;
 mod incremental;
 mod load;
 mod s3;

@@ -116,7 +116,7 @@ pub(super) async fn load_files(
         .with_job_id(job_id.clone())
         .with_kind(ManifestKind::Export)
         .with_export(record)
-        .with_server_issues(issues)
+        .with_rejections(issues)
         .with_deletions(deleted)
         .await
         .map_err(|source| ExportError::Load {

@@ -12,7 +12,7 @@ use super::kickoff::diagnostics;
 use crate::fhir;
 use crate::lake::Deletion;
 use crate::ledger::ExportFile;
-use crate::load::ServerIssue;
+use crate::load::Rejection;
 use crate::load::{Input, SourceKind};
 
 /// A raw file's lines, read through the one input opener (gzip by content).
@@ -22,10 +22,7 @@ fn read_lines(path: &Path) -> std::io::Result<Vec<Vec<u8>>> {
 }
 
 /// error[] files: each line becomes a quarantine row naming the server's diagnostics.
-pub(super) fn server_issues(
-    raw: &Path,
-    file: &mut ExportFile,
-) -> std::io::Result<Vec<ServerIssue>> {
+pub(super) fn server_issues(raw: &Path, file: &mut ExportFile) -> std::io::Result<Vec<Rejection>> {
     let path = raw.join(&file.name);
     let mut issues = Vec::new();
     let mut offset = 0u64;
@@ -37,12 +34,13 @@ pub(super) fn server_issues(
         }
         let text = diagnostics(&line);
         file.diagnostics.push(text.clone());
-        issues.push(ServerIssue {
+        issues.push(Rejection {
             source: path.display().to_string(),
             source_sha256: file.sha256.clone().unwrap_or_default(),
             line: i as u64 + 1,
             byte_offset: line_offset,
-            diagnostics: format!("server error for export ({}): {text}", file.resource_type),
+            reason_code: "server_error",
+            reason: format!("server error for export ({}): {text}", file.resource_type),
             raw: line,
         });
     }
@@ -55,7 +53,7 @@ pub(super) fn deletions(
     file: &ExportFile,
     transaction_time: i64,
     by_type: &mut BTreeMap<String, Vec<Deletion>>,
-    issues: &mut Vec<ServerIssue>,
+    issues: &mut Vec<Rejection>,
 ) -> std::io::Result<()> {
     let path = raw.join(&file.name);
     let source = path.display().to_string();
@@ -79,12 +77,13 @@ pub(super) fn deletions(
                     });
                 }
             }
-            Err(reason) => issues.push(ServerIssue {
+            Err(reason) => issues.push(Rejection {
                 source: source.clone(),
                 source_sha256: file.sha256.clone().unwrap_or_default(),
                 line: i as u64 + 1,
                 byte_offset: line_offset,
-                diagnostics: format!("deleted[] line not applied: {reason}"),
+                reason_code: "server_error",
+                reason: format!("deleted[] line not applied: {reason}"),
                 raw: line,
             }),
         }

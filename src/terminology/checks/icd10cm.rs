@@ -11,9 +11,13 @@ use thiserror::Error;
 /// Why a code is not shaped like an ICD-10-CM code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 pub enum Icd10CmError {
-    #[error("not an ICD-10-CM code: expected a letter, a digit, a digit or letter, then optionally `.` and 1 to 4 characters (e.g. `E11.9`)")]
+    #[error(
+        "not an ICD-10-CM code: expected a letter, a digit, a digit or letter, then optionally `.` and 1 to 4 characters (e.g. `E11.9`)"
+    )]
     Format,
-    #[error("ICD-10-CM code without its dot: FHIR writes the dot after the third character (`E119` is `E11.9`)")]
+    #[error(
+        "ICD-10-CM code without its dot: FHIR writes the dot after the third character (`E119` is `E11.9`)"
+    )]
     MissingDot,
     #[error("ICD-10-CM code in lower case: codes are upper case (`e11.9` is `E11.9`)")]
     LowerCase,
@@ -24,12 +28,17 @@ pub fn check(code: &str) -> Result<(), Icd10CmError> {
     if shape_ok(code.as_bytes()) {
         return Ok(());
     }
-    if code.bytes().any(|b| b.is_ascii_lowercase()) && shape_ok(code.to_ascii_uppercase().as_bytes())
+    if code.bytes().any(|b| b.is_ascii_lowercase())
+        && shape_ok(code.to_ascii_uppercase().as_bytes())
     {
         return Err(Icd10CmError::LowerCase);
     }
     let b = code.as_bytes();
-    if (4..=7).contains(&b.len()) && !code.contains('.') && head_ok(b) && b[3..].iter().all(|&c| tail_char(c)) {
+    if (4..=7).contains(&b.len())
+        && !code.contains('.')
+        && head_ok(b)
+        && b[3..].iter().all(|&c| tail_char(c))
+    {
         return Err(Icd10CmError::MissingDot);
     }
     Err(Icd10CmError::Format)
@@ -47,7 +56,9 @@ fn shape_ok(b: &[u8]) -> bool {
 }
 
 fn head_ok(b: &[u8]) -> bool {
-    b[0].is_ascii_uppercase() && b[1].is_ascii_digit() && (b[2].is_ascii_digit() || b[2].is_ascii_uppercase())
+    b[0].is_ascii_uppercase()
+        && b[1].is_ascii_digit()
+        && (b[2].is_ascii_digit() || b[2].is_ascii_uppercase())
 }
 
 fn tail_char(c: u8) -> bool {
@@ -60,7 +71,10 @@ mod tests {
 
     #[test]
     fn codes_in_fhir_form() {
-        for code in ["E11", "E11.9", "Z38.00", "T20.21", "I49.01", "S72.001A", "C4A.0", "M1A.0110", "U07.1", "O9A.111", "T36.0X1A"] {
+        for code in [
+            "E11", "E11.9", "Z38.00", "T20.21", "I49.01", "S72.001A", "C4A.0", "M1A.0110", "U07.1",
+            "O9A.111", "T36.0X1A",
+        ] {
             assert_eq!(check(code), Ok(()), "{code}");
         }
     }
@@ -70,7 +84,19 @@ mod tests {
         assert_eq!(check("E119"), Err(Icd10CmError::MissingDot));
         assert_eq!(check("S72001A"), Err(Icd10CmError::MissingDot));
         assert_eq!(check("e11.9"), Err(Icd10CmError::LowerCase));
-        for code in ["", "E1", "11.9", "EE1.9", "E11.", "E11.12345", "E11-9", "E11 .9", "E11.9 ", "E11..9", "250.00"] {
+        for code in [
+            "",
+            "E1",
+            "11.9",
+            "EE1.9",
+            "E11.",
+            "E11.12345",
+            "E11-9",
+            "E11 .9",
+            "E11.9 ",
+            "E11..9",
+            "250.00",
+        ] {
             assert_eq!(check(code), Err(Icd10CmError::Format), "{code:?}");
         }
     }

@@ -23,9 +23,13 @@ pub enum LoincKind {
 /// Why a code is not a LOINC code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 pub enum LoincError {
-    #[error("not a LOINC code: expected digits, a hyphen and one check digit (e.g. `8867-4`, or `LA6576-8` for an answer)")]
+    #[error(
+        "not a LOINC code: expected digits, a hyphen and one check digit (e.g. `8867-4`, or `LA6576-8` for an answer)"
+    )]
     Format,
-    #[error("LOINC check digit is {found}, but the digits before the hyphen give {expected}: a digit is mistyped")]
+    #[error(
+        "LOINC check digit is {found}, but the digits before the hyphen give {expected}: a digit is mistyped"
+    )]
     CheckDigit { expected: u8, found: u8 },
 }
 
@@ -116,11 +120,17 @@ mod tests {
     fn wrong_check_digits_fail_with_the_right_one() {
         assert_eq!(
             check("8867-5"),
-            Err(LoincError::CheckDigit { expected: 4, found: 5 })
+            Err(LoincError::CheckDigit {
+                expected: 4,
+                found: 5
+            })
         );
         assert_eq!(
             check("LA33-7"),
-            Err(LoincError::CheckDigit { expected: 6, found: 7 })
+            Err(LoincError::CheckDigit {
+                expected: 6,
+                found: 7
+            })
         );
         // A transposition of adjacent digits is caught too.
         assert!(check("8687-4").is_err());
@@ -143,8 +153,20 @@ mod tests {
     #[test]
     fn shapes_that_are_not_loinc() {
         for code in [
-            "", "8867", "8867-", "-4", "8867-44", "8867-x", "08867-4", "88 67-4", "8867–4",
-            "12345678-1", "LA-1", "LX123-4", "la33-6", "8867-4 ",
+            "",
+            "8867",
+            "8867-",
+            "-4",
+            "8867-44",
+            "8867-x",
+            "08867-4",
+            "88 67-4",
+            "8867–4",
+            "12345678-1",
+            "LA-1",
+            "LX123-4",
+            "la33-6",
+            "8867-4 ",
         ] {
             assert_eq!(check(code), Err(LoincError::Format), "{code:?}");
         }

@@ -72,9 +72,21 @@ mod tests {
     #[test]
     fn dispatch_by_rules() {
         assert!(check(CodeRules::Loinc, "8867-4").is_ok());
-        assert!(check(CodeRules::Loinc, "8867-5").unwrap_err().is_check_digit());
-        assert!(check(CodeRules::Snomed, "38341004").unwrap_err().is_check_digit());
-        assert!(!check(CodeRules::Snomed, "3834").unwrap_err().is_check_digit());
+        assert!(
+            check(CodeRules::Loinc, "8867-5")
+                .unwrap_err()
+                .is_check_digit()
+        );
+        assert!(
+            check(CodeRules::Snomed, "38341004")
+                .unwrap_err()
+                .is_check_digit()
+        );
+        assert!(
+            !check(CodeRules::Snomed, "3834")
+                .unwrap_err()
+                .is_check_digit()
+        );
         assert!(check(CodeRules::RxNorm, "x").is_err());
         assert!(check(CodeRules::Icd10Cm, "E11.9").is_ok());
         assert!(check(CodeRules::Ucum, "mg/dL").is_ok());

@@ -31,7 +31,15 @@ mod tests {
         for code in ["1", "198440", "313782", "1049221", "2599543"] {
             assert_eq!(check(code), Ok(()), "{code}");
         }
-        for code in ["", "0198440", "19844O", "198 440", "123456789", "RX198440", "-1"] {
+        for code in [
+            "",
+            "0198440",
+            "19844O",
+            "198 440",
+            "123456789",
+            "RX198440",
+            "-1",
+        ] {
             assert_eq!(check(code), Err(RxNormError::Format), "{code:?}");
         }
     }

@@ -39,13 +39,21 @@ pub enum SnomedError {
     Length { at: usize, len: usize },
     #[error("SNOMED CT id at byte {at} starts with 0: SCTIDs never do")]
     LeadingZero { at: usize },
-    #[error("SNOMED CT Verhoeff check digit at byte {at} fails: a digit is mistyped or two are swapped")]
+    #[error(
+        "SNOMED CT Verhoeff check digit at byte {at} fails: a digit is mistyped or two are swapped"
+    )]
     CheckDigit { at: usize },
-    #[error("SNOMED CT id at byte {at} has partition `{partition}`: only 00, 01, 02 (short) and 10, 11, 12 (long) exist")]
+    #[error(
+        "SNOMED CT id at byte {at} has partition `{partition}`: only 00, 01, 02 (short) and 10, 11, 12 (long) exist"
+    )]
     Partition { at: usize, partition: u8 },
-    #[error("SNOMED CT id at byte {at} is a long-format id of {len} digits: it needs 11 or more (item, 7-digit namespace, partition, check digit)")]
+    #[error(
+        "SNOMED CT id at byte {at} is a long-format id of {len} digits: it needs 11 or more (item, 7-digit namespace, partition, check digit)"
+    )]
     ShortLongFormat { at: usize, len: usize },
-    #[error("SNOMED CT id at byte {at} names a {component:?}, not a concept: a Coding's code must be a concept id")]
+    #[error(
+        "SNOMED CT id at byte {at} names a {component:?}, not a concept: a Coding's code must be a concept id"
+    )]
     NotAConcept { at: usize, component: Component },
 }
 
@@ -260,12 +268,18 @@ mod tests {
         let bad = format!("1234503{}", verhoeff_check_digit(b"1234503"));
         assert_eq!(
             check_concept_id(&bad, 0),
-            Err(SnomedError::Partition { at: 0, partition: 3 })
+            Err(SnomedError::Partition {
+                at: 0,
+                partition: 3
+            })
         );
         let bad = format!("1234520{}", verhoeff_check_digit(b"1234520"));
         assert_eq!(
             check_concept_id(&bad, 0),
-            Err(SnomedError::Partition { at: 0, partition: 20 })
+            Err(SnomedError::Partition {
+                at: 0,
+                partition: 20
+            })
         );
         // Long format needs a 7-digit namespace: 10 digits cannot hold it.
         let short_long = format!("123456710{}", verhoeff_check_digit(b"123456710"));

@@ -105,7 +105,14 @@ impl std::error::Error for UcumError<'_> {}
 
 /// Checks that `unit` is a UCUM code (case-sensitive form).
 pub fn validate(unit: &str) -> Result<(), UcumError<'_>> {
-    let err = |at, len, kind| Err(UcumError { unit, at, len, kind });
+    let err = |at, len, kind| {
+        Err(UcumError {
+            unit,
+            at,
+            len,
+            kind,
+        })
+    };
     if unit.is_empty() {
         return err(0, 0, UcumErrorKind::Empty);
     }
@@ -115,7 +122,11 @@ pub fn validate(unit: &str) -> Result<(), UcumError<'_>> {
     if let Some(at) = unit.bytes().position(|b| b.is_ascii_whitespace()) {
         return err(at, 0, UcumErrorKind::Whitespace);
     }
-    let mut parser = Parser { unit, s: unit.as_bytes(), i: 0 };
+    let mut parser = Parser {
+        unit,
+        s: unit.as_bytes(),
+        i: 0,
+    };
     parser.main_term()?;
     if parser.i < parser.s.len() {
         return err(parser.i, 1, UcumErrorKind::UnexpectedChar);
@@ -131,7 +142,12 @@ struct Parser<'a> {
 
 impl<'a> Parser<'a> {
     fn fail(&self, at: usize, len: usize, kind: UcumErrorKind) -> Result<(), UcumError<'a>> {
-        Err(UcumError { unit: self.unit, at, len, kind })
+        Err(UcumError {
+            unit: self.unit,
+            at,
+            len,
+            kind,
+        })
     }
 
     fn peek(&self) -> Option<u8> {
@@ -280,10 +296,48 @@ mod tests {
     /// Every UCUM code in `Quantity.code` of ../shared/data/bulk (Synthea)
     /// and ../shared/data/fhir-examples (R4 core and US Core examples).
     const IN_SHARED_DATA: &[&str] = &[
-        "%", "/a", "/min", "1", "10*12/L", "10*3/uL", "10*6/uL", "Cel", "L/min", "U", "U/L",
-        "[in_i]", "[lb_av]", "a", "cm", "d", "d/wk", "fL", "g", "g/L", "g/cm-2", "g/dL", "h",
-        "kPa", "kU/L", "kg", "kg/m2", "mL", "mL/min", "mL/min/{1.73_m2}", "mg", "mg/dL",
-        "mg/kg", "mg/m2", "min", "min/d", "ml", "mm", "mm[Hg]", "mmol/L", "ng/mL", "pg",
+        "%",
+        "/a",
+        "/min",
+        "1",
+        "10*12/L",
+        "10*3/uL",
+        "10*6/uL",
+        "Cel",
+        "L/min",
+        "U",
+        "U/L",
+        "[in_i]",
+        "[lb_av]",
+        "a",
+        "cm",
+        "d",
+        "d/wk",
+        "fL",
+        "g",
+        "g/L",
+        "g/cm-2",
+        "g/dL",
+        "h",
+        "kPa",
+        "kU/L",
+        "kg",
+        "kg/m2",
+        "mL",
+        "mL/min",
+        "mL/min/{1.73_m2}",
+        "mg",
+        "mg/dL",
+        "mg/kg",
+        "mg/m2",
+        "min",
+        "min/d",
+        "ml",
+        "mm",
+        "mm[Hg]",
+        "mmol/L",
+        "ng/mL",
+        "pg",
         "{score}",
     ];
 
@@ -310,10 +364,33 @@ mod tests {
     #[test]
     fn grammar_corners() {
         for unit in [
-            "10*-3", "10^3", "m2.s-1", "kg.m/s2", "(m/s)/s", "/[HPF]", "{cells}/uL", "[IU]/L",
-            "m[IU]/L", "cm[H2O]", "B[10.nV]", "cal_[15]", "kcal/(kg.d)", "[arb'U]/mL", "''",
-            "%[slope]", "daL", "KiBy", "mmol/mol", "meq/L", "ug/(24.h)", "{#}/[HPF]", "mL{total}",
-            "[in_i'Hg]", "umol/L", "nmol/min/mg{protein}", "s+2",
+            "10*-3",
+            "10^3",
+            "m2.s-1",
+            "kg.m/s2",
+            "(m/s)/s",
+            "/[HPF]",
+            "{cells}/uL",
+            "[IU]/L",
+            "m[IU]/L",
+            "cm[H2O]",
+            "B[10.nV]",
+            "cal_[15]",
+            "kcal/(kg.d)",
+            "[arb'U]/mL",
+            "''",
+            "%[slope]",
+            "daL",
+            "KiBy",
+            "mmol/mol",
+            "meq/L",
+            "ug/(24.h)",
+            "{#}/[HPF]",
+            "mL{total}",
+            "[in_i'Hg]",
+            "umol/L",
+            "nmol/min/mg{protein}",
+            "s+2",
         ] {
             assert_eq!(validate(unit), Ok(()), "{unit}");
         }
@@ -352,9 +429,15 @@ mod tests {
     fn messages_name_the_symbol_and_the_fix() {
         let e = validate("mg/hr").unwrap_err();
         assert_eq!(e.symbol(), "hr");
-        assert_eq!(e.to_string(), "UCUM unit `mg/hr`: `hr` (byte 3) is not a UCUM unit (UCUM writes `mg/h`)");
+        assert_eq!(
+            e.to_string(),
+            "UCUM unit `mg/hr`: `hr` (byte 3) is not a UCUM unit (UCUM writes `mg/h`)"
+        );
         let e = validate("kh").unwrap_err();
-        assert_eq!(e.to_string(), "UCUM unit `kh`: `kh` (byte 0): `h` takes no prefix such as `k`");
+        assert_eq!(
+            e.to_string(),
+            "UCUM unit `kh`: `kh` (byte 0): `h` takes no prefix such as `k`"
+        );
         let e = validate("ng/dL.hr").unwrap_err();
         assert_eq!(e.suggestion(), Some("h"));
     }
