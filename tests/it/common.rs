@@ -122,7 +122,8 @@ pub fn expected_ids(dirs: &[PathBuf]) -> BTreeMap<String, BTreeSet<String>> {
     ids
 }
 
-fn python() -> Option<PathBuf> {
+/// The test venv's Python (`FHIRLAKE_PYTHON`, else ~/.cache/fhirlake-venv).
+pub fn python() -> Option<PathBuf> {
     if let Ok(p) = std::env::var("FHIRLAKE_PYTHON") {
         return Some(PathBuf::from(p));
     }

@@ -16,7 +16,7 @@ use fhirlake::load::{LoadOptions, LoadReport};
 use fhirlake::source::hl7v2::{FilesJob, discover, load_files};
 use serde_json::Value;
 
-use crate::common::{fhirlake, open_lake, sql};
+use crate::common::{fhirlake, open_lake, python, run_json, sql};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hl7v2")
@@ -234,17 +234,7 @@ async fn an_unmappable_message_is_quarantined_whole_and_the_rest_load() {
 #[test]
 fn convert_prints_the_bundle_a_message_becomes() {
     let file = fixtures().join("messages/ms-ADT-A01-01.hl7");
-    let out = fhirlake()
-        .args(["hl7v2", "convert"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let bundle: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let bundle = run_json(fhirlake().args(["hl7v2", "convert"]).arg(&file), 0);
     assert_eq!(bundle["resourceType"], "Bundle");
     assert_eq!(bundle["type"], "message");
     let entries = bundle["entry"].as_array().unwrap();
@@ -267,33 +257,19 @@ fn load_cli_reports_messages_and_exits_1_on_a_rejected_message() {
             "MSH|^~\\&|X|HOSP|LAKE|HOSP|20260101||QRY^A19|Q1|P|2.5".into(),
         ],
     );
-    let out = fhirlake()
-        .args(["hl7v2", "load", "--json", "--lake"])
-        .arg(dir.path().join("lake"))
-        .arg(&feed)
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let jobs = run_json(
+        fhirlake()
+            .args(["hl7v2", "load", "--json", "--lake"])
+            .arg(dir.path().join("lake"))
+            .arg(&feed),
+        1,
     );
-    let jobs: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(jobs[0]["kind"], "hl7v2");
     assert_eq!(jobs[0]["hl7v2"]["messages"]["converted"], 1);
     assert_eq!(jobs[0]["hl7v2"]["messages"]["rejected"], 1);
 }
 
 // ---------------------------------------------------------------- MLLP
-
-fn python() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("FHIRLAKE_PYTHON") {
-        return Some(PathBuf::from(p));
-    }
-    let venv = Path::new(&std::env::var("HOME").ok()?).join(".cache/fhirlake-venv/bin/python");
-    venv.exists().then_some(venv)
-}
 
 /// python-hl7's `mllp_send`, or `None` (loudly) when the venv lacks it.
 fn mllp_send() -> Option<Command> {
