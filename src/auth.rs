@@ -6,6 +6,7 @@
 //! `Display` print a placeholder, so no log line, error or manifest can carry
 //! them by accident.
 
+use crate::audit::{Grant, Identity, Location, Principal};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -334,6 +335,9 @@ pub struct TokenSource {
     http: reqwest::Client,
     cached: Mutex<Option<CachedToken>>,
     token_url: Mutex<Option<Url>>,
+    /// Who the server knows us as, from the last token response (for the
+    /// audit trail: client id, `sub`, granted scopes; never the token).
+    principal: std::sync::Mutex<Principal>,
     /// Tokens fetched so far (the log and tests show refreshes).
     pub fetched: std::sync::atomic::AtomicU32,
 }
@@ -352,14 +356,29 @@ impl TokenSource {
             Credentials::Smart(c) => c.token_url.clone(),
             _ => None,
         };
+        let principal = match &credentials {
+            Credentials::Bearer(token) => Principal::from_bearer_token(token.expose()),
+            Credentials::Smart(c) => match Identity::new(&c.client_id) {
+                Ok(client_id) => Principal::OAuth(Grant::new(client_id)),
+                Err(_) => Principal::Unknown,
+            },
+            Credentials::None => Principal::Unknown,
+        };
         Self {
             credentials,
             server,
             http,
             cached: Mutex::new(None),
             token_url: Mutex::new(token_url),
+            principal: std::sync::Mutex::new(principal),
             fetched: Default::default(),
         }
+    }
+
+    /// Who the requests were made as: the OAuth client and what its last
+    /// token response granted, or what a bearer token's claims say.
+    pub fn principal(&self) -> Principal {
+        self.principal.lock().expect("principal lock").clone()
     }
 
     pub fn has_credentials(&self) -> bool {
@@ -485,6 +504,11 @@ impl TokenSource {
             .get("access_token")
             .and_then(Value::as_str)
             .ok_or_else(|| fail("the response has no access_token".into()))?;
+        if let Ok(client_id) = Identity::new(&smart.client_id) {
+            let issuer = Location::new(token_url.as_str()).ok();
+            let grant = Grant::from_token_response(client_id, issuer, &value);
+            *self.principal.lock().expect("principal lock") = Principal::OAuth(grant);
+        }
         let lifetime = value
             .get("expires_in")
             .and_then(Value::as_u64)

@@ -22,4 +22,5 @@ pub mod ndjson;
 pub mod policy;
 pub mod source;
 pub mod terminology;
+pub mod verify;
 pub mod view;

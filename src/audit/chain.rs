@@ -82,8 +82,17 @@ impl AuditLog {
 
     /// Records `step` of the job now (local time, with its offset).
     pub async fn emit(&self, ctx: &JobContext, step: impl Into<Step>) -> Result<Head, ChainError> {
+        self.emit_stored(ctx, step).await.map(|(head, _)| head)
+    }
+
+    /// [`Self::emit`], also returning the event as stored.
+    pub async fn emit_stored(
+        &self,
+        ctx: &JobContext,
+        step: impl Into<Step>,
+    ) -> Result<(Head, Vec<u8>), ChainError> {
         let now = chrono::Local::now().fixed_offset();
-        self.append(&ctx.event(&step.into(), now)).await
+        self.append_stored(&ctx.event(&step.into(), now)).await
     }
 
     /// Appends `event` at the end of the chain; returns the new head.
@@ -93,6 +102,12 @@ impl AuditLog {
     /// its sequence number is byte for byte this one and its head is
     /// returned, so retry with the same `AuditEvent`, not a rebuilt one.
     pub async fn append(&self, event: &AuditEvent) -> Result<Head, ChainError> {
+        self.append_stored(event).await.map(|(head, _)| head)
+    }
+
+    /// [`Self::append`], also returning the event exactly as stored (with
+    /// its link), for copies such as the lake's `_audit` table.
+    pub async fn append_stored(&self, event: &AuditEvent) -> Result<(Head, Vec<u8>), ChainError> {
         let mut head = match self.remembered() {
             Some(head) => Some(head),
             None => self.find_head().await?,
@@ -115,7 +130,7 @@ impl AuditLog {
                 .put_opts(&path, PutPayload::from(body.clone()), create)
                 .await
             {
-                Ok(_) => return Ok(self.appended(mine).await),
+                Ok(_) => return Ok((self.appended(mine).await, body)),
                 Err(
                     object_store::Error::AlreadyExists { .. }
                     | object_store::Error::Precondition { .. },
@@ -128,7 +143,7 @@ impl AuditLog {
                     })?;
                     // A retried request whose first try landed finds itself.
                     if winner == body {
-                        return Ok(self.appended(mine).await);
+                        return Ok((self.appended(mine).await, body));
                     }
                     // Another writer has `seq`: link to its event instead.
                     let theirs = Head {
@@ -206,6 +221,22 @@ impl AuditLog {
             }
         }
         Ok(verifier.finish())
+    }
+
+    /// Every stored event in sequence order, as JSON (objects that are not
+    /// JSON are skipped: `verify` names them).
+    pub async fn events(&self) -> Result<Vec<(u64, serde_json::Value)>, ChainError> {
+        let (events, _) = self.list_events().await?;
+        let mut reads = futures::stream::iter(events)
+            .map(|(seq, path)| async move { (seq, self.read(&path).await) })
+            .buffered(READ_AHEAD);
+        let mut out = Vec::new();
+        while let Some((seq, bytes)) = reads.next().await {
+            if let Some(event) = bytes?.and_then(|b| serde_json::from_slice(&b).ok()) {
+                out.push((seq, event));
+            }
+        }
+        Ok(out)
     }
 
     fn remembered(&self) -> Option<Head> {

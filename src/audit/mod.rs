@@ -53,6 +53,7 @@ mod codes;
 mod context;
 mod error;
 mod event;
+mod listing;
 mod principal;
 mod provenance;
 mod step;
@@ -64,6 +65,7 @@ pub use chain::{AuditLog, EVENTS_DIR, HEAD_HINT};
 pub use context::{JobContext, JobKind, Software};
 pub use error::{ChainError, InputError};
 pub use event::AuditEvent;
+pub use listing::EventSummary;
 pub use principal::{Grant, Principal};
 pub use provenance::{Provenance, Target};
 pub use step::{

@@ -102,6 +102,16 @@ impl Grant {
 }
 
 impl Principal {
+    /// The OS user running fhirlake (`$USER`, else `$LOGNAME`), for jobs
+    /// no server authenticated: loads of files, HL7 v2 feeds.
+    pub fn local_user() -> Self {
+        std::env::var("USER")
+            .or_else(|_| std::env::var("LOGNAME"))
+            .ok()
+            .and_then(|name| Identity::new(&name).ok())
+            .map_or(Self::Unknown, Self::LocalUser)
+    }
+
     /// A fixed bearer token (`--auth bearer`): when it is a JWT whose claims
     /// name the client (`client_id`, RFC 9068, or `azp`), an OAuth principal
     /// with its `sub`, `iss` and `scope`; otherwise [`Principal::Unknown`].

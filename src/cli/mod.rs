@@ -1,6 +1,7 @@
 //! Command line: parse flags, resolve them into plans, run, print, exit.
 //! Nothing here loads data; it only wires flags to the library.
 
+mod audit;
 mod bench;
 mod export;
 mod hl7v2;
@@ -36,6 +37,12 @@ Exit codes:
   2    fatal: the job is saved in <lake>/_fhirlake/jobs; re-run the same command to resume
   130  cancelled (Ctrl-C); the server's job was deleted unless --keep-server-job";
 
+const VERIFY_EXIT_CODES: &str = "\
+Exit codes:
+  0  clean: every event links, every anchor matches, every manifest and raw file checks out
+  1  problems found (each printed with the object it concerns)
+  2  the lake could not be read";
+
 #[derive(Debug, Parser)]
 #[command(name = "fhirlake", version, about = "Load FHIR data into Delta Lake tables, accounting for every line.", after_help = EXIT_CODES)]
 struct Cli {
@@ -63,6 +70,11 @@ enum Command {
     Optimize(OptimizeArgs),
     /// Delete data files no longer referenced by recent table versions (Delta VACUUM).
     Vacuum(VacuumArgs),
+    /// Check the lake's history: the audit chain and its anchors, manifests against the Delta logs, kept raw files.
+    #[command(after_help = VERIFY_EXIT_CODES)]
+    Verify(audit::VerifyArgs),
+    /// List the audit trail's events (who loaded what, when, under which policy).
+    Audit(audit::AuditArgs),
     /// Generate a synthetic Bulk dataset, load it into a fresh lake, report throughput.
     Bench(bench::BenchArgs),
 }
@@ -249,6 +261,8 @@ pub fn main() -> ExitCode {
         Command::View(command) => view::run(command).map(|()| ExitCode::SUCCESS),
         Command::Optimize(args) => run_optimize(args),
         Command::Vacuum(args) => run_vacuum(args),
+        Command::Verify(args) => audit::run_verify(args),
+        Command::Audit(args) => audit::run_audit(args),
         Command::Bench(args) => bench::run(args).map(|()| ExitCode::SUCCESS),
     };
     match outcome {
@@ -316,10 +330,12 @@ fn run_optimize(args: OptimizeArgs) -> Result<ExitCode> {
     let lake = args.lake.open()?;
     let reports = runtime()?.block_on(async {
         lake.ensure_put_if_absent().await?;
+        let audit = audit::MaintenanceAudit::new(&lake)?;
         let mut reports = Vec::new();
         for table in tables_to_maintain(&lake, args.table.as_deref()).await? {
             let report =
                 crate::lake::optimize(&lake, &table, args.target_size, args.purge_share).await?;
+            audit.optimized(&report).await?;
             reports.push(report);
         }
         anyhow::Ok(reports)
@@ -349,6 +365,8 @@ fn run_optimize(args: OptimizeArgs) -> Result<ExitCode> {
 fn run_vacuum(args: VacuumArgs) -> Result<ExitCode> {
     let lake = args.lake.open()?;
     let reports = runtime()?.block_on(async {
+        lake.ensure_put_if_absent().await?;
+        let audit = audit::MaintenanceAudit::new(&lake)?;
         let mut reports = Vec::new();
         for table in tables_to_maintain(&lake, args.table.as_deref()).await? {
             let report = crate::lake::vacuum(
@@ -359,6 +377,7 @@ fn run_vacuum(args: VacuumArgs) -> Result<ExitCode> {
                 args.allow_short_retention,
             )
             .await?;
+            audit.vacuumed(&report, args.retain).await?;
             reports.push(report);
         }
         anyhow::Ok(reports)

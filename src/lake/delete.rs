@@ -33,6 +33,7 @@ pub async fn delete_ids(
     mut table: DeltaTable,
     name: &str,
     ids: &[String],
+    info: &serde_json::Value,
 ) -> Result<(DeltaTable, u64, Option<u64>), LakeError> {
     if ids.is_empty() {
         return Ok((table, 0, None));
@@ -60,6 +61,7 @@ pub async fn delete_ids(
                 .merge(source, "target.id = source.id")
                 .with_source_alias("source")
                 .with_target_alias("target")
+                .with_commit_properties(super::merge::commit_info(info))
                 .when_matched_delete(|d| d)
                 .map_err(LakeError::delta(name))?
                 .await

@@ -8,10 +8,12 @@ use deltalake::arrow::datatypes::SchemaRef;
 use deltalake::arrow::record_batch::RecordBatch;
 use deltalake::datafusion::datasource::MemTable;
 use deltalake::datafusion::prelude::SessionContext;
+use deltalake::kernel::transaction::CommitProperties;
 use serde::Serialize;
 
 use super::LakeError;
 use super::conflict::retry_on_conflict;
+use super::index::COMMIT_INFO_KEY;
 
 /// What a MERGE did, in the manifest's terms.
 #[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
@@ -34,6 +36,11 @@ pub struct UpdateMetrics {
 /// The key of an own-table view's rows.
 const VIEW_ROW_KEY: [&str; 3] = ["id", "meta_last_updated", "_row"];
 
+/// Properties recording `info` as `commitInfo.fhirlake` (job id, audit anchor).
+pub(super) fn commit_info(info: &serde_json::Value) -> CommitProperties {
+    CommitProperties::default().with_metadata([(COMMIT_INFO_KEY.to_owned(), info.clone())])
+}
+
 /// Inserts the rows of `batches` that `table` lacks, keyed on (`id`,
 /// `meta_last_updated`, `_row`), so re-inserting rows that already landed
 /// is a no-op (own-table view rows). Retries on commit conflicts.
@@ -42,9 +49,10 @@ pub async fn insert_missing(
     name: &str,
     schema: &SchemaRef,
     batches: Vec<RecordBatch>,
+    info: &serde_json::Value,
 ) -> Result<(DeltaTable, UpdateMetrics), LakeError> {
     let (merged, metrics) = retry_on_conflict(&mut table, name, |table| {
-        merge_once(table, name, schema, batches.clone())
+        merge_once(table, name, schema, batches.clone(), info)
     })
     .await?;
     Ok((merged, metrics))
@@ -55,6 +63,7 @@ async fn merge_once(
     name: &str,
     schema: &SchemaRef,
     batches: Vec<RecordBatch>,
+    info: &serde_json::Value,
 ) -> Result<(DeltaTable, UpdateMetrics), LakeError> {
     let query_err = |source| LakeError::Query {
         table: name.to_owned(),
@@ -89,6 +98,7 @@ async fn merge_once(
         .with_source_alias("source")
         .with_target_alias("target")
         .with_merge_schema(true)
+        .with_commit_properties(commit_info(info))
         .when_not_matched_insert(|insert| {
             names
                 .iter()

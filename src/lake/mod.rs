@@ -31,7 +31,9 @@ mod upsert;
 
 pub use conflict::{COMMIT_ATTEMPTS, ConflictRetry, is_commit_conflict, retry_on_conflict};
 pub use delete::{Deletion, delete_ids};
-pub use index::{Entry, FileId, Hit, LocalRun, Record, Spill, TableIndex, held_ids};
+pub use index::{
+    COMMIT_INFO_KEY, Entry, FileId, Hit, LocalRun, Record, Spill, TableIndex, held_ids,
+};
 pub use layout::{
     DELETED_COLUMN, KEY_COLUMNS, LINEAGE_COLUMNS, Lineage, LineageColumns, QUARANTINE_TABLE,
     RESOURCE_COLUMNS, ROW_COLUMN, SUBSETTED_COLUMN, TableLayout, TableShape, quarantine_schema,

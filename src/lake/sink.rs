@@ -17,6 +17,7 @@ use deltalake::{DeltaTable, DeltaTableError, TableProperty};
 use std::collections::HashMap;
 
 use super::conflict::{ConflictRetry, retry_on_conflict};
+use super::index::COMMIT_INFO_KEY;
 use super::{Lake, LakeError};
 
 /// Opens the table `name`, creating it with `schema` if it does not exist.
@@ -240,6 +241,14 @@ impl TableSink {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Records `info` as the commit's `commitInfo.fhirlake` (job id, audit anchor).
+    pub fn with_commit_info(mut self, info: serde_json::Value) -> Self {
+        let properties =
+            CommitProperties::default().with_metadata([(COMMIT_INFO_KEY.to_owned(), info)]);
+        self.writer = self.writer.with_commit_properties(properties);
+        self
     }
 
     /// The table as of when the sink was opened.

@@ -41,6 +41,8 @@ pub struct Changes {
     /// The job's key-index run (relative to the lake root).
     pub run: Option<String>,
     pub job_id: String,
+    /// The writer's audit chain head, anchored in the commit's `commitInfo`.
+    pub anchor: Option<serde_json::Value>,
     pub metrics: UpdateMetrics,
 }
 
@@ -148,7 +150,10 @@ pub async fn commit_changes(
     }
 
     let m = &changes.metrics;
-    let info = json!({"keys_run": changes.run, "job_id": changes.job_id});
+    let mut info = json!({"keys_run": changes.run, "job_id": changes.job_id});
+    if let Some(anchor) = &changes.anchor {
+        info["audit"] = anchor.clone();
+    }
     let metrics = json!({
         "numSourceRows": m.source_rows.to_string(),
         "numTargetRowsInserted": m.rows_inserted.to_string(),

@@ -169,6 +169,10 @@ pub struct JobManifest {
     /// For an HL7 v2 job: every message and what became of it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hl7v2: Option<super::Hl7v2Record>,
+    /// The audit chain head after the job's last event (`_fhirlake/audit`),
+    /// anchored here so a cut-off chain shows (manifests before it lack it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_head: Option<crate::audit::Head>,
 }
 
 fn no_policy() -> String {

@@ -49,10 +49,16 @@ pub(crate) fn store_err(
 }
 
 /// Writes the job's manifest; fails if one with this job id already exists.
-pub async fn write_manifest(lake: &Lake, manifest: &JobManifest) -> Result<String, LakeError> {
+/// Writes a job's manifest (put-if-absent); returns its path relative to
+/// the lake and the SHA-256 (hex) of the bytes written.
+pub async fn write_manifest(
+    lake: &Lake,
+    manifest: &JobManifest,
+) -> Result<(String, String), LakeError> {
     let relative = format!("{MANIFEST_DIR}/{}.json", manifest.job_id);
     let path = lake.path(&relative);
     let body = serde_json::to_vec_pretty(manifest).expect("manifest serializes");
+    let sha256 = crate::load::sha256_of(&body[..]).expect("hashing memory").0;
     let options = PutOptions {
         mode: PutMode::Create,
         ..Default::default()
@@ -61,7 +67,7 @@ pub async fn write_manifest(lake: &Lake, manifest: &JobManifest) -> Result<Strin
         .put_opts(&path, PutPayload::from(body), options)
         .await
         .map_err(store_err(&path))?;
-    Ok(relative)
+    Ok((relative, sha256))
 }
 
 /// Reads a job's manifest.

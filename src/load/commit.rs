@@ -36,7 +36,7 @@ use super::pipeline::StageClock;
 use super::rows::{QuarantineRow, QuarantineRows};
 use super::tables::{TableState, TypeTables};
 use super::view_tables::ViewTable;
-use super::{Context, LoadError, Rejection};
+use super::{Context, LoadError, Rejection, audit_tables};
 use crate::fhir;
 use crate::lake::{Deletion, LoadMode, QUARANTINE_TABLE, TableSink, quarantine_schema};
 use crate::ledger::{
@@ -80,10 +80,23 @@ pub(super) struct Extras {
     pub deletions: BTreeMap<String, Vec<Deletion>>,
 }
 
+impl Extras {
+    /// What the manifest (and the audit trail) call the job.
+    pub fn manifest_kind(&self) -> ManifestKind {
+        self.kind.unwrap_or(if self.export.is_some() {
+            ManifestKind::Export
+        } else {
+            ManifestKind::Load
+        })
+    }
+}
+
 /// What the commit recorded.
 pub(super) struct Committed {
     pub manifest: JobManifest,
     pub manifest_path: String,
+    /// What went wrong after the manifest (the job itself is recorded).
+    pub warnings: Vec<String>,
 }
 
 /// Runs the commit sequence (see the module header).
@@ -112,6 +125,7 @@ pub(super) async fn commit(
         }
     }
     commit_view_tables(context, &mut staged.view_tables, &mut tables).await?;
+    let view_table_names: Vec<String> = tables.keys().cloned().collect();
     for landed in land_type_tables(context, prepared).await? {
         apply_recounts(&mut staged.inputs, &landed.name, &landed.recounts);
         if let Some(export) = extras.export.as_mut() {
@@ -127,6 +141,14 @@ pub(super) async fn commit(
     for input in &staged.inputs {
         input.check_accounting()?;
     }
+    // Events follow the commits they record (whose commitInfo anchors the
+    // chain as it stood before them); the view tables' first.
+    for name in view_table_names
+        .iter()
+        .chain(tables.keys().filter(|n| !view_table_names.contains(n)))
+    {
+        context.audit.table_commits(name, &tables[name]).await?;
+    }
     commit_quarantine(
         context,
         &mut staged.quarantine,
@@ -135,14 +157,25 @@ pub(super) async fn commit(
     )
     .await?;
     let markers = !extras.no_markers;
-    let manifest = manifest(context, staged.inputs, tables, extras, started_at);
-    let manifest_path = ledger::write_manifest(&context.lake, &manifest).await?;
+    let mut manifest = manifest(context, staged.inputs, tables, extras, started_at);
+    // The finish event is the chain head the manifest anchors.
+    context.audit.finish(&manifest, started_at).await?;
+    manifest.audit_head = context.audit.head();
+    let (manifest_path, manifest_sha256) = ledger::write_manifest(&context.lake, &manifest).await?;
     if markers {
         write_loaded_markers(context, &manifest).await?;
+    }
+    let mut warnings = Vec::new();
+    let sha256 = crate::audit::Sha256::from_hex(&manifest_sha256).expect("a SHA-256 we computed");
+    if let Err(e) = audit_tables::append(context, &manifest, sha256, started_at).await {
+        warnings.push(format!(
+            "the job is loaded and recorded (manifest {manifest_path}, audit chain), but copying its events to the _audit / _provenance tables failed: {e}"
+        ));
     }
     Ok(Committed {
         manifest,
         manifest_path,
+        warnings,
     })
 }
 
@@ -152,9 +185,14 @@ async fn commit_view_tables(
     view_tables: &mut BTreeMap<String, ViewTable>,
     records: &mut BTreeMap<String, TableRecord>,
 ) -> Result<(), LoadError> {
+    let info = context.audit.commit_info(&context.job_id);
     for (name, table) in view_tables.iter_mut() {
         table
-            .commit(&context.lake, records.entry(name.clone()).or_default())
+            .commit(
+                &context.lake,
+                records.entry(name.clone()).or_default(),
+                &info,
+            )
             .await?;
     }
     Ok(())
@@ -309,7 +347,9 @@ async fn commit_quarantine(
         return Ok(());
     }
     let started = Instant::now();
-    let mut sink = TableSink::open(&context.lake, QUARANTINE_TABLE, &quarantine_schema()).await?;
+    let mut sink = TableSink::open(&context.lake, QUARANTINE_TABLE, &quarantine_schema())
+        .await?
+        .with_commit_info(context.audit.commit_info(&context.job_id));
     let batch = quarantine.finish().map_err(|source| LoadError::Arrow {
         table: QUARANTINE_TABLE.into(),
         source,
@@ -317,6 +357,10 @@ async fn commit_quarantine(
     sink.write(batch).await?;
     let (_, version) = sink.commit().await?;
     if let Some(version) = version {
+        context
+            .audit
+            .quarantine(version, quarantine.reasons(), &quarantine.sources())
+            .await?;
         tables
             .entry(QUARANTINE_TABLE.to_owned())
             .or_default()
@@ -357,11 +401,7 @@ fn manifest(
     for input in &inputs {
         totals.add(&input.rows);
     }
-    let kind = extras.kind.unwrap_or(if extras.export.is_some() {
-        ManifestKind::Export
-    } else {
-        ManifestKind::Load
-    });
+    let kind = extras.manifest_kind();
     JobManifest {
         job_id: context.job_id.clone(),
         kind,
@@ -377,6 +417,7 @@ fn manifest(
         export: extras.export,
         sync: extras.sync,
         hl7v2: extras.hl7v2,
+        audit_head: None,
     }
 }
 

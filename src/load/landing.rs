@@ -185,6 +185,7 @@ pub(super) async fn land(context: &Context, prepared: Prepared) -> Result<Landed
         let run = run.take().expect("a resolution's run is uploaded once");
         changes.run = Some(state.index.upload_run(run, &files, (next, next)).await?);
         changes.job_id = context.job_id.clone();
+        changes.anchor = context.audit.anchor();
         match commit_changes(&mut table, &name, changes).await {
             Ok(version) => {
                 if let Some(version) = version {

@@ -13,6 +13,8 @@
 //! (`pipeline`, `ingest`), checks the input's row accounting, and ends in the
 //! commit sequence (`commit`), the only place a job's rows become visible.
 
+mod audit;
+mod audit_tables;
 mod commit;
 mod ingest;
 mod input;
@@ -45,6 +47,7 @@ pub use picked::PickedRows;
 pub use pipeline::StageClock;
 pub use rows::{QuarantineRow, QuarantineRows, ResourceRow, ResourceRows, resource_layout};
 
+use crate::audit::Principal;
 use crate::lake::{Deletion, Lake, LakeError, Lineage, LoadMode};
 use crate::ledger::{
     self, AccountingError, ExportRecord, InputRecord, InputStatus, ManifestKind, SyncRecord,
@@ -52,6 +55,9 @@ use crate::ledger::{
 use crate::ndjson::BufferPool;
 use crate::policy::Policy;
 use crate::view::ViewSet;
+use audit::JobAudit;
+pub use audit::{ANCHOR_KEY, AUDIT_PREFIX};
+pub use audit_tables::{AUDIT_TABLE, PROVENANCE_TABLE};
 use commit::{Extras, Staged, marker_key};
 use pipeline::{Decoding, FilePipeline};
 use tables::TypeTables;
@@ -93,6 +99,10 @@ pub enum LoadError {
     },
     #[error(transparent)]
     Accounting(#[from] AccountingError),
+    #[error(
+        "{0}; the job stopped there (data must not land unaudited): check that the lake's _fhirlake/audit/ is writable and run the job again"
+    )]
+    Audit(String),
 }
 
 impl From<LakeError> for LoadError {
@@ -183,6 +193,7 @@ pub struct Job {
     views: Arc<ViewSet>,
     policy: Arc<Policy>,
     job_id: Option<String>,
+    principal: Principal,
     extras: Extras,
     progress: Option<ProgressSink>,
 }
@@ -200,6 +211,7 @@ impl Job {
             views: Arc::new(ViewSet::defaults()),
             policy: Arc::new(Policy::none()),
             job_id: None,
+            principal: Principal::local_user(),
             extras: Extras::default(),
             progress: None,
         }
@@ -260,6 +272,12 @@ impl Job {
     /// Use this job id instead of a new one (an export loads under its own id).
     pub fn with_job_id(mut self, job_id: String) -> Self {
         self.job_id = Some(job_id);
+        self
+    }
+
+    /// Who asked for the job, for its audit events (default: nobody known).
+    pub fn with_principal(mut self, principal: Principal) -> Self {
+        self.principal = principal;
         self
     }
 
@@ -342,6 +360,8 @@ pub(crate) struct Context {
     pub views: Arc<ViewSet>,
     pub policy: Arc<Policy>,
     pub clock: Arc<StageClock>,
+    /// The job's audit trail.
+    pub audit: JobAudit,
 }
 
 impl Context {
@@ -360,8 +380,15 @@ pub fn new_job_id(now: DateTime<Utc>) -> String {
 
 async fn run(mut job: Job) -> Result<LoadReport, LoadError> {
     let started_at = Utc::now();
-    let clock_start = Instant::now();
     let job_id = job.job_id.take().unwrap_or_else(|| new_job_id(started_at));
+    let kind = job.extras.manifest_kind();
+    let audit = JobAudit::new(
+        &job.lake,
+        &job_id,
+        kind,
+        job.policy.version(),
+        std::mem::replace(&mut job.principal, Principal::Unknown),
+    )?;
     let context = Arc::new(Context {
         lineage: Lineage {
             job_id: job_id.clone(),
@@ -378,9 +405,25 @@ async fn run(mut job: Job) -> Result<LoadReport, LoadError> {
         views: job.views.clone(),
         policy: job.policy.clone(),
         clock: Arc::new(StageClock::default()),
+        audit,
     });
+    let result = run_audited(job, &context, kind, started_at).await;
+    if let Err(error) = &result {
+        context.audit.failed(error, started_at).await;
+    }
+    result
+}
+
+async fn run_audited(
+    mut job: Job,
+    context: &Arc<Context>,
+    kind: ManifestKind,
+    started_at: DateTime<Utc>,
+) -> Result<LoadReport, LoadError> {
+    let clock_start = Instant::now();
     let inputs = std::mem::take(&mut job.inputs);
     job.lake.ensure_put_if_absent().await?;
+    context.audit.kick_off(kind, inputs.len()).await?;
     let notify = |event| {
         if let Some(p) = &job.progress {
             p(event);
@@ -395,24 +438,28 @@ async fn run(mut job: Job) -> Result<LoadReport, LoadError> {
         false => loaded_by_size(&job.lake).await?,
     };
     let mut staged = Staged::new();
-    let mut feed = Feed::new(&context, &job, &inputs, &loaded);
+    let mut feed = Feed::new(context, &job, &inputs, &loaded);
     for (index, input) in inputs.iter().enumerate() {
         notify(Progress::File {
             name: input.name.clone(),
         });
+        let read_at = Utc::now();
         if let Some(record) = already_recorded(&job.lake, input, &loaded).await? {
             notify(Progress::Bytes(record.bytes));
+            context.audit.input(&record, input, read_at).await?;
             staged.inputs.push(record);
             continue;
         }
         let pipeline = feed.pipeline(index, &mut staged.tables);
-        let record = ingest::ingest(&context, &mut staged, input, pipeline).await?;
+        let record = ingest::ingest(context, &mut staged, input, pipeline).await?;
         record.check_accounting()?;
+        context.audit.input(&record, input, read_at).await?;
         staged.inputs.push(record);
     }
     notify(Progress::Committing);
-    let warnings = std::mem::take(&mut staged.warnings);
-    let committed = commit::commit(&context, staged, job.extras, started_at).await?;
+    let mut warnings = std::mem::take(&mut staged.warnings);
+    let committed = commit::commit(context, staged, job.extras, started_at).await?;
+    warnings.extend(committed.warnings);
     let bytes_read = committed
         .manifest
         .inputs

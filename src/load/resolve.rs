@@ -293,6 +293,7 @@ pub async fn resolve_table(
             stored_deleted,
             run: None,
             job_id: String::new(),
+            anchor: None,
             metrics: resolver.metrics,
         },
         run: Some(resolver.run),

@@ -1,6 +1,7 @@
 //! Arrow builders for the rows one job appends: resource rows and
 //! quarantine rows. The column order comes from [`TableLayout`].
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use deltalake::arrow::array::{
@@ -160,7 +161,7 @@ pub struct QuarantineRow<'a> {
     pub source_sha256: &'a str,
     pub line: u64,
     pub byte_offset: u64,
-    pub reason_code: &'a str,
+    pub reason_code: &'static str,
     pub reason: &'a str,
     pub resource_type: Option<&'a str>,
     pub resource_id: Option<&'a str>,
@@ -180,6 +181,9 @@ pub struct QuarantineRows {
     resource_id: StringBuilder,
     raw: BinaryBuilder,
     ingested_at: TimestampMicrosecondBuilder,
+    /// Rows pushed, by reason code, and the SHA-256s of their sources (for the audit trail).
+    reasons: BTreeMap<&'static str, u64>,
+    sources: BTreeSet<String>,
 }
 
 impl QuarantineRows {
@@ -197,7 +201,19 @@ impl QuarantineRows {
             resource_id: StringBuilder::new(),
             raw: BinaryBuilder::new(),
             ingested_at: TimestampMicrosecondBuilder::new().with_timezone("UTC"),
+            reasons: BTreeMap::new(),
+            sources: BTreeSet::new(),
         }
+    }
+
+    /// Rows pushed so far, by reason code.
+    pub fn reasons(&self) -> &BTreeMap<&'static str, u64> {
+        &self.reasons
+    }
+
+    /// The SHA-256s of the sources of the rows pushed so far.
+    pub fn sources(&self) -> Vec<String> {
+        self.sources.iter().cloned().collect()
     }
 
     pub fn len(&self) -> usize {
@@ -209,6 +225,10 @@ impl QuarantineRows {
     }
 
     pub fn push(&mut self, row: &QuarantineRow<'_>, lineage: &Lineage) {
+        *self.reasons.entry(row.reason_code).or_default() += 1;
+        if !self.sources.contains(row.source_sha256) {
+            self.sources.insert(row.source_sha256.to_owned());
+        }
         self.job_id.append_value(&lineage.job_id);
         self.source.append_value(row.source);
         self.source_sha256.append_value(row.source_sha256);

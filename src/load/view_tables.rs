@@ -147,7 +147,12 @@ impl ViewTable {
     }
 
     /// Deletes replaced rows, then inserts the new ones; records the commits.
-    pub async fn commit(&mut self, lake: &Lake, record: &mut TableRecord) -> Result<(), LakeError> {
+    pub async fn commit(
+        &mut self,
+        lake: &Lake,
+        record: &mut TableRecord,
+        info: &serde_json::Value,
+    ) -> Result<(), LakeError> {
         self.finish_batch().map_err(|source| LakeError::Arrow {
             table: self.name.clone(),
             source,
@@ -155,7 +160,7 @@ impl ViewTable {
         let schema = self.layout.schema().clone();
         let table = open_or_create_table(lake, &self.name, &schema).await?;
         let ids: Vec<String> = std::mem::take(&mut self.replace_ids).into_iter().collect();
-        let (table, _, deleted) = delete_ids(table, &self.name, &ids).await?;
+        let (table, _, deleted) = delete_ids(table, &self.name, &ids, info).await?;
         if let Some(version) = deleted {
             record.commits.push(CommitRecord {
                 version,
@@ -166,7 +171,8 @@ impl ViewTable {
         let batches = std::mem::take(&mut self.batches);
         if !batches.is_empty() {
             let before = table.version();
-            let (merged, metrics) = insert_missing(table, &self.name, &schema, batches).await?;
+            let (merged, metrics) =
+                insert_missing(table, &self.name, &schema, batches, info).await?;
             record.rows.inserted += metrics.rows_inserted;
             if merged.version() != before
                 && let Some(version) = merged.version()

@@ -1,5 +1,6 @@
 //! Integration tests: one binary, a module per area (see STYLE.md).
 
+mod audit;
 mod bulk_server;
 mod common;
 mod correctness;

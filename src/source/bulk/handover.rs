@@ -111,6 +111,7 @@ pub(super) async fn load_files(
     }
     .emit(&job.events);
     let report = load::Job::new(job.lake)
+        .with_principal(job.http.tokens.principal())
         .with_options(plan.load.clone())
         .with_inputs(inputs)
         .with_job_id(job_id.clone())

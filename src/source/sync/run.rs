@@ -237,6 +237,7 @@ impl Sync<'_> {
             })
             .collect();
         let report = Job::new(self.lake)
+            .with_principal(self.fetcher.http.tokens.principal())
             .with_inputs(inputs)
             .with_options(self.plan.load.clone())
             .with_kind(ManifestKind::Sync)

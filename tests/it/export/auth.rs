@@ -77,5 +77,24 @@ fn smart_backend_assertions_verify_and_tokens_refresh_during_downloads() {
             assert_nowhere(token, &lake, &out);
         }
         assert_nowhere(&form["client_assertion"], &lake, &out);
+
+        // The audit trail names the client and the scope its token granted.
+        let listing = fhirlake()
+            .args(["audit", "--json", "--lake"])
+            .arg(&lake)
+            .output()
+            .unwrap();
+        let events: Vec<Value> = String::from_utf8(listing.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert!(!events.is_empty());
+        assert!(events.iter().all(|e| e["principal"] == "fhirlake-test"));
+        assert!(
+            events[0]["event"].to_string().contains("system/*.rs"),
+            "the granted scope is recorded: {}",
+            events[0]["event"]
+        );
     }
 }
