@@ -83,6 +83,8 @@ struct Pending {
 #[derive(Default)]
 struct Counters {
     connections: AtomicU64,
+    /// Connections open now: each has at most one message in flight.
+    open: AtomicU64,
     framing_errors: AtomicU64,
 }
 
@@ -109,6 +111,7 @@ pub async fn listen(
         config.clone(),
         format!("mllp://{bound}"),
         pending,
+        counters.clone(),
     ));
     tokio::pin!(shutdown);
     let mut connections = tokio::task::JoinSet::new();
@@ -123,6 +126,7 @@ pub async fn listen(
                     }
                 };
                 counters.connections.fetch_add(1, Ordering::Relaxed);
+                counters.open.fetch_add(1, Ordering::Relaxed);
                 connections.spawn(serve(
                     stream,
                     peer,
@@ -221,6 +225,7 @@ async fn serve(
     {
         closing = Some(error.to_string());
     }
+    counters.open.fetch_sub(1, Ordering::Relaxed);
     eprintln!(
         "fhirlake hl7v2: {peer}: {messages} message(s), {acked} acknowledged AA{}",
         closing.map(|c| format!("; {c}")).unwrap_or_default()
@@ -228,12 +233,15 @@ async fn serve(
 }
 
 /// Group commit: the first message waiting opens a batch, which commits
-/// after `commit_interval` or at `max_batch` messages.
+/// after `commit_interval`, at `max_batch` messages, or as soon as every
+/// open connection has its message in it (each sender waits for its ACK,
+/// so nothing more can arrive: waiting longer would only add latency).
 async fn commit_loop(
     lake: Lake,
     config: ListenConfig,
     origin: String,
     mut pending: mpsc::Receiver<Pending>,
+    counters: Arc<Counters>,
 ) -> ListenSummary {
     let mut summary = ListenSummary::default();
     let mut latencies_ms: Vec<f64> = Vec::new();
@@ -242,6 +250,9 @@ async fn commit_loop(
         let mut batch = vec![first];
         let deadline = tokio::time::Instant::now() + config.commit_interval;
         while batch.len() < config.max_batch.max(1) {
+            if batch.len() as u64 >= counters.open.load(Ordering::Relaxed) {
+                break;
+            }
             tokio::select! {
                 next = pending.recv() => match next {
                     Some(p) => batch.push(p),
