@@ -129,6 +129,7 @@ fn recorded(e: &EventSummary) -> Option<DateTime<FixedOffset>> {
 
 /// The audit trail of one `optimize` or `vacuum` run: one event per table.
 pub(super) struct MaintenanceAudit {
+    lake: crate::lake::Lake,
     log: AuditLog,
     context: JobContext,
 }
@@ -145,6 +146,7 @@ impl MaintenanceAudit {
             context = context.with_lake(root);
         }
         Ok(Self {
+            lake: lake.clone(),
             log: AuditLog::new(lake.store().clone(), lake.path(AUDIT_PREFIX)),
             context,
         })
@@ -197,7 +199,8 @@ impl MaintenanceAudit {
             operation,
             version,
         };
-        self.log.emit(&self.context, step).await?;
+        let head = self.log.emit(&self.context, step).await?;
+        self.lake.seal(&crate::load::event_object(head.seq));
         Ok(())
     }
 }

@@ -193,6 +193,27 @@ impl Lake {
         &self.store
     }
 
+    /// Makes a record of a local lake read-only (an audit event, a
+    /// manifest: objects fhirlake never rewrites), so an editor or a script
+    /// cannot change one by accident. It does not stop the files' owner or
+    /// root, who can change the mode back: `fhirlake verify` is the check.
+    /// A no-op on object stores (S3 Object Lock is their WORM).
+    pub fn seal(&self, relative: &str) {
+        if self.root.scheme() != "file" {
+            return;
+        }
+        let Ok(dir) = self.root.to_file_path() else {
+            return;
+        };
+        let path = dir.join(relative);
+        if let Ok(meta) = std::fs::metadata(&path) {
+            let mut permissions = meta.permissions();
+            permissions.set_readonly(true);
+            // Best effort: a record that stays writable is still verified.
+            let _ = std::fs::set_permissions(&path, permissions);
+        }
+    }
+
     /// Object path of `relative` (e.g. `_fhirlake/manifests/x.json`) in the store.
     pub fn path(&self, relative: &str) -> ObjectPath {
         ObjectPath::from_iter(relative.split('/').filter(|s| !s.is_empty()))

@@ -35,6 +35,7 @@ pub const ANCHOR_KEY: &str = "audit";
 
 /// One job's view of the chain: its context, and the newest head it wrote.
 pub(crate) struct JobAudit {
+    lake: Lake,
     log: AuditLog,
     context: JobContext,
     head: Mutex<Option<Head>>,
@@ -62,6 +63,7 @@ impl JobAudit {
             context = context.with_lake(root);
         }
         Ok(Self {
+            lake: lake.clone(),
             log: AuditLog::new(lake.store().clone(), lake.path(AUDIT_PREFIX)),
             context,
             head: Mutex::new(None),
@@ -76,6 +78,7 @@ impl JobAudit {
             .emit_stored(&self.context, step)
             .await
             .map_err(chain_err)?;
+        self.lake.seal(&event_object(head.seq));
         {
             let mut known = self.head.lock().expect("audit head lock");
             if known.is_none_or(|k| k.seq < head.seq) {
@@ -291,6 +294,11 @@ impl JobAudit {
             })
             .await;
     }
+}
+
+/// Event `seq`'s object, relative to the lake.
+pub fn event_object(seq: u64) -> String {
+    format!("{AUDIT_PREFIX}/{}/{seq:020}.json", audit::EVENTS_DIR)
 }
 
 fn reasons_total(reasons: &[(Code, u64)]) -> u64 {

@@ -162,6 +162,7 @@ pub(super) async fn commit(
     context.audit.finish(&manifest, started_at).await?;
     manifest.audit_head = context.audit.head();
     let (manifest_path, manifest_sha256) = ledger::write_manifest(&context.lake, &manifest).await?;
+    context.lake.seal(&manifest_path);
     if markers {
         write_loaded_markers(context, &manifest).await?;
     }

@@ -56,7 +56,7 @@ use crate::ndjson::BufferPool;
 use crate::policy::Policy;
 use crate::view::ViewSet;
 use audit::JobAudit;
-pub use audit::{ANCHOR_KEY, AUDIT_PREFIX};
+pub use audit::{ANCHOR_KEY, AUDIT_PREFIX, event_object};
 pub use audit_tables::{AUDIT_TABLE, PROVENANCE_TABLE};
 use commit::{Extras, Staged, marker_key};
 use pipeline::{Decoding, FilePipeline};

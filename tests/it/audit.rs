@@ -183,9 +183,14 @@ fn jobs_leave_a_chain_anchored_in_every_commit_and_manifest_that_verifies() {
     }
     let manifests = std::fs::read_dir(lake.join("_fhirlake/manifests")).unwrap();
     for manifest in manifests {
-        let manifest: Value =
-            serde_json::from_slice(&std::fs::read(manifest.unwrap().path()).unwrap()).unwrap();
+        let path = manifest.unwrap().path();
+        assert!(std::fs::metadata(&path).unwrap().permissions().readonly());
+        let manifest: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
         assert!(manifest["audit_head"]["seq"].is_u64(), "{manifest:#}");
+    }
+    // Records of a local lake are read-only (best-effort WORM).
+    for event in event_files(&lake) {
+        assert!(std::fs::metadata(&event).unwrap().permissions().readonly());
     }
 
     // The listing: a kick-off and a finish per job, by the OS user.
