@@ -59,11 +59,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         return run_delta(&args, base);
     }
     let target = parse_size(&args.size)?;
-    let mut data_name = format!("data-{}", args.size.to_ascii_lowercase());
-    if args.seed != BASE_SEED {
-        data_name.push_str(&format!("-seed{}", args.seed));
-    }
-    let data_dir = args.work_dir.join(data_name);
+    let data_dir = data_dir(&args.work_dir, &args.size, args.seed);
     let reuse = std::fs::read_to_string(data_dir.join(".complete")).is_ok();
     let dataset = if reuse {
         let mut dataset = Dataset {
@@ -123,6 +119,33 @@ pub fn run(args: BenchArgs) -> Result<()> {
     print_result(&result, &lake, args.json)
 }
 
+/// Where the dataset of `size` and `seed` is generated.
+fn data_dir(work_dir: &Path, size: &str, seed: u64) -> PathBuf {
+    let mut name = format!("data-{}", size.to_ascii_lowercase());
+    if seed != BASE_SEED {
+        name.push_str(&format!("-seed{seed}"));
+    }
+    work_dir.join(name)
+}
+
+/// Stamps the files of a generated dataset with the time now. The sample
+/// has no `meta.lastUpdated`, so a file's time is its rows' stand-in: a
+/// delta stamped after its base makes the rows the two share (round 0,
+/// the sample's own) newer versions, as the rows of a nightly delta are.
+fn stamp_now(dir: &Path) -> Result<()> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    let now = std::time::SystemTime::now();
+    for file in walk_ndjson(dir)? {
+        std::fs::File::options()
+            .write(true)
+            .open(&file)?
+            .set_modified(now)?;
+    }
+    Ok(())
+}
+
 /// `--base`: the base lake built (or reused, if no delta touched it since),
 /// then the delta loaded into it, each in a child process.
 fn run_delta(args: &BenchArgs, base: &str) -> Result<()> {
@@ -148,6 +171,7 @@ fn run_delta(args: &BenchArgs, base: &str) -> Result<()> {
     }
     // The delta changes the base lake: the next run builds it again.
     let _ = std::fs::remove_file(&ready);
+    stamp_now(&data_dir(&args.work_dir, &args.size, args.seed))?;
     let delta = child_bench(args, &args.size, args.seed, &lake_dir)?;
     if args.json {
         let report = serde_json::json!({"base": base, "base_load": base_load, "delta": delta});
