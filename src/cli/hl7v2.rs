@@ -60,8 +60,9 @@ pub struct LoadArgs {
     tables: TableFlags,
     #[command(flatten)]
     mapping: Mapping,
-    /// Messages per job: each job is one commit per table and one manifest.
-    #[arg(long, default_value_t = 50_000)]
+    /// Messages per job: each job is one commit per table and one manifest,
+    /// and holds its messages' FHIR in memory (about 25 KB a message).
+    #[arg(long, default_value_t = 10_000)]
     batch_messages: usize,
     /// Print the job summaries as a JSON array on stdout.
     #[arg(long)]
