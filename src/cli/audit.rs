@@ -9,10 +9,10 @@ use clap::Args;
 
 use super::{LakeArgs, runtime};
 use crate::audit::{
-    AuditLog, EventSummary, JobContext, JobId, JobKind, Location, Maintenance, MaintenanceOp,
-    Principal, TableName,
+    AuditLog, EventSummary, JobContext, JobId, JobKind, Maintenance, MaintenanceOp, Principal,
+    TableName,
 };
-use crate::load::AUDIT_PREFIX;
+use crate::load::{AUDIT_PREFIX, JobAudit};
 use crate::verify;
 
 #[derive(Debug, Args)]
@@ -128,28 +128,17 @@ fn recorded(e: &EventSummary) -> Option<DateTime<FixedOffset>> {
 }
 
 /// The audit trail of one `optimize` or `vacuum` run: one event per table.
-pub(super) struct MaintenanceAudit {
-    lake: crate::lake::Lake,
-    log: AuditLog,
-    context: JobContext,
-}
+pub(super) struct MaintenanceAudit(JobAudit);
 
 impl MaintenanceAudit {
     pub fn new(lake: &crate::lake::Lake) -> Result<Self> {
         let id = crate::load::new_job_id(chrono::Utc::now());
-        let mut context = JobContext::new(
+        let context = JobContext::new(
             JobId::new(&format!("maintenance-{id}"))?,
             JobKind::Maintenance,
         )
         .with_principal(Principal::local_user());
-        if let Ok(root) = Location::new(lake.root().as_str()) {
-            context = context.with_lake(root);
-        }
-        Ok(Self {
-            lake: lake.clone(),
-            log: AuditLog::new(lake.store().clone(), lake.path(AUDIT_PREFIX)),
-            context,
-        })
+        Ok(Self(JobAudit::open(lake, context)))
     }
 
     pub async fn optimized(&self, report: &crate::lake::OptimizeReport) -> Result<()> {
@@ -199,8 +188,7 @@ impl MaintenanceAudit {
             operation,
             version,
         };
-        let head = self.log.emit(&self.context, step).await?;
-        self.lake.seal(&crate::load::event_object(head.seq));
+        self.0.record(step).await?;
         Ok(())
     }
 }

@@ -214,6 +214,33 @@ impl Lake {
         }
     }
 
+    /// Every object under `dir` (recursively).
+    pub async fn list_objects(&self, dir: &ObjectPath) -> Result<Vec<ObjectPath>, LakeError> {
+        use futures::TryStreamExt;
+        self.store
+            .list(Some(dir))
+            .map_ok(|meta| meta.location)
+            .try_collect()
+            .await
+            .map_err(|source| LakeError::Store {
+                path: dir.to_string(),
+                source,
+            })
+    }
+
+    /// An object's bytes, or `None` when it is absent.
+    pub async fn read_object(&self, path: &ObjectPath) -> Result<Option<bytes::Bytes>, LakeError> {
+        let store_err = |source| LakeError::Store {
+            path: path.to_string(),
+            source,
+        };
+        match self.store.get(path).await {
+            Ok(result) => result.bytes().await.map(Some).map_err(store_err),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(store_err(e)),
+        }
+    }
+
     /// Object path of `relative` (e.g. `_fhirlake/manifests/x.json`) in the store.
     pub fn path(&self, relative: &str) -> ObjectPath {
         ObjectPath::from_iter(relative.split('/').filter(|s| !s.is_empty()))

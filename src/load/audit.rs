@@ -59,16 +59,22 @@ impl JobAudit {
         if let Ok(manifest) = Location::new(&format!("_fhirlake/manifests/{job_id}.json")) {
             context = context.with_manifest(manifest);
         }
+        Ok(Self::open(lake, context))
+    }
+
+    /// The chain of `lake`, for a job described by `context` (a load's, or
+    /// a maintenance run's); the context gains the lake.
+    pub fn open(lake: &Lake, mut context: JobContext) -> Self {
         if let Ok(root) = Location::new(lake.root().as_str()) {
             context = context.with_lake(root);
         }
-        Ok(Self {
+        Self {
             lake: lake.clone(),
             log: AuditLog::new(lake.store().clone(), lake.path(AUDIT_PREFIX)),
             context,
             head: Mutex::new(None),
             stored: Mutex::new(Vec::new()),
-        })
+        }
     }
 
     /// Appends `step` now; the new head becomes the job's anchor.
@@ -297,7 +303,7 @@ impl JobAudit {
 }
 
 /// Event `seq`'s object, relative to the lake.
-pub fn event_object(seq: u64) -> String {
+fn event_object(seq: u64) -> String {
     format!("{AUDIT_PREFIX}/{}/{seq:020}.json", audit::EVENTS_DIR)
 }
 

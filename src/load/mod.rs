@@ -55,8 +55,8 @@ use crate::ledger::{
 use crate::ndjson::BufferPool;
 use crate::policy::Policy;
 use crate::view::ViewSet;
-use audit::JobAudit;
-pub use audit::{ANCHOR_KEY, AUDIT_PREFIX, event_object};
+pub(crate) use audit::JobAudit;
+pub use audit::{ANCHOR_KEY, AUDIT_PREFIX};
 pub use audit_tables::{AUDIT_TABLE, PROVENANCE_TABLE};
 use commit::{Extras, Staged, marker_key};
 use pipeline::{Decoding, FilePipeline};

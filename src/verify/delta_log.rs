@@ -3,8 +3,6 @@
 
 use std::collections::BTreeMap;
 
-use futures::TryStreamExt;
-use object_store::ObjectStoreExt;
 use serde_json::Value;
 
 use crate::audit::{Head, Sha256};
@@ -37,34 +35,14 @@ pub async fn commits(lake: &Lake) -> Result<BTreeMap<(String, u64), Commit>, Lak
     let mut all = BTreeMap::new();
     for table in list_tables(lake).await? {
         let dir = lake.path(&format!("{table}/_delta_log"));
-        let listed: Vec<_> = lake
-            .store()
-            .list(Some(&dir))
-            .map_ok(|meta| meta.location)
-            .try_collect()
-            .await
-            .map_err(|source| LakeError::Store {
-                path: dir.to_string(),
-                source,
-            })?;
-        for path in listed {
+        for path in lake.list_objects(&dir).await? {
             let Some(version) = path.filename().and_then(commit_version) else {
                 continue;
             };
-            let bytes = lake
-                .store()
-                .get(&path)
-                .await
-                .map_err(|source| LakeError::Store {
-                    path: path.to_string(),
-                    source,
-                })?
-                .bytes()
-                .await
-                .map_err(|source| LakeError::Store {
-                    path: path.to_string(),
-                    source,
-                })?;
+            // Listed, then gone (a log cleanup meanwhile): nothing to check.
+            let Some(bytes) = lake.read_object(&path).await? else {
+                continue;
+            };
             let location = format!("{table}/_delta_log/{version:020}.json");
             all.insert(
                 (table.clone(), version),

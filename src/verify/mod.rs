@@ -21,8 +21,6 @@ mod manifests;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use futures::TryStreamExt;
-use object_store::ObjectStoreExt;
 use serde::Serialize;
 
 use crate::audit::{Anchor, AuditLog, ChainError, Report};
@@ -181,35 +179,15 @@ pub async fn verify(lake: &Lake, job: Option<&str>) -> Result<LakeReport, Verify
 async fn read_manifests(
     lake: &Lake,
 ) -> Result<(BTreeMap<String, JobManifest>, Vec<LakeProblem>), LakeError> {
-    let dir = lake.path(MANIFEST_DIR);
-    let listed: Vec<_> = lake
-        .store()
-        .list(Some(&dir))
-        .map_ok(|meta| meta.location)
-        .try_collect()
-        .await
-        .map_err(|source| LakeError::Store {
-            path: dir.to_string(),
-            source,
-        })?;
     let mut manifests = BTreeMap::new();
     let mut problems = Vec::new();
-    for path in listed {
+    for path in lake.list_objects(&lake.path(MANIFEST_DIR)).await? {
         if !path.as_ref().ends_with(".json") {
             continue;
         }
-        let store_err = |source| LakeError::Store {
-            path: path.to_string(),
-            source,
+        let Some(bytes) = lake.read_object(&path).await? else {
+            continue;
         };
-        let bytes = lake
-            .store()
-            .get(&path)
-            .await
-            .map_err(store_err)?
-            .bytes()
-            .await
-            .map_err(store_err)?;
         match serde_json::from_slice::<JobManifest>(&bytes) {
             Ok(manifest) => {
                 manifests.insert(path.to_string(), manifest);

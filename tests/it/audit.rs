@@ -8,7 +8,7 @@ use std::process::Stdio;
 
 use serde_json::Value;
 
-use super::common::{fhirlake, python, run_json, sample_dir};
+use super::common::{audit_events, fhirlake, python, run_json, sample_dir};
 
 fn hl7v2_messages() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hl7v2/messages")
@@ -73,6 +73,13 @@ fn assert_found(report: &Value, kind: &str, naming: &str) {
             .any(|(k, p)| k == kind && p.to_string().contains(naming)),
         "expected a {kind} problem naming {naming}, verify found {found:#?}"
     );
+}
+
+/// `verify` exits 1 on `lake` and names a `kind` problem mentioning `naming`.
+fn assert_detected(lake: &Path, kind: &str, naming: &str) {
+    let (code, report) = verify(lake);
+    assert_eq!(code, 1, "{report:#}");
+    assert_found(&report, kind, naming);
 }
 
 fn events_dir(lake: &Path) -> PathBuf {
@@ -194,17 +201,7 @@ fn jobs_leave_a_chain_anchored_in_every_commit_and_manifest_that_verifies() {
     }
 
     // The listing: a kick-off and a finish per job, by the OS user.
-    let out = fhirlake()
-        .args(["audit", "--json", "--lake"])
-        .arg(&lake)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let events: Vec<Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let events = audit_events(&lake, &[]);
     let steps = |step: &str| events.iter().filter(|e| e["step"] == step).count();
     assert_eq!((steps("kickoff"), steps("finish")), (2, 2));
     assert!(steps("table-commit") > 5 && steps("input-file") > 5);
@@ -214,12 +211,7 @@ fn jobs_leave_a_chain_anchored_in_every_commit_and_manifest_that_verifies() {
         assert!(events.iter().all(|e| e["principal"] == user.as_str()));
     }
     let job = events[0]["job"].as_str().unwrap();
-    let out = fhirlake()
-        .args(["audit", "--json", "--job", job, "--lake"])
-        .arg(&lake)
-        .output()
-        .unwrap();
-    let mine = String::from_utf8(out.stdout).unwrap().lines().count();
+    let mine = audit_events(&lake, &["--job", job]).len();
     assert!(mine > 0 && mine < events.len());
 
     // Maintenance is audited too, and leaves the lake verifiable.
@@ -235,15 +227,9 @@ fn jobs_leave_a_chain_anchored_in_every_commit_and_manifest_that_verifies() {
     );
     let (code, report) = verify(&lake);
     assert_eq!(code, 0, "{report:#}");
-    let out = fhirlake()
-        .args(["audit", "--json", "--lake"])
-        .arg(&lake)
-        .output()
-        .unwrap();
-    let optimized = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .filter(|l| l.contains(r#""step":"optimize""#))
+    let optimized = audit_events(&lake, &[])
+        .iter()
+        .filter(|e| e["step"] == "optimize")
         .count();
     assert!(
         optimized > 5,
@@ -310,10 +296,8 @@ fn verify_names_every_kind_of_tampering() {
     let mut bytes = std::fs::read(&raw).unwrap();
     bytes[20] ^= 1;
     std::fs::write(&raw, bytes).unwrap();
-    let (code, report) = verify(&lake);
-    assert_eq!(code, 1);
-    assert_found(
-        &report,
+    assert_detected(
+        &lake,
         "raw_changed",
         raw.file_name().unwrap().to_str().unwrap(),
     );
@@ -323,10 +307,8 @@ fn verify_names_every_kind_of_tampering() {
     let files = event_files(&lake);
     let middle = &files[files.len() / 2];
     std::fs::remove_file(middle).unwrap();
-    let (code, report) = verify(&lake);
-    assert_eq!(code, 1);
-    assert_found(
-        &report,
+    assert_detected(
+        &lake,
         "missing",
         middle.file_name().unwrap().to_str().unwrap(),
     );
@@ -337,9 +319,7 @@ fn verify_names_every_kind_of_tampering() {
     for file in &files[files.len() - 3..] {
         std::fs::remove_file(file).unwrap();
     }
-    let (code, report) = verify(&lake);
-    assert_eq!(code, 1);
-    assert_found(&report, "anchor_beyond_end", "audit_head");
+    assert_detected(&lake, "anchor_beyond_end", "audit_head");
 
     // A manifest's count edited.
     let lake = copy("manifest-edited");
@@ -358,11 +338,9 @@ fn verify_names_every_kind_of_tampering() {
     decrement(&mut m["tables"]["patient"]["inserted"]);
     decrement(&mut m["tables"]["observation"]["commits"][0]["merge"]["rows_inserted"]);
     std::fs::write(&manifest, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
-    let (code, report) = verify(&lake);
-    assert_eq!(code, 1);
-    assert_found(&report, "totals_mismatch", "inserted");
-    assert_found(&report, "table_counts_mismatch", "patient");
-    assert_found(&report, "rows_mismatch", "observation/_delta_log");
+    assert_detected(&lake, "totals_mismatch", "inserted");
+    assert_detected(&lake, "table_counts_mismatch", "patient");
+    assert_detected(&lake, "rows_mismatch", "observation/_delta_log");
 
     // A forged event appended, linking to a wrong hash.
     let lake = copy("forged");
@@ -376,9 +354,7 @@ fn verify_names_every_kind_of_tampering() {
     ]);
     let forged = events_dir(&lake).join(format!("{seq:020}.json"));
     std::fs::write(&forged, serde_json::to_vec(&event).unwrap()).unwrap();
-    let (code, report) = verify(&lake);
-    assert_eq!(code, 1);
-    assert_found(&report, "broken_link", &format!("{seq:020}.json"));
+    assert_detected(&lake, "broken_link", &format!("{seq:020}.json"));
 
     // The anchor removed from one Delta commit.
     let lake = copy("anchor-removed");
@@ -386,9 +362,7 @@ fn verify_names_every_kind_of_tampering() {
     edit_commit_info(&log, |info| {
         info["fhirlake"].as_object_mut().unwrap().remove("audit");
     });
-    let (code, report) = verify(&lake);
-    assert_eq!(code, 1);
-    assert_found(&report, "anchor_removed", "patient/_delta_log");
+    assert_detected(&lake, "anchor_removed", "patient/_delta_log");
 
     // fhirlake's whole record stripped from a commit.
     let lake = copy("record-stripped");
@@ -401,9 +375,7 @@ fn verify_names_every_kind_of_tampering() {
     edit_commit_info(&later, |info| {
         info.remove("fhirlake");
     });
-    let (code, report) = verify(&lake);
-    assert_eq!(code, 1);
-    assert_found(&report, "unaudited_commit", "encounter/_delta_log");
+    assert_detected(&lake, "unaudited_commit", "encounter/_delta_log");
 
     // And the pristine lake is still clean: each finding came from its tampering.
     assert_eq!(verify(&pristine).0, 0);
@@ -436,16 +408,7 @@ fn concurrent_loads_end_in_one_unbroken_chain() {
     }
     let (code, report) = verify(&lake);
     assert_eq!(code, 0, "{report:#}");
-    let out = fhirlake()
-        .args(["audit", "--json", "--lake"])
-        .arg(&lake)
-        .output()
-        .unwrap();
-    let events: Vec<Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let events = audit_events(&lake, &[]);
     let jobs: std::collections::BTreeSet<&str> =
         events.iter().filter_map(|e| e["job"].as_str()).collect();
     assert_eq!(jobs.len(), 2);

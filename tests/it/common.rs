@@ -232,6 +232,27 @@ pub fn run_json(command: &mut Command, expected_code: i32) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// `fhirlake audit --json --lake LAKE [ARGS]`: one summary per event (it must succeed).
+pub fn audit_events(lake: &Path, args: &[&str]) -> Vec<Value> {
+    let out = fhirlake()
+        .args(["audit", "--json"])
+        .args(args)
+        .arg("--lake")
+        .arg(lake)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "fhirlake audit: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 /// Runs `fhirlake load --json --lake LAKE INPUT`, asserts the exit code, returns the summary.
 pub fn load_cli_json(lake: &Path, input: &Path, expected_code: i32) -> Value {
     run_json(

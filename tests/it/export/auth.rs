@@ -79,16 +79,7 @@ fn smart_backend_assertions_verify_and_tokens_refresh_during_downloads() {
         assert_nowhere(&form["client_assertion"], &lake, &out);
 
         // The audit trail names the client and the scope its token granted.
-        let listing = fhirlake()
-            .args(["audit", "--json", "--lake"])
-            .arg(&lake)
-            .output()
-            .unwrap();
-        let events: Vec<Value> = String::from_utf8(listing.stdout)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let events = crate::common::audit_events(&lake, &[]);
         assert!(!events.is_empty());
         assert!(events.iter().all(|e| e["principal"] == "fhirlake-test"));
         assert!(
