@@ -48,6 +48,26 @@ pub struct AuditArgs {
 pub fn run_verify(args: VerifyArgs) -> Result<ExitCode> {
     let lake = args.lake.open()?;
     let report = runtime()?.block_on(verify::verify(&lake, args.job.as_deref()))?;
+    let c = &report.checked;
+    if c.events == 0 && c.commits == 0 && c.manifests == 0 && report.is_clean() {
+        bail!(
+            "{}: no audit trail, Delta tables or manifests{} there: nothing to verify; check --lake",
+            args.lake.lake,
+            args.job
+                .as_ref()
+                .map(|j| format!(" of job {j}"))
+                .unwrap_or_default()
+        );
+    }
+    if let Some(job) = &args.job
+        && c.manifests == 0
+    {
+        bail!(
+            "{}: no manifest of job {job}; `fhirlake audit --lake {}` lists the jobs",
+            args.lake.lake,
+            args.lake.lake
+        );
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

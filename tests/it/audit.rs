@@ -418,3 +418,20 @@ fn concurrent_loads_end_in_one_unbroken_chain() {
         "both jobs finished in the one chain"
     );
 }
+
+#[test]
+fn verify_of_a_path_that_holds_no_lake_is_an_error_not_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-lake-here");
+    let out = fhirlake()
+        .args(["verify", "--lake"])
+        .arg(&missing)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no-lake-here") && stderr.contains("nothing to verify"),
+        "{stderr}"
+    );
+}
