@@ -41,7 +41,7 @@ const VERIFY_EXIT_CODES: &str = "\
 Exit codes:
   0  clean: every event links, every anchor matches, every manifest and raw file checks out
   1  problems found (each printed with the object it concerns)
-  2  the lake could not be read";
+  2  the lake could not be read, or holds nothing to verify (a mistyped --lake)";
 
 #[derive(Debug, Parser)]
 #[command(name = "fhirlake", version, about = "Load FHIR data into Delta Lake tables, accounting for every line.", after_help = EXIT_CODES)]
