@@ -230,6 +230,19 @@ pub fn table_name(resource_type: &str) -> String {
     resource_type.to_ascii_lowercase()
 }
 
+/// Where a policy puts what it segregates: `_segregated/<table>`.
+pub const SEGREGATED_DIR: &str = "_segregated";
+
+/// The table a policy segregates resources of `resource_type` into.
+pub fn segregated_table(resource_type: &str) -> String {
+    format!("{SEGREGATED_DIR}/{}", table_name(resource_type))
+}
+
+/// Whether `table` holds what a policy segregated.
+pub fn is_segregated_table(table: &str) -> bool {
+    table.starts_with(SEGREGATED_DIR) && table[SEGREGATED_DIR.len()..].starts_with('/')
+}
+
 /// The resource type a Bulk Data file name promises, if any:
 /// `Patient.ndjson`, `Patient.000.ndjson`, `Patient-1.ndjson`, `Patient.ndjson.gz`.
 /// Mixed-type files (`export.ndjson`) promise nothing.

@@ -5,6 +5,7 @@ mod audit;
 mod bench;
 mod export;
 mod hl7v2;
+mod policy;
 mod progress;
 mod server;
 mod summary;
@@ -75,6 +76,9 @@ enum Command {
     Verify(audit::VerifyArgs),
     /// List the audit trail's events (who loaded what, when, under which policy).
     Audit(audit::AuditArgs),
+    /// Policies: what one would do to some resources, and why.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
     /// Generate a synthetic Bulk dataset, load it into a fresh lake, report throughput.
     Bench(bench::BenchArgs),
 }
@@ -123,6 +127,9 @@ struct LoadArgs {
     /// Load the standard columns only (no view columns).
     #[arg(long, conflicts_with = "views")]
     no_views: bool,
+    /// Policy every resource passes through: a TOML file, or `part2` / `research` (shipped).
+    #[arg(long, value_name = "NAME_OR_FILE", env = "FHIRLAKE_POLICY")]
+    policy: Option<String>,
     /// Bytes per decode chunk (tuning; results never depend on it).
     #[arg(long, default_value_t = 4 << 20, hide = true)]
     chunk_bytes: usize,
@@ -205,6 +212,9 @@ pub struct TableFlags {
     /// Keep every version, keyed on (id, meta.lastUpdated); deletions become tombstones.
     #[arg(long)]
     pub history: bool,
+    /// Policy every resource passes through: a TOML file, or `part2` / `research` (shipped).
+    #[arg(long, value_name = "NAME_OR_FILE", env = "FHIRLAKE_POLICY")]
+    pub policy: Option<String>,
     /// Directory of ViewDefinitions added to (or replacing) the defaults.
     #[arg(long, value_name = "DIR")]
     pub views: Option<std::path::PathBuf>,
@@ -221,9 +231,17 @@ impl TableFlags {
                 crate::lake::LoadMode::Current
             },
             views: std::sync::Arc::new(views_for(self.no_views, self.views.as_deref())?),
-            ..crate::load::LoadOptions::default()
+            policy: std::sync::Arc::new(policy_for(self.policy.as_deref())?),
         })
     }
+}
+
+/// `--policy`, compiled; no policy without it.
+pub fn policy_for(spec: Option<&str>) -> Result<crate::policy::Policy> {
+    Ok(match spec {
+        Some(spec) => crate::policy::Policy::load(spec)?,
+        None => crate::policy::Policy::none(),
+    })
 }
 
 /// The defaults plus `--views DIR`, or nothing with `--no-views`.
@@ -263,6 +281,7 @@ pub fn main() -> ExitCode {
         Command::Vacuum(args) => run_vacuum(args),
         Command::Verify(args) => audit::run_verify(args),
         Command::Audit(args) => audit::run_audit(args),
+        Command::Policy(command) => policy::run(command),
         Command::Bench(args) => bench::run(args).map(|()| ExitCode::SUCCESS),
     };
     match outcome {
@@ -275,6 +294,8 @@ pub fn main() -> ExitCode {
 }
 
 fn run_load(args: LoadArgs) -> Result<ExitCode> {
+    // A policy with a mistake stops the job before the lake is touched.
+    let policy = policy_for(args.policy.as_deref())?;
     let lake = args.lake.open()?;
     let as_of = args.as_of.as_deref().map(parse_as_of).transpose()?;
     if args.inputs.is_empty() {
@@ -294,6 +315,7 @@ fn run_load(args: LoadArgs) -> Result<ExitCode> {
         .with_force(args.force)
         .with_chunk_bytes(args.chunk_bytes)
         .with_views(views_for(args.no_views, args.views.as_deref())?)
+        .with_policy(policy)
         .with_progress(display.sink());
     let report = runtime.block_on(job.into_future())?;
     display.finish();

@@ -120,6 +120,21 @@ pub fn text(report: &LoadReport) -> String {
     for (reason, n) in reasons {
         let _ = writeln!(out, "filtered {n}: {reason}");
     }
+    let mut rules: std::collections::BTreeMap<&str, u64> = Default::default();
+    for input in &m.inputs {
+        for (rule, n) in &input.policy_rules {
+            *rules.entry(rule.as_str()).or_default() += n;
+        }
+    }
+    if m.policy_version != "none" {
+        let _ = writeln!(out, "policy sha256 {}", m.policy_version);
+    }
+    for (rule, n) in rules {
+        let _ = writeln!(
+            out,
+            "policy rule {rule}: {n} resource(s) segregated or changed"
+        );
+    }
     if t.quarantined > 0 {
         let _ = writeln!(
             out,
@@ -143,6 +158,7 @@ pub fn json(report: &LoadReport) -> Value {
         "tables": report.manifest.tables,
         "inputs": report.manifest.inputs,
         "changed": report.manifest.totals.inserted + report.manifest.totals.updated > 0,
+        "policy_version": report.manifest.policy_version,
     });
     if let Some(sync) = &report.manifest.sync {
         out["sync"] = json!(sync);

@@ -25,14 +25,34 @@ pub async fn list_tables(lake: &Lake) -> Result<Vec<String>, LakeError> {
             path: lake.root().to_string(),
             source,
         })?;
-    let mut tables = Vec::new();
+    let mut names = Vec::new();
     for dir in listing.common_prefixes {
         let Some(name) = dir.filename().map(str::to_owned) else {
             continue;
         };
-        if name == "_fhirlake" || name == "_raw" {
-            continue;
+        match name.as_str() {
+            "_fhirlake" | "_raw" => {}
+            // A policy's segregated tables, one level down.
+            crate::fhir::SEGREGATED_DIR => {
+                let inner = store
+                    .list_with_delimiter(Some(&dir))
+                    .await
+                    .map_err(|source| LakeError::Store {
+                        path: dir.to_string(),
+                        source,
+                    })?;
+                names.extend(
+                    inner
+                        .common_prefixes
+                        .iter()
+                        .filter_map(|d| d.filename().map(|n| format!("{name}/{n}"))),
+                );
+            }
+            _ => names.push(name),
         }
+    }
+    let mut tables = Vec::new();
+    for name in names {
         let log = lake.path(&format!("{name}/_delta_log"));
         let entries = store
             .list_with_delimiter(Some(&log))

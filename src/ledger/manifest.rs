@@ -83,6 +83,11 @@ pub struct InputRecord {
     /// Resources the policy filtered out, per reason.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub filtered_by: BTreeMap<String, u64>,
+    /// Resources policy rules segregated (into `_segregated/<table>`) or
+    /// changed (labelled, redacted) and loaded, per rule; `a,b` when two
+    /// rules changed one resource. Denied ones are in `filtered_by`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub policy_rules: BTreeMap<String, u64>,
 }
 
 /// What a Delta commit of a job did.
@@ -355,6 +360,7 @@ impl InputRecord {
             loaded_by_job: None,
             source: None,
             filtered_by: BTreeMap::new(),
+            policy_rules: BTreeMap::new(),
         }
     }
 

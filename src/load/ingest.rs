@@ -21,7 +21,7 @@ use super::pipeline::{FilePipeline, Piece};
 use super::rows::{QuarantineRow, ResourceRow};
 use super::view_tables::{VersionRows, ViewTable};
 use super::{Context, LoadError};
-use crate::fhir;
+use crate::fhir::{self, segregated_table};
 use crate::lake::{Hit, LakeError, LoadMode, QUARANTINE_TABLE};
 use crate::ledger::{InputRecord, InputStatus, RowCounts, StandInRecord};
 use crate::load::{Input, StandIn, StandInSource};
@@ -167,6 +167,13 @@ impl InputLoad<'_> {
                 }
                 LineKind::Resource(keys) => {
                     self.record.lines += 1;
+                    if let Some(mark) = &keys.policy {
+                        *self
+                            .record
+                            .policy_rules
+                            .entry(mark.by.to_string())
+                            .or_default() += 1;
+                    }
                     let (key, hit) = stored[n].expect("every resource was looked up");
                     let row = Line {
                         keys,
@@ -202,7 +209,7 @@ impl InputLoad<'_> {
             let LineKind::Resource(keys) = &line.kind else {
                 continue;
             };
-            let name = self.table_of(&keys.resource_type);
+            let name = self.table_of(keys);
             let state = self
                 .staged
                 .tables
@@ -230,8 +237,13 @@ impl InputLoad<'_> {
         Ok(found)
     }
 
-    /// The table of a resource type (named once per run of a type).
-    fn table_of(&mut self, resource_type: &str) -> String {
+    /// The table of a resource (named once per run of a type): its type's,
+    /// or the type's segregated table when the policy segregated it.
+    fn table_of(&mut self, keys: &ResourceKeys) -> String {
+        if keys.policy.as_ref().is_some_and(|m| m.segregated) {
+            return segregated_table(&keys.resource_type);
+        }
+        let resource_type = &*keys.resource_type;
         if &*self.table_of_type.0 != resource_type {
             self.table_of_type = (resource_type.into(), fhir::table_name(resource_type));
         }
@@ -263,7 +275,7 @@ impl InputLoad<'_> {
                 (self.stand_in.micros, Some(self.stand_in.source.as_str()))
             }
         };
-        let name = self.table_of(&keys.resource_type);
+        let name = self.table_of(keys);
         let state = self
             .staged
             .tables

@@ -62,7 +62,12 @@ impl TypeTables {
             let state = match ahead {
                 Some(state) => state,
                 None => {
-                    let view = context.views.for_type(resource_type).cloned();
+                    // Segregated rows keep the resource only, no view columns.
+                    let view = if fhir::is_segregated_table(name) {
+                        None
+                    } else {
+                        context.views.for_type(resource_type).cloned()
+                    };
                     TableState::open(context, name, view).await?
                 }
             };

@@ -24,6 +24,17 @@ pub struct ResourceKeys {
     pub version_id: Option<Box<str>>,
     /// Tagged `SUBSETTED` (an `_elements`/`_summary` answer): not the whole resource.
     pub subsetted: bool,
+    /// Changed or segregated by the policy stage.
+    pub policy: Option<PolicyMark>,
+}
+
+/// What the policy stage did to a resource it loads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyMark {
+    /// The rule(s) that changed it, or the one that segregated it.
+    pub by: Arc<str>,
+    /// Goes to `_segregated/<table>`, not the main table.
+    pub segregated: bool,
 }
 
 /// Why a line cannot be loaded. Each reason says what to fix.
@@ -166,6 +177,20 @@ impl DecodedChunk {
             line.line += first_line;
         }
     }
+}
+
+/// A policy that produced JSON that does not parse: quarantined, never kept.
+fn policy_bug<'b>(
+    keys: ResourceKeys,
+    error: crate::view::json::JsonError,
+) -> (Decoded, Option<Cow<'b, str>>) {
+    let reason = RejectReason::Policy {
+        code: "policy_error",
+        resource_type: keys.resource_type.to_string(),
+        id: keys.id.to_string(),
+        reason: format!("the policy produced invalid JSON ({error}); this is a fhirlake bug"),
+    };
+    ((LineKind::Rejected(reason), None, Vec::new()), None)
 }
 
 /// Decodes chunks; holds one thread's reusable parse buffers (simd-json
@@ -318,28 +343,44 @@ impl ChunkDecoder {
                     );
                     (decoded, Some(Cow::Borrowed(text)))
                 }
-                Decision::Change(changed) => match Json::parse(&changed, &self.arena) {
-                    Ok(json) => {
-                        let decoded = apply_views(
-                            LineKind::Resource(keys),
-                            &self.views,
-                            &json,
-                            &mut self.builders,
-                        );
-                        (decoded, Some(Cow::Owned(changed)))
+                Decision::Change { json: changed, by } => {
+                    match Json::parse(&changed, &self.arena) {
+                        Ok(json) => {
+                            let keys = ResourceKeys {
+                                policy: Some(PolicyMark {
+                                    by,
+                                    segregated: false,
+                                }),
+                                ..keys
+                            };
+                            let decoded = apply_views(
+                                LineKind::Resource(keys),
+                                &self.views,
+                                &json,
+                                &mut self.builders,
+                            );
+                            (decoded, Some(Cow::Owned(changed)))
+                        }
+                        Err(e) => policy_bug(keys, e),
                     }
-                    Err(e) => {
-                        let reason = RejectReason::Policy {
-                            code: "policy_error",
-                            resource_type: keys.resource_type.to_string(),
-                            id: keys.id.to_string(),
-                            reason: format!(
-                                "the policy produced invalid JSON ({e}); this is a fhirlake bug"
-                            ),
-                        };
-                        ((LineKind::Rejected(reason), None, Vec::new()), None)
+                }
+                // Segregated rows keep the resource only: no view columns.
+                Decision::Segregate { json: changed, by } => {
+                    match Json::parse(&changed, &self.arena) {
+                        Ok(_) => {
+                            let keys = ResourceKeys {
+                                policy: Some(PolicyMark {
+                                    by,
+                                    segregated: true,
+                                }),
+                                ..keys
+                            };
+                            let kind = LineKind::Resource(keys);
+                            ((kind, None, Vec::new()), Some(Cow::Owned(changed)))
+                        }
+                        Err(e) => policy_bug(keys, e),
                     }
-                },
+                }
                 Decision::Filter { reason } => {
                     ((LineKind::Filtered(keys, reason), None, Vec::new()), None)
                 }
@@ -540,6 +581,7 @@ fn make_keys(found: Found<'_>, expected_type: Option<&str>) -> LineKind {
         last_updated,
         version_id: version_id.map(Box::from),
         subsetted,
+        policy: None,
     })
 }
 
@@ -681,6 +723,7 @@ mod tests {
                 last_updated: Some(1_704_067_200_000_000),
                 version_id: Some("3".into()),
                 subsetted: false,
+                policy: None,
             })
         );
     }

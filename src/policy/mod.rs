@@ -8,11 +8,23 @@
 //! default) the decoder does not even build that tree for types without views.
 //!
 //! Rules run in order; the first that does not keep the resource unchanged
-//! decides. Consent / 42 CFR Part 2 segmentation, minimum necessary and code
-//! checks are rules of this stage.
+//! decides. A policy file (`--policy`, [`file`]) compiles into one such rule
+//! ([`rules::RuleSet`]): 42 CFR Part 2 segmentation, sensitive labels and
+//! codes, minimum necessary.
+
+pub mod codes;
+pub mod date;
+pub mod edit;
+pub mod file;
+pub mod labels;
+pub mod rules;
+pub mod tree;
 
 use std::borrow::Cow;
 use std::sync::Arc;
+
+pub use file::{Action, PolicyError, PolicySource};
+pub use rules::{RuleSet, Verdict};
 
 use crate::view::Json;
 
@@ -30,8 +42,11 @@ pub struct Subject<'a> {
 pub enum Decision {
     /// Load it as received.
     Keep,
-    /// Load this JSON instead (the same resource, changed by the rule).
-    Change(String),
+    /// Load this JSON instead (the same resource, changed by the rules `by`).
+    Change { json: String, by: Arc<str> },
+    /// Store this JSON in `_segregated/<table>`, never in the main table:
+    /// the rule `by` matched.
+    Segregate { json: String, by: Arc<str> },
     /// Store nothing but the accounting: counted as filtered, per reason.
     Filter { reason: Cow<'static, str> },
     /// Into `_quarantine` with this reason code and explanation.
@@ -56,6 +71,19 @@ impl Policy {
     /// No rules: every resource is kept as received.
     pub fn none() -> Self {
         Self::default()
+    }
+
+    /// The policy file `spec` (a path, or `part2` / `research`), compiled;
+    /// its version is the file's SHA-256.
+    pub fn load(spec: &str) -> Result<Self, PolicyError> {
+        let source = PolicySource::load(spec)?;
+        let rules = RuleSet::compile(&source).map_err(|message| PolicyError {
+            origin: source.origin.clone(),
+            message,
+        })?;
+        Ok(Self::none()
+            .with_rule(Arc::new(rules))
+            .with_version(source.sha256))
     }
 
     /// Adds a rule after the existing ones.

@@ -9,6 +9,7 @@ mod fhir_server;
 mod hl7v2;
 mod incremental;
 mod load;
+mod policy;
 mod s3;
 mod sof;
 mod sync;

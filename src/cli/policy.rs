@@ -1,0 +1,195 @@
+//! `fhirlake policy check`: what a policy would do to each resource of some
+//! NDJSON files, and which rule decided, without loading anything.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use bumpalo::Bump;
+use clap::{Args, Subcommand};
+
+use crate::policy::{Action, PolicySource, RuleSet, tree};
+use crate::view::Json;
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Show, per resource, what the policy would do and which rule matched (nothing is loaded).
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// A TOML policy file, or `part2` / `research` (shipped).
+    #[arg(long, value_name = "NAME_OR_FILE")]
+    policy: String,
+    /// NDJSON files (.ndjson, .ndjson.gz) to check.
+    #[arg(long = "input", value_name = "FILE", required = true)]
+    inputs: Vec<PathBuf>,
+    /// Also list resources no rule matched (kept as they are).
+    #[arg(long)]
+    all: bool,
+    /// One JSON object per resource on stdout instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(command: PolicyCommand) -> Result<ExitCode> {
+    match command {
+        PolicyCommand::Check(args) => check(args),
+    }
+}
+
+/// Counts per outcome, for the closing summary.
+#[derive(Default)]
+struct Tally {
+    resources: u64,
+    unreadable: u64,
+    by_outcome: std::collections::BTreeMap<&'static str, u64>,
+    by_rule: std::collections::BTreeMap<String, u64>,
+}
+
+fn check(args: CheckArgs) -> Result<ExitCode> {
+    let source = PolicySource::load(&args.policy)?;
+    let rules = RuleSet::compile(&source).map_err(|message| crate::policy::PolicyError {
+        origin: source.origin.clone(),
+        message,
+    })?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if !args.json {
+        writeln!(
+            out,
+            "policy {} ({}), sha256 {}",
+            source.name(),
+            source.origin,
+            source.sha256
+        )?;
+    }
+    let mut tally = Tally::default();
+    let mut arena = Bump::new();
+    for path in &args.inputs {
+        let reader = open(path)?;
+        for (n, line) in reader.lines().enumerate() {
+            let line = line
+                .with_context(|| format!("{}: line {}: cannot read it", path.display(), n + 1))?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            arena.reset();
+            let at = format!("{}:{}", path.display(), n + 1);
+            let json = match Json::parse(&line, &arena) {
+                Ok(json) => json,
+                Err(e) => {
+                    tally.unreadable += 1;
+                    report_unreadable(&mut out, args.json, &at, &e.to_string())?;
+                    continue;
+                }
+            };
+            let kind = tree::member(&json, "resourceType").and_then(tree::string);
+            let id = tree::member(&json, "id")
+                .and_then(tree::string)
+                .unwrap_or("");
+            let Some(kind) = kind else {
+                tally.unreadable += 1;
+                report_unreadable(&mut out, args.json, &at, "no string \"resourceType\"")?;
+                continue;
+            };
+            let verdict = rules.evaluate(&json, kind);
+            let outcome = verdict.outcome();
+            tally.resources += 1;
+            *tally.by_outcome.entry(outcome.as_str()).or_default() += 1;
+            for m in &verdict.matched {
+                *tally.by_rule.entry(m.rule.to_string()).or_default() += 1;
+            }
+            if verdict.matched.is_empty() && !args.all {
+                continue;
+            }
+            if args.json {
+                let rules: Vec<_> = verdict
+                    .matched
+                    .iter()
+                    .map(|m| serde_json::json!({"rule": &*m.rule, "action": m.action.as_str(), "why": m.why}))
+                    .collect();
+                let record = serde_json::json!({
+                    "at": at, "resourceType": kind, "id": id,
+                    "outcome": outcome.as_str(), "rules": rules,
+                });
+                writeln!(out, "{record}")?;
+            } else {
+                writeln!(out, "{at}  {kind}/{id}  {}", describe(outcome))?;
+                for m in &verdict.matched {
+                    writeln!(out, "    {} ({}): {}", m.rule, m.action.as_str(), m.why)?;
+                }
+            }
+        }
+    }
+    if !args.json {
+        let outcomes: Vec<String> = tally
+            .by_outcome
+            .iter()
+            .map(|(o, n)| format!("{n} {}", describe_plain(o)))
+            .collect();
+        writeln!(
+            out,
+            "{} resources: {}",
+            tally.resources,
+            outcomes.join(", ")
+        )?;
+        for (rule, n) in &tally.by_rule {
+            writeln!(out, "  rule {rule}: {n}")?;
+        }
+        if tally.unreadable > 0 {
+            writeln!(
+                out,
+                "{} line(s) are not resources (a load quarantines them)",
+                tally.unreadable
+            )?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn describe(outcome: Action) -> &'static str {
+    match outcome {
+        Action::Allow => "kept",
+        Action::Label => "kept, labelled",
+        Action::Redact => "kept, redacted",
+        Action::Segregate => "SEGREGATED",
+        Action::Deny => "DENIED (not stored)",
+    }
+}
+
+fn describe_plain(outcome: &str) -> &'static str {
+    match outcome {
+        "allow" => "kept",
+        "label" => "labelled",
+        "redact" => "redacted",
+        "segregate" => "segregated",
+        _ => "denied",
+    }
+}
+
+fn report_unreadable(out: &mut impl Write, json: bool, at: &str, why: &str) -> Result<()> {
+    if json {
+        writeln!(
+            out,
+            "{}",
+            serde_json::json!({"at": at, "outcome": "quarantine", "why": why})
+        )?;
+    } else {
+        writeln!(out, "{at}  not a resource: {why}")?;
+    }
+    Ok(())
+}
+
+fn open(path: &Path) -> Result<Box<dyn BufRead>> {
+    let file = std::fs::File::open(path)
+        .with_context(|| format!("{}: cannot open it; give an NDJSON file", path.display()))?;
+    let reader: Box<dyn Read> = if path.extension().is_some_and(|e| e == "gz") {
+        Box::new(flate2::read::MultiGzDecoder::new(file))
+    } else {
+        Box::new(file)
+    };
+    Ok(Box::new(BufReader::with_capacity(1 << 20, reader)))
+}

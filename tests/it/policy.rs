@@ -1,0 +1,499 @@
+//! The policy stage end to end: the shipped `part2` and `research` policies
+//! and site policies, loaded through the CLI and read back with DuckDB.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::common::{duckdb, fhirlake, run_json, sample_dir, scan};
+
+fn part2_fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/policy/part2")
+}
+
+/// table → id → the rule that must segregate it (written by make.py).
+fn expected_segregated() -> BTreeMap<String, BTreeMap<String, String>> {
+    let text = std::fs::read_to_string(part2_fixture().join("expected.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn load_with_policy(lake: &Path, input: &Path, policy: &str) -> Value {
+    run_json(
+        fhirlake()
+            .args(["load", "--json", "--policy", policy, "--lake"])
+            .arg(lake)
+            .arg(input),
+        0,
+    )
+}
+
+fn ids_of(rows: &[Vec<Value>]) -> BTreeSet<String> {
+    rows.iter()
+        .map(|r| r[0].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn sql_list(ids: impl IntoIterator<Item = impl AsRef<str>>) -> String {
+    ids.into_iter()
+        .map(|id| format!("'{}'", id.as_ref().replace('\'', "''")))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[test]
+fn part2_keeps_sensitive_records_out_of_the_main_tables_and_accounts_for_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let summary = load_with_policy(&lake, &part2_fixture(), "part2");
+    let expected = expected_segregated();
+
+    // Every line is accounted for, and the per-rule counts match the fixture.
+    let mut by_rule: BTreeMap<String, u64> = BTreeMap::new();
+    for input in summary["inputs"].as_array().unwrap() {
+        let rows = &input["lines"].as_u64().unwrap();
+        let counted: u64 = [
+            "inserted",
+            "updated",
+            "unchanged",
+            "quarantined",
+            "filtered",
+        ]
+        .iter()
+        .map(|k| input[*k].as_u64().unwrap_or(0))
+        .sum();
+        assert_eq!(*rows, counted, "{input}");
+        for (rule, n) in input["policy_rules"].as_object().into_iter().flatten() {
+            *by_rule.entry(rule.clone()).or_default() += n.as_u64().unwrap();
+        }
+    }
+    let mut wanted: BTreeMap<String, u64> = BTreeMap::new();
+    for rules in expected.values() {
+        for rule in rules.values() {
+            *wanted.entry(rule.clone()).or_default() += 1;
+        }
+    }
+    assert_eq!(by_rule, wanted);
+    let policy_sha = hex_sha256(
+        &std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("data/policy/part2.toml"))
+            .unwrap(),
+    );
+    assert_eq!(summary["policy_version"], policy_sha.as_str());
+
+    let Some(_) = duckdb("select 1") else { return };
+    for (table, rules) in &expected {
+        let ids = sql_list(rules.keys());
+        let in_main = duckdb(&format!(
+            "select id from {} where id in ({ids})",
+            scan(&lake, table)
+        ))
+        .unwrap();
+        assert!(
+            in_main.is_empty(),
+            "{table}: {in_main:?} reached the main table"
+        );
+        let segregated = duckdb(&format!(
+            "select id, json_extract_string(resource, '$.meta.tag[0].code'), \
+                    json_extract_string(resource, '$.meta.tag[0].system'), _line \
+             from {} order by id",
+            scan(&lake, &format!("_segregated/{table}"))
+        ))
+        .unwrap();
+        let found: BTreeMap<String, String> = segregated
+            .iter()
+            .map(|r| {
+                (
+                    r[0].as_str().unwrap().to_owned(),
+                    r[1].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(&found, rules, "{table}");
+        for row in &segregated {
+            assert_eq!(row[2], "urn:fhirlake:policy-rule");
+            assert!(row[3].as_i64().unwrap() > 0, "lineage: {row:?}");
+        }
+    }
+    // What stayed: the Synthea records, nicotine dependence, the unlabelled DS4P examples.
+    let kept = duckdb(&format!(
+        "select count(*) from {}",
+        scan(&lake, "condition")
+    ))
+    .unwrap();
+    assert_eq!(kept[0][0], 45 - 4);
+    let kept = ids_of(
+        &duckdb(&format!(
+            "select id from {} order by id",
+            scan(&lake, "observation")
+        ))
+        .unwrap(),
+    );
+    assert_eq!(
+        kept,
+        [
+            "example-extension-display",
+            "example-extension-sec-label-related-artifact-provenance",
+            "heart-rate"
+        ]
+        .map(String::from)
+        .into()
+    );
+    assert!(
+        ids_of(&duckdb(&format!("select id from {}", scan(&lake, "condition"))).unwrap())
+            .contains("nicotine")
+    );
+    // Coded Part 2 records are labelled as CMS labels them.
+    let labels = duckdb(&format!(
+        "select resource from {} where id = 'sud-icd10'",
+        scan(&lake, "_segregated/condition")
+    ))
+    .unwrap();
+    let stored: Value = serde_json::from_str(labels[0][0].as_str().unwrap()).unwrap();
+    let codes: Vec<&str> = stored["meta"]["security"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(codes, ["42CFRPart2", "R"]);
+
+    // The lake verifies, segregated tables included; a re-run changes nothing.
+    let out = fhirlake()
+        .args(["verify", "--lake"])
+        .arg(&lake)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let again = run_json(
+        fhirlake()
+            .args(["load", "--json", "--force", "--policy", "part2", "--lake"])
+            .arg(&lake)
+            .arg(part2_fixture()),
+        0,
+    );
+    assert_eq!(again["changed"], false, "{}", again["totals"]);
+    let total = duckdb(&format!(
+        "select count(*) from {}",
+        scan(&lake, "_segregated/condition")
+    ))
+    .unwrap();
+    assert_eq!(total[0][0], 4);
+}
+
+#[test]
+fn policy_check_explains_which_rule_matched_and_why() {
+    let out = fhirlake()
+        .args(["policy", "check", "--policy", "part2", "--input"])
+        .arg(part2_fixture().join("Condition.ndjson"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("Condition/sud-icd10  SEGREGATED"), "{text}");
+    assert!(
+        text.contains(
+            "part2-codes (segregate): code F11.20 (http://hl7.org/fhir/sid/icd-10-cm) at Condition.code, \
+             in value set cms-bfd-samhsa"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "fail-closed (segregate): rule `part2-codes` cannot evaluate it: code `F11.20`"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("45 resources: 41 kept, 4 segregated"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("Condition/nicotine"),
+        "unmatched resources are listed only with --all: {text}"
+    );
+
+    let out = fhirlake()
+        .args([
+            "policy", "check", "--json", "--all", "--policy", "part2", "--input",
+        ])
+        .arg(part2_fixture().join("Patient.ndjson"))
+        .output()
+        .unwrap();
+    let records: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 16);
+    let p002 = records.iter().find(|r| r["id"] == "P002").unwrap();
+    assert_eq!(p002["outcome"], "segregate");
+    assert!(
+        p002["rules"][0]["why"]
+            .as_str()
+            .unwrap()
+            .contains("in an inline label"),
+        "{p002}"
+    );
+}
+
+/// The strings that identify Synthea's people: names, telecoms, addresses,
+/// identifiers other than the resource id, mothers' maiden names.
+fn identifying_strings(dir: &Path) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    // A practitioner's address and telecom are the practice's.
+    for (file, person) in [
+        ("Patient.000.ndjson", true),
+        ("Practitioner.000.ndjson", false),
+    ] {
+        for line in std::fs::read_to_string(dir.join(file)).unwrap().lines() {
+            let r: Value = serde_json::from_str(line).unwrap();
+            let mut add = |v: &Value| {
+                if let Some(s) = v.as_str()
+                    && s.len() >= 5
+                    && s != r["id"]
+                {
+                    found.insert(s.to_owned());
+                }
+            };
+            for name in r["name"].as_array().into_iter().flatten() {
+                add(&name["family"]);
+                name["given"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .for_each(&mut add);
+            }
+            if person {
+                for t in r["telecom"].as_array().into_iter().flatten() {
+                    add(&t["value"]);
+                }
+                for a in r["address"].as_array().into_iter().flatten() {
+                    a["line"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .for_each(&mut add);
+                }
+            }
+            // A practitioner's NPI is public, and references name them by it.
+            for i in r["identifier"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|_| person)
+            {
+                add(&i["value"]);
+            }
+            for e in r["extension"].as_array().into_iter().flatten() {
+                add(&e["valueString"]);
+            }
+        }
+    }
+    found
+}
+
+/// Rows of any Parquet file of the lake whose text holds one of `needles`.
+fn rows_holding(lake: &Path, needles: &BTreeSet<String>) -> Option<i64> {
+    let pattern: String = needles
+        .iter()
+        .map(|n| {
+            n.chars()
+                .map(|c| match c {
+                    '.' | '+' | '*' | '?' | '(' | ')' | '|' | '[' | ']' | '{' | '}' | '^' | '$'
+                    | '\\' => format!("\\{c}"),
+                    c => c.to_string(),
+                })
+                .collect::<String>()
+        })
+        .collect::<Vec<_>>()
+        .join("|");
+    let rows = duckdb(&format!(
+        "select count(*) from read_parquet('{}/**/*.parquet', union_by_name = true) t \
+         where regexp_matches(t::varchar, '{}')",
+        lake.display(),
+        pattern.replace('\'', "''")
+    ))?;
+    rows[0][0].as_i64()
+}
+
+#[test]
+fn the_research_profile_leaves_no_direct_identifier_anywhere_in_the_lake() {
+    let dir = tempfile::tempdir().unwrap();
+    let synthea = sample_dir("synthea-10");
+    let needles = identifying_strings(&synthea);
+    assert!(needles.len() > 100, "{needles:?}");
+    // The search finds them in a lake loaded without the profile ...
+    let plain = dir.path().join("plain");
+    run_json(
+        fhirlake()
+            .args(["load", "--json", "--lake"])
+            .arg(&plain)
+            .arg(&synthea),
+        0,
+    );
+    let Some(before) = rows_holding(&plain, &needles) else {
+        return;
+    };
+    assert!(before > 1000, "{before}");
+    // ... and in no row of any file of a lake loaded with it.
+    let lake = dir.path().join("research");
+    let summary = load_with_policy(&lake, &synthea, "research");
+    assert_eq!(rows_holding(&lake, &needles), Some(0));
+    let patients = summary["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["path"].as_str().unwrap().ends_with("Patient.000.ndjson"))
+        .unwrap();
+    assert_eq!(
+        patients["policy_rules"]["minimum-necessary-people,minimum-necessary"], 13,
+        "{patients}"
+    );
+    // What research needs stays: birth dates, gender, race; the views see the redacted resource.
+    let rows = duckdb(&format!(
+        "select count(birth_date), count(gender), count(race_code), count(family_name), count(ssn), count(city), \
+                count(*) filter (where json_extract_string(resource, '$.meta.security[0].code') = 'REDACTED') \
+         from {}",
+        scan(&lake, "patient")
+    ))
+    .unwrap();
+    assert_eq!(rows[0], [13, 13, 13, 0, 0, 0, 13].map(Value::from));
+}
+
+#[test]
+fn a_site_policy_denies_redacts_and_labels_by_its_own_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("site.toml");
+    std::fs::write(
+        &policy,
+        r#"
+name = "site"
+[valuesets.intimate-partner-abuse]
+codes = ["http://snomed.info/sct|706893006"]
+
+[[rule]]
+name = "sdv-label"
+action = "label"
+codes = ["intimate-partner-abuse"]
+add_labels = ["SDV"]
+
+[[rule]]
+name = "no-immunizations"
+action = "deny"
+types = ["Immunization"]
+
+[[rule]]
+name = "no-contact"
+action = "redact"
+types = ["Patient"]
+paths = ["telecom", "address"]
+"#,
+    )
+    .unwrap();
+    let lake = dir.path().join("lake");
+    let summary = load_with_policy(&lake, &sample_dir("synthea-10"), policy.to_str().unwrap());
+    let immunizations = summary["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| {
+            i["path"]
+                .as_str()
+                .unwrap()
+                .ends_with("Immunization.000.ndjson")
+        })
+        .unwrap();
+    assert_eq!(immunizations["filtered"], 161);
+    assert_eq!(immunizations["filtered_by"]["no-immunizations"], 161);
+    assert!(
+        !lake.join("immunization").exists(),
+        "denied resources are not stored"
+    );
+
+    // Redact removes exactly the listed paths: the stored JSON is the input
+    // without them, plus the REDACTED label.
+    let Some(rows) = duckdb(&format!(
+        "select id, resource, city from {} order by id",
+        scan(&lake, "patient")
+    )) else {
+        return;
+    };
+    let inputs: BTreeMap<String, Value> =
+        std::fs::read_to_string(sample_dir("synthea-10").join("Patient.000.ndjson"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).unwrap();
+                (v["id"].as_str().unwrap().to_owned(), v)
+            })
+            .collect();
+    assert_eq!(rows.len(), 13);
+    for row in rows {
+        let stored: Value = serde_json::from_str(row[1].as_str().unwrap()).unwrap();
+        let mut wanted = inputs[row[0].as_str().unwrap()].clone();
+        let object = wanted.as_object_mut().unwrap();
+        object.remove("telecom");
+        object.remove("address");
+        object["meta"]["security"] = serde_json::json!([{"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "REDACTED"}]);
+        assert_eq!(stored, wanted);
+        assert_eq!(
+            row[2],
+            Value::Null,
+            "the view column is read from the redacted resource"
+        );
+    }
+    // Labelled resources stay in the main table with the label added.
+    let labelled = duckdb(&format!(
+        "select count(*) from {} where json_extract_string(resource, '$.code.coding[0].code') = '706893006' \
+           and json_extract_string(resource, '$.meta.security[0].code') = 'SDV'",
+        scan(&lake, "condition")
+    ))
+    .unwrap();
+    let abuse = std::fs::read_to_string(sample_dir("synthea-10").join("Condition.000.ndjson"))
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("\"706893006\""))
+        .count();
+    assert_eq!(abuse, 22);
+    assert_eq!(labelled[0][0], abuse as i64);
+}
+
+#[test]
+fn a_policy_file_with_a_mistake_stops_the_load_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("bad.toml");
+    std::fs::write(
+        &policy,
+        "[[rule]]\nname = \"x\"\naction = \"deny\"\nlables = [\"R\"]\n",
+    )
+    .unwrap();
+    let lake = dir.path().join("lake");
+    let out = fhirlake()
+        .args(["load", "--policy"])
+        .arg(&policy)
+        .arg("--lake")
+        .arg(&lake)
+        .arg(sample_dir("synthea-10"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("policy {}", policy.display())) && err.contains("lables"),
+        "{err}"
+    );
+    assert!(!lake.exists());
+}
+
+fn hex_sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
