@@ -11,7 +11,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use super::{LakeArgs, runtime, views_for};
+use super::{LakeArgs, policy_for, runtime, views_for};
 use crate::bench::{BenchResult, Dataset, generate, parse_size, summarize, walk_ndjson};
 use crate::lake::Lake;
 use crate::load::Job;
@@ -49,6 +49,9 @@ pub struct BenchArgs {
     /// Load without view columns (to measure what the views cost).
     #[arg(long)]
     pub no_views: bool,
+    /// Load through this policy (to measure what it costs): a TOML file or `part2` / `research`.
+    #[arg(long, value_name = "NAME_OR_FILE")]
+    pub policy: Option<String>,
 }
 
 /// The seed of base sets.
@@ -109,7 +112,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
     ))?;
     let job = Job::new(&lake)
         .with_inputs(inputs)
-        .with_views(views_for(args.no_views, None)?);
+        .with_views(views_for(args.no_views, None)?)
+        .with_policy(policy_for(args.policy.as_deref())?);
     let report = runtime.block_on(job.into_future())?;
     let seconds = started.elapsed().as_secs_f64();
     let result = summarize(dataset, &report, seconds);

@@ -51,6 +51,9 @@ pub(super) struct Staged {
     pub quarantine: QuarantineRows,
     pub inputs: Vec<InputRecord>,
     pub warnings: Vec<String>,
+    /// Ids the policy segregated, by resource type: what the main table
+    /// holds of them (older versions) is deleted in its commit.
+    pub segregated: BTreeMap<String, Vec<Deletion>>,
 }
 
 impl Staged {
@@ -61,6 +64,7 @@ impl Staged {
             quarantine: QuarantineRows::new(quarantine_schema()),
             inputs: Vec::new(),
             warnings: Vec::new(),
+            segregated: BTreeMap::new(),
         }
     }
 }
@@ -113,6 +117,10 @@ pub(super) async fn commit(
     }
     if let Some(sync) = extras.sync.as_mut() {
         sync.deletions_requested += requested;
+    }
+    let mut deletions = deletions;
+    for (resource_type, list) in std::mem::take(&mut staged.segregated) {
+        deletions.entry(resource_type).or_default().extend(list);
     }
     let prepared = prepare_type_tables(context, staged.tables, deletions).await?;
     let mut tables = BTreeMap::new();

@@ -22,7 +22,7 @@ use super::rows::{QuarantineRow, ResourceRow};
 use super::view_tables::{VersionRows, ViewTable};
 use super::{Context, LoadError};
 use crate::fhir::{self, segregated_table};
-use crate::lake::{Hit, LakeError, LoadMode, QUARANTINE_TABLE};
+use crate::lake::{Deletion, Hit, LakeError, LoadMode, QUARANTINE_TABLE};
 use crate::ledger::{InputRecord, InputStatus, RowCounts, StandInRecord};
 use crate::load::{Input, StandIn, StandInSource};
 use crate::ndjson::{DecodedChunk, DecodedLine, LineKind, RejectReason, ResourceKeys};
@@ -300,6 +300,23 @@ impl InputLoad<'_> {
             }
             Class::New => counts.inserted += 1,
             Class::Newer => counts.updated += 1,
+        }
+        // A segregated version takes what the main table holds of the id
+        // (older versions loaded before the policy matched) out of it.
+        if let Some(mark) = keys.policy.as_ref().filter(|m| m.segregated)
+            && context.mode == LoadMode::Current
+        {
+            self.staged
+                .segregated
+                .entry(keys.resource_type.to_string())
+                .or_default()
+                .push(Deletion {
+                    id: keys.id.to_string(),
+                    deleted_at: last_updated,
+                    record: serde_json::json!({"segregated_by": &*mark.by}).to_string(),
+                    source: self.record.path.clone(),
+                    line: line.line,
+                });
         }
         let source = &self.record.path;
         let extras = context.views.extras_for(&keys.resource_type);

@@ -497,3 +497,51 @@ fn hex_sha256(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))
 }
+
+#[test]
+fn a_newer_version_the_policy_segregates_takes_the_older_one_out_of_the_main_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let condition = |updated: &str, code: &str| {
+        format!(
+            r#"{{"resourceType":"Condition","id":"c1","meta":{{"lastUpdated":"{updated}"}},"code":{{"coding":[{{"system":"http://hl7.org/fhir/sid/icd-10-cm","code":"{code}"}}]}},"recordedDate":"2021-01-01"}}"#
+        )
+    };
+    let other = r#"{"resourceType":"Condition","id":"c2","meta":{"lastUpdated":"2021-01-01T00:00:00Z"},"code":{"coding":[{"system":"http://hl7.org/fhir/sid/icd-10-cm","code":"J45.909"}]}}"#;
+    let first = crate::common::write_file(
+        &dir.path().join("a"),
+        "Condition.ndjson",
+        &[condition("2021-01-01T00:00:00Z", "R69"), other.to_owned()],
+    );
+    load_with_policy(&lake, &first, "part2");
+    let second = crate::common::write_file(
+        &dir.path().join("b"),
+        "Condition.ndjson",
+        &[condition("2021-06-01T00:00:00Z", "F11.20")],
+    );
+    let summary = load_with_policy(&lake, &second, "part2");
+    assert_eq!(summary["inputs"][0]["policy_rules"]["part2-codes"], 1);
+    let Some(main) = duckdb(&format!(
+        "select id from {} order by id",
+        scan(&lake, "condition")
+    )) else {
+        return;
+    };
+    assert_eq!(ids_of(&main), ["c2".to_owned()].into());
+    let segregated = duckdb(&format!(
+        "select id from {}",
+        scan(&lake, "_segregated/condition")
+    ))
+    .unwrap();
+    assert_eq!(ids_of(&segregated), ["c1".to_owned()].into());
+    let out = fhirlake()
+        .args(["verify", "--lake"])
+        .arg(&lake)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
