@@ -4,8 +4,9 @@
 //! fhirlake ships (`part2`, `research`; `data/policy/`). Out: a
 //! [`PolicyText`] whose every field was known (`deny_unknown_fields`: a
 //! misspelt key is an error, not a rule silently ignored), its value sets
-//! read, and its version: the SHA-256 of the file's bytes, which the manifest
-//! and the audit events record as the consent directive version.
+//! read, and its version: the SHA-256 of the file's bytes (then the bytes of
+//! its `[consent] file`, when it has one), which the manifest and the audit
+//! events record as the consent directive version.
 //!
 //! ```toml
 //! name = "site"
@@ -82,6 +83,17 @@ pub struct PolicyText {
     pub code_paths: BTreeMap<String, Vec<String>>,
     #[serde(default, rename = "rule")]
     pub rules: Vec<RuleText>,
+    /// The Consents rules with `consent = true` ask.
+    pub consent: Option<ConsentText>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentText {
+    /// NDJSON of R4 Consent resources, relative to the policy file.
+    pub file: PathBuf,
+    /// The lake's purpose of use (v3-ActReason), e.g. `HRESCH` for research.
+    pub purpose: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -109,6 +121,10 @@ pub struct RuleText {
     pub add_labels: Vec<String>,
     #[serde(default)]
     pub paths: Vec<String>,
+    /// Matches resources of patients whose active Consent denies the lake's
+    /// purpose (`[consent]`) at the resource's date.
+    #[serde(default)]
+    pub consent: bool,
 }
 
 /// A policy file that cannot be used: where, and why.
@@ -129,6 +145,8 @@ pub struct PolicySource {
     pub sha256: String,
     /// Every value set a rule names, in the order first named.
     pub value_sets: Vec<ValueSet>,
+    /// `[consent]`, read.
+    pub consents: Option<std::sync::Arc<super::consent::Consents>>,
 }
 
 impl PolicySource {
@@ -198,11 +216,45 @@ impl PolicySource {
                 )));
             }
         }
+        let asks = parsed.rules.iter().any(|r| r.consent);
+        let consents = match (&parsed.consent, asks) {
+            (Some(c), true) => {
+                let path = dir.map_or_else(|| c.file.clone(), |d| d.join(&c.file));
+                let bytes = std::fs::read_to_string(&path).map_err(|e| {
+                    err(format!("cannot read the Consents {} ({e})", path.display()))
+                })?;
+                let consents = super::consent::Consents::parse(
+                    &path.display().to_string(),
+                    &bytes,
+                    &c.purpose,
+                )
+                .map_err(err)?;
+                Some((std::sync::Arc::new(consents), bytes))
+            }
+            (None, true) => {
+                return Err(err(
+                    "a rule asks for consent but there is no [consent] file".into(),
+                ));
+            }
+            (Some(_), false) => {
+                return Err(err(
+                    "[consent] is given but no rule has consent = true".into()
+                ));
+            }
+            (None, false) => None,
+        };
+        // The directive version covers the Consents the policy reads too.
+        let mut digest = Sha256::new();
+        digest.update(text.as_bytes());
+        if let Some((_, bytes)) = &consents {
+            digest.update(bytes.as_bytes());
+        }
         Ok(PolicySource {
             origin: origin.to_owned(),
             text: parsed,
-            sha256: hex::encode(Sha256::digest(text.as_bytes())),
+            sha256: hex::encode(digest.finalize()),
             value_sets,
+            consents: consents.map(|(c, _)| c),
         })
     }
 

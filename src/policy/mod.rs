@@ -13,6 +13,7 @@
 //! codes, minimum necessary.
 
 pub mod codes;
+pub mod consent;
 pub mod date;
 pub mod edit;
 pub mod file;

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use smallvec::SmallVec;
 
 use super::codes::{CodeIndex, CodePaths, Lookup, resource_date};
+use super::consent::{Consents, patient_of};
 use super::date::Overlap;
 use super::edit::{self, Edits};
 use super::file::{Action, PolicySource};
@@ -41,6 +42,8 @@ struct CompiledRule {
     sets: u64,
     add_labels: Vec<Label>,
     paths: Vec<edit::Path>,
+    /// Matches by the patient's Consents.
+    consent: bool,
 }
 
 /// Every rule of a policy file, compiled.
@@ -49,6 +52,7 @@ pub struct RuleSet {
     rules: Vec<CompiledRule>,
     index: CodeIndex,
     code_paths: CodePaths,
+    consents: Option<Arc<Consents>>,
 }
 
 /// One rule that matched, and why.
@@ -156,6 +160,12 @@ impl RuleSet {
                 }
                 _ => {}
             }
+            if text.consent && !(text.labels.is_empty() && text.codes.is_empty()) {
+                return Err(fail(
+                    "a consent rule matches by Consent only: give labels and codes to another rule"
+                        .into(),
+                ));
+            }
             for t in &text.types {
                 if !crate::fhir::is_known_resource_type(t) {
                     return Err(fail(format!("`{t}` is not a FHIR resource type")));
@@ -169,12 +179,14 @@ impl RuleSet {
                 sets,
                 add_labels,
                 paths,
+                consent: text.consent,
             });
         }
         Ok(RuleSet {
             rules,
             index,
             code_paths,
+            consents: source.consents.clone(),
         })
     }
 
@@ -263,6 +275,20 @@ impl RuleSet {
         rule: &CompiledRule,
         facts: &mut Facts<'_>,
     ) -> Result<Option<String>, Unreadable> {
+        if rule.consent {
+            let consents = self
+                .consents
+                .as_ref()
+                .expect("the source read the Consents a rule asks for");
+            let Some(patient) = patient_of(facts.resource, facts.resource_type) else {
+                return Ok(None);
+            };
+            if !consents.covers(patient) {
+                return Ok(None);
+            }
+            let day = resource_date(facts.resource, facts.resource_type)?;
+            return Ok(consents.denial(patient, facts.resource_type, day));
+        }
         if rule.labels.is_empty() && rule.sets == 0 {
             return Ok(Some(format!("a {}", facts.resource_type)));
         }

@@ -545,3 +545,104 @@ fn a_newer_version_the_policy_segregates_takes_the_older_one_out_of_the_main_tab
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// Ids of `file`'s resources of `patient`, with their date (as written).
+fn resources_of(
+    file: &Path,
+    patient: &str,
+    date: &dyn Fn(&Value) -> Option<String>,
+) -> Vec<(String, Option<String>)> {
+    std::fs::read_to_string(file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| {
+            r["subject"]["reference"] == format!("Patient/{patient}")
+                || r["patient"]["reference"] == format!("Patient/{patient}")
+        })
+        .map(|r| (r["id"].as_str().unwrap().to_owned(), date(&r)))
+        .collect()
+}
+
+#[test]
+fn consents_deny_a_patient_for_research_and_permit_only_later_data_of_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let synthea = sample_dir("synthea-10");
+    let patients: Vec<String> = std::fs::read_to_string(synthea.join("Patient.000.ndjson"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let (opted_out, since_2015) = (&patients[0], &patients[2]);
+    let consents = [
+        format!(
+            r#"{{"resourceType":"Consent","id":"opt-out","status":"active","patient":{{"reference":"Patient/{opted_out}"}},"provision":{{"type":"deny","purpose":[{{"system":"http://terminology.hl7.org/CodeSystem/v3-ActReason","code":"HRESCH"}}]}}}}"#
+        ),
+        format!(
+            r#"{{"resourceType":"Consent","id":"since-2015","status":"active","patient":{{"reference":"Patient/{since_2015}"}},"provision":{{"type":"deny","provision":[{{"type":"permit","dataPeriod":{{"start":"2015-01-01"}}}}]}}}}"#
+        ),
+    ];
+    crate::common::write_file(dir.path(), "consents.ndjson", &consents);
+    let policy = dir.path().join("research-consent.toml");
+    std::fs::write(
+        &policy,
+        "[consent]\nfile = \"consents.ndjson\"\npurpose = \"HRESCH\"\n\n[[rule]]\nname = \"consent\"\naction = \"deny\"\nconsent = true\n",
+    )
+    .unwrap();
+    let lake = dir.path().join("lake");
+    let summary = load_with_policy(&lake, &synthea, policy.to_str().unwrap());
+
+    let start = |r: &Value| r["period"]["start"].as_str().map(str::to_owned);
+    let encounters_out = resources_of(&synthea.join("Encounter.000.ndjson"), opted_out, &start);
+    let encounters_b = resources_of(&synthea.join("Encounter.000.ndjson"), since_2015, &start);
+    let (later, earlier): (Vec<_>, Vec<_>) = encounters_b
+        .iter()
+        .partition(|(_, d)| d.as_deref().is_some_and(|d| d >= "2015-01-01"));
+    assert!(!encounters_out.is_empty() && !later.is_empty() && !earlier.is_empty());
+    let encounter_input = summary["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| {
+            i["path"]
+                .as_str()
+                .unwrap()
+                .ends_with("Encounter.000.ndjson")
+        })
+        .unwrap();
+    assert_eq!(
+        encounter_input["filtered_by"]["consent"],
+        (encounters_out.len() + earlier.len()) as u64
+    );
+
+    let Some(_) = duckdb("select 1") else { return };
+    // Every type of the opted-out patient is gone; the other keeps what is dated 2015 or later.
+    let patient_rows = duckdb(&format!(
+        "select id from {} where id in ({})",
+        scan(&lake, "patient"),
+        sql_list([opted_out, since_2015])
+    ))
+    .unwrap();
+    // A Patient resource has no date: a permit limited to dates does not reach it.
+    assert!(patient_rows.is_empty(), "{patient_rows:?}");
+    for table in ["condition", "encounter", "immunization"] {
+        let rows = duckdb(&format!(
+            "select count(*) from {} where json_extract_string(resource, '$.subject.reference') = 'Patient/{opted_out}' \
+               or json_extract_string(resource, '$.patient.reference') = 'Patient/{opted_out}'",
+            scan(&lake, table)
+        ))
+        .unwrap();
+        assert_eq!(rows[0][0], 0, "{table}");
+    }
+    let kept = ids_of(&duckdb(&format!(
+        "select id from {} where json_extract_string(resource, '$.subject.reference') = 'Patient/{since_2015}'",
+        scan(&lake, "encounter")
+    ))
+    .unwrap());
+    assert_eq!(kept, later.iter().map(|(id, _)| id.clone()).collect());
+}
