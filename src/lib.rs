@@ -12,6 +12,7 @@ pub mod audit;
 pub mod auth;
 pub mod bench;
 pub mod cli;
+pub mod code_checks;
 pub mod fhir;
 pub mod hl7v2;
 pub mod http;

@@ -52,6 +52,9 @@ pub struct BenchArgs {
     /// Load through this policy (to measure what it costs): a TOML file or `part2` / `research`.
     #[arg(long, value_name = "NAME_OR_FILE")]
     pub policy: Option<String>,
+    /// Code checks as a load has them (`--no-code-checks` measures without).
+    #[command(flatten)]
+    pub codes: super::CodeCheckFlags,
 }
 
 /// The seed of base sets.
@@ -113,7 +116,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let job = Job::new(&lake)
         .with_inputs(inputs)
         .with_views(views_for(args.no_views, None)?)
-        .with_policy(policy_for(args.policy.as_deref())?);
+        .with_policy(policy_for(args.policy.as_deref())?)
+        .with_code_checks(args.codes.compile()?);
     let report = runtime.block_on(job.into_future())?;
     let seconds = started.elapsed().as_secs_f64();
     let result = summarize(dataset, &report, seconds);

@@ -3,6 +3,7 @@
 
 mod audit;
 mod bench;
+mod curation;
 mod export;
 mod hl7v2;
 mod policy;
@@ -79,6 +80,9 @@ enum Command {
     /// Policies: what one would do to some resources, and why.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// The curation queue: codes the checks flagged, with counts and example resources.
+    #[command(subcommand)]
+    Curation(curation::CurationCommand),
     /// Generate a synthetic Bulk dataset, load it into a fresh lake, report throughput.
     Bench(bench::BenchArgs),
 }
@@ -130,6 +134,8 @@ struct LoadArgs {
     /// Policy every resource passes through: a TOML file, or `part2` / `research` (shipped).
     #[arg(long, value_name = "NAME_OR_FILE", env = "FHIRLAKE_POLICY")]
     policy: Option<String>,
+    #[command(flatten)]
+    codes: CodeCheckFlags,
     /// Bytes per decode chunk (tuning; results never depend on it).
     #[arg(long, default_value_t = 4 << 20, hide = true)]
     chunk_bytes: usize,
@@ -220,6 +226,56 @@ pub struct TableFlags {
     pub views: Option<std::path::PathBuf>,
     #[arg(long, conflicts_with = "views")]
     pub no_views: bool,
+    #[command(flatten)]
+    pub codes: CodeCheckFlags,
+}
+
+/// The code checks' flags, shared by every command that loads.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct CodeCheckFlags {
+    /// Do not check codes (check digits, systems, units, value sets); rows get a null `_code_issues`.
+    #[arg(long)]
+    pub no_code_checks: bool,
+    /// ValueSets (FHIR JSON: a directory, a .json file or a .tgz package) to check bindings against (repeatable).
+    #[arg(
+        long = "valuesets",
+        value_name = "DIR",
+        conflicts_with = "no_code_checks"
+    )]
+    pub value_sets: Vec<std::path::PathBuf>,
+    /// ConceptMaps (FHIR JSON) that map local codes to standard ones; the mapped coding is added (repeatable).
+    #[arg(
+        long = "concept-maps",
+        value_name = "DIR",
+        conflicts_with = "no_code_checks"
+    )]
+    pub concept_maps: Vec<std::path::PathBuf>,
+    /// ELEMENT=VALUESET_URL: the codings of ELEMENT (e.g. Observation.code) must be in that loaded value set (repeatable).
+    #[arg(
+        long = "binding",
+        value_name = "ELEMENT=URL",
+        conflicts_with = "no_code_checks"
+    )]
+    pub bindings: Vec<String>,
+}
+
+impl CodeCheckFlags {
+    /// The job's code checks, compiled (before the lake is touched); `None` with `--no-code-checks`.
+    pub fn compile(&self) -> Result<Option<std::sync::Arc<crate::code_checks::CodeChecks>>> {
+        use crate::code_checks::{CodeCheckOptions, CodeChecks};
+        if self.no_code_checks {
+            return Ok(None);
+        }
+        if self.value_sets.is_empty() && self.concept_maps.is_empty() && self.bindings.is_empty() {
+            return Ok(Some(CodeChecks::standard()));
+        }
+        let options = CodeCheckOptions {
+            value_sets: self.value_sets.clone(),
+            concept_maps: self.concept_maps.clone(),
+            bindings: self.bindings.clone(),
+        };
+        Ok(Some(std::sync::Arc::new(CodeChecks::load(&options)?)))
+    }
 }
 
 impl TableFlags {
@@ -232,6 +288,7 @@ impl TableFlags {
             },
             views: std::sync::Arc::new(views_for(self.no_views, self.views.as_deref())?),
             policy: std::sync::Arc::new(policy_for(self.policy.as_deref())?),
+            code_checks: self.codes.compile()?,
         })
     }
 }
@@ -282,6 +339,7 @@ pub fn main() -> ExitCode {
         Command::Verify(args) => audit::run_verify(args),
         Command::Audit(args) => audit::run_audit(args),
         Command::Policy(command) => policy::run(command),
+        Command::Curation(command) => curation::run(command),
         Command::Bench(args) => bench::run(args).map(|()| ExitCode::SUCCESS),
     };
     match outcome {
@@ -296,6 +354,7 @@ pub fn main() -> ExitCode {
 fn run_load(args: LoadArgs) -> Result<ExitCode> {
     // A policy with a mistake stops the job before the lake is touched.
     let policy = policy_for(args.policy.as_deref())?;
+    let code_checks = args.codes.compile()?;
     let lake = args.lake.open()?;
     let as_of = args.as_of.as_deref().map(parse_as_of).transpose()?;
     if args.inputs.is_empty() {
@@ -316,6 +375,7 @@ fn run_load(args: LoadArgs) -> Result<ExitCode> {
         .with_chunk_bytes(args.chunk_bytes)
         .with_views(views_for(args.no_views, args.views.as_deref())?)
         .with_policy(policy)
+        .with_code_checks(code_checks)
         .with_progress(display.sink());
     let report = runtime.block_on(job.into_future())?;
     display.finish();

@@ -135,6 +135,29 @@ pub fn text(report: &LoadReport) -> String {
             "policy rule {rule}: {n} resource(s) segregated or changed"
         );
     }
+    if let Some(codes) = &m.code_checks {
+        let problems: u64 = codes.problems.values().sum();
+        let _ = write!(
+            out,
+            "codes: {} coded element(s) and {} unit(s) checked, {problems} problem(s) in {} resource(s)",
+            codes.concepts, codes.quantities, codes.resources_with_issues
+        );
+        if codes.mappings_applied > 0 {
+            let _ = write!(
+                out,
+                ", {} coding(s) added by concept maps",
+                codes.mappings_applied
+            );
+        }
+        let _ = writeln!(out);
+        if codes.curation_open > 0 || codes.curation_resolved > 0 {
+            let _ = writeln!(
+                out,
+                "curation queue: {} open item(s), {} resolved by this job: fhirlake curation list --lake {}",
+                codes.curation_open, codes.curation_resolved, m.lake
+            );
+        }
+    }
     if t.quarantined > 0 {
         let _ = writeln!(
             out,
@@ -160,6 +183,9 @@ pub fn json(report: &LoadReport) -> Value {
         "changed": report.manifest.totals.inserted + report.manifest.totals.updated > 0,
         "policy_version": report.manifest.policy_version,
     });
+    if let Some(codes) = &report.manifest.code_checks {
+        out["code_checks"] = json!(codes);
+    }
     if let Some(sync) = &report.manifest.sync {
         out["sync"] = json!(sync);
     }

@@ -29,12 +29,13 @@ pub fn utc_micros() -> DataType {
 /// The key columns opening every table.
 pub const KEY_COLUMNS: [&str; 2] = ["id", "meta_last_updated"];
 /// What a resource table stores of each resource besides its key.
-pub const RESOURCE_COLUMNS: [&str; 5] = [
+pub const RESOURCE_COLUMNS: [&str; 6] = [
     "meta_version_id",
     "_last_updated_from",
     "resource",
     SUBSETTED_COLUMN,
     DELETED_COLUMN,
+    CODE_ISSUES_COLUMN,
 ];
 /// True when the stored resource is a subset (tagged `SUBSETTED`).
 pub const SUBSETTED_COLUMN: &str = "_subsetted";
@@ -44,6 +45,9 @@ pub const LINEAGE_COLUMNS: [&str; 4] = ["_job_id", "_source", "_line", "_ingeste
 pub const ROW_COLUMN: &str = "_row";
 /// Set on history-mode tombstones (a version that records a deletion).
 pub const DELETED_COLUMN: &str = "_deleted";
+/// How many problems the code checks found in the row's codings (null:
+/// not checked); each is a row of `_curation`.
+pub const CODE_ISSUES_COLUMN: &str = "_code_issues";
 
 /// Per-job constants stamped on every row a job writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,6 +136,8 @@ impl TableLayout {
                 ]);
                 fields.extend(lineage_fields());
                 fields.extend(view);
+                // Last: lakes from before the code checks gain it at the end.
+                fields.push(Field::new(CODE_ISSUES_COLUMN, DataType::Int32, true));
             }
             TableShape::ViewRows => {
                 fields.push(Field::new(ROW_COLUMN, DataType::Int64, false));
@@ -160,7 +166,8 @@ impl TableLayout {
     }
 
     /// The table's columns in order, given each part's arrays: `own` are the
-    /// shape's own columns after the key (for a view-rows table, `_row`).
+    /// shape's own columns after the key, in [`RESOURCE_COLUMNS`] order (for
+    /// a view-rows table, `_row`).
     pub fn assemble(
         &self,
         key: [ArrayRef; 2],
@@ -177,13 +184,17 @@ impl TableLayout {
             .map(|(_, array)| array)
             .collect();
         stored.extend(key);
-        stored.extend(own);
         match self.shape {
             TableShape::Resource => {
+                let mut own = own;
+                let code_issues = own.pop().expect("a resource row's own columns");
+                stored.extend(own);
                 stored.extend(lineage);
                 stored.extend(view_stored);
+                stored.push(code_issues);
             }
             TableShape::ViewRows => {
+                stored.extend(own);
                 stored.extend(view_stored);
                 stored.extend(lineage);
             }
@@ -293,7 +304,8 @@ mod tests {
                 "_source",
                 "_line",
                 "_ingested_at",
-                "gender"
+                "gender",
+                "_code_issues"
             ]
         );
         assert_eq!(layout.view_columns(), [1]);
@@ -333,7 +345,7 @@ mod tests {
         let layout = TableLayout::resource(&view);
         let columns = layout.assemble(
             [int(0), int(1)],
-            vec![int(2), int(3), int(4), int(9), int(13)],
+            vec![int(2), int(3), int(4), int(9), int(13), int(14)],
             [int(5), int(6), int(7), int(8)],
             vec![int(10), int(11), int(12)],
         );
@@ -341,6 +353,7 @@ mod tests {
             .iter()
             .map(|c| c.as_any().downcast_ref::<Int32Array>().unwrap().value(0))
             .collect();
-        assert_eq!(values, [0, 1, 2, 3, 4, 9, 13, 5, 6, 7, 8, 10, 12]);
+        // `_code_issues` (14) comes last.
+        assert_eq!(values, [0, 1, 2, 3, 4, 9, 13, 5, 6, 7, 8, 10, 12, 14]);
     }
 }

@@ -174,10 +174,39 @@ pub struct JobManifest {
     /// For an HL7 v2 job: every message and what became of it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hl7v2: Option<super::Hl7v2Record>,
+    /// What the code checks found (absent with `--no-code-checks`, and in
+    /// manifests before them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code_checks: Option<CodeCheckRecord>,
     /// The audit chain head after the job's last event (`_fhirlake/audit`),
     /// anchored here so a cut-off chain shows (manifests before it lack it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audit_head: Option<crate::audit::Head>,
+}
+
+/// The code checks of a job: what was checked, the problems by kind, the
+/// codings concept maps added, and the curation queue after the job.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CodeCheckRecord {
+    pub concepts: u64,
+    pub codings: u64,
+    pub quantities: u64,
+    /// Problems found, by kind (`bad_check_digit`, `unknown_system`, ...).
+    pub problems: BTreeMap<String, u64>,
+    pub resources_with_issues: u64,
+    pub bindings_checked: u64,
+    pub bindings_not_checkable: u64,
+    /// Codings concept maps added, in all and per map.
+    pub mappings_applied: u64,
+    pub mappings_by_map: BTreeMap<String, u64>,
+    /// Distinct (system, code, problem) this job found.
+    pub curation_rows: u64,
+    /// `_curation` rows open after the job, and those it resolved.
+    pub curation_open: u64,
+    pub curation_resolved: u64,
+    /// Where the job's value sets, maps and bindings came from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<String>,
 }
 
 fn no_policy() -> String {

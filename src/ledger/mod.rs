@@ -16,9 +16,9 @@ mod sync;
 pub use events::{Echo, Event, EventLog};
 pub use hl7v2::{Hl7v2Record, MessageCounts, MessageRecord, MessageStatus, RawObject, SequenceGap};
 pub use manifest::{
-    AccountingError, CommitOperation, CommitRecord, ExportFile, ExportRecord, FileKind,
-    FileOutcome, InputRecord, InputStatus, JobManifest, ManifestKind, RowCounts, StandInRecord,
-    TableRecord,
+    AccountingError, CodeCheckRecord, CommitOperation, CommitRecord, ExportFile, ExportRecord,
+    FileKind, FileOutcome, InputRecord, InputStatus, JobManifest, ManifestKind, RowCounts,
+    StandInRecord, TableRecord,
 };
 pub use sync::{PageRecord, SyncRecord, SyncWindow};
 

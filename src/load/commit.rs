@@ -37,12 +37,14 @@ use super::rows::{QuarantineRow, QuarantineRows};
 use super::tables::{TableState, TypeTables};
 use super::view_tables::ViewTable;
 use super::{Context, LoadError, Rejection, audit_tables};
+use crate::code_checks::{self, CURATION_EXAMPLES, CURATION_TABLE, ChunkCodes};
 use crate::fhir;
 use crate::lake::{Deletion, LoadMode, QUARANTINE_TABLE, TableSink, quarantine_schema};
 use crate::ledger::{
-    self, CommitOperation, CommitRecord, ExportRecord, Hl7v2Record, InputRecord, InputStatus,
-    JobManifest, LoadedMarker, ManifestKind, RowCounts, SyncRecord, TableRecord,
+    self, CodeCheckRecord, CommitOperation, CommitRecord, ExportRecord, Hl7v2Record, InputRecord,
+    InputStatus, JobManifest, LoadedMarker, ManifestKind, RowCounts, SyncRecord, TableRecord,
 };
+use crate::terminology::{Curation, Metrics};
 
 /// Everything a job has staged and not yet committed.
 pub(super) struct Staged {
@@ -54,6 +56,28 @@ pub(super) struct Staged {
     /// Ids the policy segregated, by resource type: what the main table
     /// holds of them (older versions) is deleted in its commit.
     pub segregated: BTreeMap<String, Vec<Deletion>>,
+    /// What the code checks found, merged over the job's chunks.
+    pub codes: JobCodes,
+}
+
+/// The code checks' findings of a job: counts for the manifest, records
+/// for `_curation`.
+pub(super) struct JobCodes {
+    pub metrics: Metrics,
+    pub curation: Curation,
+    /// Resources loaded with at least one problem.
+    pub resources_with_issues: u64,
+}
+
+impl JobCodes {
+    pub fn add(&mut self, chunk: Box<ChunkCodes>) {
+        self.metrics.merge(&chunk.metrics);
+        let ChunkCodes {
+            metrics: _,
+            curation,
+        } = *chunk;
+        self.curation.merge(curation);
+    }
 }
 
 impl Staged {
@@ -65,6 +89,11 @@ impl Staged {
             inputs: Vec::new(),
             warnings: Vec::new(),
             segregated: BTreeMap::new(),
+            codes: JobCodes {
+                metrics: Metrics::default(),
+                curation: Curation::new(CURATION_EXAMPLES),
+                resources_with_issues: 0,
+            },
         }
     }
 }
@@ -164,8 +193,10 @@ pub(super) async fn commit(
         &mut tables,
     )
     .await?;
+    let code_checks = commit_curation(context, &staged.codes, &mut tables).await?;
     let markers = !extras.no_markers;
     let mut manifest = manifest(context, staged.inputs, tables, extras, started_at);
+    manifest.code_checks = code_checks;
     // The finish event is the chain head the manifest anchors.
     context.audit.finish(&manifest, started_at).await?;
     manifest.audit_head = context.audit.head();
@@ -384,6 +415,54 @@ async fn commit_quarantine(
     Ok(())
 }
 
+/// Merges the job's code problems into `_curation` (after the type tables:
+/// a crash before it loses only this job's queue entries, which a reload
+/// finds again); returns the manifest's record of the checks.
+async fn commit_curation(
+    context: &Context,
+    codes: &JobCodes,
+    tables: &mut BTreeMap<String, TableRecord>,
+) -> Result<Option<CodeCheckRecord>, LoadError> {
+    let Some(checks) = &context.code_checks else {
+        return Ok(None);
+    };
+    let started = Instant::now();
+    let info = context.audit.commit_info(&context.job_id);
+    let update =
+        code_checks::table::merge_into_lake(&context.lake, &codes.curation, checks, info).await?;
+    if let Some(version) = update.version {
+        let record = tables.entry(CURATION_TABLE.to_owned()).or_default();
+        record.commits.push(CommitRecord {
+            version,
+            operation: CommitOperation::Merge,
+            merge: None,
+        });
+        let record = record.clone();
+        context.audit.table_commits(CURATION_TABLE, &record).await?;
+    }
+    StageClock::add(&context.clock.commit, started);
+    let report = codes.metrics.report(checks.terminology());
+    Ok(Some(CodeCheckRecord {
+        concepts: report.concepts,
+        codings: report.codings,
+        quantities: report.quantities,
+        problems: report
+            .problems
+            .into_iter()
+            .map(|(k, n)| (k.to_owned(), n))
+            .collect(),
+        resources_with_issues: codes.resources_with_issues,
+        bindings_checked: report.bindings_checked,
+        bindings_not_checkable: report.bindings_not_checkable,
+        mappings_applied: report.mappings_applied,
+        mappings_by_map: report.mappings_by_map,
+        curation_rows: codes.curation.len() as u64,
+        curation_open: update.open as u64,
+        curation_resolved: update.resolved_now as u64,
+        sources: checks.sources().to_vec(),
+    }))
+}
+
 /// The job's manifest. Per-table row counts come from the inputs, so the
 /// two views of the job agree.
 fn manifest(
@@ -426,6 +505,7 @@ fn manifest(
         export: extras.export,
         sync: extras.sync,
         hl7v2: extras.hl7v2,
+        code_checks: None,
         audit_head: None,
     }
 }

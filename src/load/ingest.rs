@@ -138,8 +138,11 @@ impl InputLoad<'_> {
     /// Classifies and stages one decoded chunk's lines: the chunk's keys are
     /// looked up in each table's index at once (one batch per table), then
     /// every line is counted in order.
-    async fn chunk(&mut self, data: &[u8], decoded: DecodedChunk) -> Result<(), LoadError> {
+    async fn chunk(&mut self, data: &[u8], mut decoded: DecodedChunk) -> Result<(), LoadError> {
         let started = Instant::now();
+        if let Some(codes) = decoded.codes.take() {
+            self.staged.codes.add(codes);
+        }
         let mut waited = Duration::ZERO;
         let stored = self.lookups(&decoded).await?;
         for (n, line) in decoded.lines.iter().enumerate() {
@@ -173,6 +176,9 @@ impl InputLoad<'_> {
                             .policy_rules
                             .entry(mark.by.to_string())
                             .or_default() += 1;
+                    }
+                    if keys.code_issues.is_some_and(|n| n > 0) {
+                        self.staged.codes.resources_with_issues += 1;
                     }
                     let (key, hit) = stored[n].expect("every resource was looked up");
                     let row = Line {
@@ -350,6 +356,7 @@ impl InputLoad<'_> {
             line: line.line,
             subsetted,
             deleted: false,
+            code_issues: keys.code_issues,
         };
         let view_row = line.view_row.map(|r| (&decoded.views[r.slot], r.start));
         state

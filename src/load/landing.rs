@@ -136,6 +136,7 @@ async fn stage_tombstones(
             line: deletion.line,
             subsetted: false,
             deleted: true,
+            code_issues: None,
         };
         state
             .inserts

@@ -48,6 +48,7 @@ pub use pipeline::StageClock;
 pub use rows::{QuarantineRow, QuarantineRows, ResourceRow, ResourceRows, resource_layout};
 
 use crate::audit::Principal;
+use crate::code_checks::CodeChecks;
 use crate::lake::{Deletion, Lake, LakeError, Lineage, LoadMode};
 use crate::ledger::{
     self, AccountingError, ExportRecord, InputRecord, InputStatus, ManifestKind, SyncRecord,
@@ -169,6 +170,8 @@ pub struct LoadOptions {
     pub mode: LoadMode,
     pub views: Arc<ViewSet>,
     pub policy: Arc<Policy>,
+    /// `None`: no code checks (`--no-code-checks`).
+    pub code_checks: Option<Arc<CodeChecks>>,
 }
 
 impl Default for LoadOptions {
@@ -177,6 +180,7 @@ impl Default for LoadOptions {
             mode: LoadMode::Current,
             views: Arc::new(ViewSet::defaults()),
             policy: Arc::new(Policy::none()),
+            code_checks: Some(CodeChecks::standard()),
         }
     }
 }
@@ -192,6 +196,7 @@ pub struct Job {
     batch_rows: usize,
     views: Arc<ViewSet>,
     policy: Arc<Policy>,
+    code_checks: Option<Arc<CodeChecks>>,
     job_id: Option<String>,
     principal: Principal,
     extras: Extras,
@@ -210,6 +215,7 @@ impl Job {
             batch_rows: 16 * 1024,
             views: Arc::new(ViewSet::defaults()),
             policy: Arc::new(Policy::none()),
+            code_checks: Some(CodeChecks::standard()),
             job_id: None,
             principal: Principal::local_user(),
             extras: Extras::default(),
@@ -228,6 +234,7 @@ impl Job {
         self.mode = options.mode;
         self.views = options.views;
         self.policy = options.policy;
+        self.code_checks = options.code_checks;
         self
     }
 
@@ -266,6 +273,13 @@ impl Job {
 
     pub fn with_policy(mut self, policy: Policy) -> Self {
         self.policy = Arc::new(policy);
+        self
+    }
+
+    /// The code checks every kept resource passes (default: shapes, check
+    /// digits, known systems, UCUM); `None` turns them off.
+    pub fn with_code_checks(mut self, checks: Option<Arc<CodeChecks>>) -> Self {
+        self.code_checks = checks;
         self
     }
 
@@ -359,6 +373,7 @@ pub(crate) struct Context {
     order: std::sync::atomic::AtomicU64,
     pub views: Arc<ViewSet>,
     pub policy: Arc<Policy>,
+    pub code_checks: Option<Arc<CodeChecks>>,
     pub clock: Arc<StageClock>,
     /// The job's audit trail.
     pub audit: JobAudit,
@@ -404,6 +419,7 @@ async fn run(mut job: Job) -> Result<LoadReport, LoadError> {
         order: std::sync::atomic::AtomicU64::new(0),
         views: job.views.clone(),
         policy: job.policy.clone(),
+        code_checks: job.code_checks.clone(),
         clock: Arc::new(StageClock::default()),
         audit,
     });
@@ -505,6 +521,7 @@ impl<'a> Feed<'a> {
                 buffers: BufferPool::default(),
                 views: context.views.clone(),
                 policy: context.policy.clone(),
+                code_checks: context.code_checks.clone(),
                 clock: context.clock.clone(),
             },
             progress: job.progress.clone(),

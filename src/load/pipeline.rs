@@ -15,6 +15,7 @@ use std::time::Instant;
 use rayon::prelude::*;
 use tokio::sync::mpsc as async_mpsc;
 
+use crate::code_checks::CodeChecks;
 use crate::load::Input;
 use crate::ndjson::{BufferPool, Chunk, ChunkDecoder, DecodedChunk, LineChunker};
 use crate::policy::Policy;
@@ -68,6 +69,7 @@ pub struct Decoding {
     pub buffers: BufferPool,
     pub views: Arc<ViewSet>,
     pub policy: Arc<Policy>,
+    pub code_checks: Option<Arc<CodeChecks>>,
     pub clock: Arc<StageClock>,
 }
 
@@ -175,6 +177,7 @@ fn decode_chunks(
                 || {
                     ChunkDecoder::with_views(decoding.views.clone())
                         .with_policy(decoding.policy.clone())
+                        .with_code_checks(decoding.code_checks.clone())
                 },
                 |decoder, chunk| decoder.decode(chunk, expected),
             )

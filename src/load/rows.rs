@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use deltalake::arrow::array::{
-    ArrayBuilder, ArrayRef, BinaryBuilder, BooleanBuilder, Int64Builder, StringArray,
+    ArrayBuilder, ArrayRef, BinaryBuilder, BooleanBuilder, Int32Builder, Int64Builder, StringArray,
     StringBuilder, TimestampMicrosecondBuilder,
 };
 use deltalake::arrow::datatypes::SchemaRef;
@@ -32,6 +32,8 @@ pub struct ResourceRow<'a> {
     pub subsetted: bool,
     /// A history-mode version recording a deletion (`_deleted`).
     pub deleted: bool,
+    /// Problems the code checks found (`_code_issues`); `None`: not checked.
+    pub code_issues: Option<u32>,
 }
 
 /// The layout of the resource table of a type with `view` (or none).
@@ -51,6 +53,7 @@ pub struct ResourceRows {
     resource: PickedRows,
     subsetted: BooleanBuilder,
     deleted: BooleanBuilder,
+    code_issues: Int32Builder,
     lineage: LineageColumns,
     bytes: usize,
 }
@@ -78,6 +81,7 @@ impl ResourceRows {
             resource: PickedRows::with_null_row(ViewArrays::from(vec![no_resource])),
             subsetted: BooleanBuilder::with_capacity(rows),
             deleted: BooleanBuilder::with_capacity(rows),
+            code_issues: Int32Builder::with_capacity(rows),
             lineage: LineageColumns::with_capacity(rows),
             bytes: 0,
         }
@@ -123,6 +127,10 @@ impl ResourceRows {
         self.subsetted.append_value(row.subsetted);
         // Null but on tombstones: the column of rows before it read null too.
         self.deleted.append_option(row.deleted.then_some(true));
+        self.code_issues.append_option(
+            row.code_issues
+                .map(|n| i32::try_from(n).unwrap_or(i32::MAX)),
+        );
         self.lineage.push(lineage, row.source, row.line);
         self.bytes += row.resource_bytes + row.id.len() + 64;
         Ok(())
@@ -147,6 +155,7 @@ impl ResourceRows {
                 resource,
                 Arc::new(self.subsetted.finish()),
                 Arc::new(self.deleted.finish()),
+                Arc::new(self.code_issues.finish()),
             ],
             self.lineage.finish(),
             view,

@@ -10,6 +10,7 @@ use bumpalo::Bump;
 use deltalake::arrow::array::{ArrayRef, StringBuilder};
 
 use super::Chunk;
+use crate::code_checks::{ChunkChecker, ChunkCodes, CodeChecks};
 use crate::fhir;
 use crate::policy::{Decision, Policy, Subject};
 use crate::view::{CompiledView, Json, ViewArrays, ViewBuilder, ViewSet};
@@ -26,6 +27,8 @@ pub struct ResourceKeys {
     pub subsetted: bool,
     /// Changed or segregated by the policy stage.
     pub policy: Option<PolicyMark>,
+    /// Problems the code checks found; `None` when they did not run.
+    pub code_issues: Option<u32>,
 }
 
 /// What the policy stage did to a resource it loads.
@@ -167,6 +170,8 @@ pub struct DecodedChunk {
     /// other lines). Copied while the decoder has the line in cache and
     /// knows it is UTF-8; batches of whole chunks then slice it, no copy.
     pub resources: ViewArrays,
+    /// What the code checks found in the chunk (when they ran).
+    pub codes: Option<Box<ChunkCodes>>,
 }
 
 impl DecodedChunk {
@@ -201,6 +206,8 @@ pub struct ChunkDecoder {
     tape: Option<Tape<'static>>,
     views: Arc<ViewSet>,
     policy: Arc<Policy>,
+    /// The job's code checks (`None`: off).
+    codes: Option<Arc<CodeChecks>>,
     /// Holds each line's view tree; reset per line.
     arena: Bump,
     /// This chunk's view columns, one builder per view met so far.
@@ -222,6 +229,7 @@ impl ChunkDecoder {
             tape: Some(Tape::null().reset()),
             views,
             policy: Arc::new(Policy::none()),
+            codes: None,
             arena: Bump::new(),
             builders: Vec::new(),
         }
@@ -233,6 +241,12 @@ impl ChunkDecoder {
         self
     }
 
+    /// Checks the codes of every resource it keeps, after the policy.
+    pub fn with_code_checks(mut self, codes: Option<Arc<CodeChecks>>) -> Self {
+        self.codes = codes;
+        self
+    }
+
     /// Decodes every line of `chunk`. `expected_type` is the type the file's
     /// name promises, if any; lines of another type are rejected.
     pub fn decode(&mut self, chunk: &Chunk, expected_type: Option<&str>) -> DecodedChunk {
@@ -241,6 +255,8 @@ impl ChunkDecoder {
         let mut resources = StringBuilder::with_capacity(data.len() / 512 + 1, data.len());
         let mut start = 0;
         let mut line = chunk.first_line;
+        let codes = self.codes.clone();
+        let mut checker = codes.as_deref().map(CodeChecks::checker);
         while start < data.len() {
             let newline = memchr::memchr(b'\n', &data[start..]).map(|p| start + p);
             let stop = newline.unwrap_or(data.len());
@@ -253,7 +269,7 @@ impl ChunkDecoder {
             {
                 ((LineKind::Blank, None, Vec::new()), None)
             } else {
-                self.decode_line(bytes, expected_type)
+                self.decode_line(bytes, expected_type, checker.as_mut())
             };
             if let LineKind::Resource(_) = kind {
                 // The parser validated the bytes as UTF-8 (simd-json does as it parses).
@@ -287,6 +303,7 @@ impl ChunkDecoder {
             lines: out,
             views,
             resources,
+            codes: checker.map(|c| Box::new(c.finish())),
         }
     }
 
@@ -296,11 +313,15 @@ impl ChunkDecoder {
         &mut self,
         bytes: &'b [u8],
         expected_type: Option<&str>,
+        checker: Option<&mut ChunkChecker<'_>>,
     ) -> (Decoded, Option<Cow<'b, str>>) {
         self.arena.reset();
-        // A policy, or a file promising a type with views: one parse (the
-        // tree) serves the keys, the policy and the views.
-        if !self.policy.is_empty() || expected_type.is_some_and(|t| self.views.has_views_for(t)) {
+        // A policy, code checks, or a file promising a type with views: one
+        // parse (the tree) serves the keys, the policy, the checks and the views.
+        if !self.policy.is_empty()
+            || checker.is_some()
+            || expected_type.is_some_and(|t| self.views.has_views_for(t))
+        {
             let text = match std::str::from_utf8(bytes) {
                 Ok(text) => text,
                 Err(e) => {
@@ -335,13 +356,18 @@ impl ChunkDecoder {
             };
             return match self.policy.decide(&json, &subject) {
                 Decision::Keep => {
-                    let decoded = apply_views(
-                        LineKind::Resource(keys),
-                        &self.views,
+                    let (decoded, changed) = check_and_view(
+                        keys,
                         &json,
+                        &self.arena,
+                        &self.views,
                         &mut self.builders,
+                        checker,
                     );
-                    (decoded, Some(Cow::Borrowed(text)))
+                    (
+                        decoded,
+                        Some(changed.map_or(Cow::Borrowed(text), Cow::Owned)),
+                    )
                 }
                 Decision::Change { json: changed, by } => {
                     match Json::parse(&changed, &self.arena) {
@@ -353,13 +379,15 @@ impl ChunkDecoder {
                                 }),
                                 ..keys
                             };
-                            let decoded = apply_views(
-                                LineKind::Resource(keys),
-                                &self.views,
+                            let (decoded, checked) = check_and_view(
+                                keys,
                                 &json,
+                                &self.arena,
+                                &self.views,
                                 &mut self.builders,
+                                checker,
                             );
-                            (decoded, Some(Cow::Owned(changed)))
+                            (decoded, Some(Cow::Owned(checked.unwrap_or(changed))))
                         }
                         Err(e) => policy_bug(keys, e),
                     }
@@ -442,6 +470,39 @@ impl ChunkDecoder {
 
 /// What a line decodes to: its kind, its type-table view row, its own-table view rows.
 type Decoded = (LineKind, Option<ViewRows>, Vec<ViewRows>);
+
+/// Code checks (when on), then views, on a resource the policy keeps;
+/// also returns the resource's new text when a concept map added codings
+/// (the views then see them).
+fn check_and_view(
+    mut keys: ResourceKeys,
+    json: &Json<'_>,
+    arena: &Bump,
+    views: &ViewSet,
+    builders: &mut Vec<(Arc<CompiledView>, ViewBuilder)>,
+    checker: Option<&mut ChunkChecker<'_>>,
+) -> (Decoded, Option<String>) {
+    let Some(checker) = checker else {
+        return (
+            apply_views(LineKind::Resource(keys), views, json, builders),
+            None,
+        );
+    };
+    let checked = checker.check(json, arena, &keys.resource_type, &keys.id);
+    keys.code_issues = Some(checked.issues);
+    let Some(changed) = checked.changed else {
+        return (
+            apply_views(LineKind::Resource(keys), views, json, builders),
+            None,
+        );
+    };
+    let decoded = match Json::parse(&changed, arena) {
+        Ok(json) => apply_views(LineKind::Resource(keys), views, &json, builders),
+        // Written from a parsed tree: cannot fail to parse.
+        Err(e) => unreachable!("fhirlake wrote invalid JSON adding codings: {e}"),
+    };
+    (decoded, Some(changed))
+}
 
 /// Runs `view` on `json`, appending its rows to the view's builder for this
 /// chunk; says where they went.
@@ -582,6 +643,7 @@ fn make_keys(found: Found<'_>, expected_type: Option<&str>) -> LineKind {
         version_id: version_id.map(Box::from),
         subsetted,
         policy: None,
+        code_issues: None,
     })
 }
 
@@ -724,6 +786,7 @@ mod tests {
                 version_id: Some("3".into()),
                 subsetted: false,
                 policy: None,
+                code_issues: None,
             })
         );
     }

@@ -93,4 +93,7 @@ pub enum TerminologyError {
         "the binding of {element} names value set {value_set}, which is not loaded: load it (--valuesets DIR or a package) or drop the binding"
     )]
     UnboundValueSet { element: String, value_set: String },
+    /// A setting the user gave that cannot be used (the message says how to fix it).
+    #[error("{0}")]
+    Config(String),
 }

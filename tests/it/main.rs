@@ -2,6 +2,7 @@
 
 mod audit;
 mod bulk_server;
+mod codes;
 mod common;
 mod correctness;
 mod export;
