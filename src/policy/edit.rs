@@ -2,13 +2,14 @@
 //! the segregating rule tagged.
 //!
 //! In: the parsed resource and the [`Edits`] its rules asked for. Out: the
-//! changed resource as compact JSON (members in name order: the tree is
-//! re-serialised through `serde_json`). Runs only for resources a rule
-//! changes or segregates, so it may allocate.
+//! changed resource as compact JSON: a new tree sharing every unchanged
+//! subtree, members in their order, numbers exactly as written (a
+//! decimal's precision is part of its value). Runs only for resources a
+//! rule changes or segregates, so it may allocate.
 
 use std::sync::Arc;
 
-use serde_json::{Map, Value, json};
+use bumpalo::Bump;
 
 use super::labels::{self, Label, OBSERVATION_VALUE};
 use super::tree;
@@ -117,113 +118,203 @@ impl Edits {
 
 /// The resource with `edits` applied; `why` is the segregating rule's reason.
 pub fn apply(resource: &Json<'_>, edits: &Edits, why: Option<&str>) -> String {
-    let mut value = resource.to_serde();
+    let arena = Bump::new();
+    let mut value = *resource;
     let mut removed = false;
     for path in &edits.remove {
-        removed |= match path {
-            Path::Members(steps) => remove_at(&mut value, steps),
-            Path::ReferenceDisplay => remove_reference_display(&mut value),
-            Path::Extension(url) => remove_extension(&mut value, url),
+        let edited = match path {
+            Path::Members(steps) => remove_at(&arena, value, steps),
+            Path::ReferenceDisplay => remove_reference_display(&arena, value),
+            Path::Extension(url) => remove_extension(&arena, value, url),
         };
+        if let Some(edited) = edited {
+            value = edited;
+            removed = true;
+        }
     }
     let mut security: Vec<Label> = edits.add_labels.clone();
     if removed {
         security.push(Label::new(OBSERVATION_VALUE, "REDACTED"));
     }
-    let Value::Object(root) = &mut value else {
+    let Json::Object(root) = value else {
         unreachable!("a resource is an object");
     };
-    let meta = root
-        .entry("meta")
-        .or_insert_with(|| Value::Object(Map::new()));
-    if let Value::Object(meta) = meta {
-        if !security.is_empty() {
-            let list = meta
-                .entry("security")
-                .or_insert_with(|| Value::Array(Vec::new()));
-            if let Value::Array(list) = list {
-                for label in security {
-                    let present = list.iter().any(|c| {
-                        c["code"].as_str() == Some(&*label.code)
-                            && c["system"].as_str().map(labels::canonical_system)
-                                == Some(&*label.system)
-                    });
-                    if !present {
-                        list.push(json!({"system": &*label.system, "code": &*label.code}));
-                    }
-                }
-            }
+    let text = |s: &str| Json::String(arena.alloc_str(s));
+    let coding = |system: &str, code: &str, display: Option<&str>| {
+        let mut members = vec![("system", text(system)), ("code", text(code))];
+        if let Some(display) = display {
+            members.push(("display", text(display)));
         }
-        if let Some(rule) = &edits.segregated_by {
-            let tags = meta
-                .entry("tag")
-                .or_insert_with(|| Value::Array(Vec::new()));
-            if let Value::Array(tags) = tags {
-                let mut tag = json!({"system": POLICY_RULE_TAG, "code": &**rule});
-                if let Some(why) = why {
-                    tag["display"] = Value::String(why.to_owned());
-                }
-                tags.push(tag);
-            }
-        }
-    }
-    serde_json::to_string(&value).expect("a JSON value serialises")
-}
-
-fn remove_at(value: &mut Value, steps: &[Box<str>]) -> bool {
-    match value {
-        Value::Array(items) => items
-            .iter_mut()
-            .fold(false, |any, item| remove_at(item, steps) | any),
-        Value::Object(members) => match steps {
-            [] => false,
-            [last] => members.remove(&**last).is_some(),
-            [first, rest @ ..] => members
-                .get_mut(&**first)
-                .is_some_and(|child| remove_at(child, rest)),
-        },
-        _ => false,
-    }
-}
-
-fn remove_extension(resource: &mut Value, url: &str) -> bool {
-    let Some(Value::Array(extensions)) = resource.get_mut("extension") else {
-        return false;
+        Json::Object(arena.alloc_slice_copy(&members))
     };
-    let before = extensions.len();
-    extensions.retain(|e| e["url"].as_str() != Some(url));
-    let removed = extensions.len() < before;
-    if extensions.is_empty() {
-        resource
-            .as_object_mut()
-            .expect("a resource")
-            .remove("extension");
+    let meta = root.iter().find(|(k, _)| *k == "meta").map(|(_, v)| *v);
+    let mut meta_members: Vec<(&str, Json<'_>)> = match meta {
+        Some(Json::Object(members)) => members.to_vec(),
+        // A meta that is not an object is left as it is.
+        Some(_) => return write(value),
+        None => Vec::new(),
+    };
+    if !security.is_empty() {
+        let mut list = array_member(&meta_members, "security");
+        for label in security {
+            let present = list.iter().any(|c| {
+                tree::member(c, "code").and_then(tree::string) == Some(&*label.code)
+                    && tree::member(c, "system")
+                        .and_then(tree::string)
+                        .map(labels::canonical_system)
+                        == Some(&*label.system)
+            });
+            if !present {
+                list.push(coding(&label.system, &label.code, None));
+            }
+        }
+        set_member(
+            &mut meta_members,
+            "security",
+            Json::Array(arena.alloc_slice_copy(&list)),
+        );
     }
-    removed
+    if let Some(rule) = &edits.segregated_by {
+        let mut tags = array_member(&meta_members, "tag");
+        tags.push(coding(POLICY_RULE_TAG, rule, why));
+        set_member(
+            &mut meta_members,
+            "tag",
+            Json::Array(arena.alloc_slice_copy(&tags)),
+        );
+    }
+    let meta = Json::Object(arena.alloc_slice_copy(&meta_members));
+    let mut members: Vec<(&str, Json<'_>)> = root.to_vec();
+    set_member(&mut members, "meta", meta);
+    write(Json::Object(arena.alloc_slice_copy(&members)))
 }
 
-fn remove_reference_display(value: &mut Value) -> bool {
-    match value {
-        Value::Array(items) => items
-            .iter_mut()
-            .fold(false, |any, item| remove_reference_display(item) | any),
-        Value::Object(members) => {
-            let is_reference = members.get("reference").is_some_and(Value::is_string)
-                || members.get("identifier").is_some_and(Value::is_object);
-            let mut removed = is_reference && members.remove("display").is_some();
-            for child in members.values_mut() {
-                removed |= remove_reference_display(child);
-            }
-            removed
-        }
-        _ => false,
+/// The tree as compact JSON, numbers exactly as they came.
+fn write(value: Json<'_>) -> String {
+    let mut out = String::with_capacity(1024);
+    value.write_compact(&mut out);
+    out
+}
+
+/// The items of array member `name` (none when absent or not an array,
+/// which the new array then replaces).
+fn array_member<'a>(members: &[(&'a str, Json<'a>)], name: &str) -> Vec<Json<'a>> {
+    match members.iter().find(|(k, _)| *k == name) {
+        Some((_, Json::Array(items))) => items.to_vec(),
+        _ => Vec::new(),
     }
+}
+
+/// Sets member `name` in place, or appends it.
+fn set_member<'a>(members: &mut Vec<(&'a str, Json<'a>)>, name: &'a str, value: Json<'a>) {
+    match members.iter_mut().find(|(k, _)| *k == name) {
+        Some(member) => member.1 = value,
+        None => members.push((name, value)),
+    }
+}
+
+/// `value` without what `steps` reach (arrays are stepped through), or
+/// `None` when nothing is there.
+fn remove_at<'a>(arena: &'a Bump, value: Json<'a>, steps: &[Box<str>]) -> Option<Json<'a>> {
+    match value {
+        Json::Array(items) => map_items(arena, items, |item| remove_at(arena, item, steps)),
+        Json::Object(members) => match steps {
+            [] => None,
+            [last] => {
+                let kept: Vec<_> = members
+                    .iter()
+                    .filter(|(k, _)| *k != &**last)
+                    .copied()
+                    .collect();
+                (kept.len() < members.len()).then(|| Json::Object(arena.alloc_slice_copy(&kept)))
+            }
+            [first, rest @ ..] => {
+                let at = members.iter().position(|(k, _)| *k == &**first)?;
+                let child = remove_at(arena, members[at].1, rest)?;
+                let mut copy = members.to_vec();
+                copy[at].1 = child;
+                Some(Json::Object(arena.alloc_slice_copy(&copy)))
+            }
+        },
+        _ => None,
+    }
+}
+
+fn remove_extension<'a>(arena: &'a Bump, resource: Json<'a>, url: &str) -> Option<Json<'a>> {
+    let Json::Object(members) = resource else {
+        return None;
+    };
+    let at = members.iter().position(|(k, _)| *k == "extension")?;
+    let Json::Array(extensions) = members[at].1 else {
+        return None;
+    };
+    let kept: Vec<Json<'a>> = extensions
+        .iter()
+        .filter(|e| !is_extension(e, url))
+        .copied()
+        .collect();
+    if kept.len() == extensions.len() {
+        return None;
+    }
+    let mut copy = members.to_vec();
+    if kept.is_empty() {
+        copy.remove(at);
+    } else {
+        copy[at].1 = Json::Array(arena.alloc_slice_copy(&kept));
+    }
+    Some(Json::Object(arena.alloc_slice_copy(&copy)))
+}
+
+fn remove_reference_display<'a>(arena: &'a Bump, value: Json<'a>) -> Option<Json<'a>> {
+    match value {
+        Json::Array(items) => map_items(arena, items, |item| remove_reference_display(arena, item)),
+        Json::Object(members) => {
+            let is_reference = members.iter().any(|(k, v)| {
+                (*k == "reference" && matches!(v, Json::String(_)))
+                    || (*k == "identifier" && matches!(v, Json::Object(_)))
+            });
+            let mut changed = false;
+            let mut copy = Vec::with_capacity(members.len());
+            for (k, v) in members {
+                if is_reference && *k == "display" {
+                    changed = true;
+                    continue;
+                }
+                match remove_reference_display(arena, *v) {
+                    Some(edited) => {
+                        changed = true;
+                        copy.push((*k, edited));
+                    }
+                    None => copy.push((*k, *v)),
+                }
+            }
+            changed.then(|| Json::Object(arena.alloc_slice_copy(&copy)))
+        }
+        _ => None,
+    }
+}
+
+/// The array with `edit` applied to its items, or `None` when no item changed.
+fn map_items<'a>(
+    arena: &'a Bump,
+    items: &'a [Json<'a>],
+    mut edit: impl FnMut(Json<'a>) -> Option<Json<'a>>,
+) -> Option<Json<'a>> {
+    let edited: Vec<Option<Json<'a>>> = items.iter().map(|i| edit(*i)).collect();
+    edited.iter().any(Option::is_some).then(|| {
+        let items: Vec<Json<'a>> = items
+            .iter()
+            .zip(edited)
+            .map(|(i, e)| e.unwrap_or(*i))
+            .collect();
+        Json::Array(arena.alloc_slice_copy(&items))
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bumpalo::Bump;
+    use serde_json::{Value, json};
 
     #[test]
     fn removes_paths_through_arrays_and_reference_displays_and_labels_redacted() {
@@ -299,6 +390,33 @@ mod tests {
             out["meta"]["tag"],
             json!([{"system": POLICY_RULE_TAG, "code": "part2", "display": "because"}])
         );
+    }
+
+    #[test]
+    fn numbers_member_order_and_escapes_survive_an_edit() {
+        let arena = Bump::new();
+        let text = r#"{"resourceType":"Observation","id":"o","status":"final","valueQuantity":{"value":5.50,"unit":"mmol/L"},"component":[{"valueInteger":12345678901234567890}],"note":[{"text":"line\none \"q\" \u0001"}],"performer":[{"reference":"Practitioner/1","display":"Dr Z"}],"meta":{"versionId":"2"},"issued":1E+2}"#;
+        let json = Json::parse(text, &arena).unwrap();
+        let edits = Edits {
+            remove: vec![Path::ReferenceDisplay],
+            ..Edits::default()
+        };
+        let out = apply(&json, &edits, None);
+        assert!(out.contains(r#""value":5.50"#), "{out}");
+        assert!(
+            out.contains(r#""valueInteger":12345678901234567890"#),
+            "{out}"
+        );
+        assert!(out.contains(r#""issued":1E+2"#), "{out}");
+        assert!(
+            out.starts_with(r#"{"resourceType":"Observation","id":"o","status":"final""#),
+            "{out}"
+        );
+        let before: Value = serde_json::from_str(text).unwrap();
+        let after: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(after["note"], before["note"]);
+        assert_eq!(after["meta"]["versionId"], "2");
+        assert!(after["performer"][0].get("display").is_none());
     }
 
     #[test]
