@@ -1,7 +1,8 @@
 //! Finding the coded elements of a parsed resource and checking them.
 //!
-//! Paths are built in the line's arena (no heap traffic); codings are
-//! borrowed from the tree.
+//! Codings are borrowed from the tree. Paths (`Observation.category[1]`)
+//! are built in the line's arena, and only when something needs them: a
+//! finding, or a binding to look up. A clean resource formats none.
 
 use bumpalo::Bump;
 
@@ -39,8 +40,10 @@ pub(super) fn check_resource<'t, 'a>(
 where
     't: 'a,
 {
+    let bindings = !checker.terminology().bindings().is_empty();
     let mut walk = Walk {
         checker,
+        bindings,
         arena,
         findings,
         added,
@@ -49,12 +52,11 @@ where
     let Json::Object(members) = resource else {
         return walk.mapped;
     };
-    walk.members(resource_type, members);
+    walk.members(resource_type, None, members);
     if let Some((_, Json::Array(components))) = members.iter().find(|(k, _)| *k == "component") {
         for (i, component) in components.iter().enumerate() {
             if let Json::Object(members) = component {
-                let prefix = bumpalo::format!(in arena, "{}.component[{}]", resource_type, i);
-                walk.members(prefix.into_bump_str(), members);
+                walk.members(resource_type, Some(i), members);
             }
         }
     }
@@ -63,6 +65,8 @@ where
 
 struct Walk<'w, 't, 'a> {
     checker: &'w mut Checker<'t>,
+    /// The job has bindings: every concept's path is looked up.
+    bindings: bool,
     arena: &'a Bump,
     findings: &'w mut Vec<Finding<'a>>,
     added: &'w mut Vec<(usize, &'t Target)>,
@@ -70,65 +74,155 @@ struct Walk<'w, 't, 'a> {
 }
 
 impl<'t: 'a, 'a> Walk<'_, 't, 'a> {
-    fn members(&mut self, prefix: &'a str, members: &'a [(&'a str, Json<'a>)]) {
+    fn members(
+        &mut self,
+        resource_type: &'a str,
+        component: Option<usize>,
+        members: &'a [(&'a str, Json<'a>)],
+    ) {
         for (name, value) in members {
-            let coded = CHECKED_MEMBERS.contains(name);
-            let quantity = !coded && QUANTITY_MEMBERS.contains(name);
-            if !coded && !quantity {
+            let Some(quantity) = member_kind(name) else {
                 continue;
-            }
-            let path = bumpalo::format!(in self.arena, "{}.{}", prefix, name).into_bump_str();
+            };
+            let at = |index| Place {
+                resource_type,
+                component,
+                name,
+                index,
+            };
             match value {
                 Json::Array(items) => {
                     for (i, item) in items.iter().enumerate() {
-                        let path =
-                            bumpalo::format!(in self.arena, "{}[{}]", path, i).into_bump_str();
-                        self.element(path, item, quantity);
+                        self.element(at(Some(i)), item, quantity);
                     }
                 }
-                item => self.element(path, item, quantity),
+                item => self.element(at(None), item, quantity),
             }
         }
     }
 
-    fn element(&mut self, path: &'a str, value: &'a Json<'a>, quantity: bool) {
+    fn path(&self, at: Place<'a>) -> &'a str {
+        let mut path = bumpalo::collections::String::new_in(self.arena);
+        path.push_str(at.resource_type);
+        if let Some(c) = at.component {
+            path.push_str(".component");
+            push_index(&mut path, c);
+        }
+        path.push('.');
+        path.push_str(at.name);
+        if let Some(i) = at.index {
+            push_index(&mut path, i);
+        }
+        path.into_bump_str()
+    }
+
+    /// Runs `check` with the element's path (or a stand-in when nothing
+    /// looks at it), then gives the findings it added their real path.
+    fn checked(
+        &mut self,
+        at: Place<'a>,
+        check: impl FnOnce(&mut Checker<'t>, &'a str, &mut Vec<Finding<'a>>),
+    ) {
+        let start = self.findings.len();
+        let path = if self.bindings { self.path(at) } else { "" };
+        check(self.checker, path, self.findings);
+        if path.is_empty() && self.findings.len() > start {
+            let path = self.path(at);
+            for finding in &mut self.findings[start..] {
+                finding.path = path;
+            }
+        }
+    }
+
+    fn element(&mut self, at: Place<'a>, value: &'a Json<'a>, quantity: bool) {
         let Json::Object(members) = value else {
             // A primitive `code` (a status-like element), not a coding.
             return;
         };
         if quantity {
-            let quantity = Quantity {
-                path,
-                system: string(members, "system"),
-                code: string(members, "code"),
-            };
-            self.checker.check_quantity(&quantity, self.findings);
+            self.checked(at, |checker, path, findings| {
+                let quantity = Quantity {
+                    path,
+                    system: string(members, "system"),
+                    code: string(members, "code"),
+                };
+                checker.check_quantity(&quantity, findings);
+            });
             return;
         }
-        match members.iter().find(|(k, _)| *k == "coding") {
-            Some((_, Json::Array(items))) => {
-                let codings = self
-                    .arena
-                    .alloc_slice_fill_iter(items.iter().map(coding_of));
-                let concept = Concept { path, codings };
-                self.checker.check_concept(&concept, self.findings);
-                let mut targets = Vec::new();
-                if self.checker.map_concept(&concept, &mut targets) > 0 {
-                    let at = self.mapped.len();
-                    self.mapped.push(value);
-                    self.added.extend(targets.into_iter().map(|t| (at, t)));
-                }
-            }
-            Some(_) => {}
+        let codings: &'a [Coding<'a>] = match members.iter().find(|(k, _)| *k == "coding") {
+            Some((_, Json::Array(items))) => self
+                .arena
+                .alloc_slice_fill_iter(items.iter().map(coding_of)),
+            Some(_) => return,
             // A lone Coding (`Encounter.class`): checked, nothing can be added to it.
             None if members.iter().any(|(k, _)| *k == "system" || *k == "code") => {
-                let codings = self.arena.alloc_slice_fill_iter([coding_of(value)]);
-                let concept = Concept { path, codings };
-                self.checker.check_concept(&concept, self.findings);
+                self.arena.alloc_slice_fill_iter([coding_of(value)])
             }
             // Only `text`: nothing coded.
-            None => {}
+            None => return,
+        };
+        self.checked(at, |checker, path, findings| {
+            checker.check_concept(&Concept { path, codings }, findings);
+        });
+        let lone = !members.iter().any(|(k, _)| *k == "coding");
+        let mut targets = Vec::new();
+        if !lone
+            && self
+                .checker
+                .map_concept(&Concept { path: "", codings }, &mut targets)
+                > 0
+        {
+            let at = self.mapped.len();
+            self.mapped.push(value);
+            self.added.extend(targets.into_iter().map(|t| (at, t)));
         }
+    }
+}
+
+/// Where an element is: `Type[.component[c]].name[[index]]`.
+#[derive(Clone, Copy)]
+struct Place<'a> {
+    resource_type: &'a str,
+    component: Option<usize>,
+    name: &'a str,
+    index: Option<usize>,
+}
+
+fn push_index(path: &mut bumpalo::collections::String<'_>, index: usize) {
+    use std::fmt::Write;
+    let _ = write!(path, "[{index}]");
+}
+
+/// Whether a member is checked: `Some(false)` a coded element
+/// ([`CHECKED_MEMBERS`]), `Some(true)` a Quantity ([`QUANTITY_MEMBERS`]).
+/// A `match`, not a scan of the lists: it runs for every member of every resource.
+fn member_kind(name: &str) -> Option<bool> {
+    match name {
+        "code"
+        | "category"
+        | "valueCodeableConcept"
+        | "medicationCodeableConcept"
+        | "reasonCode"
+        | "vaccineCode"
+        | "type"
+        | "class" => Some(false),
+        "valueQuantity" | "doseQuantity" => Some(true),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+#[test]
+fn the_match_checks_exactly_the_listed_members() {
+    for name in CHECKED_MEMBERS {
+        assert_eq!(member_kind(name), Some(false), "{name}");
+    }
+    for name in QUANTITY_MEMBERS {
+        assert_eq!(member_kind(name), Some(true), "{name}");
+    }
+    for name in ["status", "subject", "valueString", "coding", "component"] {
+        assert_eq!(member_kind(name), None, "{name}");
     }
 }
 

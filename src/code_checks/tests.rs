@@ -136,3 +136,32 @@ fn a_binding_needs_its_value_set_and_a_malformed_one_says_how_to_write_it() {
     .unwrap_err();
     assert!(e.to_string().contains("not loaded"), "{e}");
 }
+
+#[test]
+fn a_binding_checks_membership_at_the_element_it_names() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("vitals.json"),
+        r#"{"resourceType":"ValueSet","url":"http://x/vitals","compose":{"include":[
+            {"system":"http://loinc.org","concept":[{"code":"8302-2"},{"code":"29463-7"}]}]}}"#,
+    )
+    .unwrap();
+    let checks = CodeChecks::load(&CodeCheckOptions {
+        value_sets: vec![dir.path().to_path_buf()],
+        bindings: vec!["Observation.code=http://x/vitals".into()],
+        ..CodeCheckOptions::default()
+    })
+    .unwrap();
+    let member = r#"{"resourceType":"Observation","id":"x","code":{"coding":[{"system":"http://loinc.org","code":"29463-7"}]}}"#;
+    assert_eq!(check(&checks, member).0, 0);
+    let outside = r#"{"resourceType":"Observation","id":"x","code":{"coding":[{"system":"http://loinc.org","code":"8867-4"}]}}"#;
+    let (issues, _, rows) = check(&checks, outside);
+    assert_eq!(issues, 1);
+    assert_eq!(
+        rows,
+        [(
+            "not_in_value_set".to_owned(),
+            "Observation.code.coding[0]".to_owned()
+        )]
+    );
+}

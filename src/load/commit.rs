@@ -2,10 +2,10 @@
 //! the sequence of states it is. Each state is safe to crash after:
 //!
 //! ```text
-//!  rows staged ──▶ resolved ──▶ view tables ──▶ type tables ──▶ quarantine ──▶ manifest ──▶ loaded
-//!  (Parquet,       (per table:   (own-table     (one commit     appended      (put-if-      markers
-//!   uncommitted)    winners,      views first)   each: rows,                   absent)
-//!                   deletions)                   deletion vectors, index run)
+//!  rows staged ──▶ resolved ──▶ view tables ──▶ type tables ──▶ quarantine ──▶ curation ──▶ manifest ──▶ loaded
+//!  (Parquet,       (per table:   (own-table     (one commit     appended      (`_curation`  (put-if-      markers
+//!   uncommitted)    winners,      views first)   each: rows,                   merged,       absent)
+//!                   deletions)                   deletion vectors, index run)  rewritten)
 //! ```
 //!
 //! What a crash leaves, and why a re-run converges:
@@ -19,6 +19,9 @@
 //!   its view rows.
 //! - **after the quarantine**: the re-run quarantines the same lines again
 //!   (under its own job id): quarantine rows are a log, not keyed.
+//! - **after the curation queue**: the re-run finds the same problems
+//!   again and adds them to the counts a second time (counts are
+//!   occurrences seen, not distinct resources).
 //! - **after the manifest**: the job is recorded; the markers are only an
 //!   index, so the re-run reloads those files, finds every row present and
 //!   commits nothing.

@@ -444,6 +444,11 @@ impl<'t> Checker<'t> {
         &self.metrics
     }
 
+    /// The terminology this checker runs.
+    pub fn terminology(&self) -> &'t Terminology {
+        self.term
+    }
+
     pub fn into_metrics(self) -> Metrics {
         self.metrics
     }

@@ -242,6 +242,19 @@ fn the_curation_queue_holds_exactly_the_bad_codes_and_a_concept_map_resolves_the
         assert_eq!(rows[0][1], 0);
     }
 
+    // The queue's commits are recorded like every other: the lake verifies.
+    let verify = fhirlake()
+        .args(["verify", "--lake"])
+        .arg(&lake)
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+
     // Without code checks, rows carry no count and the queue is untouched.
     let off = dir.path().join("off");
     let summary = run_json(
