@@ -200,7 +200,7 @@ pub async fn read(lake: &Lake) -> Result<Vec<QueueRow>, LakeError> {
 }
 
 async fn read_table(table: &DeltaTable) -> Result<Vec<QueueRow>, LakeError> {
-    if table.version().is_none_or(|v| v == 0) && table.snapshot().is_err() {
+    if table.version().is_none() {
         return Ok(Vec::new());
     }
     let query_err = |source| LakeError::Query {
