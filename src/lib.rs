@@ -23,5 +23,6 @@ pub mod ndjson;
 pub mod policy;
 pub mod source;
 pub mod terminology;
+pub mod validation;
 pub mod verify;
 pub mod view;

@@ -11,6 +11,7 @@ mod progress;
 mod server;
 mod summary;
 mod sync;
+mod validate;
 mod view;
 
 use std::collections::HashMap;
@@ -83,6 +84,9 @@ enum Command {
     /// The curation queue: codes the checks flagged, with counts and example resources.
     #[command(subcommand)]
     Curation(curation::CurationCommand),
+    /// Check resources against US Core profiles (cardinality, fixed and pattern values, types, references, required bindings).
+    #[command(after_help = validate::VALIDATE_EXIT_CODES)]
+    Validate(validate::ValidateArgs),
     /// Generate a synthetic Bulk dataset, load it into a fresh lake, report throughput.
     Bench(bench::BenchArgs),
 }
@@ -340,6 +344,7 @@ pub fn main() -> ExitCode {
         Command::Audit(args) => audit::run_audit(args),
         Command::Policy(command) => policy::run(command),
         Command::Curation(command) => curation::run(command),
+        Command::Validate(args) => validate::run(args),
         Command::Bench(args) => bench::run(args).map(|()| ExitCode::SUCCESS),
     };
     match outcome {

@@ -183,7 +183,7 @@ fn report_unreadable(out: &mut impl Write, json: bool, at: &str, why: &str) -> R
     Ok(())
 }
 
-fn open(path: &Path) -> Result<Box<dyn BufRead>> {
+pub(super) fn open(path: &Path) -> Result<Box<dyn BufRead>> {
     let file = std::fs::File::open(path)
         .with_context(|| format!("{}: cannot open it; give an NDJSON file", path.display()))?;
     let reader: Box<dyn Read> = if path.extension().is_some_and(|e| e == "gz") {

@@ -104,11 +104,35 @@ fn read_package(
         path: archive.to_path_buf(),
         source: e,
     })?;
+    read_package_from(BufReader::new(file), archive, types, scan, each)
+}
+
+/// Calls `each` with every resource of a wanted type directly under
+/// `package/` in the gzip-compressed tar read from `reader` (a package
+/// compiled into the binary, say); `archive` names it in errors.
+pub fn for_each_package_resource(
+    reader: impl Read,
+    archive: &Path,
+    types: &[&str],
+    each: &mut Visit<'_>,
+) -> Result<Scan, TerminologyError> {
+    let mut scan = Scan::default();
+    read_package_from(reader, archive, types, &mut scan, each)?;
+    Ok(scan)
+}
+
+fn read_package_from(
+    reader: impl Read,
+    archive: &Path,
+    types: &[&str],
+    scan: &mut Scan,
+    each: &mut Visit<'_>,
+) -> Result<(), TerminologyError> {
     let archive_err = |source| TerminologyError::Archive {
         origin: Origin::file(archive),
         source,
     };
-    let mut tar = tar::Archive::new(GzDecoder::new(BufReader::new(file)));
+    let mut tar = tar::Archive::new(GzDecoder::new(reader));
     let mut bytes = Vec::new();
     for entry in tar.entries().map_err(archive_err)? {
         let mut entry = entry.map_err(archive_err)?;

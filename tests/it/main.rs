@@ -14,4 +14,5 @@ mod policy;
 mod s3;
 mod sof;
 mod sync;
+mod validate;
 mod views;

@@ -1,0 +1,312 @@
+//! Profile validation against US Core: StructureDefinition snapshots from
+//! an IG package compiled once into rules ([`profile`]), evaluated on the
+//! parsed resource ([`check`]).
+//!
+//! A resource is validated against each profile its `meta.profile` names
+//! that the package holds, else against its type's default profile (the one
+//! named `us-core-<type>`, or the type's only profile), else against the
+//! profiles whose `code` pattern it matches (a body weight), else those
+//! whose required category slices it carries (a lab result); a Bundle's
+//! entries are validated one by one. What is checked: cardinality, fixed and
+//! pattern values, choice types, reference target types and required
+//! bindings to value sets the package enumerates. What is not yet: slices,
+//! FHIRPath invariants, bindings to value sets outside the package (listed
+//! by [`Profiles::unchecked_bindings`]), contained and bundle-internal
+//! references.
+
+pub mod check;
+pub mod profile;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::terminology::package::{Visit, for_each_package_resource, for_each_resource};
+use crate::terminology::{Origin, TerminologyError, ValueSetLoader};
+use profile::{BoundCodes, Profile};
+
+/// The US Core 6.1.0 package, compiled into the binary.
+const US_CORE_610: &[u8] = include_bytes!("../../data/us-core/us_core_610.tgz");
+
+/// How bad a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    Error,
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Severity::Error => "error",
+        })
+    }
+}
+
+/// One thing a resource breaks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub severity: Severity,
+    /// The profile's canonical URL.
+    pub profile: String,
+    /// The rule: the element id in the profile (`Patient.identifier.system`).
+    pub element: String,
+    /// Where in the resource (`Patient.identifier[1].system`).
+    pub path: String,
+    pub message: String,
+}
+
+/// A resource's verdict.
+#[derive(Debug, Clone, Default)]
+pub struct Verdict {
+    /// The profiles it was checked against.
+    pub profiles: Vec<String>,
+    pub findings: Vec<Finding>,
+}
+
+impl Verdict {
+    pub fn is_valid(&self) -> bool {
+        self.findings.iter().all(|f| f.severity != Severity::Error)
+    }
+}
+
+/// The compiled profiles of one IG package.
+#[derive(Debug)]
+pub struct Profiles {
+    /// `hl7.fhir.us.core@6.1.0`, or the path it came from.
+    pub package: String,
+    by_url: HashMap<String, Profile>,
+    default_for_type: HashMap<String, String>,
+}
+
+impl Profiles {
+    /// US Core 6.1.0, compiled into the binary.
+    pub fn us_core() -> Result<Profiles, TerminologyError> {
+        let name = Path::new("us_core_610.tgz (built in)");
+        Self::compile("hl7.fhir.us.core@6.1.0".into(), |types, each| {
+            for_each_package_resource(Cursor::new(US_CORE_610), name, types, each).map(|_| ())
+        })
+    }
+
+    /// The profiles of a package `.tgz`, a directory or a JSON file.
+    pub fn load(source: &Path) -> Result<Profiles, TerminologyError> {
+        let source: PathBuf = source.into();
+        Self::compile(source.display().to_string(), |types, each| {
+            for_each_resource(&source, types, each).map(|_| ())
+        })
+    }
+
+    fn compile(
+        package: String,
+        read: impl Fn(&[&str], &mut Visit<'_>) -> Result<(), TerminologyError>,
+    ) -> Result<Profiles, TerminologyError> {
+        let mut sets = ValueSetLoader::new();
+        let mut definitions: Vec<(Origin, Vec<u8>)> = Vec::new();
+        let mut type_of: HashMap<String, String> = HashMap::new();
+        read(
+            &["ValueSet", "StructureDefinition"],
+            &mut |origin, bytes| {
+                if is_value_set(bytes) {
+                    return sets.add_json(origin, bytes);
+                }
+                let json_err = |source| TerminologyError::Json {
+                    origin: origin.clone(),
+                    source,
+                };
+                if let Some((url, resource_type)) = profile::peek(bytes).map_err(json_err)? {
+                    type_of.insert(url, resource_type);
+                    definitions.push((origin, bytes.to_vec()));
+                }
+                Ok(())
+            },
+        )?;
+        let value_sets = sets.build();
+        let type_of_profile = |url: &str| {
+            profile::core_type(url).or_else(|| type_of.get(profile::strip_version(url)).cloned())
+        };
+        let mut by_url = HashMap::new();
+        for (origin, bytes) in definitions {
+            let compiled = profile::compile(&bytes, &value_sets, &type_of_profile)
+                .map_err(|source| TerminologyError::Json { origin, source })?;
+            if let Some(compiled) = compiled {
+                by_url.insert(compiled.url.clone(), compiled);
+            }
+        }
+        let default_for_type = default_profiles(&by_url);
+        Ok(Profiles {
+            package,
+            by_url,
+            default_for_type,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_url.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_url.is_empty()
+    }
+
+    pub fn get(&self, url: &str) -> Option<&Profile> {
+        self.by_url.get(profile::strip_version(url))
+    }
+
+    /// The profile a resource of `resource_type` without a known
+    /// `meta.profile` is checked against, if the package has one.
+    pub fn default_for(&self, resource_type: &str) -> Option<&Profile> {
+        self.default_for_type
+            .get(resource_type)
+            .and_then(|url| self.by_url.get(url))
+    }
+
+    /// The profiles a resource that names none of the package's is checked
+    /// against: the type's default, else the profiles whose `code` pattern
+    /// it matches, else those whose required category codes it all has.
+    pub fn inferred_for(&self, resource_type: &str, resource: &Value) -> Vec<&Profile> {
+        if let Some(profile) = self.default_for(resource_type) {
+            return vec![profile];
+        }
+        let of_type: Vec<&Profile> = self
+            .by_url
+            .values()
+            .filter(|p| p.resource_type == resource_type)
+            .collect();
+        let code = resource.get("code");
+        let mut by_code: Vec<&Profile> = of_type
+            .iter()
+            .copied()
+            .filter(|p| {
+                p.code_pattern()
+                    .zip(code)
+                    .is_some_and(|(pattern, code)| check::matches_pattern(code, pattern))
+            })
+            .collect();
+        if by_code.is_empty() {
+            let categories: Vec<(String, String)> = resource
+                .get("category")
+                .map(|c| match c {
+                    Value::Array(items) => items.iter().flat_map(profile::codings).collect(),
+                    single => profile::codings(single).collect(),
+                })
+                .unwrap_or_default();
+            by_code = of_type
+                .into_iter()
+                .filter(|p| p.code_pattern().is_none() && !p.category_codes.is_empty())
+                .filter(|p| p.category_codes.iter().all(|c| categories.contains(c)))
+                .collect();
+        }
+        by_code.sort_by(|a, b| a.url.cmp(&b.url));
+        by_code
+    }
+
+    /// Required bindings whose value set the package does not enumerate
+    /// (so membership is not checked offline): `(profile element, value set)`.
+    pub fn unchecked_bindings(&self) -> BTreeSet<(String, String)> {
+        self.by_url
+            .values()
+            .flat_map(|p| &p.rules)
+            .filter_map(|rule| match &rule.binding {
+                Some(b) if matches!(b.codes, BoundCodes::NotCheckable) => {
+                    Some((rule.element.clone(), b.value_set.clone()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Validates one resource (a Bundle: each entry's resource, the paths
+    /// prefixed with the entry).
+    pub fn validate(&self, resource: &Value) -> Verdict {
+        let mut verdict = Verdict::default();
+        self.validate_into(resource, "", &mut verdict);
+        verdict
+    }
+
+    fn validate_into(&self, resource: &Value, prefix: &str, verdict: &mut Verdict) {
+        let resource_type = resource
+            .get("resourceType")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if resource_type == "Bundle" {
+            let entries = resource.get("entry").and_then(Value::as_array);
+            for (i, entry) in entries.into_iter().flatten().enumerate() {
+                if let Some(inner) = entry.get("resource") {
+                    self.validate_into(
+                        inner,
+                        &format!("{prefix}Bundle.entry[{i}].resource/"),
+                        verdict,
+                    );
+                }
+            }
+            return;
+        }
+        let declared: Vec<&Profile> = resource
+            .pointer("/meta/profile")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .filter_map(|url| self.get(url))
+            .filter(|p| p.resource_type == resource_type)
+            .collect();
+        let profiles = if declared.is_empty() {
+            self.inferred_for(resource_type, resource)
+        } else {
+            declared
+        };
+        for profile in profiles {
+            verdict.profiles.push(profile.url.clone());
+            let start = verdict.findings.len();
+            check::check(profile, resource, &mut verdict.findings);
+            if !prefix.is_empty() {
+                for finding in &mut verdict.findings[start..] {
+                    finding.path = format!("{prefix}{}", finding.path);
+                }
+            }
+        }
+    }
+}
+
+fn is_value_set(bytes: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Peek<'a> {
+        #[serde(rename = "resourceType", borrow)]
+        resource_type: Option<std::borrow::Cow<'a, str>>,
+    }
+    serde_json::from_slice::<Peek>(bytes)
+        .is_ok_and(|p| p.resource_type.as_deref() == Some("ValueSet"))
+}
+
+/// Per type: the profile named `us-core-<type>` (`us-core-patient`), or
+/// the type's only profile; none when a type has several and none is the
+/// general one (Observation: vital signs, lab, smoking status, ...).
+fn default_profiles(by_url: &HashMap<String, Profile>) -> HashMap<String, String> {
+    let mut per_type: HashMap<&str, Vec<&Profile>> = HashMap::new();
+    for profile in by_url.values() {
+        per_type
+            .entry(&profile.resource_type)
+            .or_default()
+            .push(profile);
+    }
+    per_type
+        .into_iter()
+        .filter_map(|(resource_type, profiles)| {
+            let general = format!("/us-core-{}", resource_type.to_ascii_lowercase());
+            let chosen =
+                profiles
+                    .iter()
+                    .find(|p| p.url.ends_with(&general))
+                    .or(if profiles.len() == 1 {
+                        profiles.first()
+                    } else {
+                        None
+                    })?;
+            Some((resource_type.to_string(), chosen.url.clone()))
+        })
+        .collect()
+}

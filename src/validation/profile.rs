@@ -1,0 +1,335 @@
+//! Compiling a StructureDefinition snapshot into the rules [`check`](super::check)
+//! evaluates: one [`Rule`] per element, with its path split into steps,
+//! cardinality, allowed choice types, fixed and pattern values, reference
+//! target types and required bindings resolved to code sets, so evaluating a
+//! resource allocates no rule structures.
+//!
+//! Not compiled (and so not checked): elements inside slices (their `id`
+//! holds a `:`; the slice's own discriminator is not evaluated, so a slice's
+//! cardinality and contents are not checked either), `constraint`
+//! invariants (FHIRPath), `contentReference` elements, and bindings that are
+//! not `required`.
+
+use std::collections::HashSet;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::terminology::ValueSets;
+
+/// One profile, compiled.
+#[derive(Debug)]
+pub struct Profile {
+    /// Canonical URL, without a version.
+    pub url: String,
+    pub version: Option<String>,
+    /// The resource type it constrains.
+    pub resource_type: String,
+    /// Rules in snapshot order (parents before children).
+    pub rules: Vec<Rule>,
+    /// The `category` codings its required category slices pin
+    /// (`Observation.category:VSCat` = vital-signs): how a resource that
+    /// names no profile is matched to this one.
+    pub category_codes: Vec<(String, String)>,
+}
+
+/// What one element of a snapshot requires.
+#[derive(Debug)]
+pub struct Rule {
+    /// The element's id, e.g. `Patient.name.family`: what a finding names.
+    pub element: String,
+    /// Path steps after the resource type; the last may be a choice (`value[x]`).
+    pub steps: Vec<Step>,
+    pub min: u32,
+    /// `None` for `*`.
+    pub max: Option<u32>,
+    /// For a choice element: the type suffixes allowed (`Quantity`, `String`).
+    pub choice_types: Option<Vec<String>>,
+    pub fixed: Option<Value>,
+    pub pattern: Option<Value>,
+    /// For a Reference: the resource types it may point at (empty: any).
+    pub reference_types: Option<Vec<String>>,
+    pub binding: Option<RequiredBinding>,
+}
+
+/// One step of an element path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    Member(String),
+    /// `value[x]`: any member named `value` + a type name.
+    Choice(String),
+}
+
+/// A required binding, resolved against the loaded value sets.
+#[derive(Debug)]
+pub struct RequiredBinding {
+    pub value_set: String,
+    pub codes: BoundCodes,
+}
+
+#[derive(Debug)]
+pub enum BoundCodes {
+    /// The value set is enumerated: for a `code` element the codes, for
+    /// Coding / CodeableConcept the (system, code) pairs.
+    Enumerated {
+        codes: HashSet<String>,
+        pairs: HashSet<(String, String)>,
+    },
+    /// Not in the package, or not enumerable offline (a filter, a whole
+    /// external system): reported as not checked, never as an error.
+    NotCheckable,
+}
+
+#[derive(Deserialize)]
+struct StructureDefinition {
+    url: String,
+    version: Option<String>,
+    kind: Option<String>,
+    #[serde(rename = "type")]
+    type_: String,
+    snapshot: Option<Snapshot>,
+}
+
+#[derive(Deserialize)]
+struct Snapshot {
+    element: Vec<Element>,
+}
+
+#[derive(Deserialize)]
+struct Element {
+    id: Option<String>,
+    path: String,
+    min: Option<u32>,
+    max: Option<String>,
+    #[serde(rename = "type", default)]
+    types: Vec<ElementType>,
+    binding: Option<ElementBinding>,
+    #[serde(rename = "contentReference")]
+    content_reference: Option<String>,
+    #[serde(flatten)]
+    rest: serde_json::Map<String, Value>,
+}
+
+#[derive(Deserialize)]
+struct ElementType {
+    code: String,
+    #[serde(rename = "targetProfile", default)]
+    target_profile: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct ElementBinding {
+    strength: String,
+    #[serde(rename = "valueSet")]
+    value_set: Option<String>,
+}
+
+/// What a profile's reference targets name: a profile URL to its type.
+pub type TypeOfProfile<'a> = dyn Fn(&str) -> Option<String> + 'a;
+
+/// The snapshot's header, read before compiling: URL and type.
+pub fn peek(bytes: &[u8]) -> Result<Option<(String, String)>, serde_json::Error> {
+    #[derive(Deserialize)]
+    struct Head {
+        url: String,
+        kind: Option<String>,
+        #[serde(rename = "type")]
+        type_: String,
+        snapshot: Option<Value>,
+    }
+    let head: Head = serde_json::from_slice(bytes)?;
+    let constrains_resource = head.kind.as_deref() == Some("resource") && head.snapshot.is_some();
+    Ok(constrains_resource.then_some((strip_version(&head.url).to_string(), head.type_)))
+}
+
+/// Compiles a resource profile; `None` for one that does not constrain a
+/// resource (an extension, a data type) or has no snapshot.
+pub fn compile(
+    bytes: &[u8],
+    value_sets: &ValueSets,
+    type_of_profile: &TypeOfProfile<'_>,
+) -> Result<Option<Profile>, serde_json::Error> {
+    let definition: StructureDefinition = serde_json::from_slice(bytes)?;
+    let Some(snapshot) = definition.snapshot else {
+        return Ok(None);
+    };
+    if definition.kind.as_deref() != Some("resource") {
+        return Ok(None);
+    }
+    let mut rules = Vec::new();
+    let mut category_codes = Vec::new();
+    for element in snapshot.element {
+        let id = element.id.clone().unwrap_or_else(|| element.path.clone());
+        let category_slice = format!("{}.category:", definition.type_);
+        if id
+            .strip_prefix(&category_slice)
+            .is_some_and(|slice| !slice.contains('.'))
+            && element.min.unwrap_or(0) >= 1
+            && let Some(pattern) = element.rest.get("patternCodeableConcept")
+        {
+            category_codes.extend(codings(pattern));
+        }
+        if id.contains(':') || element.content_reference.is_some() {
+            continue;
+        }
+        let mut parts = element.path.split('.');
+        parts.next(); // the resource type
+        let steps: Vec<Step> = parts.map(step).collect();
+        if steps.is_empty()
+            || steps[..steps.len() - 1]
+                .iter()
+                .any(|s| matches!(s, Step::Choice(_)))
+        {
+            continue; // the resource itself, or below a choice of types
+        }
+        rules.push(compile_element(
+            id,
+            steps,
+            element,
+            value_sets,
+            type_of_profile,
+        ));
+    }
+    Ok(Some(Profile {
+        url: strip_version(&definition.url).to_string(),
+        version: definition.version,
+        resource_type: definition.type_,
+        rules,
+        category_codes,
+    }))
+}
+
+fn compile_element(
+    element_id: String,
+    steps: Vec<Step>,
+    element: Element,
+    value_sets: &ValueSets,
+    type_of_profile: &TypeOfProfile<'_>,
+) -> Rule {
+    let max = match element.max.as_deref() {
+        None | Some("*") => None,
+        Some(n) => n.parse().ok(),
+    };
+    let is_choice = matches!(steps.last(), Some(Step::Choice(_)));
+    let choice_types =
+        is_choice.then(|| element.types.iter().map(|t| capitalised(&t.code)).collect());
+    let fixed = value_with_prefix(&element.rest, "fixed");
+    let pattern = value_with_prefix(&element.rest, "pattern");
+    let reference_types =
+        (element.types.len() == 1 && element.types[0].code == "Reference").then(|| {
+            let targets = &element.types[0].target_profile;
+            let mut types: Vec<String> =
+                targets.iter().filter_map(|t| type_of_profile(t)).collect();
+            if types.iter().any(|t| t == "Resource") || types.len() < targets.len() {
+                types.clear(); // any resource, or a target we cannot name: do not judge
+            }
+            types
+        });
+    let is_code = element.types.len() == 1 && element.types[0].code == "code";
+    let binding = element
+        .binding
+        .filter(|b| b.strength == "required")
+        .and_then(|b| b.value_set)
+        .map(|url| resolve_binding(&url, is_code, value_sets));
+    Rule {
+        element: element_id,
+        steps,
+        min: element.min.unwrap_or(0),
+        max,
+        choice_types,
+        fixed,
+        pattern,
+        reference_types,
+        binding,
+    }
+}
+
+fn resolve_binding(url: &str, is_code: bool, value_sets: &ValueSets) -> RequiredBinding {
+    let set = value_sets
+        .get(url)
+        .or_else(|| value_sets.get(strip_version(url)))
+        .filter(|set| set.is_fully_checkable() && set.whole_systems().next().is_none());
+    let codes = match set {
+        Some(set) => {
+            let members = set.members();
+            BoundCodes::Enumerated {
+                codes: if is_code {
+                    members.iter().map(|(_, c)| c.to_string()).collect()
+                } else {
+                    HashSet::new()
+                },
+                pairs: members
+                    .iter()
+                    .map(|(s, c)| (s.to_string(), c.to_string()))
+                    .collect(),
+            }
+        }
+        None => BoundCodes::NotCheckable,
+    };
+    RequiredBinding {
+        value_set: url.to_string(),
+        codes,
+    }
+}
+
+/// The (system, code) pairs of a CodeableConcept.
+pub fn codings(concept: &Value) -> impl Iterator<Item = (String, String)> + '_ {
+    concept
+        .get("coding")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| {
+            let system = c.get("system").and_then(Value::as_str).unwrap_or("");
+            Some((system.to_string(), c.get("code")?.as_str()?.to_string()))
+        })
+}
+
+impl Profile {
+    /// The pattern its `code` element pins (body weight: LOINC 29463-7).
+    pub fn code_pattern(&self) -> Option<&Value> {
+        self.rules
+            .iter()
+            .find(|r| r.steps == [Step::Member("code".into())])
+            .and_then(|r| r.pattern.as_ref().or(r.fixed.as_ref()))
+    }
+}
+
+fn step(name: &str) -> Step {
+    match name.strip_suffix("[x]") {
+        Some(base) => Step::Choice(base.to_string()),
+        None => Step::Member(name.to_string()),
+    }
+}
+
+/// `fixedUri`, `patternCodeableConcept`, ...: the element's one value of that kind.
+fn value_with_prefix(rest: &serde_json::Map<String, Value>, prefix: &str) -> Option<Value> {
+    rest.iter()
+        .find(|(key, _)| {
+            key.strip_prefix(prefix)
+                .is_some_and(|t| t.starts_with(|c: char| c.is_ascii_uppercase()))
+        })
+        .map(|(_, value)| value.clone())
+}
+
+/// `dateTime` → `DateTime`: how a type names a choice member (`effectiveDateTime`).
+pub fn capitalised(code: &str) -> String {
+    let mut chars = code.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// `http://...|6.1.0` → `http://...`.
+pub fn strip_version(url: &str) -> &str {
+    url.split('|').next().unwrap_or(url)
+}
+
+/// A base resource's type from its core profile URL.
+pub fn core_type(url: &str) -> Option<String> {
+    strip_version(url)
+        .strip_prefix("http://hl7.org/fhir/StructureDefinition/")
+        .filter(|t| t.starts_with(|c: char| c.is_ascii_uppercase()))
+        .map(str::to_string)
+}

@@ -1,0 +1,235 @@
+//! Agreement with the IG publisher's validator on US Core's own examples,
+//! and mutations of those examples that each must be caught at the right
+//! path.
+
+use std::collections::HashMap;
+use std::io::{Cursor, Read};
+use std::sync::OnceLock;
+
+use serde_json::{Value, json};
+
+use super::*;
+
+fn profiles() -> &'static Profiles {
+    static PROFILES: OnceLock<Profiles> = OnceLock::new();
+    PROFILES.get_or_init(|| Profiles::us_core().expect("the built-in package compiles"))
+}
+
+/// `package/example/*.json` and `package/other/validation-oo.json` of the
+/// built-in package, by file stem.
+fn package_files() -> (HashMap<String, Value>, Value) {
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(Cursor::new(US_CORE_610)));
+    let mut examples = HashMap::new();
+    let mut verdicts = Value::Null;
+    for entry in tar.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = entry.path().unwrap().to_string_lossy().into_owned();
+        let mut bytes = Vec::new();
+        if let Some(file) = name.strip_prefix("package/example/") {
+            entry.read_to_end(&mut bytes).unwrap();
+            let stem = file.trim_end_matches(".json").to_string();
+            examples.insert(stem, serde_json::from_slice(&bytes).unwrap());
+        } else if name == "package/other/validation-oo.json" {
+            entry.read_to_end(&mut bytes).unwrap();
+            verdicts = serde_json::from_slice(&bytes).unwrap();
+        }
+    }
+    (examples, verdicts)
+}
+
+fn example(stem: &str) -> Value {
+    package_files()
+        .0
+        .remove(stem)
+        .unwrap_or_else(|| panic!("no example {stem}"))
+}
+
+#[test]
+fn compiles_every_resource_profile_of_us_core_6_1_0() {
+    let profiles = profiles();
+    assert_eq!(profiles.len(), 49, "US Core 6.1.0 has 49 resource profiles");
+    assert_eq!(
+        profiles.default_for("Patient").unwrap().url,
+        "http://hl7.org/fhir/us/core/StructureDefinition/us-core-patient"
+    );
+    assert!(
+        profiles.default_for("Observation").is_none(),
+        "several, none general"
+    );
+    let patient = profiles
+        .get("http://hl7.org/fhir/us/core/StructureDefinition/us-core-patient|6.1.0")
+        .unwrap();
+    let family = patient
+        .rules
+        .iter()
+        .find(|r| r.element == "Patient.identifier.system")
+        .unwrap();
+    assert_eq!((family.min, family.max), (1, Some(1)));
+}
+
+/// The IG publisher's verdict (error / no error) for every example against
+/// ours; the README's confusion matrix is this test's output.
+#[test]
+fn agrees_with_the_reference_validator_on_the_us_core_examples() {
+    let (examples, verdicts) = package_files();
+    let reference: HashMap<&str, bool> = verdicts["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let r = &e["resource"];
+            let has_error = r["issue"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|i| matches!(i["severity"].as_str(), Some("error" | "fatal")));
+            (r["id"].as_str().unwrap(), has_error)
+        })
+        .collect();
+    let mut matrix = [[0usize; 2]; 2]; // [reference error][ours error]
+    let mut disagreements = Vec::new();
+    let mut checked_against_a_profile = 0;
+    for (stem, resource) in &examples {
+        let theirs = *reference
+            .get(stem.as_str())
+            .unwrap_or_else(|| panic!("{stem}: no reference verdict"));
+        let verdict = profiles().validate(resource);
+        checked_against_a_profile += usize::from(!verdict.profiles.is_empty());
+        let ours = !verdict.is_valid();
+        matrix[usize::from(theirs)][usize::from(ours)] += 1;
+        if theirs != ours {
+            disagreements.push(format!("{stem}: {:?}", verdict.findings));
+        }
+    }
+    let total = examples.len();
+    let agree = matrix[0][0] + matrix[1][1];
+    println!(
+        "reference no-error/error vs fhirlake no-error/error: {:?}; agreement {agree}/{total}; checked against a profile {checked_against_a_profile}",
+        matrix
+    );
+    for d in &disagreements {
+        println!("  disagreement {d}");
+    }
+    assert_eq!(total, 183);
+    assert!(
+        checked_against_a_profile >= 175,
+        "{checked_against_a_profile} examples met a profile"
+    );
+    assert!(
+        agree * 100 >= total * 95,
+        "{agree}/{total} agree: {disagreements:#?}"
+    );
+}
+
+fn findings_of(resource: &Value) -> Vec<(String, String)> {
+    profiles()
+        .validate(resource)
+        .findings
+        .into_iter()
+        .map(|f| (f.path, f.message))
+        .collect()
+}
+
+fn assert_one_finding_at(resource: &Value, path: &str, says: &str) {
+    let findings = findings_of(resource);
+    assert!(
+        findings.iter().any(|(p, m)| p == path && m.contains(says)),
+        "expected a finding at {path} saying {says:?}, got {findings:#?}"
+    );
+}
+
+#[test]
+fn the_examples_mutated_are_caught_at_the_right_path() {
+    let patient = example("Patient-example");
+    assert!(
+        findings_of(&patient).is_empty(),
+        "{:?}",
+        findings_of(&patient)
+    );
+
+    // A required element removed.
+    let mut no_name = patient.clone();
+    no_name.as_object_mut().unwrap().remove("name");
+    assert_one_finding_at(&no_name, "Patient.name", "required (min 1), found 0");
+
+    // A required child of a repeating element removed, in the second item.
+    let mut no_system = patient.clone();
+    let identifiers = no_system["identifier"].as_array_mut().unwrap();
+    identifiers.push(json!({"value": "12345"}));
+    assert_one_finding_at(
+        &no_system,
+        "Patient.identifier[1].system",
+        "required (min 1)",
+    );
+
+    // A max cardinality exceeded: Patient.gender is 1..1.
+    let mut two_genders = patient.clone();
+    two_genders["gender"] = json!(["male", "female"]);
+    assert_one_finding_at(&two_genders, "Patient.gender", "at most 1, found 2");
+
+    // A pattern broken: US Core body weight pins Observation.code to LOINC 29463-7.
+    let mut weight = example("Observation-weight");
+    assert!(
+        findings_of(&weight).is_empty(),
+        "{:?}",
+        findings_of(&weight)
+    );
+    weight["code"]["coding"][0]["code"] = json!("29463-8");
+    assert_one_finding_at(&weight, "Observation.code", "must match the pattern");
+
+    // A code outside a required, enumerated value set.
+    let mut status = example("Observation-some-day-smoker");
+    status["status"] = json!("preliminary");
+    assert_one_finding_at(
+        &status,
+        "Observation.status",
+        "not in the required value set http://hl7.org/fhir/us/core/ValueSet/us-core-observation-smoking-status-status",
+    );
+
+    // A reference at the wrong type.
+    let mut subject = example("Observation-some-day-smoker");
+    subject["subject"]["reference"] = json!("Practitioner/practitioner-1");
+    assert_one_finding_at(&subject, "Observation.subject", "refers to a Practitioner");
+
+    // A choice of a type the profile does not allow: vital signs take
+    // effectiveDateTime or effectivePeriod.
+    let mut effective = example("Observation-weight");
+    let object = effective.as_object_mut().unwrap();
+    let when = object.remove("effectiveDateTime").unwrap();
+    object.insert("effectiveInstant".into(), when);
+    assert_one_finding_at(
+        &effective,
+        "Observation.effectiveInstant",
+        "type Instant is not allowed",
+    );
+}
+
+#[test]
+fn bundle_entries_are_validated_and_named_by_entry() {
+    let mut no_name = example("Patient-example");
+    no_name.as_object_mut().unwrap().remove("name");
+    let bundle = json!({"resourceType": "Bundle", "type": "collection", "entry": [
+        {"resource": example("Patient-example")},
+        {"resource": no_name},
+    ]});
+    assert_one_finding_at(&bundle, "Bundle.entry[1].resource/Patient.name", "required");
+    assert_eq!(findings_of(&bundle).len(), 1);
+}
+
+#[test]
+fn bindings_the_package_cannot_enumerate_are_listed_not_failed() {
+    let unchecked = profiles().unchecked_bindings();
+    assert!(
+        unchecked
+            .iter()
+            .any(|(element, vs)| element == "Patient.gender"
+                && vs.starts_with("http://hl7.org/fhir/ValueSet/administrative-gender")),
+        "{unchecked:?}"
+    );
+    let mut odd_gender = example("Patient-example");
+    odd_gender["gender"] = json!("no-such-code");
+    assert!(
+        findings_of(&odd_gender).is_empty(),
+        "not enumerable here: not judged"
+    );
+}
