@@ -196,7 +196,7 @@ impl Profiles {
                 .unwrap_or_default();
             by_code = of_type
                 .into_iter()
-                .filter(|p| p.code_pattern().is_none() && !p.category_codes.is_empty())
+                .filter(|p| !p.pins_code && !p.category_codes.is_empty())
                 .filter(|p| p.category_codes.iter().all(|c| categories.contains(c)))
                 .collect();
         }

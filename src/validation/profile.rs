@@ -31,6 +31,10 @@ pub struct Profile {
     /// (`Observation.category:VSCat` = vital-signs): how a resource that
     /// names no profile is matched to this one.
     pub category_codes: Vec<(String, String)>,
+    /// Whether it pins `code` (a pattern, or required slices of
+    /// `code.coding` as pulse oximetry has): then only a matching code
+    /// makes it apply to a resource that names no profile.
+    pub pins_code: bool,
 }
 
 /// What one element of a snapshot requires.
@@ -157,18 +161,22 @@ pub fn compile(
         return Ok(None);
     }
     let mut rules = Vec::new();
-    let mut category_codes = Vec::new();
+    let mut category_slices: Vec<CategorySlice> = Vec::new();
+    let mut pins_code = false;
     for element in snapshot.element {
         let id = element.id.clone().unwrap_or_else(|| element.path.clone());
         let category_slice = format!("{}.category:", definition.type_);
-        if id
-            .strip_prefix(&category_slice)
-            .is_some_and(|slice| !slice.contains('.'))
-            && element.min.unwrap_or(0) >= 1
-            && let Some(pattern) = element.rest.get("patternCodeableConcept")
-        {
-            category_codes.extend(codings(pattern));
+        if let Some(slice) = id.strip_prefix(&category_slice) {
+            note_category_slice(slice, &element, &mut category_slices);
         }
+        let code_element = format!("{}.code", definition.type_);
+        pins_code |= id == code_element
+            && (value_with_prefix(&element.rest, "pattern").is_some()
+                || value_with_prefix(&element.rest, "fixed").is_some());
+        pins_code |= id
+            .strip_prefix(&format!("{code_element}.coding:"))
+            .is_some_and(|slice| !slice.contains('.'))
+            && element.min.unwrap_or(0) >= 1;
         if id.contains(':') || element.content_reference.is_some() {
             continue;
         }
@@ -195,7 +203,12 @@ pub fn compile(
         version: definition.version,
         resource_type: definition.type_,
         rules,
-        category_codes,
+        category_codes: category_slices
+            .into_iter()
+            .filter(|s| s.required)
+            .flat_map(|s| s.codes)
+            .collect(),
+        pins_code,
     }))
 }
 
@@ -269,6 +282,53 @@ fn resolve_binding(url: &str, is_code: bool, value_sets: &ValueSets) -> Required
     RequiredBinding {
         value_set: url.to_string(),
         codes,
+    }
+}
+
+/// What a category slice pins, as read from its elements.
+struct CategorySlice {
+    name: String,
+    required: bool,
+    codes: Vec<(String, String)>,
+    fixed_system: Option<String>,
+}
+
+/// A slice pins its category either with a pattern on the slice
+/// (`patternCodeableConcept`) or with fixed `coding.system` and
+/// `coding.code` children (US Core vital signs' `VSCat`).
+fn note_category_slice(slice_path: &str, element: &Element, slices: &mut Vec<CategorySlice>) {
+    let (name, below) = slice_path.split_once('.').unwrap_or((slice_path, ""));
+    if below.is_empty() {
+        slices.push(CategorySlice {
+            name: name.to_string(),
+            required: element.min.unwrap_or(0) >= 1,
+            codes: element
+                .rest
+                .get("patternCodeableConcept")
+                .map(|p| codings(p).collect())
+                .unwrap_or_default(),
+            fixed_system: None,
+        });
+        return;
+    }
+    let Some(slice) = slices.iter_mut().rev().find(|s| s.name == name) else {
+        return;
+    };
+    let fixed = |key: &str| {
+        element
+            .rest
+            .get(key)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    match below {
+        "coding.system" => slice.fixed_system = fixed("fixedUri"),
+        "coding.code" => {
+            if let (Some(system), Some(code)) = (slice.fixed_system.clone(), fixed("fixedCode")) {
+                slice.codes.push((system, code));
+            }
+        }
+        _ => {}
     }
 }
 

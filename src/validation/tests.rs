@@ -94,7 +94,11 @@ fn agrees_with_the_reference_validator_on_the_us_core_examples() {
             .get(stem.as_str())
             .unwrap_or_else(|| panic!("{stem}: no reference verdict"));
         let verdict = profiles().validate(resource);
-        checked_against_a_profile += usize::from(!verdict.profiles.is_empty());
+        if verdict.profiles.is_empty() {
+            println!("  no profile: {stem}");
+        } else {
+            checked_against_a_profile += 1;
+        }
         let ours = !verdict.is_valid();
         matrix[usize::from(theirs)][usize::from(ours)] += 1;
         if theirs != ours {
@@ -232,4 +236,27 @@ fn bindings_the_package_cannot_enumerate_are_listed_not_failed() {
         findings_of(&odd_gender).is_empty(),
         "not enumerable here: not judged"
     );
+}
+
+#[test]
+fn a_resource_naming_no_profile_meets_the_one_its_code_or_category_implies() {
+    let inferred = |resource: &Value| profiles().validate(resource).profiles;
+    let mut weight = example("Observation-weight");
+    weight.as_object_mut().unwrap().remove("meta");
+    let us_core = |name: &str| format!("http://hl7.org/fhir/us/core/StructureDefinition/{name}");
+    assert_eq!(
+        inferred(&weight),
+        [us_core("us-core-body-weight")],
+        "its code pattern"
+    );
+    // A vital sign no vital-sign profile pins (pain severity): the general
+    // one, by its category; not pulse oximetry, which pins its codes by slices.
+    weight["code"] = json!({"coding": [{"system": "http://loinc.org", "code": "72514-3"}]});
+    assert_eq!(
+        inferred(&weight),
+        [us_core("us-core-vital-signs")],
+        "its category"
+    );
+    weight.as_object_mut().unwrap().remove("category");
+    assert!(inferred(&weight).is_empty(), "nothing implies a profile");
 }
