@@ -89,7 +89,7 @@ pub fn run(args: ValidateArgs) -> Result<ExitCode> {
         let unchecked = profiles.unchecked_bindings().len();
         writeln!(
             out,
-            "not checked: slices, FHIRPath invariants, and {unchecked} required bindings to value sets the package does not enumerate"
+            "not checked: slices (but type slices), FHIRPath invariants, and {unchecked} required bindings to value sets the package does not enumerate"
         )?;
     }
     let clean = tally.invalid == 0 && tally.unreadable == 0;

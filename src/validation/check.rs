@@ -75,9 +75,7 @@ fn check_under(
     match last {
         Step::Member(name) => {
             let values = values_of(parent.get(name.as_str()));
-            // A primitive may be present only as its extension (`_birthDate`).
-            let extension_count = values_of(parent.get(&format!("_{name}"))).len();
-            count = values.len().max(extension_count);
+            count = present_count(parent.get(name.as_str()), parent.get(&format!("_{name}")));
             present.push((name.as_str(), None, values));
         }
         Step::Choice(base) => {
@@ -191,6 +189,25 @@ fn check_under(
     }
 }
 
+/// How many items an element has: a primitive may be present only as its
+/// extension (`_birthDate`), item by item in a repeating one (`given: [null,
+/// "b"]` with `_given: [{...}, null]` is two).
+pub(crate) fn present_count(value: Option<&Value>, extension: Option<&Value>) -> usize {
+    let present = |v: Option<&Value>, i: usize| match v {
+        Some(Value::Array(items)) => items.get(i).is_some_and(|x| !x.is_null()),
+        Some(Value::Null) | None => false,
+        Some(_) => i == 0,
+    };
+    let len = |v: Option<&Value>| match v {
+        Some(Value::Array(items)) => items.len(),
+        Some(Value::Null) | None => 0,
+        Some(_) => 1,
+    };
+    (0..len(value).max(len(extension)))
+        .filter(|&i| present(value, i) || present(extension, i))
+        .count()
+}
+
 fn values_of(value: Option<&Value>) -> Vec<&Value> {
     match value {
         None | Some(Value::Null) => Vec::new(),
@@ -225,10 +242,9 @@ fn reference_type(value: &Value) -> Option<&str> {
     let reference = reference.split("/_history/").next().unwrap_or(reference);
     let mut segments = reference.rsplit('/');
     segments.next()?; // the id
-    segments.next().filter(|t| {
-        t.starts_with(|c: char| c.is_ascii_uppercase())
-            && t.chars().all(|c| c.is_ascii_alphanumeric())
-    })
+    segments
+        .next()
+        .filter(|t| crate::fhir::is_known_resource_type(t))
 }
 
 /// For a code, Coding or CodeableConcept: the code shown in a finding when

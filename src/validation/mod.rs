@@ -3,8 +3,8 @@
 //! parsed resource ([`check`]).
 //!
 //! A resource is validated against each profile its `meta.profile` names
-//! that the package holds, else against its type's default profile (the one
-//! named `us-core-<type>`, or the type's only profile), else against the
+//! that the package holds at the version named, else against its type's
+//! default profile (the one named `us-core-<type>`), else against the
 //! profiles whose `code` pattern it matches (a body weight), else those
 //! whose required category slices it carries (a lab result); a Bundle's
 //! entries are validated one by one. What is checked: cardinality, fixed and
@@ -28,7 +28,7 @@ use serde_json::Value;
 
 use crate::terminology::package::{Visit, for_each_package_resource, for_each_resource};
 use crate::terminology::{Origin, TerminologyError, ValueSetLoader};
-use profile::{BoundCodes, Profile};
+use profile::{BoundCodes, CodeBinding, Profile};
 
 /// The US Core 6.1.0 package, compiled into the binary.
 const US_CORE_610: &[u8] = include_bytes!("../../data/us-core/us_core_610.tgz");
@@ -156,6 +156,15 @@ impl Profiles {
         self.by_url.get(profile::strip_version(url))
     }
 
+    /// The profile a canonical names, if its version (when given) is the one loaded.
+    pub fn get_version(&self, canonical: &str) -> Option<&Profile> {
+        let profile = self.get(canonical)?;
+        match canonical.split_once('|') {
+            Some((_, version)) if profile.version.as_deref() != Some(version) => None,
+            _ => Some(profile),
+        }
+    }
+
     /// The profile a resource of `resource_type` without a known
     /// `meta.profile` is checked against, if the package has one.
     pub fn default_for(&self, resource_type: &str) -> Option<&Profile> {
@@ -198,6 +207,15 @@ impl Profiles {
                 .into_iter()
                 .filter(|p| !p.pins_code && !p.category_codes.is_empty())
                 .filter(|p| p.category_codes.iter().all(|c| categories.contains(c)))
+                .filter(|p| match &p.code_binding {
+                    CodeBinding::Open => true,
+                    CodeBinding::Enumerated(pairs) => code
+                        .into_iter()
+                        .flat_map(profile::codings)
+                        .any(|c| pairs.contains(&c)),
+                    // The category says what it is; the code cannot tell otherwise.
+                    CodeBinding::Unknown => true,
+                })
                 .collect();
         }
         by_code.sort_by(|a, b| a.url.cmp(&b.url));
@@ -245,19 +263,26 @@ impl Profiles {
             }
             return;
         }
-        let declared: Vec<&Profile> = resource
+        let named: Vec<&str> = resource
             .pointer("/meta/profile")
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
             .filter_map(Value::as_str)
-            .filter_map(|url| self.get(url))
+            .collect();
+        let declared: Vec<&Profile> = named
+            .iter()
+            .filter_map(|url| self.get_version(url))
             .filter(|p| p.resource_type == resource_type)
             .collect();
-        let profiles = if declared.is_empty() {
-            self.inferred_for(resource_type, resource)
-        } else {
-            declared
+        // A profile of this package named at another version (`|3.1.1`)
+        // is not the one loaded: checking against these rules would judge
+        // the resource by a profile it does not claim.
+        let other_version = named.iter().any(|url| self.get(url).is_some());
+        let profiles = match (declared.is_empty(), other_version) {
+            (false, _) => declared,
+            (true, true) => Vec::new(),
+            (true, false) => self.inferred_for(resource_type, resource),
         };
         for profile in profiles {
             verdict.profiles.push(profile.url.clone());
@@ -282,31 +307,17 @@ fn is_value_set(bytes: &[u8]) -> bool {
         .is_ok_and(|p| p.resource_type.as_deref() == Some("ValueSet"))
 }
 
-/// Per type: the profile named `us-core-<type>` (`us-core-patient`), or
-/// the type's only profile; none when a type has several and none is the
-/// general one (Observation: vital signs, lab, smoking status, ...).
+/// Per type: the profile named `us-core-<type>` (`us-core-patient`). Not
+/// "the type's only profile": US Core's only Device profile is for
+/// implantable devices, which most Devices are not; Observation has many
+/// profiles and no general one.
 fn default_profiles(by_url: &HashMap<String, Profile>) -> HashMap<String, String> {
-    let mut per_type: HashMap<&str, Vec<&Profile>> = HashMap::new();
-    for profile in by_url.values() {
-        per_type
-            .entry(&profile.resource_type)
-            .or_default()
-            .push(profile);
-    }
-    per_type
-        .into_iter()
-        .filter_map(|(resource_type, profiles)| {
-            let general = format!("/us-core-{}", resource_type.to_ascii_lowercase());
-            let chosen =
-                profiles
-                    .iter()
-                    .find(|p| p.url.ends_with(&general))
-                    .or(if profiles.len() == 1 {
-                        profiles.first()
-                    } else {
-                        None
-                    })?;
-            Some((resource_type.to_string(), chosen.url.clone()))
+    by_url
+        .values()
+        .filter(|p| {
+            let general = format!("/us-core-{}", p.resource_type.to_ascii_lowercase());
+            p.url.ends_with(&general)
         })
+        .map(|p| (p.resource_type.clone(), p.url.clone()))
         .collect()
 }

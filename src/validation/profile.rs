@@ -35,6 +35,20 @@ pub struct Profile {
     /// `code.coding` as pulse oximetry has): then only a matching code
     /// makes it apply to a resource that names no profile.
     pub pins_code: bool,
+    /// What its `code` binding (required or extensible) admits.
+    pub code_binding: CodeBinding,
+}
+
+/// A profile's `code` binding, as far as it tells which codes the profile is for.
+#[derive(Debug)]
+pub enum CodeBinding {
+    /// No binding, or only preferred / example: any code.
+    Open,
+    /// Required or extensible to an enumerated value set: these (system, code).
+    Enumerated(HashSet<(String, String)>),
+    /// Bound to a value set not enumerable here (a LOINC filter, a base
+    /// FHIR value set): the code cannot tell.
+    Unknown,
 }
 
 /// What one element of a snapshot requires.
@@ -163,6 +177,7 @@ pub fn compile(
     let mut rules = Vec::new();
     let mut category_slices: Vec<CategorySlice> = Vec::new();
     let mut pins_code = false;
+    let mut code_binding = CodeBinding::Open;
     for element in snapshot.element {
         let id = element.id.clone().unwrap_or_else(|| element.path.clone());
         let category_slice = format!("{}.category:", definition.type_);
@@ -177,12 +192,15 @@ pub fn compile(
             .strip_prefix(&format!("{code_element}.coding:"))
             .is_some_and(|slice| !slice.contains('.'))
             && element.min.unwrap_or(0) >= 1;
-        if id.contains(':') || element.content_reference.is_some() {
+        if id == code_element {
+            code_binding = code_binding_of(&element, value_sets);
+        }
+        if element.content_reference.is_some() {
             continue;
         }
-        let mut parts = element.path.split('.');
-        parts.next(); // the resource type
-        let steps: Vec<Step> = parts.map(step).collect();
+        let Some(steps) = steps_of(&id) else {
+            continue; // inside a slice other than a type slice
+        };
         if steps.is_empty()
             || steps[..steps.len() - 1]
                 .iter()
@@ -209,7 +227,46 @@ pub fn compile(
             .flat_map(|s| s.codes)
             .collect(),
         pins_code,
+        code_binding,
     }))
+}
+
+/// The path steps of an element id after the resource type; a type slice
+/// (`value[x]:valueQuantity`) is the member it names. `None` inside any
+/// other slice: its discriminator is not evaluated.
+fn steps_of(id: &str) -> Option<Vec<Step>> {
+    let mut parts = id.split('.');
+    parts.next(); // the resource type
+    parts
+        .map(|part| match part.split_once(':') {
+            None => Some(step(part)),
+            Some((choice, slice)) => {
+                let base = choice.strip_suffix("[x]")?;
+                let is_type_slice = slice
+                    .strip_prefix(base)
+                    .is_some_and(|t| t.starts_with(|c: char| c.is_ascii_uppercase()));
+                is_type_slice.then(|| Step::Member(slice.to_string()))
+            }
+        })
+        .collect()
+}
+
+/// What the `code` element's binding admits, for choosing a profile for a
+/// resource that names none.
+fn code_binding_of(element: &Element, value_sets: &ValueSets) -> CodeBinding {
+    let Some(binding) = &element.binding else {
+        return CodeBinding::Open;
+    };
+    if !matches!(binding.strength.as_str(), "required" | "extensible") {
+        return CodeBinding::Open;
+    }
+    let Some(url) = &binding.value_set else {
+        return CodeBinding::Open;
+    };
+    match resolve_binding(url, false, value_sets).codes {
+        BoundCodes::Enumerated { pairs, .. } => CodeBinding::Enumerated(pairs),
+        BoundCodes::NotCheckable => CodeBinding::Unknown,
+    }
 }
 
 fn compile_element(
