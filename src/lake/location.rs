@@ -259,8 +259,9 @@ fn unreachable_hint(scheme: &str, detail: &str) -> &'static str {
         "invalidaccesskeyid",
         "signaturedoesnotmatch",
         "accessdenied",
+        // Not a bare "403": the detail holds object paths with random hex
+        // (`_fhirlake/probe/…5b403ec`); a 403 answer says "Forbidden".
         "forbidden",
-        "403",
         "unauthenticated",
         "permission denied",
         "credential",
@@ -306,4 +307,17 @@ pub fn object_store_for(
 pub fn register_storage_handlers() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| deltalake::aws::register_handlers(None));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unreachable_hint;
+
+    #[test]
+    fn a_refused_connection_is_an_endpoint_problem_whatever_the_path_holds() {
+        let refused = "Error performing PUT http://127.0.0.1:41221/lake/fhir/_fhirlake/probe/b273d8d8986b49128b2d1f54e5b403ec in 286ms, after 2 retries - HTTP error: error sending request: client error (Connect): tcp connect error: Connection refused (os error 111)";
+        assert!(unreachable_hint("s3", refused).starts_with("check AWS_ENDPOINT_URL"));
+        let denied = "Error performing PUT http://x/lake/p: Client error with status 403 Forbidden: AccessDenied";
+        assert!(unreachable_hint("s3", denied).starts_with("check the credentials"));
+    }
 }
