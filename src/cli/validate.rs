@@ -53,7 +53,7 @@ pub fn run(args: ValidateArgs) -> Result<ExitCode> {
     let mut out = stdout.lock();
     let mut tally = Tally::default();
     for path in &args.inputs {
-        for (at, parsed) in resources(path)? {
+        for_each_resource(path, &mut |at, parsed| {
             match parsed {
                 Ok(resource) => {
                     let verdict = profiles.validate(&resource);
@@ -68,7 +68,8 @@ pub fn run(args: ValidateArgs) -> Result<ExitCode> {
                     }
                 }
             }
-        }
+            Ok(())
+        })?;
     }
     if !args.json {
         writeln!(
@@ -154,17 +155,20 @@ fn report(
 
 type Parsed = std::result::Result<Value, String>;
 
-/// Each resource of one input with where it is (`file:line`, or `file` for
-/// a whole-file JSON resource).
-fn resources(path: &Path) -> Result<Vec<(String, Parsed)>> {
+/// Calls `each` with each resource of one input, one at a time (an NDJSON
+/// file is streamed, never held whole), and where it is (`file:line`, or
+/// `file` for a whole-file JSON resource).
+fn for_each_resource(
+    path: &Path,
+    each: &mut dyn FnMut(String, Parsed) -> Result<()>,
+) -> Result<()> {
     let whole_file = path.extension().is_some_and(|e| e == "json");
     if whole_file {
         let bytes =
             std::fs::read(path).with_context(|| format!("{}: cannot read it", path.display()))?;
         let parsed = serde_json::from_slice(&bytes).map_err(|e| e.to_string());
-        return Ok(vec![(path.display().to_string(), parsed)]);
+        return each(path.display().to_string(), parsed);
     }
-    let mut found = Vec::new();
     for (n, line) in super::policy::open(path)?.lines().enumerate() {
         let line =
             line.with_context(|| format!("{}: line {}: cannot read it", path.display(), n + 1))?;
@@ -172,7 +176,7 @@ fn resources(path: &Path) -> Result<Vec<(String, Parsed)>> {
             continue;
         }
         let parsed = serde_json::from_str(&line).map_err(|e| e.to_string());
-        found.push((format!("{}:{}", path.display(), n + 1), parsed));
+        each(format!("{}:{}", path.display(), n + 1), parsed)?;
     }
-    Ok(found)
+    Ok(())
 }

@@ -253,7 +253,7 @@ fn reference_type(value: &Value) -> Option<&str> {
 fn outside_binding(
     value: &Value,
     codes: &std::collections::HashSet<String>,
-    pairs: &std::collections::HashSet<(String, String)>,
+    pairs: &crate::terminology::codeset::CodeSet,
 ) -> Option<String> {
     if let Some(code) = value.as_str() {
         return (!codes.contains(code)).then(|| format!("code {code:?}"));
@@ -270,7 +270,7 @@ fn outside_binding(
         let Some(code) = coding.get("code").and_then(Value::as_str) else {
             continue;
         };
-        if pairs.contains(&(system.to_string(), code.to_string())) {
+        if pairs.contains(system, code) {
             return None;
         }
         first.get_or_insert_with(|| format!("{system}|{code}"));

@@ -110,16 +110,17 @@ impl Profiles {
         read(
             &["ValueSet", "StructureDefinition"],
             &mut |origin, bytes| {
-                if is_value_set(bytes) {
-                    return sets.add_json(origin, bytes);
-                }
                 let json_err = |source| TerminologyError::Json {
                     origin: origin.clone(),
                     source,
                 };
-                if let Some((url, resource_type)) = profile::peek(bytes).map_err(json_err)? {
-                    type_of.insert(url, resource_type);
-                    definitions.push((origin, bytes.to_vec()));
+                match profile::peek(bytes).map_err(json_err)? {
+                    profile::Member::ValueSet => return sets.add_json(origin, bytes),
+                    profile::Member::ResourceProfile(url, resource_type) => {
+                        type_of.insert(url, resource_type);
+                        definitions.push((origin, bytes.to_vec()));
+                    }
+                    profile::Member::Other => {}
                 }
                 Ok(())
             },
@@ -212,7 +213,7 @@ impl Profiles {
                     CodeBinding::Enumerated(pairs) => code
                         .into_iter()
                         .flat_map(profile::codings)
-                        .any(|c| pairs.contains(&c)),
+                        .any(|(system, code)| pairs.contains(&system, &code)),
                     // The category says what it is; the code cannot tell otherwise.
                     CodeBinding::Unknown => true,
                 })
@@ -295,16 +296,6 @@ impl Profiles {
             }
         }
     }
-}
-
-fn is_value_set(bytes: &[u8]) -> bool {
-    #[derive(serde::Deserialize)]
-    struct Peek<'a> {
-        #[serde(rename = "resourceType", borrow)]
-        resource_type: Option<std::borrow::Cow<'a, str>>,
-    }
-    serde_json::from_slice::<Peek>(bytes)
-        .is_ok_and(|p| p.resource_type.as_deref() == Some("ValueSet"))
 }
 
 /// Per type: the profile named `us-core-<type>` (`us-core-patient`). Not

@@ -12,10 +12,13 @@
 
 use std::collections::HashSet;
 
+use serde::de::IgnoredAny;
+
 use serde::Deserialize;
 use serde_json::Value;
 
 use crate::terminology::ValueSets;
+use crate::terminology::codeset::CodeSet;
 
 /// One profile, compiled.
 #[derive(Debug)]
@@ -45,7 +48,7 @@ pub enum CodeBinding {
     /// No binding, or only preferred / example: any code.
     Open,
     /// Required or extensible to an enumerated value set: these (system, code).
-    Enumerated(HashSet<(String, String)>),
+    Enumerated(CodeSet),
     /// Bound to a value set not enumerable here (a LOINC filter, a base
     /// FHIR value set): the code cannot tell.
     Unknown,
@@ -91,7 +94,7 @@ pub enum BoundCodes {
     /// Coding / CodeableConcept the (system, code) pairs.
     Enumerated {
         codes: HashSet<String>,
-        pairs: HashSet<(String, String)>,
+        pairs: CodeSet,
     },
     /// Not in the package, or not enumerable offline (a filter, a whole
     /// external system): reported as not checked, never as an error.
@@ -145,19 +148,39 @@ struct ElementBinding {
 /// What a profile's reference targets name: a profile URL to its type.
 pub type TypeOfProfile<'a> = dyn Fn(&str) -> Option<String> + 'a;
 
-/// The snapshot's header, read before compiling: URL and type.
-pub fn peek(bytes: &[u8]) -> Result<Option<(String, String)>, serde_json::Error> {
+/// What a package member is, read from its header alone.
+pub enum Member {
+    ValueSet,
+    /// A profile of a resource type, with a snapshot: (URL, type).
+    ResourceProfile(String, String),
+    Other,
+}
+
+/// Reads a member's header: its resource type and, for a
+/// StructureDefinition, what it profiles (the snapshot is skipped, not built).
+pub fn peek(bytes: &[u8]) -> Result<Member, serde_json::Error> {
     #[derive(Deserialize)]
     struct Head {
-        url: String,
+        #[serde(rename = "resourceType")]
+        resource_type: Option<String>,
+        url: Option<String>,
         kind: Option<String>,
         #[serde(rename = "type")]
-        type_: String,
-        snapshot: Option<Value>,
+        type_: Option<String>,
+        snapshot: Option<IgnoredAny>,
     }
     let head: Head = serde_json::from_slice(bytes)?;
-    let constrains_resource = head.kind.as_deref() == Some("resource") && head.snapshot.is_some();
-    Ok(constrains_resource.then_some((strip_version(&head.url).to_string(), head.type_)))
+    Ok(
+        match (head.resource_type.as_deref(), head.url, head.type_) {
+            (Some("ValueSet"), _, _) => Member::ValueSet,
+            (Some("StructureDefinition"), Some(url), Some(type_))
+                if head.kind.as_deref() == Some("resource") && head.snapshot.is_some() =>
+            {
+                Member::ResourceProfile(strip_version(&url).to_string(), type_)
+            }
+            _ => Member::Other,
+        },
+    )
 }
 
 /// Compiles a resource profile; `None` for one that does not constrain a
@@ -328,10 +351,7 @@ fn resolve_binding(url: &str, is_code: bool, value_sets: &ValueSets) -> Required
                 } else {
                     HashSet::new()
                 },
-                pairs: members
-                    .iter()
-                    .map(|(s, c)| (s.to_string(), c.to_string()))
-                    .collect(),
+                pairs: members.clone(),
             }
         }
         None => BoundCodes::NotCheckable,
