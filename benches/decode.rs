@@ -52,6 +52,7 @@ fn push_resources(rows: &mut ResourceRows, decoded: DecodedChunk, source: &str, 
                 subsetted: keys.subsetted,
                 deleted: false,
                 code_issues: keys.code_issues,
+                valid: None,
             };
             let view_row = line.view_row.map(|r| (&decoded.views[r.slot], r.start));
             rows.push(&row, view_row, lineage).unwrap();

@@ -117,7 +117,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
         .with_inputs(inputs)
         .with_views(views_for(args.no_views, None)?)
         .with_policy(policy_for(args.policy.as_deref())?)
-        .with_code_checks(args.codes.compile()?);
+        .with_code_checks(args.codes.compile()?)
+        .with_validation(args.codes.validation()?);
     let report = runtime.block_on(job.into_future())?;
     let seconds = started.elapsed().as_secs_f64();
     let result = summarize(dataset, &report, seconds);

@@ -21,7 +21,7 @@ pub enum Hl7v2Command {
     /// Print the FHIR Bundle a message becomes (a JSON array for a file of several), to debug a mapping.
     Convert(ConvertArgs),
     /// Load files or directories of HL7 v2 messages (one, many, or FHS/BHS batches per file).
-    Load(LoadArgs),
+    Load(Box<LoadArgs>),
     /// Receive messages over MLLP; each is acknowledged AA once it is committed to the lake.
     Listen(Box<ListenArgs>),
 }
@@ -97,7 +97,7 @@ pub struct ListenArgs {
 pub fn run(command: Hl7v2Command) -> Result<ExitCode> {
     match command {
         Hl7v2Command::Convert(args) => convert(args),
-        Hl7v2Command::Load(args) => load(args),
+        Hl7v2Command::Load(args) => load(*args),
         Hl7v2Command::Listen(args) => listen(*args),
     }
 }

@@ -234,7 +234,7 @@ pub struct TableFlags {
     pub codes: CodeCheckFlags,
 }
 
-/// The code checks' flags, shared by every command that loads.
+/// The code checks' and profile validation's flags, shared by every command that loads.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct CodeCheckFlags {
     /// Do not check codes (check digits, systems, units, value sets); rows get a null `_code_issues`.
@@ -261,6 +261,12 @@ pub struct CodeCheckFlags {
         conflicts_with = "no_code_checks"
     )]
     pub bindings: Vec<String>,
+    /// Validate every resource against its profile: `us-core` (US Core 6.1.0), `us-core@3.1.1`, or a package .tgz / directory; rows get `_valid`, findings go to `_validation`.
+    #[arg(long, value_name = "PACKAGE")]
+    pub validate: Option<String>,
+    /// What happens to a resource that breaks its profile: flagged (`_valid` false), quarantined, or segregated.
+    #[arg(long, value_enum, default_value = "flag", requires = "validate")]
+    pub on_invalid: crate::validation::OnInvalid,
 }
 
 impl CodeCheckFlags {
@@ -280,6 +286,15 @@ impl CodeCheckFlags {
         };
         Ok(Some(std::sync::Arc::new(CodeChecks::load(&options)?)))
     }
+
+    /// The job's profile validation, compiled (before the lake is touched); `None` without `--validate`.
+    pub fn validation(&self) -> Result<Option<std::sync::Arc<crate::validation::Validation>>> {
+        self.validate
+            .as_deref()
+            .map(|spec| crate::validation::Validation::named(spec, self.on_invalid))
+            .transpose()
+            .with_context(|| format!("--validate {}", self.validate.as_deref().unwrap_or("")))
+    }
 }
 
 impl TableFlags {
@@ -293,6 +308,7 @@ impl TableFlags {
             views: std::sync::Arc::new(views_for(self.no_views, self.views.as_deref())?),
             policy: std::sync::Arc::new(policy_for(self.policy.as_deref())?),
             code_checks: self.codes.compile()?,
+            validation: self.codes.validation()?,
         })
     }
 }
@@ -360,6 +376,7 @@ fn run_load(args: LoadArgs) -> Result<ExitCode> {
     // A policy with a mistake stops the job before the lake is touched.
     let policy = policy_for(args.policy.as_deref())?;
     let code_checks = args.codes.compile()?;
+    let validation = args.codes.validation()?;
     let lake = args.lake.open()?;
     let as_of = args.as_of.as_deref().map(parse_as_of).transpose()?;
     if args.inputs.is_empty() {
@@ -381,6 +398,7 @@ fn run_load(args: LoadArgs) -> Result<ExitCode> {
         .with_views(views_for(args.no_views, args.views.as_deref())?)
         .with_policy(policy)
         .with_code_checks(code_checks)
+        .with_validation(validation)
         .with_progress(display.sink());
     let report = runtime.block_on(job.into_future())?;
     display.finish();

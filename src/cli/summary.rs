@@ -158,6 +158,23 @@ pub fn text(report: &LoadReport) -> String {
             );
         }
     }
+    if let Some(v) = &m.validation {
+        let _ = writeln!(
+            out,
+            "validation ({}, on invalid: {}): {} resource(s) validated, {} valid, {} invalid, {} with no profile",
+            v.package, v.on_invalid, v.validated, v.valid, v.invalid, v.no_profile
+        );
+        for (profile, n) in &v.invalid_by_profile {
+            let _ = writeln!(out, "  {n} invalid against {profile}");
+        }
+        if v.rows_written > 0 {
+            let _ = writeln!(
+                out,
+                "{} finding(s) written: query {}_validation (join on id, meta_last_updated)",
+                v.rows_written, m.lake
+            );
+        }
+    }
     if t.quarantined > 0 {
         let _ = writeln!(
             out,
@@ -185,6 +202,9 @@ pub fn json(report: &LoadReport) -> Value {
     });
     if let Some(codes) = &report.manifest.code_checks {
         out["code_checks"] = json!(codes);
+    }
+    if let Some(validation) = &report.manifest.validation {
+        out["validation"] = json!(validation);
     }
     if let Some(sync) = &report.manifest.sync {
         out["sync"] = json!(sync);

@@ -29,13 +29,14 @@ pub fn utc_micros() -> DataType {
 /// The key columns opening every table.
 pub const KEY_COLUMNS: [&str; 2] = ["id", "meta_last_updated"];
 /// What a resource table stores of each resource besides its key.
-pub const RESOURCE_COLUMNS: [&str; 6] = [
+pub const RESOURCE_COLUMNS: [&str; 7] = [
     "meta_version_id",
     "_last_updated_from",
     "resource",
     SUBSETTED_COLUMN,
     DELETED_COLUMN,
     CODE_ISSUES_COLUMN,
+    VALID_COLUMN,
 ];
 /// True when the stored resource is a subset (tagged `SUBSETTED`).
 pub const SUBSETTED_COLUMN: &str = "_subsetted";
@@ -48,6 +49,9 @@ pub const DELETED_COLUMN: &str = "_deleted";
 /// How many problems the code checks found in the row's codings (null:
 /// not checked); each is a row of `_curation`.
 pub const CODE_ISSUES_COLUMN: &str = "_code_issues";
+/// Whether the row conforms to its profile (`--validate`; null: not
+/// validated, or no profile applies); its findings are rows of `_validation`.
+pub const VALID_COLUMN: &str = "_valid";
 
 /// Per-job constants stamped on every row a job writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,8 +140,10 @@ impl TableLayout {
                 ]);
                 fields.extend(lineage_fields());
                 fields.extend(view);
-                // Last: lakes from before the code checks gain it at the end.
+                // Last: lakes from before the code checks (and validation)
+                // gain them at the end.
                 fields.push(Field::new(CODE_ISSUES_COLUMN, DataType::Int32, true));
+                fields.push(Field::new(VALID_COLUMN, DataType::Boolean, true));
             }
             TableShape::ViewRows => {
                 fields.push(Field::new(ROW_COLUMN, DataType::Int64, false));
@@ -186,12 +192,13 @@ impl TableLayout {
         stored.extend(key);
         match self.shape {
             TableShape::Resource => {
+                // The last two (`_code_issues`, `_valid`) go after the view's.
                 let mut own = own;
-                let code_issues = own.pop().expect("a resource row's own columns");
+                let checks = own.split_off(own.len() - 2);
                 stored.extend(own);
                 stored.extend(lineage);
                 stored.extend(view_stored);
-                stored.push(code_issues);
+                stored.extend(checks);
             }
             TableShape::ViewRows => {
                 stored.extend(own);
@@ -305,7 +312,8 @@ mod tests {
                 "_line",
                 "_ingested_at",
                 "gender",
-                "_code_issues"
+                "_code_issues",
+                "_valid"
             ]
         );
         assert_eq!(layout.view_columns(), [1]);
@@ -345,7 +353,7 @@ mod tests {
         let layout = TableLayout::resource(&view);
         let columns = layout.assemble(
             [int(0), int(1)],
-            vec![int(2), int(3), int(4), int(9), int(13), int(14)],
+            vec![int(2), int(3), int(4), int(9), int(13), int(14), int(15)],
             [int(5), int(6), int(7), int(8)],
             vec![int(10), int(11), int(12)],
         );
@@ -353,7 +361,7 @@ mod tests {
             .iter()
             .map(|c| c.as_any().downcast_ref::<Int32Array>().unwrap().value(0))
             .collect();
-        // `_code_issues` (14) comes last.
-        assert_eq!(values, [0, 1, 2, 3, 4, 9, 13, 5, 6, 7, 8, 10, 12, 14]);
+        // `_code_issues` (14) and `_valid` (15) come last.
+        assert_eq!(values, [0, 1, 2, 3, 4, 9, 13, 5, 6, 7, 8, 10, 12, 14, 15]);
     }
 }

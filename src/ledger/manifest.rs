@@ -178,6 +178,9 @@ pub struct JobManifest {
     /// manifests before them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code_checks: Option<CodeCheckRecord>,
+    /// What profile validation found (`--validate`; absent without it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<ValidationRecord>,
     /// The audit chain head after the job's last event (`_fhirlake/audit`),
     /// anchored here so a cut-off chain shows (manifests before it lack it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -207,6 +210,26 @@ pub struct CodeCheckRecord {
     /// Where the job's value sets, maps and bindings came from.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<String>,
+}
+
+/// A job's profile validation: the package, the action on failure, and
+/// how the resources read fared.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ValidationRecord {
+    /// `hl7.fhir.us.core@6.1.0`, or the package path given.
+    pub package: String,
+    /// `flag`, `quarantine` or `segregate`.
+    pub on_invalid: String,
+    /// Resources judged against at least one profile.
+    pub validated: u64,
+    pub valid: u64,
+    pub invalid: u64,
+    /// Resources no profile of the package applies to (`_valid` null).
+    pub no_profile: u64,
+    /// Invalid resources, by the profile they break.
+    pub invalid_by_profile: BTreeMap<String, u64>,
+    /// `_validation` rows the job wrote (findings of the versions it stored).
+    pub rows_written: u64,
 }
 
 fn no_policy() -> String {

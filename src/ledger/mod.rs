@@ -18,7 +18,7 @@ pub use hl7v2::{Hl7v2Record, MessageCounts, MessageRecord, MessageStatus, RawObj
 pub use manifest::{
     AccountingError, CodeCheckRecord, CommitOperation, CommitRecord, ExportFile, ExportRecord,
     FileKind, FileOutcome, InputRecord, InputStatus, JobManifest, ManifestKind, RowCounts,
-    StandInRecord, TableRecord,
+    StandInRecord, TableRecord, ValidationRecord,
 };
 pub use sync::{PageRecord, SyncRecord, SyncWindow};
 

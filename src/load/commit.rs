@@ -46,8 +46,10 @@ use crate::lake::{Deletion, LoadMode, QUARANTINE_TABLE, TableSink, quarantine_sc
 use crate::ledger::{
     self, CodeCheckRecord, CommitOperation, CommitRecord, ExportRecord, Hl7v2Record, InputRecord,
     InputStatus, JobManifest, LoadedMarker, ManifestKind, RowCounts, SyncRecord, TableRecord,
+    ValidationRecord,
 };
 use crate::terminology::{Curation, Metrics};
+use crate::validation::table::{VALIDATION_TABLE, ValidationRows, validation_schema};
 
 /// Everything a job has staged and not yet committed.
 pub(super) struct Staged {
@@ -61,6 +63,16 @@ pub(super) struct Staged {
     pub segregated: BTreeMap<String, Vec<Deletion>>,
     /// What the code checks found, merged over the job's chunks.
     pub codes: JobCodes,
+    /// What profile validation found: counts, and the findings of the
+    /// versions staged (`_validation` rows).
+    pub validation: JobValidation,
+}
+
+/// The profile validation of a job so far.
+#[derive(Default)]
+pub(super) struct JobValidation {
+    pub record: ValidationRecord,
+    pub rows: ValidationRows,
 }
 
 /// The code checks' findings of a job: counts for the manifest, records
@@ -97,6 +109,7 @@ impl Staged {
                 curation: Curation::new(CURATION_EXAMPLES),
                 resources_with_issues: 0,
             },
+            validation: JobValidation::default(),
         }
     }
 }
@@ -197,9 +210,11 @@ pub(super) async fn commit(
     )
     .await?;
     let code_checks = commit_curation(context, &staged.codes, &mut tables).await?;
+    let validation = commit_validation(context, &mut staged.validation, &mut tables).await?;
     let markers = !extras.no_markers;
     let mut manifest = manifest(context, staged.inputs, tables, extras, started_at);
     manifest.code_checks = code_checks;
+    manifest.validation = validation;
     // The finish event is the chain head the manifest anchors.
     context.audit.finish(&manifest, started_at).await?;
     manifest.audit_head = context.audit.head();
@@ -418,6 +433,56 @@ async fn commit_quarantine(
     Ok(())
 }
 
+/// Appends the findings of the versions the job stored to `_validation`
+/// (after the type tables, like the quarantine: a crash between them
+/// leaves rows whose findings a reload does not write again, as it finds
+/// them unchanged; `fhirlake validate` re-derives them); returns the
+/// manifest's record.
+async fn commit_validation(
+    context: &Context,
+    validation: &mut JobValidation,
+    tables: &mut BTreeMap<String, TableRecord>,
+) -> Result<Option<ValidationRecord>, LoadError> {
+    let Some(job) = &context.validation else {
+        return Ok(None);
+    };
+    let mut record = std::mem::take(&mut validation.record);
+    record.package = job.profiles.package.clone();
+    record.on_invalid = job.on_invalid.as_str().to_owned();
+    record.rows_written = validation.rows.len() as u64;
+    if validation.rows.is_empty() {
+        return Ok(Some(record));
+    }
+    let started = Instant::now();
+    let mut sink = TableSink::open(&context.lake, VALIDATION_TABLE, &validation_schema())
+        .await?
+        .with_commit_info(context.audit.commit_info(&context.job_id));
+    let batch = validation
+        .rows
+        .finish()
+        .map_err(|source| LoadError::Arrow {
+            table: VALIDATION_TABLE.into(),
+            source,
+        })?;
+    sink.write(batch).await?;
+    let (_, version) = sink.commit().await?;
+    if let Some(version) = version {
+        let table = tables.entry(VALIDATION_TABLE.to_owned()).or_default();
+        table.commits.push(CommitRecord {
+            version,
+            operation: CommitOperation::Append,
+            merge: None,
+        });
+        let table = table.clone();
+        context
+            .audit
+            .table_commits(VALIDATION_TABLE, &table)
+            .await?;
+    }
+    StageClock::add(&context.clock.commit, started);
+    Ok(Some(record))
+}
+
 /// Merges the job's code problems into `_curation` (after the type tables:
 /// a crash before it loses only this job's queue entries, which a reload
 /// finds again); returns the manifest's record of the checks.
@@ -509,6 +574,7 @@ fn manifest(
         sync: extras.sync,
         hl7v2: extras.hl7v2,
         code_checks: None,
+        validation: None,
         audit_head: None,
     }
 }

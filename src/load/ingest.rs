@@ -26,6 +26,8 @@ use crate::lake::{Deletion, Hit, LakeError, LoadMode, QUARANTINE_TABLE};
 use crate::ledger::{InputRecord, InputStatus, RowCounts, StandInRecord};
 use crate::load::{Input, StandIn, StandInSource};
 use crate::ndjson::{DecodedChunk, DecodedLine, LineKind, RejectReason, ResourceKeys};
+use crate::validation::LineVerdict;
+use crate::validation::table::Judged;
 
 /// The filter reason of a subset that met a stored full row.
 pub(super) const SUBSET_OF_FULL: &str =
@@ -151,6 +153,17 @@ impl InputLoad<'_> {
                 LineKind::Blank => self.record.blank_lines += 1,
                 LineKind::Rejected(reason) => {
                     self.record.lines += 1;
+                    if let RejectReason::Invalid { profile, .. } = reason {
+                        let counts = &mut self.staged.validation.record;
+                        counts.validated += 1;
+                        counts.invalid += 1;
+                        for profile in profile.split(", ") {
+                            *counts
+                                .invalid_by_profile
+                                .entry(profile.to_owned())
+                                .or_default() += 1;
+                        }
+                    }
                     self.rejects.push(PendingReject {
                         line: line.line,
                         offset: line.offset,
@@ -179,6 +192,9 @@ impl InputLoad<'_> {
                     }
                     if keys.code_issues.is_some_and(|n| n > 0) {
                         self.staged.codes.resources_with_issues += 1;
+                    }
+                    if let Some(verdict) = &keys.validation {
+                        self.count_verdict(verdict);
                     }
                     let (key, hit) = stored[n].expect("every resource was looked up");
                     let row = Line {
@@ -325,6 +341,21 @@ impl InputLoad<'_> {
                 });
         }
         let source = &self.record.path;
+        if let Some(verdict) = &keys.validation
+            && !verdict.findings().is_empty()
+        {
+            let judged = Judged {
+                table: &state.name,
+                id: &keys.id,
+                last_updated,
+                source,
+                line: line.line,
+            };
+            self.staged
+                .validation
+                .rows
+                .push(&judged, verdict.findings(), &context.lineage);
+        }
         let extras = context.views.extras_for(&keys.resource_type);
         for ((table, view), rows) in extras.iter().zip(&line.extra_rows) {
             self.staged
@@ -357,6 +388,7 @@ impl InputLoad<'_> {
             subsetted,
             deleted: false,
             code_issues: keys.code_issues,
+            valid: keys.validation.as_ref().and_then(LineVerdict::valid),
         };
         let view_row = line.view_row.map(|r| (&decoded.views[r.slot], r.start));
         state
@@ -387,6 +419,31 @@ impl InputLoad<'_> {
             return state.write_inserts().await;
         }
         Ok(Duration::ZERO)
+    }
+
+    /// Counts one resource's verdict in the job's validation record.
+    fn count_verdict(&mut self, verdict: &LineVerdict) {
+        let counts = &mut self.staged.validation.record;
+        match verdict {
+            LineVerdict::NoProfile => counts.no_profile += 1,
+            LineVerdict::Valid => {
+                counts.validated += 1;
+                counts.valid += 1;
+            }
+            LineVerdict::Invalid(findings) => {
+                counts.validated += 1;
+                counts.invalid += 1;
+                let mut profiles: Vec<&str> = findings.iter().map(|f| f.profile.as_str()).collect();
+                profiles.sort_unstable();
+                profiles.dedup();
+                for profile in profiles {
+                    *counts
+                        .invalid_by_profile
+                        .entry(profile.to_owned())
+                        .or_default() += 1;
+                }
+            }
+        }
     }
 
     /// The input's record, once its rejects are quarantined.

@@ -137,6 +137,7 @@ async fn stage_tombstones(
             subsetted: false,
             deleted: true,
             code_issues: None,
+            valid: None,
         };
         state
             .inserts

@@ -55,6 +55,7 @@ use crate::ledger::{
 };
 use crate::ndjson::BufferPool;
 use crate::policy::Policy;
+use crate::validation::Validation;
 use crate::view::ViewSet;
 pub(crate) use audit::JobAudit;
 pub use audit::{ANCHOR_KEY, AUDIT_PREFIX};
@@ -172,6 +173,8 @@ pub struct LoadOptions {
     pub policy: Arc<Policy>,
     /// `None`: no code checks (`--no-code-checks`).
     pub code_checks: Option<Arc<CodeChecks>>,
+    /// `None`: no profile validation (without `--validate`).
+    pub validation: Option<Arc<Validation>>,
 }
 
 impl Default for LoadOptions {
@@ -181,6 +184,7 @@ impl Default for LoadOptions {
             views: Arc::new(ViewSet::defaults()),
             policy: Arc::new(Policy::none()),
             code_checks: Some(CodeChecks::standard()),
+            validation: None,
         }
     }
 }
@@ -197,6 +201,7 @@ pub struct Job {
     views: Arc<ViewSet>,
     policy: Arc<Policy>,
     code_checks: Option<Arc<CodeChecks>>,
+    validation: Option<Arc<Validation>>,
     job_id: Option<String>,
     principal: Principal,
     extras: Extras,
@@ -216,6 +221,7 @@ impl Job {
             views: Arc::new(ViewSet::defaults()),
             policy: Arc::new(Policy::none()),
             code_checks: Some(CodeChecks::standard()),
+            validation: None,
             job_id: None,
             principal: Principal::local_user(),
             extras: Extras::default(),
@@ -235,6 +241,7 @@ impl Job {
         self.views = options.views;
         self.policy = options.policy;
         self.code_checks = options.code_checks;
+        self.validation = options.validation;
         self
     }
 
@@ -280,6 +287,12 @@ impl Job {
     /// digits, known systems, UCUM); `None` turns them off.
     pub fn with_code_checks(mut self, checks: Option<Arc<CodeChecks>>) -> Self {
         self.code_checks = checks;
+        self
+    }
+
+    /// Validates every kept resource against its profile (default: off).
+    pub fn with_validation(mut self, validation: Option<Arc<Validation>>) -> Self {
+        self.validation = validation;
         self
     }
 
@@ -374,6 +387,7 @@ pub(crate) struct Context {
     pub views: Arc<ViewSet>,
     pub policy: Arc<Policy>,
     pub code_checks: Option<Arc<CodeChecks>>,
+    pub validation: Option<Arc<Validation>>,
     pub clock: Arc<StageClock>,
     /// The job's audit trail.
     pub audit: JobAudit,
@@ -420,6 +434,7 @@ async fn run(mut job: Job) -> Result<LoadReport, LoadError> {
         views: job.views.clone(),
         policy: job.policy.clone(),
         code_checks: job.code_checks.clone(),
+        validation: job.validation.clone(),
         clock: Arc::new(StageClock::default()),
         audit,
     });
@@ -522,6 +537,7 @@ impl<'a> Feed<'a> {
                 views: context.views.clone(),
                 policy: context.policy.clone(),
                 code_checks: context.code_checks.clone(),
+                validation: context.validation.clone(),
                 clock: context.clock.clone(),
             },
             progress: job.progress.clone(),

@@ -19,6 +19,7 @@ use crate::code_checks::CodeChecks;
 use crate::load::Input;
 use crate::ndjson::{BufferPool, Chunk, ChunkDecoder, DecodedChunk, LineChunker};
 use crate::policy::Policy;
+use crate::validation::Validation;
 use crate::view::ViewSet;
 
 /// Nanoseconds spent per stage, summed over threads.
@@ -70,6 +71,7 @@ pub struct Decoding {
     pub views: Arc<ViewSet>,
     pub policy: Arc<Policy>,
     pub code_checks: Option<Arc<CodeChecks>>,
+    pub validation: Option<Arc<Validation>>,
     pub clock: Arc<StageClock>,
 }
 
@@ -178,6 +180,7 @@ fn decode_chunks(
                     ChunkDecoder::with_views(decoding.views.clone())
                         .with_policy(decoding.policy.clone())
                         .with_code_checks(decoding.code_checks.clone())
+                        .with_validation(decoding.validation.clone())
                 },
                 |decoder, chunk| decoder.decode(chunk, expected),
             )

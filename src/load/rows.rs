@@ -34,6 +34,8 @@ pub struct ResourceRow<'a> {
     pub deleted: bool,
     /// Problems the code checks found (`_code_issues`); `None`: not checked.
     pub code_issues: Option<u32>,
+    /// Conforms to its profile (`_valid`); `None`: not validated.
+    pub valid: Option<bool>,
 }
 
 /// The layout of the resource table of a type with `view` (or none).
@@ -54,6 +56,7 @@ pub struct ResourceRows {
     subsetted: BooleanBuilder,
     deleted: BooleanBuilder,
     code_issues: Int32Builder,
+    valid: BooleanBuilder,
     lineage: LineageColumns,
     bytes: usize,
 }
@@ -82,6 +85,7 @@ impl ResourceRows {
             subsetted: BooleanBuilder::with_capacity(rows),
             deleted: BooleanBuilder::with_capacity(rows),
             code_issues: Int32Builder::with_capacity(rows),
+            valid: BooleanBuilder::with_capacity(rows),
             lineage: LineageColumns::with_capacity(rows),
             bytes: 0,
         }
@@ -131,6 +135,7 @@ impl ResourceRows {
             row.code_issues
                 .map(|n| i32::try_from(n).unwrap_or(i32::MAX)),
         );
+        self.valid.append_option(row.valid);
         self.lineage.push(lineage, row.source, row.line);
         self.bytes += row.resource_bytes + row.id.len() + 64;
         Ok(())
@@ -156,6 +161,7 @@ impl ResourceRows {
                 Arc::new(self.subsetted.finish()),
                 Arc::new(self.deleted.finish()),
                 Arc::new(self.code_issues.finish()),
+                Arc::new(self.valid.finish()),
             ],
             self.lineage.finish(),
             view,

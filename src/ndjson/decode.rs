@@ -13,6 +13,7 @@ use super::Chunk;
 use crate::code_checks::{ChunkChecker, ChunkCodes, CodeChecks};
 use crate::fhir;
 use crate::policy::{Decision, Policy, Subject};
+use crate::validation::{Finding, LineVerdict, OnInvalid, Validation};
 use crate::view::{CompiledView, Json, ViewArrays, ViewBuilder, ViewSet};
 
 /// What the load path needs of a resource line before any view runs.
@@ -29,6 +30,8 @@ pub struct ResourceKeys {
     pub policy: Option<PolicyMark>,
     /// Problems the code checks found; `None` when they did not run.
     pub code_issues: Option<u32>,
+    /// The profile validation's verdict; `None` when it did not run.
+    pub validation: Option<LineVerdict>,
 }
 
 /// What the policy stage did to a resource it loads.
@@ -87,6 +90,17 @@ pub enum RejectReason {
         id: String,
         reason: String,
     },
+    #[error(
+        "{resource_type}/{id} does not conform to {profile}: {findings}; fix the resource at \
+         its source, or load it flagged (--on-invalid flag)"
+    )]
+    Invalid {
+        resource_type: String,
+        id: String,
+        profile: String,
+        /// Every finding, `path: message`, joined by `; `.
+        findings: String,
+    },
 }
 
 impl RejectReason {
@@ -105,6 +119,7 @@ impl RejectReason {
             Self::BadLastUpdated { .. } => "bad_last_updated",
             Self::View { .. } => "view_error",
             Self::Policy { code, .. } => code,
+            Self::Invalid { .. } => "invalid_profile",
         }
     }
 
@@ -116,6 +131,9 @@ impl RejectReason {
                 resource_type, id, ..
             }
             | Self::Policy {
+                resource_type, id, ..
+            }
+            | Self::Invalid {
                 resource_type, id, ..
             } => (Some(resource_type), Some(id)),
             _ => (None, None),
@@ -208,6 +226,8 @@ pub struct ChunkDecoder {
     policy: Arc<Policy>,
     /// The job's code checks (`None`: off).
     codes: Option<Arc<CodeChecks>>,
+    /// The job's profile validation (`None`: off).
+    validation: Option<Arc<Validation>>,
     /// Holds each line's view tree; reset per line.
     arena: Bump,
     /// This chunk's view columns, one builder per view met so far.
@@ -230,6 +250,7 @@ impl ChunkDecoder {
             views,
             policy: Arc::new(Policy::none()),
             codes: None,
+            validation: None,
             arena: Bump::new(),
             builders: Vec::new(),
         }
@@ -244,6 +265,13 @@ impl ChunkDecoder {
     /// Checks the codes of every resource it keeps, after the policy.
     pub fn with_code_checks(mut self, codes: Option<Arc<CodeChecks>>) -> Self {
         self.codes = codes;
+        self
+    }
+
+    /// Validates every resource it keeps against its profile, last (on
+    /// the resource as stored, mapped codings included).
+    pub fn with_validation(mut self, validation: Option<Arc<Validation>>) -> Self {
+        self.validation = validation;
         self
     }
 
@@ -320,6 +348,7 @@ impl ChunkDecoder {
         // parse (the tree) serves the keys, the policy, the checks and the views.
         if !self.policy.is_empty()
             || checker.is_some()
+            || self.validation.is_some()
             || expected_type.is_some_and(|t| self.views.has_views_for(t))
         {
             let text = match std::str::from_utf8(bytes) {
@@ -362,7 +391,10 @@ impl ChunkDecoder {
                         &self.arena,
                         &self.views,
                         &mut self.builders,
-                        checker,
+                        Checks {
+                            codes: checker,
+                            validation: self.validation.as_deref(),
+                        },
                     );
                     (
                         decoded,
@@ -385,7 +417,10 @@ impl ChunkDecoder {
                                 &self.arena,
                                 &self.views,
                                 &mut self.builders,
-                                checker,
+                                Checks {
+                                    codes: checker,
+                                    validation: self.validation.as_deref(),
+                                },
                             );
                             (decoded, Some(Cow::Owned(checked.unwrap_or(changed))))
                         }
@@ -471,37 +506,84 @@ impl ChunkDecoder {
 /// What a line decodes to: its kind, its type-table view row, its own-table view rows.
 type Decoded = (LineKind, Option<ViewRows>, Vec<ViewRows>);
 
-/// Code checks (when on), then views, on a resource the policy keeps;
-/// also returns the resource's new text when a concept map added codings
-/// (the views then see them).
+/// What a kept resource is checked by before its views run (each: `None` when off).
+struct Checks<'a, 'c> {
+    codes: Option<&'a mut ChunkChecker<'c>>,
+    validation: Option<&'a Validation>,
+}
+
+/// Code checks (when on), then profile validation (when on), then views,
+/// on a resource the policy keeps; also returns the resource's new text
+/// when a concept map added codings (validation and views see them).
 fn check_and_view(
     mut keys: ResourceKeys,
     json: &Json<'_>,
     arena: &Bump,
     views: &ViewSet,
     builders: &mut Vec<(Arc<CompiledView>, ViewBuilder)>,
-    checker: Option<&mut ChunkChecker<'_>>,
+    checks: Checks<'_, '_>,
 ) -> (Decoded, Option<String>) {
-    let Some(checker) = checker else {
-        return (
-            apply_views(LineKind::Resource(keys), views, json, builders),
-            None,
-        );
+    let mut changed = None;
+    if let Some(checker) = checks.codes {
+        let checked = checker.check(json, arena, &keys.resource_type, &keys.id);
+        keys.code_issues = Some(checked.issues);
+        changed = checked.changed;
+    }
+    let reparsed;
+    let json = match &changed {
+        Some(text) => {
+            reparsed = Json::parse(text, arena)
+                // Written from a parsed tree: cannot fail to parse.
+                .unwrap_or_else(|e| {
+                    unreachable!("fhirlake wrote invalid JSON adding codings: {e}")
+                });
+            &reparsed
+        }
+        None => json,
     };
-    let checked = checker.check(json, arena, &keys.resource_type, &keys.id);
-    keys.code_issues = Some(checked.issues);
-    let Some(changed) = checked.changed else {
-        return (
-            apply_views(LineKind::Resource(keys), views, json, builders),
-            None,
-        );
-    };
-    let decoded = match Json::parse(&changed, arena) {
-        Ok(json) => apply_views(LineKind::Resource(keys), views, &json, builders),
-        // Written from a parsed tree: cannot fail to parse.
-        Err(e) => unreachable!("fhirlake wrote invalid JSON adding codings: {e}"),
-    };
-    (decoded, Some(changed))
+    if let Some(validation) = checks.validation {
+        let verdict = validation.judge(json);
+        if let LineVerdict::Invalid(findings) = &verdict {
+            match validation.on_invalid {
+                OnInvalid::Flag => {}
+                OnInvalid::Quarantine => {
+                    let reason = invalid(&keys, findings);
+                    return ((LineKind::Rejected(reason), None, Vec::new()), changed);
+                }
+                // Like the policy's segregation: the resource only, no view rows.
+                OnInvalid::Segregate => {
+                    keys.policy = Some(PolicyMark {
+                        by: format!("validation: {}", findings[0].profile).into(),
+                        segregated: true,
+                    });
+                    keys.validation = Some(verdict);
+                    return ((LineKind::Resource(keys), None, Vec::new()), changed);
+                }
+            }
+        }
+        keys.validation = Some(verdict);
+    }
+    (
+        apply_views(LineKind::Resource(keys), views, json, builders),
+        changed,
+    )
+}
+
+/// The quarantine reason of a resource that breaks its profile.
+fn invalid(keys: &ResourceKeys, findings: &[Finding]) -> RejectReason {
+    let mut profiles: Vec<&str> = findings.iter().map(|f| f.profile.as_str()).collect();
+    profiles.sort_unstable();
+    profiles.dedup();
+    RejectReason::Invalid {
+        resource_type: keys.resource_type.to_string(),
+        id: keys.id.to_string(),
+        profile: profiles.join(", "),
+        findings: findings
+            .iter()
+            .map(|f| format!("{}: {}", f.path, f.message))
+            .collect::<Vec<_>>()
+            .join("; "),
+    }
 }
 
 /// Runs `view` on `json`, appending its rows to the view's builder for this
@@ -644,6 +726,7 @@ fn make_keys(found: Found<'_>, expected_type: Option<&str>) -> LineKind {
         subsetted,
         policy: None,
         code_issues: None,
+        validation: None,
     })
 }
 
@@ -787,6 +870,7 @@ mod tests {
                 subsetted: false,
                 policy: None,
                 code_issues: None,
+                validation: None,
             })
         );
     }

@@ -6,57 +6,53 @@
 //! reference's target type and the required binding. A rule under an absent
 //! parent checks nothing: cardinality is relative to the parent.
 
-use serde_json::{Map, Value};
-
 use super::profile::{BoundCodes, Profile, Rule, Step};
+use super::tree::{Tree, equals, matches_pattern};
 use super::{Finding, Severity};
 
 /// Appends what `resource` breaks of `profile` to `findings`.
-pub fn check(profile: &Profile, resource: &Value, findings: &mut Vec<Finding>) {
+pub fn check<'v>(profile: &Profile, resource: impl Tree<'v>, findings: &mut Vec<Finding>) {
     let mut parents = Vec::new();
     for rule in &profile.rules {
         parents.clear();
         let (last, above) = rule.steps.split_last().expect("compiled rules have a step");
         collect(resource, &profile.resource_type, above, &mut parents);
         for (path, parent) in &parents {
-            check_under(rule, last, path, parent, &profile.url, findings);
+            check_under(rule, last, path, *parent, &profile.url, findings);
         }
     }
 }
 
 /// Every object reached from `node` along `steps`, with its FHIRPath-style location.
-fn collect<'v>(
-    node: &'v Value,
-    path: &str,
-    steps: &[Step],
-    out: &mut Vec<(String, &'v Map<String, Value>)>,
-) {
-    let Some(object) = node.as_object() else {
+fn collect<'v, T: Tree<'v>>(node: T, path: &str, steps: &[Step], out: &mut Vec<(String, T)>) {
+    if !node.is_object() {
         return;
-    };
+    }
     let Some((first, rest)) = steps.split_first() else {
-        out.push((path.to_string(), object));
+        out.push((path.to_string(), node));
         return;
     };
     let Step::Member(name) = first else {
         return; // choices are compiled only as the last step
     };
-    match object.get(name) {
-        Some(Value::Array(items)) => {
-            for (i, item) in items.iter().enumerate() {
+    let Some(value) = node.get(name) else {
+        return;
+    };
+    match value.items() {
+        Some(items) => {
+            for (i, item) in items.enumerate() {
                 collect(item, &format!("{path}.{name}[{i}]"), rest, out);
             }
         }
-        Some(item) => collect(item, &format!("{path}.{name}"), rest, out),
-        None => {}
+        None => collect(value, &format!("{path}.{name}"), rest, out),
     }
 }
 
-fn check_under(
+fn check_under<'v, T: Tree<'v>>(
     rule: &Rule,
     last: &Step,
     parent_path: &str,
-    parent: &Map<String, Value>,
+    parent: T,
     profile: &str,
     findings: &mut Vec<Finding>,
 ) {
@@ -70,7 +66,7 @@ fn check_under(
         });
     };
     // (member name, its choice type if a choice, its values)
-    let mut present: Vec<(&str, Option<&str>, Vec<&Value>)> = Vec::new();
+    let mut present: Vec<(&str, Option<&str>, Vec<T>)> = Vec::new();
     let mut count = 0usize;
     match last {
         Step::Member(name) => {
@@ -79,7 +75,7 @@ fn check_under(
             present.push((name.as_str(), None, values));
         }
         Step::Choice(base) => {
-            for (key, value) in parent {
+            for (key, value) in parent.members() {
                 let Some(suffix) = key.strip_prefix(base.as_str()) else {
                     continue;
                 };
@@ -88,10 +84,10 @@ fn check_under(
                 }
                 let values = values_of(Some(value));
                 count += values.len();
-                present.push((key.as_str(), Some(suffix), values));
+                present.push((key, Some(suffix), values));
             }
             if count == 0 {
-                let extension_only = parent.keys().any(|k| {
+                let extension_only = parent.members().any(|(k, _)| {
                     k.strip_prefix('_')
                         .and_then(|k| k.strip_prefix(base.as_str()))
                         .is_some_and(|s| s.starts_with(|c: char| c.is_ascii_uppercase()))
@@ -144,11 +140,14 @@ fn check_under(
                 format!("{parent_path}.{key}")
             };
             if let Some(fixed) = &rule.fixed
-                && value != fixed
+                && !equals(value, fixed)
             {
                 finding(
                     path.clone(),
-                    format!("must be exactly {fixed} (fixed value), found {value}"),
+                    format!(
+                        "must be exactly {fixed} (fixed value), found {}",
+                        value.show()
+                    ),
                 );
             }
             if let Some(pattern) = &rule.pattern
@@ -156,7 +155,7 @@ fn check_under(
             {
                 finding(
                     path.clone(),
-                    format!("must match the pattern {pattern}, found {value}"),
+                    format!("must match the pattern {pattern}, found {}", value.show()),
                 );
             }
             if let Some(types) = &rule.reference_types
@@ -192,49 +191,41 @@ fn check_under(
 /// How many items an element has: a primitive may be present only as its
 /// extension (`_birthDate`), item by item in a repeating one (`given: [null,
 /// "b"]` with `_given: [{...}, null]` is two).
-pub(crate) fn present_count(value: Option<&Value>, extension: Option<&Value>) -> usize {
-    let present = |v: Option<&Value>, i: usize| match v {
-        Some(Value::Array(items)) => items.get(i).is_some_and(|x| !x.is_null()),
-        Some(Value::Null) | None => false,
-        Some(_) => i == 0,
+pub(crate) fn present_count<'v, T: Tree<'v>>(value: Option<T>, extension: Option<T>) -> usize {
+    let present = |v: Option<T>, i: usize| match v {
+        None => false,
+        Some(v) => match v.items() {
+            Some(mut items) => items.nth(i).is_some_and(|x| !x.is_null()),
+            None => !v.is_null() && i == 0,
+        },
     };
-    let len = |v: Option<&Value>| match v {
-        Some(Value::Array(items)) => items.len(),
-        Some(Value::Null) | None => 0,
-        Some(_) => 1,
+    let len = |v: Option<T>| match v {
+        None => 0,
+        Some(v) => match v.items() {
+            Some(items) => items.count(),
+            None => usize::from(!v.is_null()),
+        },
     };
     (0..len(value).max(len(extension)))
         .filter(|&i| present(value, i) || present(extension, i))
         .count()
 }
 
-fn values_of(value: Option<&Value>) -> Vec<&Value> {
+fn values_of<'v, T: Tree<'v>>(value: Option<T>) -> Vec<T> {
     match value {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(items)) => items.iter().filter(|v| !v.is_null()).collect(),
-        Some(value) => vec![value],
-    }
-}
-
-/// FHIR pattern semantics: every member the pattern has, the value has
-/// with a matching value; an array in the pattern is matched item by item
-/// by some item of the value's array.
-pub fn matches_pattern(value: &Value, pattern: &Value) -> bool {
-    match (value, pattern) {
-        (Value::Object(value), Value::Object(pattern)) => pattern
-            .iter()
-            .all(|(key, p)| value.get(key).is_some_and(|v| matches_pattern(v, p))),
-        (Value::Array(values), Value::Array(patterns)) => patterns
-            .iter()
-            .all(|p| values.iter().any(|v| matches_pattern(v, p))),
-        (value, pattern) => value == pattern,
+        None => Vec::new(),
+        Some(value) => match value.items() {
+            Some(items) => items.filter(|v| !v.is_null()).collect(),
+            None if value.is_null() => Vec::new(),
+            None => vec![value],
+        },
     }
 }
 
 /// The resource type a literal reference names (`Patient/1`,
 /// `https://x/fhir/Patient/1/_history/2`); none for a contained (`#`) or
 /// `urn:` reference, which only a bundle-aware validator can resolve.
-fn reference_type(value: &Value) -> Option<&str> {
+fn reference_type<'v>(value: impl Tree<'v>) -> Option<&'v str> {
     let reference = value.get("reference")?.as_str()?;
     if reference.starts_with('#') || reference.starts_with("urn:") {
         return None;
@@ -250,24 +241,26 @@ fn reference_type(value: &Value) -> Option<&str> {
 /// For a code, Coding or CodeableConcept: the code shown in a finding when
 /// none of its codings is in the value set. A CodeableConcept with only
 /// text has no code to judge.
-fn outside_binding(
-    value: &Value,
+fn outside_binding<'v, T: Tree<'v>>(
+    value: T,
     codes: &std::collections::HashSet<String>,
     pairs: &crate::terminology::codeset::CodeSet,
 ) -> Option<String> {
     if let Some(code) = value.as_str() {
         return (!codes.contains(code)).then(|| format!("code {code:?}"));
     }
-    let codings: Vec<&Value> = match value.get("coding") {
-        Some(Value::Array(codings)) => codings.iter().collect(),
-        Some(_) => return None,
+    let codings: Vec<T> = match value.get("coding") {
+        Some(codings) => match codings.items() {
+            Some(items) => items.collect(),
+            None => return None,
+        },
         None if value.get("code").is_some() => vec![value],
         None => return None,
     };
     let mut first = None;
     for coding in codings {
-        let system = coding.get("system").and_then(Value::as_str).unwrap_or("");
-        let Some(code) = coding.get("code").and_then(Value::as_str) else {
+        let system = coding.get("system").and_then(|s| s.as_str()).unwrap_or("");
+        let Some(code) = coding.get("code").and_then(|c| c.as_str()) else {
             continue;
         };
         if pairs.contains(system, code) {

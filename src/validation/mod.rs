@@ -15,20 +15,23 @@
 //! references.
 
 pub mod check;
+pub mod job;
 pub mod profile;
+pub mod table;
 #[cfg(test)]
 mod tests;
+pub mod tree;
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
-
 use crate::terminology::package::{Visit, for_each_package_resource, for_each_resource};
 use crate::terminology::{Origin, TerminologyError, ValueSetLoader};
+pub use job::{LineVerdict, OnInvalid, Validation};
 use profile::{BoundCodes, CodeBinding, Profile};
+pub use tree::Tree;
 
 /// The US Core 6.1.0 package, compiled into the binary.
 const US_CORE_610: &[u8] = include_bytes!("../../data/us-core/us_core_610.tgz");
@@ -86,9 +89,21 @@ pub struct Profiles {
 impl Profiles {
     /// US Core 6.1.0, compiled into the binary.
     pub fn us_core() -> Result<Profiles, TerminologyError> {
-        let name = Path::new("us_core_610.tgz (built in)");
-        Self::compile("hl7.fhir.us.core@6.1.0".into(), |types, each| {
-            for_each_package_resource(Cursor::new(US_CORE_610), name, types, each).map(|_| ())
+        Self::compile_package(
+            "hl7.fhir.us.core@6.1.0",
+            Cursor::new(US_CORE_610),
+            Path::new("us_core_610.tgz (built in)"),
+        )
+    }
+
+    /// The profiles of a package `.tgz` held in memory, called `package`.
+    pub fn compile_package(
+        package: &str,
+        bytes: Cursor<&[u8]>,
+        name: &Path,
+    ) -> Result<Profiles, TerminologyError> {
+        Self::compile(package.into(), |types, each| {
+            for_each_package_resource(bytes.clone(), name, types, each).map(|_| ())
         })
     }
 
@@ -177,7 +192,7 @@ impl Profiles {
     /// The profiles a resource that names none of the package's is checked
     /// against: the type's default, else the profiles whose `code` pattern
     /// it matches, else those whose required category codes it all has.
-    pub fn inferred_for(&self, resource_type: &str, resource: &Value) -> Vec<&Profile> {
+    pub fn inferred_for<'v>(&self, resource_type: &str, resource: impl Tree<'v>) -> Vec<&Profile> {
         if let Some(profile) = self.default_for(resource_type) {
             return vec![profile];
         }
@@ -193,15 +208,15 @@ impl Profiles {
             .filter(|p| {
                 p.code_pattern()
                     .zip(code)
-                    .is_some_and(|(pattern, code)| check::matches_pattern(code, pattern))
+                    .is_some_and(|(pattern, code)| tree::matches_pattern(code, pattern))
             })
             .collect();
         if by_code.is_empty() {
             let categories: Vec<(String, String)> = resource
                 .get("category")
-                .map(|c| match c {
-                    Value::Array(items) => items.iter().flat_map(profile::codings).collect(),
-                    single => profile::codings(single).collect(),
+                .map(|c| match c.items() {
+                    Some(items) => items.flat_map(profile::codings).collect(),
+                    None => profile::codings(c).collect(),
                 })
                 .unwrap_or_default();
             by_code = of_type
@@ -240,19 +255,19 @@ impl Profiles {
 
     /// Validates one resource (a Bundle: each entry's resource, the paths
     /// prefixed with the entry).
-    pub fn validate(&self, resource: &Value) -> Verdict {
+    pub fn validate<'v>(&self, resource: impl Tree<'v>) -> Verdict {
         let mut verdict = Verdict::default();
         self.validate_into(resource, "", &mut verdict);
         verdict
     }
 
-    fn validate_into(&self, resource: &Value, prefix: &str, verdict: &mut Verdict) {
+    fn validate_into<'v>(&self, resource: impl Tree<'v>, prefix: &str, verdict: &mut Verdict) {
         let resource_type = resource
             .get("resourceType")
-            .and_then(Value::as_str)
+            .and_then(|t| t.as_str())
             .unwrap_or("");
         if resource_type == "Bundle" {
-            let entries = resource.get("entry").and_then(Value::as_array);
+            let entries = resource.get("entry").and_then(|e| e.items());
             for (i, entry) in entries.into_iter().flatten().enumerate() {
                 if let Some(inner) = entry.get("resource") {
                     self.validate_into(
@@ -265,11 +280,12 @@ impl Profiles {
             return;
         }
         let named: Vec<&str> = resource
-            .pointer("/meta/profile")
-            .and_then(Value::as_array)
+            .get("meta")
+            .and_then(|m| m.get("profile"))
+            .and_then(|p| p.items())
             .into_iter()
             .flatten()
-            .filter_map(Value::as_str)
+            .filter_map(|p| p.as_str())
             .collect();
         let declared: Vec<&Profile> = named
             .iter()

@@ -410,14 +410,14 @@ fn note_category_slice(slice_path: &str, element: &Element, slices: &mut Vec<Cat
 }
 
 /// The (system, code) pairs of a CodeableConcept.
-pub fn codings(concept: &Value) -> impl Iterator<Item = (String, String)> + '_ {
+pub fn codings<'v, T: super::Tree<'v>>(concept: T) -> impl Iterator<Item = (String, String)> + 'v {
     concept
         .get("coding")
-        .and_then(Value::as_array)
+        .and_then(|c| c.items())
         .into_iter()
         .flatten()
         .filter_map(|c| {
-            let system = c.get("system").and_then(Value::as_str).unwrap_or("");
+            let system = c.get("system").and_then(|s| s.as_str()).unwrap_or("");
             Some((system.to_string(), c.get("code")?.as_str()?.to_string()))
         })
 }

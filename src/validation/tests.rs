@@ -127,13 +127,110 @@ fn agrees_with_the_reference_validator_on_the_us_core_examples() {
     );
 }
 
+/// The findings on `resource`, checked to be the same whether it is read
+/// as serde_json's tree (`fhirlake validate`) or the load path's arena tree.
 fn findings_of(resource: &Value) -> Vec<(String, String)> {
-    profiles()
-        .validate(resource)
+    let from_serde = profiles().validate(resource);
+    assert_eq!(
+        from_serde.findings,
+        on_arena_tree(profiles(), resource).findings,
+        "both trees give one verdict"
+    );
+    from_serde
         .findings
         .into_iter()
         .map(|f| (f.path, f.message))
         .collect()
+}
+
+/// `resource` validated as the load path reads it.
+fn on_arena_tree(profiles: &Profiles, resource: &Value) -> Verdict {
+    let text = resource.to_string();
+    let arena = bumpalo::Bump::new();
+    let json = crate::view::Json::parse(&text, &arena).unwrap();
+    profiles.validate(&json)
+}
+
+#[test]
+fn the_arena_tree_gets_the_verdicts_serde_gets_on_every_example() {
+    let (examples, _) = package_files();
+    for (stem, resource) in &examples {
+        let serde = profiles().validate(resource);
+        let arena = on_arena_tree(profiles(), resource);
+        assert_eq!(serde.profiles, arena.profiles, "{stem}");
+        assert_eq!(serde.findings, arena.findings, "{stem}");
+    }
+}
+
+/// US Core 3.1.1 (`--validate us-core@3.1.1`) has no validator verdicts in
+/// its package; its own examples conform to it (but one), and a mutation
+/// does not.
+#[test]
+fn us_core_3_1_1_is_built_in_and_its_examples_conform() {
+    let job = Validation::named("us-core@3.1.1", OnInvalid::Flag).unwrap();
+    assert_eq!(job.profiles.package, "hl7.fhir.us.core@3.1.1");
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(Cursor::new(
+        &include_bytes!("../../data/us-core/us_core_311.tgz")[..],
+    )));
+    let mut judged = 0;
+    let mut failing = Vec::new();
+    for entry in tar.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = entry.path().unwrap().to_string_lossy().into_owned();
+        if !name.starts_with("package/example/") {
+            continue;
+        }
+        let mut bytes = Vec::new();
+        entry.read_to_end(&mut bytes).unwrap();
+        let resource: Value = serde_json::from_slice(&bytes).unwrap();
+        match job.judge(&resource) {
+            LineVerdict::NoProfile => {}
+            LineVerdict::Valid => judged += 1,
+            LineVerdict::Invalid(findings) => failing.push((name, findings)),
+        }
+    }
+    assert!(judged > 40, "{judged} examples judged");
+    // One example really breaks its type's profile: Encounter-1036 claims
+    // no profile and has no `type`, which US Core 3.1.1 Encounter requires.
+    let failing: Vec<(&str, &str)> = failing
+        .iter()
+        .flat_map(|(name, findings)| findings.iter().map(|f| (name.as_str(), f.path.as_str())))
+        .collect();
+    assert_eq!(
+        failing,
+        [("package/example/Encounter-1036.json", "Encounter.type")]
+    );
+
+    let mut patient = serde_json::from_slice::<Value>(&{
+        let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(Cursor::new(
+            &include_bytes!("../../data/us-core/us_core_311.tgz")[..],
+        )));
+        let mut found = Vec::new();
+        for entry in tar.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            if entry.path().unwrap().ends_with("Patient-example.json") {
+                entry.read_to_end(&mut found).unwrap();
+            }
+        }
+        found
+    })
+    .unwrap();
+    patient.as_object_mut().unwrap().remove("gender");
+    let LineVerdict::Invalid(findings) = job.judge(&patient) else {
+        panic!("a Patient without gender breaks US Core 3.1.1 Patient");
+    };
+    assert_eq!(findings[0].path, "Patient.gender");
+    assert!(findings[0].profile.ends_with("us-core-patient"));
+}
+
+#[test]
+fn an_unknown_built_in_version_says_which_there_are() {
+    let error = Validation::named("us-core@5.0.1", OnInvalid::Flag).unwrap_err();
+    let message = error.to_string();
+    assert!(
+        message.contains("6.1.0") && message.contains("3.1.1"),
+        "{message}"
+    );
 }
 
 fn assert_one_finding_at(resource: &Value, path: &str, says: &str) {
