@@ -24,10 +24,11 @@ pub struct ValidateArgs {
     /// files (`.json`: one resource or Bundle per file), repeatable.
     #[arg(long = "input", value_name = "FILE", required = true)]
     inputs: Vec<PathBuf>,
-    /// An IG package `.tgz` (or a directory of StructureDefinitions and
-    /// ValueSets) instead of the built-in US Core 6.1.0.
-    #[arg(long, value_name = "PATH")]
-    package: Option<PathBuf>,
+    /// `us-core` (US Core 6.1.0, built in, the default), `us-core@3.1.1`
+    /// (built in), or an IG package `.tgz` (or a directory of
+    /// StructureDefinitions and ValueSets).
+    #[arg(long, value_name = "PACKAGE", default_value = "us-core")]
+    package: String,
     /// One JSON object per resource on stdout instead of text.
     #[arg(long)]
     json: bool,
@@ -45,10 +46,8 @@ struct Tally {
 }
 
 pub fn run(args: ValidateArgs) -> Result<ExitCode> {
-    let profiles = match &args.package {
-        Some(path) => Profiles::load(path)?,
-        None => Profiles::us_core()?,
-    };
+    let profiles =
+        Profiles::named(&args.package).with_context(|| format!("--package {}", args.package))?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut tally = Tally::default();

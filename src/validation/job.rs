@@ -73,23 +73,8 @@ impl Validation {
     /// `us-core` (6.1.0, built in), `us-core@6.1.0`, `us-core@3.1.1` (built
     /// in), or the path of a package `.tgz`, directory or JSON file.
     pub fn named(spec: &str, on_invalid: OnInvalid) -> Result<Arc<Validation>, TerminologyError> {
-        let profiles = match spec {
-            "us-core" | "us-core@6.1.0" => Profiles::us_core()?,
-            "us-core@3.1.1" => Profiles::compile_package(
-                "hl7.fhir.us.core@3.1.1",
-                Cursor::new(US_CORE_311),
-                Path::new("us_core_311.tgz (built in)"),
-            )?,
-            other if other.starts_with("us-core@") => {
-                return Err(TerminologyError::Config(format!(
-                    "--validate {other}: the built-in US Core versions are 6.1.0 (us-core) and \
-                     3.1.1 (us-core@3.1.1); give the path of another version's package .tgz"
-                )));
-            }
-            path => Profiles::load(Path::new(path))?,
-        };
         Ok(Arc::new(Validation {
-            profiles,
+            profiles: Profiles::named(spec)?,
             on_invalid,
         }))
     }
@@ -103,6 +88,26 @@ impl Validation {
             LineVerdict::Valid
         } else {
             LineVerdict::Invalid(verdict.findings)
+        }
+    }
+}
+
+impl Profiles {
+    /// `us-core` (6.1.0, built in), `us-core@6.1.0`, `us-core@3.1.1` (built
+    /// in), or the path of a package `.tgz`, directory or JSON file.
+    pub fn named(spec: &str) -> Result<Profiles, TerminologyError> {
+        match spec {
+            "us-core" | "us-core@6.1.0" => Profiles::us_core(),
+            "us-core@3.1.1" => Profiles::compile_package(
+                "hl7.fhir.us.core@3.1.1",
+                Cursor::new(US_CORE_311),
+                Path::new("us_core_311.tgz (built in)"),
+            ),
+            other if other.starts_with("us-core@") => Err(TerminologyError::Config(format!(
+                "{other}: the built-in US Core versions are 6.1.0 (us-core) and 3.1.1 \
+                 (us-core@3.1.1); give the path of another version's package .tgz"
+            ))),
+            path => Profiles::load(Path::new(path)),
         }
     }
 }
