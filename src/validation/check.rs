@@ -10,26 +10,65 @@ use super::profile::{BoundCodes, Profile, Rule, Step};
 use super::tree::{Tree, equals, matches_pattern};
 use super::{Finding, Severity};
 
-/// Appends what `resource` breaks of `profile` to `findings`.
+/// Appends what `resource` breaks of `profile` to `findings`. Rules come
+/// grouped by parent path: each group's parents are found once.
 pub fn check<'v>(profile: &Profile, resource: impl Tree<'v>, findings: &mut Vec<Finding>) {
     let mut parents = Vec::new();
-    for rule in &profile.rules {
+    for group in &profile.groups {
+        let rules = &profile.rules[group.clone()];
+        let (_, above) = rules[0]
+            .steps
+            .split_last()
+            .expect("compiled rules have a step");
         parents.clear();
-        let (last, above) = rule.steps.split_last().expect("compiled rules have a step");
-        collect(resource, &profile.resource_type, above, &mut parents);
-        for (path, parent) in &parents {
-            check_under(rule, last, path, *parent, &profile.url, findings);
+        collect(resource, above, &mut Trail::new(), &mut parents);
+        for (parent, trail) in &parents {
+            let at = Place {
+                resource_type: &profile.resource_type,
+                steps: above,
+                trail,
+            };
+            for rule in rules {
+                check_under(rule, &at, *parent, &profile.url, findings);
+            }
         }
     }
 }
 
-/// Every object reached from `node` along `steps`, with its FHIRPath-style location.
-fn collect<'v, T: Tree<'v>>(node: T, path: &str, steps: &[Step], out: &mut Vec<(String, T)>) {
+/// The array index taken at each step to a parent (`NOT_AN_ARRAY` for a single value).
+type Trail = smallvec::SmallVec<[u32; 6]>;
+const NOT_AN_ARRAY: u32 = u32::MAX;
+
+/// Where a parent is; its FHIRPath-style location is formatted only for a finding.
+struct Place<'p> {
+    resource_type: &'p str,
+    steps: &'p [Step],
+    trail: &'p Trail,
+}
+
+impl Place<'_> {
+    fn path(&self) -> String {
+        let mut path = self.resource_type.to_string();
+        for (step, &index) in self.steps.iter().zip(self.trail.iter()) {
+            if let Step::Member(name) = step {
+                path.push('.');
+                path.push_str(name);
+            }
+            if index != NOT_AN_ARRAY {
+                path.push_str(&format!("[{index}]"));
+            }
+        }
+        path
+    }
+}
+
+/// Every object reached from `node` along `steps`, with the indices taken.
+fn collect<'v, T: Tree<'v>>(node: T, steps: &[Step], trail: &mut Trail, out: &mut Vec<(T, Trail)>) {
     if !node.is_object() {
         return;
     }
     let Some((first, rest)) = steps.split_first() else {
-        out.push((path.to_string(), node));
+        out.push((node, trail.clone()));
         return;
     };
     let Step::Member(name) = first else {
@@ -41,21 +80,27 @@ fn collect<'v, T: Tree<'v>>(node: T, path: &str, steps: &[Step], out: &mut Vec<(
     match value.items() {
         Some(items) => {
             for (i, item) in items.enumerate() {
-                collect(item, &format!("{path}.{name}[{i}]"), rest, out);
+                trail.push(i as u32);
+                collect(item, rest, trail, out);
+                trail.pop();
             }
         }
-        None => collect(value, &format!("{path}.{name}"), rest, out),
+        None => {
+            trail.push(NOT_AN_ARRAY);
+            collect(value, rest, trail, out);
+            trail.pop();
+        }
     }
 }
 
 fn check_under<'v, T: Tree<'v>>(
     rule: &Rule,
-    last: &Step,
-    parent_path: &str,
+    at: &Place<'_>,
     parent: T,
     profile: &str,
     findings: &mut Vec<Finding>,
 ) {
+    let last = rule.steps.last().expect("compiled rules have a step");
     let mut finding = |path: String, message: String| {
         findings.push(Finding {
             severity: Severity::Error,
@@ -66,13 +111,22 @@ fn check_under<'v, T: Tree<'v>>(
         });
     };
     // (member name, its choice type if a choice, its values)
-    let mut present: Vec<(&str, Option<&str>, Vec<T>)> = Vec::new();
+    let mut present: smallvec::SmallVec<[Present<'_, T>; 2]> = smallvec::SmallVec::new();
     let mut count = 0usize;
     match last {
         Step::Member(name) => {
-            let values = values_of(parent.get(name.as_str()));
-            count = present_count(parent.get(name.as_str()), parent.get(&format!("_{name}")));
-            present.push((name.as_str(), None, values));
+            let value = parent.get(name.as_str());
+            let extension = (!rule.primitive_extension.is_empty())
+                .then(|| parent.get(&rule.primitive_extension))
+                .flatten();
+            if value.is_none() && extension.is_none() {
+                if rule.min == 0 {
+                    return; // absent and optional: nothing else to check
+                }
+            } else {
+                count = present_count(value, extension);
+            }
+            present.push((name.as_str(), None, values_of(value)));
         }
         Step::Choice(base) => {
             for (key, value) in parent.members() {
@@ -96,13 +150,13 @@ fn check_under<'v, T: Tree<'v>>(
             }
         }
     }
-    let shown = match last {
-        Step::Member(name) => format!("{parent_path}.{name}"),
-        Step::Choice(base) => format!("{parent_path}.{base}[x]"),
+    let shown = || match last {
+        Step::Member(name) => format!("{}.{name}", at.path()),
+        Step::Choice(base) => format!("{}.{base}[x]", at.path()),
     };
     if count < rule.min as usize {
         finding(
-            shown.clone(),
+            shown(),
             format!(
                 "{} is required (min {}), found {count}",
                 rule.element, rule.min
@@ -117,14 +171,14 @@ fn check_under<'v, T: Tree<'v>>(
         } else {
             format!("{} allows at most {max}, found {count}", rule.element)
         };
-        finding(shown.clone(), message);
+        finding(shown(), message);
     }
     for (key, suffix, values) in present {
         if let (Some(suffix), Some(allowed)) = (suffix, &rule.choice_types)
             && !allowed.iter().any(|t| t == suffix)
         {
             finding(
-                format!("{parent_path}.{key}"),
+                format!("{}.{key}", at.path()),
                 format!(
                     "type {suffix} is not allowed for {} (allowed: {})",
                     rule.element,
@@ -134,16 +188,18 @@ fn check_under<'v, T: Tree<'v>>(
         }
         let many = values.len() > 1;
         for (i, value) in values.into_iter().enumerate() {
-            let path = if many {
-                format!("{parent_path}.{key}[{i}]")
-            } else {
-                format!("{parent_path}.{key}")
+            let path = || {
+                if many {
+                    format!("{}.{key}[{i}]", at.path())
+                } else {
+                    format!("{}.{key}", at.path())
+                }
             };
             if let Some(fixed) = &rule.fixed
                 && !equals(value, fixed)
             {
                 finding(
-                    path.clone(),
+                    path(),
                     format!(
                         "must be exactly {fixed} (fixed value), found {}",
                         value.show()
@@ -154,7 +210,7 @@ fn check_under<'v, T: Tree<'v>>(
                 && !matches_pattern(value, pattern)
             {
                 finding(
-                    path.clone(),
+                    path(),
                     format!("must match the pattern {pattern}, found {}", value.show()),
                 );
             }
@@ -164,7 +220,7 @@ fn check_under<'v, T: Tree<'v>>(
                 && !types.iter().any(|t| t == target)
             {
                 finding(
-                    path.clone(),
+                    path(),
                     format!(
                         "refers to a {target}; {} may refer to {}",
                         rule.element,
@@ -177,7 +233,7 @@ fn check_under<'v, T: Tree<'v>>(
                 && let Some(outside) = outside_binding(value, codes, pairs)
             {
                 finding(
-                    path.clone(),
+                    path(),
                     format!(
                         "{outside} is not in the required value set {}",
                         binding.value_set
@@ -211,13 +267,19 @@ pub(crate) fn present_count<'v, T: Tree<'v>>(value: Option<T>, extension: Option
         .count()
 }
 
-fn values_of<'v, T: Tree<'v>>(value: Option<T>) -> Vec<T> {
+/// A member present for a rule: its name, its choice type if a choice, its values.
+type Present<'k, T> = (&'k str, Option<&'k str>, Values<T>);
+
+/// An element's values; most elements hold one or a few.
+type Values<T> = smallvec::SmallVec<[T; 4]>;
+
+fn values_of<'v, T: Tree<'v>>(value: Option<T>) -> Values<T> {
     match value {
-        None => Vec::new(),
+        None => Values::new(),
         Some(value) => match value.items() {
             Some(items) => items.filter(|v| !v.is_null()).collect(),
-            None if value.is_null() => Vec::new(),
-            None => vec![value],
+            None if value.is_null() => Values::new(),
+            None => smallvec::smallvec![value],
         },
     }
 }

@@ -206,7 +206,8 @@ impl Profiles {
             .iter()
             .copied()
             .filter(|p| {
-                p.code_pattern()
+                p.code_pattern
+                    .as_ref()
                     .zip(code)
                     .is_some_and(|(pattern, code)| tree::matches_pattern(code, pattern))
             })

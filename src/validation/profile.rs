@@ -28,8 +28,13 @@ pub struct Profile {
     pub version: Option<String>,
     /// The resource type it constrains.
     pub resource_type: String,
-    /// Rules in snapshot order (parents before children).
+    /// Rules that check something, grouped by parent path (the groups in
+    /// snapshot order of their first rule, each group in snapshot order).
     pub rules: Vec<Rule>,
+    /// The groups: ranges of `rules` with one parent path.
+    pub groups: Vec<std::ops::Range<usize>>,
+    /// The pattern or fixed value its `code` element pins (body weight: LOINC 29463-7).
+    pub code_pattern: Option<Value>,
     /// The `category` codings its required category slices pin
     /// (`Observation.category:VSCat` = vital-signs): how a resource that
     /// names no profile is matched to this one.
@@ -71,6 +76,43 @@ pub struct Rule {
     /// For a Reference: the resource types it may point at (empty: any).
     pub reference_types: Option<Vec<String>>,
     pub binding: Option<RequiredBinding>,
+    /// `_name` for a member `name` (a primitive's extension); empty for a choice.
+    pub primitive_extension: String,
+}
+
+impl Rule {
+    /// Whether it can find anything: optional, unbounded, unconstrained
+    /// elements (most of a snapshot) are not evaluated at all.
+    fn checks_something(&self) -> bool {
+        self.min > 0
+            || self.max.is_some()
+            || self.choice_types.is_some()
+            || self.fixed.is_some()
+            || self.pattern.is_some()
+            || self.reference_types.as_ref().is_some_and(|t| !t.is_empty())
+            || self.binding.is_some()
+    }
+}
+
+/// Orders `rules` by parent path (groups in order of first appearance) and
+/// returns the groups' ranges.
+fn grouped(rules: Vec<Rule>) -> (Vec<Rule>, Vec<std::ops::Range<usize>>) {
+    let mut groups: Vec<(Vec<Step>, Vec<Rule>)> = Vec::new();
+    for rule in rules {
+        let parent = &rule.steps[..rule.steps.len() - 1];
+        match groups.iter_mut().find(|(p, _)| p == parent) {
+            Some((_, members)) => members.push(rule),
+            None => groups.push((parent.to_vec(), vec![rule])),
+        }
+    }
+    let mut ordered = Vec::new();
+    let mut ranges = Vec::new();
+    for (_, members) in groups {
+        let start = ordered.len();
+        ordered.extend(members);
+        ranges.push(start..ordered.len());
+    }
+    (ordered, ranges)
 }
 
 /// One step of an element path.
@@ -239,11 +281,19 @@ pub fn compile(
             type_of_profile,
         ));
     }
+    let code_pattern = rules
+        .iter()
+        .find(|r| r.steps == [Step::Member("code".into())])
+        .and_then(|r| r.pattern.clone().or_else(|| r.fixed.clone()));
+    rules.retain(Rule::checks_something);
+    let (rules, groups) = grouped(rules);
     Ok(Some(Profile {
         url: strip_version(&definition.url).to_string(),
         version: definition.version,
         resource_type: definition.type_,
         rules,
+        groups,
+        code_pattern,
         category_codes: category_slices
             .into_iter()
             .filter(|s| s.required)
@@ -324,8 +374,13 @@ fn compile_element(
         .filter(|b| b.strength == "required")
         .and_then(|b| b.value_set)
         .map(|url| resolve_binding(&url, is_code, value_sets));
+    let primitive_extension = match steps.last() {
+        Some(Step::Member(name)) => format!("_{name}"),
+        _ => String::new(),
+    };
     Rule {
         element: element_id,
+        primitive_extension,
         steps,
         min: element.min.unwrap_or(0),
         max,
@@ -420,16 +475,6 @@ pub fn codings<'v, T: super::Tree<'v>>(concept: T) -> impl Iterator<Item = (Stri
             let system = c.get("system").and_then(|s| s.as_str()).unwrap_or("");
             Some((system.to_string(), c.get("code")?.as_str()?.to_string()))
         })
-}
-
-impl Profile {
-    /// The pattern its `code` element pins (body weight: LOINC 29463-7).
-    pub fn code_pattern(&self) -> Option<&Value> {
-        self.rules
-            .iter()
-            .find(|r| r.steps == [Step::Member("code".into())])
-            .and_then(|r| r.pattern.as_ref().or(r.fixed.as_ref()))
-    }
 }
 
 fn step(name: &str) -> Step {
