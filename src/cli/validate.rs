@@ -55,7 +55,7 @@ pub fn run(args: ValidateArgs) -> Result<ExitCode> {
         for_each_resource(path, &mut |at, parsed| {
             match parsed {
                 Ok(resource) => {
-                    let verdict = profiles.validate(&resource);
+                    let verdict = profiles.validate_value(&resource);
                     report(&mut out, &args, &at, &resource, &verdict, &mut tally)?;
                 }
                 Err(why) => {
@@ -87,9 +87,13 @@ pub fn run(args: ValidateArgs) -> Result<ExitCode> {
             }
         )?;
         let unchecked = profiles.unchecked_bindings().len();
+        let invariants = profiles.unsupported_invariants();
+        let mut keys: Vec<&str> = invariants.iter().map(|u| u.key.as_str()).collect();
+        keys.dedup();
         writeln!(
             out,
-            "not checked: slices (but type slices), FHIRPath invariants, and {unchecked} required bindings to value sets the package does not enumerate"
+            "not checked: slices (but type slices), {unchecked} required bindings to value sets the package does not enumerate, and the invariants ele-1, ext-1 (every element) and {} (FHIRPath fhirlake does not evaluate)",
+            keys.join(", ")
         )?;
     }
     let clean = tally.invalid == 0 && tally.unreadable == 0;

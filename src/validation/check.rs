@@ -6,6 +6,7 @@
 //! reference's target type and the required binding. A rule under an absent
 //! parent checks nothing: cardinality is relative to the parent.
 
+use super::invariant::Outcome;
 use super::profile::{BoundCodes, Profile, Rule, Step};
 use super::tree::{Tree, equals, matches_pattern};
 use super::{Finding, Severity};
@@ -13,6 +14,19 @@ use super::{Finding, Severity};
 /// Appends what `resource` breaks of `profile` to `findings`. Rules come
 /// grouped by parent path: each group's parents are found once.
 pub fn check<'v>(profile: &Profile, resource: impl Tree<'v>, findings: &mut Vec<Finding>) {
+    if let Some(json) = resource.as_json() {
+        for invariant in &profile.root_invariants {
+            if let Outcome::Fails = invariant.on(json, None) {
+                findings.push(Finding {
+                    severity: Severity::Error,
+                    profile: profile.url.clone(),
+                    element: profile.resource_type.clone(),
+                    path: profile.resource_type.clone(),
+                    message: invariant.failed(),
+                });
+            }
+        }
+    }
     let mut parents = Vec::new();
     for group in &profile.groups {
         let rules = &profile.rules[group.clone()];
@@ -227,6 +241,13 @@ fn check_under<'v, T: Tree<'v>>(
                         types.join(", ")
                     ),
                 );
+            }
+            if let Some(json) = value.as_json().filter(|_| !rule.invariants.is_empty()) {
+                for invariant in &rule.invariants {
+                    if let Outcome::Fails = invariant.on(json, suffix) {
+                        finding(path(), invariant.failed());
+                    }
+                }
             }
             if let Some(binding) = &rule.binding
                 && let BoundCodes::Enumerated { codes, pairs } = &binding.codes

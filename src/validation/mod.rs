@@ -15,6 +15,7 @@
 //! references.
 
 pub mod check;
+pub mod invariant;
 pub mod job;
 pub mod profile;
 pub mod table;
@@ -254,8 +255,31 @@ impl Profiles {
             .collect()
     }
 
+    /// Validates a serde_json resource: written out and read back as the
+    /// load path's tree, so invariants are evaluated and the verdict is the
+    /// one a load gives.
+    pub fn validate_value(&self, resource: &serde_json::Value) -> Verdict {
+        let text = resource.to_string();
+        let arena = bumpalo::Bump::new();
+        match crate::view::Json::parse(&text, &arena) {
+            Ok(json) => self.validate(&json),
+            // serde_json wrote it: cannot fail to parse.
+            Err(e) => unreachable!("serde_json wrote invalid JSON: {e}"),
+        }
+    }
+
+    /// Error invariants the FHIRPath engine cannot evaluate, by profile
+    /// element (listed, never failed).
+    pub fn unsupported_invariants(&self) -> BTreeSet<invariant::Unsupported> {
+        self.by_url
+            .values()
+            .flat_map(|p| p.unsupported_invariants.iter().cloned())
+            .collect()
+    }
+
     /// Validates one resource (a Bundle: each entry's resource, the paths
-    /// prefixed with the entry).
+    /// prefixed with the entry). FHIRPath invariants are evaluated only on
+    /// the load path's tree ([`Tree::as_json`]).
     pub fn validate<'v>(&self, resource: impl Tree<'v>) -> Verdict {
         let mut verdict = Verdict::default();
         self.validate_into(resource, "", &mut verdict);

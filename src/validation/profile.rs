@@ -17,6 +17,7 @@ use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::invariant::{self, Invariant, Unsupported};
 use crate::terminology::ValueSets;
 use crate::terminology::codeset::CodeSet;
 
@@ -35,6 +36,10 @@ pub struct Profile {
     pub groups: Vec<std::ops::Range<usize>>,
     /// The pattern or fixed value its `code` element pins (body weight: LOINC 29463-7).
     pub code_pattern: Option<Value>,
+    /// The invariants of the resource element itself (`us-core-8`, `dom-2`).
+    pub root_invariants: Vec<Invariant>,
+    /// Error invariants it has that the FHIRPath engine cannot evaluate.
+    pub unsupported_invariants: Vec<Unsupported>,
     /// The `category` codings its required category slices pin
     /// (`Observation.category:VSCat` = vital-signs): how a resource that
     /// names no profile is matched to this one.
@@ -78,6 +83,8 @@ pub struct Rule {
     pub binding: Option<RequiredBinding>,
     /// `_name` for a member `name` (a primitive's extension); empty for a choice.
     pub primitive_extension: String,
+    /// Its error invariants, evaluated on each of its values.
+    pub invariants: Vec<Invariant>,
 }
 
 impl Rule {
@@ -91,6 +98,7 @@ impl Rule {
             || self.pattern.is_some()
             || self.reference_types.as_ref().is_some_and(|t| !t.is_empty())
             || self.binding.is_some()
+            || !self.invariants.is_empty()
     }
 }
 
@@ -243,6 +251,8 @@ pub fn compile(
     let mut category_slices: Vec<CategorySlice> = Vec::new();
     let mut pins_code = false;
     let mut code_binding = CodeBinding::Open;
+    let mut root_invariants = Vec::new();
+    let mut unsupported_invariants = Vec::new();
     for element in snapshot.element {
         let id = element.id.clone().unwrap_or_else(|| element.path.clone());
         let category_slice = format!("{}.category:", definition.type_);
@@ -266,12 +276,19 @@ pub fn compile(
         let Some(steps) = steps_of(&id) else {
             continue; // inside a slice other than a type slice
         };
-        if steps.is_empty()
-            || steps[..steps.len() - 1]
-                .iter()
-                .any(|s| matches!(s, Step::Choice(_)))
+        if steps.is_empty() {
+            root_invariants = invariant::compile(
+                &id,
+                element.rest.get("constraint"),
+                &mut unsupported_invariants,
+            );
+            continue;
+        }
+        if steps[..steps.len() - 1]
+            .iter()
+            .any(|s| matches!(s, Step::Choice(_)))
         {
-            continue; // the resource itself, or below a choice of types
+            continue; // below a choice of types
         }
         rules.push(compile_element(
             id,
@@ -279,6 +296,7 @@ pub fn compile(
             element,
             value_sets,
             type_of_profile,
+            &mut unsupported_invariants,
         ));
     }
     let code_pattern = rules
@@ -294,6 +312,8 @@ pub fn compile(
         rules,
         groups,
         code_pattern,
+        root_invariants,
+        unsupported_invariants,
         category_codes: category_slices
             .into_iter()
             .filter(|s| s.required)
@@ -348,7 +368,9 @@ fn compile_element(
     element: Element,
     value_sets: &ValueSets,
     type_of_profile: &TypeOfProfile<'_>,
+    unsupported: &mut Vec<Unsupported>,
 ) -> Rule {
+    let invariants = invariant::compile(&element_id, element.rest.get("constraint"), unsupported);
     let max = match element.max.as_deref() {
         None | Some("*") => None,
         Some(n) => n.parse().ok(),
@@ -381,6 +403,7 @@ fn compile_element(
     Rule {
         element: element_id,
         primitive_extension,
+        invariants,
         steps,
         min: element.min.unwrap_or(0),
         max,

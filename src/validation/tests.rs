@@ -2,7 +2,7 @@
 //! and mutations of those examples that each must be caught at the right
 //! path.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io::{Cursor, Read};
 use std::sync::OnceLock;
 
@@ -93,7 +93,7 @@ fn agrees_with_the_reference_validator_on_the_us_core_examples() {
         let theirs = *reference
             .get(stem.as_str())
             .unwrap_or_else(|| panic!("{stem}: no reference verdict"));
-        let verdict = profiles().validate(resource);
+        let verdict = profiles().validate_value(resource);
         if verdict.profiles.is_empty() {
             println!("  no profile: {stem}");
         } else {
@@ -127,39 +127,43 @@ fn agrees_with_the_reference_validator_on_the_us_core_examples() {
     );
 }
 
-/// The findings on `resource`, checked to be the same whether it is read
-/// as serde_json's tree (`fhirlake validate`) or the load path's arena tree.
+/// The findings on `resource` as a load finds them (on the arena tree).
 fn findings_of(resource: &Value) -> Vec<(String, String)> {
-    let from_serde = profiles().validate(resource);
-    assert_eq!(
-        from_serde.findings,
-        on_arena_tree(profiles(), resource).findings,
-        "both trees give one verdict"
-    );
-    from_serde
+    profiles()
+        .validate_value(resource)
         .findings
         .into_iter()
         .map(|f| (f.path, f.message))
         .collect()
 }
 
-/// `resource` validated as the load path reads it.
-fn on_arena_tree(profiles: &Profiles, resource: &Value) -> Verdict {
-    let text = resource.to_string();
-    let arena = bumpalo::Bump::new();
-    let json = crate::view::Json::parse(&text, &arena).unwrap();
-    profiles.validate(&json)
-}
-
+/// serde_json's tree, which has no FHIRPath invariants evaluated, gets the
+/// same structural verdicts as the arena tree on every example.
 #[test]
-fn the_arena_tree_gets_the_verdicts_serde_gets_on_every_example() {
+fn both_trees_get_the_same_structural_verdicts_on_every_example() {
     let (examples, _) = package_files();
     for (stem, resource) in &examples {
         let serde = profiles().validate(resource);
-        let arena = on_arena_tree(profiles(), resource);
+        let arena = profiles().validate_value(resource);
         assert_eq!(serde.profiles, arena.profiles, "{stem}");
-        assert_eq!(serde.findings, arena.findings, "{stem}");
+        let structural: Vec<&Finding> = arena
+            .findings
+            .iter()
+            .filter(|f| !f.message.starts_with("constraint "))
+            .collect();
+        assert_eq!(
+            serde.findings.iter().collect::<Vec<_>>(),
+            structural,
+            "{stem}"
+        );
     }
+}
+
+/// `job`'s verdict on `resource` read as the load path reads it.
+fn judge_value(job: &Validation, resource: &Value) -> LineVerdict {
+    let text = resource.to_string();
+    let arena = bumpalo::Bump::new();
+    job.judge(&crate::view::Json::parse(&text, &arena).unwrap())
 }
 
 /// US Core 3.1.1 (`--validate us-core@3.1.1`) has no validator verdicts in
@@ -183,7 +187,7 @@ fn us_core_3_1_1_is_built_in_and_its_examples_conform() {
         let mut bytes = Vec::new();
         entry.read_to_end(&mut bytes).unwrap();
         let resource: Value = serde_json::from_slice(&bytes).unwrap();
-        match job.judge(&resource) {
+        match judge_value(&job, &resource) {
             LineVerdict::NoProfile => {}
             LineVerdict::Valid => judged += 1,
             LineVerdict::Invalid(findings) => failing.push((name, findings)),
@@ -216,7 +220,7 @@ fn us_core_3_1_1_is_built_in_and_its_examples_conform() {
     })
     .unwrap();
     patient.as_object_mut().unwrap().remove("gender");
-    let LineVerdict::Invalid(findings) = job.judge(&patient) else {
+    let LineVerdict::Invalid(findings) = judge_value(&job, &patient) else {
         panic!("a Patient without gender breaks US Core 3.1.1 Patient");
     };
     assert_eq!(findings[0].path, "Patient.gender");
@@ -384,7 +388,7 @@ fn a_profile_named_at_another_version_is_not_applied() {
     patient.as_object_mut().unwrap().remove("name");
     let url = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-patient";
     patient["meta"] = json!({"profile": [format!("{url}|3.1.1")]});
-    let verdict = profiles().validate(&patient);
+    let verdict = profiles().validate_value(&patient);
     assert!(
         verdict.profiles.is_empty() && verdict.findings.is_empty(),
         "{verdict:?}"
@@ -416,4 +420,70 @@ fn type_slices_and_extension_only_primitives_are_checked_item_by_item() {
         super::check::present_count(values.get("given"), Some(&extensions)),
         2
     );
+}
+
+#[test]
+fn error_invariants_are_compiled_and_those_the_engine_cannot_run_listed() {
+    let mut compiled: Vec<(String, String)> = Vec::new();
+    for url in [
+        "http://hl7.org/fhir/us/core/StructureDefinition/us-core-patient",
+        "http://hl7.org/fhir/us/core/StructureDefinition/us-core-diagnosticreport-note",
+        "http://hl7.org/fhir/us/core/StructureDefinition/us-core-condition-problems-health-concerns",
+        "http://hl7.org/fhir/us/core/StructureDefinition/us-core-practitioner",
+    ] {
+        let profile = profiles().get(url).unwrap();
+        for i in &profile.root_invariants {
+            compiled.push((profile.resource_type.clone(), i.key.clone()));
+        }
+        for rule in &profile.rules {
+            for i in &rule.invariants {
+                compiled.push((rule.element.clone(), i.key.clone()));
+            }
+        }
+    }
+    let has = |element: &str, key: &str| compiled.iter().any(|(e, k)| e == element && k == key);
+    for (element, key) in [
+        ("Patient.name", "us-core-6"),
+        ("Patient", "dom-2"),
+        ("DiagnosticReport", "us-core-10"),
+        ("Condition", "con-4"),
+    ] {
+        assert!(
+            has(element, key),
+            "{element} {key} not compiled: {compiled:?}"
+        );
+    }
+    assert!(!compiled.iter().any(|(_, k)| k == "ele-1" || k == "ext-1"));
+    let unsupported = profiles().unsupported_invariants();
+    let keys: BTreeSet<&str> = unsupported.iter().map(|u| u.key.as_str()).collect();
+    for key in ["dom-3", "txt-1", "provenance-1"] {
+        assert!(keys.contains(key), "{key} should be listed: {keys:?}");
+    }
+    eprintln!("{} unsupported: {unsupported:#?}", unsupported.len());
+}
+
+#[test]
+fn invariants_that_fail_are_findings_at_the_element() {
+    // us-core-6: a name needs family or given, or a data-absent-reason.
+    let mut patient = example("Patient-example");
+    patient["name"] = json!([{"use": "official", "text": "Amy Shaw"}]);
+    assert_one_finding_at(&patient, "Patient.name", "constraint us-core-6 failed");
+
+    // us-core-10: a final report note needs effective[x] (us-core-8 for a lab
+    // report); the profile also requires effective[x] itself (min 1).
+    let mut report = example("DiagnosticReport-chest-xray-report");
+    let object = report.as_object_mut().unwrap();
+    object.retain(|k, _| !k.starts_with("effective"));
+    let findings = findings_of(&report);
+    assert!(
+        findings
+            .iter()
+            .any(|(p, m)| p == "DiagnosticReport" && m.contains("constraint us-core-10 failed")),
+        "{findings:#?}"
+    );
+
+    // dom-2: no nested contained resources.
+    let mut contained = example("Patient-example");
+    contained["contained"] = json!([{"resourceType": "Organization", "id": "o1", "contained": [{"resourceType": "Organization", "id": "o2"}]}]);
+    assert_one_finding_at(&contained, "Patient", "constraint dom-2 failed");
 }

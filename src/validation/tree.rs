@@ -23,6 +23,11 @@ pub trait Tree<'v>: Copy + 'v {
     fn scalar_eq(self, other: &Value) -> bool;
     /// Compact JSON, for a finding's message.
     fn show(self) -> String;
+    /// The load path's tree, which FHIRPath invariants are evaluated on
+    /// (`None` for serde_json's: [`Profiles::validate_value`] converts).
+    ///
+    /// [`Profiles::validate_value`]: super::Profiles::validate_value
+    fn as_json(self) -> Option<&'v Json<'v>>;
 }
 
 impl<'v> Tree<'v> for &'v Value {
@@ -52,6 +57,9 @@ impl<'v> Tree<'v> for &'v Value {
     }
     fn show(self) -> String {
         self.to_string()
+    }
+    fn as_json(self) -> Option<&'v Json<'v>> {
+        None
     }
 }
 
@@ -94,6 +102,9 @@ impl<'v, 'a: 'v> Tree<'v> for &'v Json<'a> {
         let mut out = String::new();
         self.write_compact(&mut out);
         out
+    }
+    fn as_json(self) -> Option<&'v Json<'v>> {
+        Some(self)
     }
 }
 

@@ -536,6 +536,62 @@ fn call<'a>(function: Function, base: Coll<'a>, args: &[Expr], ctx: Ctx) -> R<Co
             }
             out
         }
+        Function::Matches => {
+            let pattern = string_arg(&args[0], &base, ctx, name)?;
+            match single_text(&base, name)? {
+                None => vec![],
+                Some(text) => vec![Item::Bool(regex_matches(&pattern, &text)?)],
+            }
+        }
+        Function::Iif => {
+            let condition = eval(&args[0], &base, ctx, None)?;
+            if singleton_bool(&condition)? == Some(true) {
+                eval(&args[1], &base, ctx, None)?
+            } else if let Some(otherwise) = args.get(2) {
+                eval(otherwise, &base, ctx, None)?
+            } else {
+                vec![]
+            }
+        }
+        Function::Substring => {
+            let Some(text) = single_text(&base, name)? else {
+                return Ok(vec![]);
+            };
+            let start = integer_arg(&args[0], &base, ctx, name)?;
+            let length = args
+                .get(1)
+                .map(|a| integer_arg(a, &base, ctx, name))
+                .transpose()?;
+            let chars: Vec<char> = text.chars().collect();
+            match usize::try_from(start) {
+                Ok(start) if start < chars.len() => {
+                    let end = match length {
+                        Some(n) => start.saturating_add(usize::try_from(n).unwrap_or(0)),
+                        None => chars.len(),
+                    }
+                    .min(chars.len());
+                    vec![Item::Str(Cow::Owned(chars[start..end].iter().collect()))]
+                }
+                _ => vec![],
+            }
+        }
+        Function::ToInteger => match base.as_slice() {
+            [] => vec![],
+            [item] => match item {
+                Item::Int(i) => vec![Item::Int(*i)],
+                Item::Bool(b) => vec![Item::Int(i64::from(*b))],
+                _ => match item.scalar() {
+                    Scalar::Str(s) => s.parse().map(Item::Int).into_iter().collect(),
+                    Scalar::Num(n) if n.fract() == 0.0 => vec![Item::Int(n as i64)],
+                    _ => vec![],
+                },
+            },
+            _ => return err("toInteger() needs a single value"),
+        },
+        Function::Length => match single_text(&base, name)? {
+            Some(text) => vec![Item::Int(text.chars().count() as i64)],
+            None => vec![],
+        },
         Function::ToString => base
             .iter()
             .filter_map(|item| match item.scalar() {
@@ -554,6 +610,56 @@ fn call<'a>(function: Function, base: Coll<'a>, args: &[Expr], ctx: Ctx) -> R<Co
             })
             .map(|s| Item::Str(Cow::Owned(s)))
             .collect(),
+    })
+}
+
+/// The string a string function is called on: `None` for an empty input.
+fn single_text(base: &[Item<'_>], name: &str) -> R<Option<String>> {
+    match base {
+        [] => Ok(None),
+        [item] => match item.scalar() {
+            Scalar::Str(s) => Ok(Some(s.to_owned())),
+            _ => err(format!("{name}() needs a string")),
+        },
+        _ => err(format!("{name}() needs a single value, got {}", base.len())),
+    }
+}
+
+fn string_arg(arg: &Expr, focus: &[Item<'_>], ctx: Ctx, name: &str) -> R<String> {
+    let value = eval(arg, focus, ctx, None)?;
+    match value.as_slice() {
+        [item] => match item.scalar() {
+            Scalar::Str(s) => Ok(s.to_owned()),
+            _ => err(format!("{name}() needs a string argument")),
+        },
+        _ => err(format!("{name}() needs one string argument")),
+    }
+}
+
+fn integer_arg(arg: &Expr, focus: &[Item<'_>], ctx: Ctx, name: &str) -> R<i64> {
+    let value = eval(arg, focus, ctx, None)?;
+    match value.as_slice() {
+        [Item::Int(i)] => Ok(*i),
+        _ => err(format!("{name}() needs an integer argument")),
+    }
+}
+
+/// `matches()`: a partial match of `pattern` (FHIRPath uses regex syntax
+/// close to Rust's). Patterns are few (a profile's invariants), so each
+/// thread keeps the ones it compiled.
+fn regex_matches(pattern: &str, text: &str) -> R<bool> {
+    thread_local! {
+        static COMPILED: std::cell::RefCell<std::collections::HashMap<String, regex::Regex>> =
+            Default::default();
+    }
+    COMPILED.with(|compiled| {
+        let mut compiled = compiled.borrow_mut();
+        if !compiled.contains_key(pattern) {
+            let regex = regex::Regex::new(pattern)
+                .map_err(|e| EvalError(format!("matches(): invalid pattern {pattern:?}: {e}")))?;
+            compiled.insert(pattern.to_owned(), regex);
+        }
+        Ok(compiled[pattern].is_match(text))
     })
 }
 

@@ -23,6 +23,11 @@ pub enum Function {
     LowBoundary,
     HighBoundary,
     ToString,
+    Matches,
+    Iif,
+    Substring,
+    ToInteger,
+    Length,
 }
 
 /// (name, function, fewest and most arguments).
@@ -44,6 +49,11 @@ const IMPLEMENTED: &[(&str, Function, usize, usize)] = &[
     ("lowBoundary", Function::LowBoundary, 0, 0),
     ("highBoundary", Function::HighBoundary, 0, 0),
     ("toString", Function::ToString, 0, 0),
+    ("matches", Function::Matches, 1, 1),
+    ("iif", Function::Iif, 2, 3),
+    ("substring", Function::Substring, 1, 2),
+    ("toInteger", Function::ToInteger, 0, 0),
+    ("length", Function::Length, 0, 0),
 ];
 
 /// FHIRPath (N1 and 2.0) and FHIR-specific functions the engine does not
@@ -82,17 +92,14 @@ const NOT_IMPLEMENTED: &[&str] = &[
     "floor",
     "hasTemplateIdOf",
     "htmlChecks",
-    "iif",
     "indexOf",
     "intersect",
     "is",
     "isDistinct",
     "lastIndexOf",
-    "length",
     "ln",
     "log",
     "lower",
-    "matches",
     "matchesFull",
     "memberOf",
     "now",
@@ -110,7 +117,6 @@ const NOT_IMPLEMENTED: &[&str] = &[
     "sqrt",
     "startsWith",
     "subsetOf",
-    "substring",
     "supersetOf",
     "tail",
     "take",
@@ -120,7 +126,6 @@ const NOT_IMPLEMENTED: &[&str] = &[
     "toDate",
     "toDateTime",
     "toDecimal",
-    "toInteger",
     "toQuantity",
     "toTime",
     "today",
