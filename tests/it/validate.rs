@@ -172,6 +172,19 @@ fn a_validated_load_flags_the_nameless_location_and_records_its_finding_once() {
     assert_eq!(again["validation"]["rows_written"], 0);
     let count = duckdb(&format!("SELECT count(*) FROM {findings}")).unwrap();
     assert_eq!(count, [[json!(1)]]);
+    // The `_validation` commits are in the manifests and the audit chain.
+    let verify = fhirlake()
+        .arg("verify")
+        .arg("--lake")
+        .arg(&lake)
+        .output()
+        .unwrap();
+    assert_eq!(
+        verify.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
 
     // Without --validate, rows load with `_valid` null next to the flagged ones.
     let other = dir.path().join("other.ndjson");
