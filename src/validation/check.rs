@@ -130,7 +130,10 @@ fn check_under<'v, T: Tree<'v>>(
     match last {
         Step::Member(name) => {
             let value = parent.get(name.as_str());
-            let extension = (!rule.primitive_extension.is_empty())
+            // A single present value counts one whatever its extension
+            // holds: `_name` is looked up only for an absent value or an array.
+            let single = value.is_some_and(|v| v.items().is_none() && !v.is_null());
+            let extension = (!single && !rule.primitive_extension.is_empty())
                 .then(|| parent.get(&rule.primitive_extension))
                 .flatten();
             if value.is_none() && extension.is_none() {

@@ -85,6 +85,8 @@ pub struct Profiles {
     pub package: String,
     by_url: HashMap<String, Profile>,
     default_for_type: HashMap<String, String>,
+    /// The URLs of each type's profiles, sorted.
+    of_type: HashMap<String, Vec<String>>,
 }
 
 impl Profiles {
@@ -154,10 +156,19 @@ impl Profiles {
             }
         }
         let default_for_type = default_profiles(&by_url);
+        let mut of_type: HashMap<String, Vec<String>> = HashMap::new();
+        for profile in by_url.values() {
+            of_type
+                .entry(profile.resource_type.clone())
+                .or_default()
+                .push(profile.url.clone());
+        }
+        of_type.values_mut().for_each(|urls| urls.sort());
         Ok(Profiles {
             package,
             by_url,
             default_for_type,
+            of_type,
         })
     }
 
@@ -198,9 +209,11 @@ impl Profiles {
             return vec![profile];
         }
         let of_type: Vec<&Profile> = self
-            .by_url
-            .values()
-            .filter(|p| p.resource_type == resource_type)
+            .of_type
+            .get(resource_type)
+            .into_iter()
+            .flatten()
+            .filter_map(|url| self.by_url.get(url))
             .collect();
         let code = resource.get("code");
         let mut by_code: Vec<&Profile> = of_type
