@@ -380,16 +380,21 @@ fn compile_element(
         is_choice.then(|| element.types.iter().map(|t| capitalised(&t.code)).collect());
     let fixed = value_with_prefix(&element.rest, "fixed");
     let pattern = value_with_prefix(&element.rest, "pattern");
-    let reference_types =
-        (element.types.len() == 1 && element.types[0].code == "Reference").then(|| {
-            let targets = &element.types[0].target_profile;
-            let mut types: Vec<String> =
-                targets.iter().filter_map(|t| type_of_profile(t)).collect();
-            if types.iter().any(|t| t == "Resource") || types.len() < targets.len() {
-                types.clear(); // any resource, or a target we cannot name: do not judge
-            }
-            types
-        });
+    // A Reference, or the Reference type of a choice (`medication[x]`): the
+    // choice's other types have no `reference` member, so only it is judged.
+    let reference = element
+        .types
+        .iter()
+        .filter(|t| t.code == "Reference")
+        .find(|_| is_choice || element.types.len() == 1);
+    let reference_types = reference.map(|reference| {
+        let targets = &reference.target_profile;
+        let mut types: Vec<String> = targets.iter().filter_map(|t| type_of_profile(t)).collect();
+        if types.iter().any(|t| t == "Resource") || types.len() < targets.len() {
+            types.clear(); // any resource, or a target we cannot name: do not judge
+        }
+        types
+    });
     let is_code = element.types.len() == 1 && element.types[0].code == "code";
     let binding = element
         .binding

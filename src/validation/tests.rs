@@ -298,6 +298,21 @@ fn the_examples_mutated_are_caught_at_the_right_path() {
     subject["subject"]["reference"] = json!("Practitioner/practitioner-1");
     assert_one_finding_at(&subject, "Observation.subject", "refers to a Practitioner");
 
+    // A reference inside a choice at the wrong type: medication[x] is a
+    // CodeableConcept or a Reference(Medication).
+    let mut medication = example("MedicationRequest-medicationrequest-referenced-oral-axid");
+    assert!(
+        findings_of(&medication).is_empty(),
+        "{:?}",
+        findings_of(&medication)
+    );
+    medication["medicationReference"]["reference"] = json!("Patient/example");
+    assert_one_finding_at(
+        &medication,
+        "MedicationRequest.medicationReference",
+        "refers to a Patient",
+    );
+
     // A choice of a type the profile does not allow: vital signs take
     // effectiveDateTime or effectivePeriod.
     let mut effective = example("Observation-weight");
