@@ -4,13 +4,4 @@
 # Usage: benches/codes.sh RUNS SIZE   e.g. benches/codes.sh 3 1GB
 set -euo pipefail
 [ $# -ge 2 ] || { sed -n 2,4p "$0"; exit 2; }
-RUNS=$1 SIZE=$2
-cd "$(dirname "$0")/.."
-bin=$(realpath "${FHIRLAKE_BIN:-${CARGO_TARGET_DIR:-target}/release/fhirlake}")
-wrappers=$(mktemp -d)
-trap 'rm -rf "$wrappers"' EXIT
-printf '#!/bin/sh\nexec %q "$@" --no-code-checks\n' "$bin" >"$wrappers/no-checks"
-printf '#!/bin/sh\nexec %q "$@"\n' "$bin" >"$wrappers/checks"
-chmod +x "$wrappers/no-checks" "$wrappers/checks"
-"$bin" bench --size "$SIZE" --generate-only >/dev/null
-benches/ab.sh "$RUNS" "$SIZE" "$wrappers/no-checks" "$wrappers/checks"
+exec "$(dirname "$0")/flags_ab.sh" "$1" "$2" no-checks --no-code-checks checks ""

@@ -68,7 +68,8 @@ fn key_fields() -> [Field; 2] {
     ]
 }
 
-fn lineage_fields() -> [Field; 4] {
+/// The lineage columns every table a job writes rows to ends or carries.
+pub fn lineage_fields() -> [Field; 4] {
     [
         Field::new("_job_id", DataType::Utf8, false),
         Field::new("_source", DataType::Utf8, false),

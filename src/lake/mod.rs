@@ -37,7 +37,7 @@ pub use index::{
 pub use layout::{
     CODE_ISSUES_COLUMN, DELETED_COLUMN, KEY_COLUMNS, LINEAGE_COLUMNS, Lineage, LineageColumns,
     QUARANTINE_TABLE, RESOURCE_COLUMNS, ROW_COLUMN, SUBSETTED_COLUMN, TableLayout, TableShape,
-    VALID_COLUMN, quarantine_schema, resource_schema, utc_micros,
+    VALID_COLUMN, lineage_fields, quarantine_schema, resource_schema, utc_micros,
 };
 pub use location::{Lake, object_store_for, register_storage_handlers};
 pub use maintain::{OptimizeReport, VacuumReport, list_tables, optimize, vacuum};

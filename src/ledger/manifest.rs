@@ -232,6 +232,20 @@ pub struct ValidationRecord {
     pub rows_written: u64,
 }
 
+impl ValidationRecord {
+    /// Counts one resource that breaks `profiles`.
+    pub fn count_invalid<'p>(&mut self, profiles: impl IntoIterator<Item = &'p str>) {
+        self.validated += 1;
+        self.invalid += 1;
+        for profile in profiles {
+            *self
+                .invalid_by_profile
+                .entry(profile.to_owned())
+                .or_default() += 1;
+        }
+    }
+}
+
 fn no_policy() -> String {
     "none".into()
 }

@@ -405,32 +405,49 @@ async fn commit_quarantine(
         return Ok(());
     }
     let started = Instant::now();
-    let mut sink = TableSink::open(&context.lake, QUARANTINE_TABLE, &quarantine_schema())
-        .await?
-        .with_commit_info(context.audit.commit_info(&context.job_id));
     let batch = quarantine.finish().map_err(|source| LoadError::Arrow {
         table: QUARANTINE_TABLE.into(),
         source,
     })?;
-    sink.write(batch).await?;
-    let (_, version) = sink.commit().await?;
-    if let Some(version) = version {
+    if let Some(version) = append(context, QUARANTINE_TABLE, &quarantine_schema(), batch).await? {
         context
             .audit
             .quarantine(version, quarantine.reasons(), &quarantine.sources())
             .await?;
-        tables
-            .entry(QUARANTINE_TABLE.to_owned())
-            .or_default()
-            .commits
-            .push(CommitRecord {
-                version,
-                operation: CommitOperation::Append,
-                merge: None,
-            });
+        record_append(tables, QUARANTINE_TABLE, version);
     }
     StageClock::add(&context.clock.commit, started);
     Ok(())
+}
+
+/// Appends `batch` to the log table `name` (created on first use) in one
+/// commit stamped with the job; the version, `None` if nothing was committed.
+async fn append(
+    context: &Context,
+    name: &str,
+    schema: &deltalake::arrow::datatypes::SchemaRef,
+    batch: deltalake::arrow::record_batch::RecordBatch,
+) -> Result<Option<u64>, LoadError> {
+    let mut sink = TableSink::open(&context.lake, name, schema)
+        .await?
+        .with_commit_info(context.audit.commit_info(&context.job_id));
+    sink.write(batch).await?;
+    Ok(sink.commit().await?.1)
+}
+
+/// Records an append commit of `name` in the job's table records.
+fn record_append<'t>(
+    tables: &'t mut BTreeMap<String, TableRecord>,
+    name: &str,
+    version: u64,
+) -> &'t TableRecord {
+    let table = tables.entry(name.to_owned()).or_default();
+    table.commits.push(CommitRecord {
+        version,
+        operation: CommitOperation::Append,
+        merge: None,
+    });
+    table
 }
 
 /// Appends the findings of the versions the job stored to `_validation`
@@ -454,9 +471,6 @@ async fn commit_validation(
         return Ok(Some(record));
     }
     let started = Instant::now();
-    let mut sink = TableSink::open(&context.lake, VALIDATION_TABLE, &validation_schema())
-        .await?
-        .with_commit_info(context.audit.commit_info(&context.job_id));
     let batch = validation
         .rows
         .finish()
@@ -464,16 +478,8 @@ async fn commit_validation(
             table: VALIDATION_TABLE.into(),
             source,
         })?;
-    sink.write(batch).await?;
-    let (_, version) = sink.commit().await?;
-    if let Some(version) = version {
-        let table = tables.entry(VALIDATION_TABLE.to_owned()).or_default();
-        table.commits.push(CommitRecord {
-            version,
-            operation: CommitOperation::Append,
-            merge: None,
-        });
-        let table = table.clone();
+    if let Some(version) = append(context, VALIDATION_TABLE, &validation_schema(), batch).await? {
+        let table = record_append(tables, VALIDATION_TABLE, version).clone();
         context
             .audit
             .table_commits(VALIDATION_TABLE, &table)

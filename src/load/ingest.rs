@@ -26,8 +26,8 @@ use crate::lake::{Deletion, Hit, LakeError, LoadMode, QUARANTINE_TABLE};
 use crate::ledger::{InputRecord, InputStatus, RowCounts, StandInRecord};
 use crate::load::{Input, StandIn, StandInSource};
 use crate::ndjson::{DecodedChunk, DecodedLine, LineKind, RejectReason, ResourceKeys};
-use crate::validation::LineVerdict;
 use crate::validation::table::Judged;
+use crate::validation::{LineVerdict, broken_profiles};
 
 /// The filter reason of a subset that met a stored full row.
 pub(super) const SUBSET_OF_FULL: &str =
@@ -153,16 +153,9 @@ impl InputLoad<'_> {
                 LineKind::Blank => self.record.blank_lines += 1,
                 LineKind::Rejected(reason) => {
                     self.record.lines += 1;
-                    if let RejectReason::Invalid { profile, .. } = reason {
+                    if let RejectReason::Invalid { profiles, .. } = reason {
                         let counts = &mut self.staged.validation.record;
-                        counts.validated += 1;
-                        counts.invalid += 1;
-                        for profile in profile.split(", ") {
-                            *counts
-                                .invalid_by_profile
-                                .entry(profile.to_owned())
-                                .or_default() += 1;
-                        }
+                        counts.count_invalid(profiles.iter().map(String::as_str));
                     }
                     self.rejects.push(PendingReject {
                         line: line.line,
@@ -430,19 +423,7 @@ impl InputLoad<'_> {
                 counts.validated += 1;
                 counts.valid += 1;
             }
-            LineVerdict::Invalid(findings) => {
-                counts.validated += 1;
-                counts.invalid += 1;
-                let mut profiles: Vec<&str> = findings.iter().map(|f| f.profile.as_str()).collect();
-                profiles.sort_unstable();
-                profiles.dedup();
-                for profile in profiles {
-                    *counts
-                        .invalid_by_profile
-                        .entry(profile.to_owned())
-                        .or_default() += 1;
-                }
-            }
+            LineVerdict::Invalid(findings) => counts.count_invalid(broken_profiles(findings)),
         }
     }
 

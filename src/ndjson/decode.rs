@@ -13,7 +13,7 @@ use super::Chunk;
 use crate::code_checks::{ChunkChecker, ChunkCodes, CodeChecks};
 use crate::fhir;
 use crate::policy::{Decision, Policy, Subject};
-use crate::validation::{Finding, LineVerdict, OnInvalid, Validation};
+use crate::validation::{Finding, LineVerdict, OnInvalid, Validation, broken_profiles};
 use crate::view::{CompiledView, Json, ViewArrays, ViewBuilder, ViewSet};
 
 /// What the load path needs of a resource line before any view runs.
@@ -91,13 +91,15 @@ pub enum RejectReason {
         reason: String,
     },
     #[error(
-        "{resource_type}/{id} does not conform to {profile}: {findings}; fix the resource at \
-         its source, or load it flagged (--on-invalid flag)"
+        "{resource_type}/{id} does not conform to {}: {findings}; fix the resource at \
+         its source, or load it flagged (--on-invalid flag)",
+        profiles.join(", ")
     )]
     Invalid {
         resource_type: String,
         id: String,
-        profile: String,
+        /// The profiles it breaks.
+        profiles: Vec<String>,
         /// Every finding, `path: message`, joined by `; `.
         findings: String,
     },
@@ -571,13 +573,13 @@ fn check_and_view(
 
 /// The quarantine reason of a resource that breaks its profile.
 fn invalid(keys: &ResourceKeys, findings: &[Finding]) -> RejectReason {
-    let mut profiles: Vec<&str> = findings.iter().map(|f| f.profile.as_str()).collect();
-    profiles.sort_unstable();
-    profiles.dedup();
     RejectReason::Invalid {
         resource_type: keys.resource_type.to_string(),
         id: keys.id.to_string(),
-        profile: profiles.join(", "),
+        profiles: broken_profiles(findings)
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
         findings: findings
             .iter()
             .map(|f| format!("{}: {}", f.path, f.message))

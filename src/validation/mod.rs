@@ -64,6 +64,14 @@ pub struct Finding {
     pub message: String,
 }
 
+/// The distinct profiles `findings` name, sorted.
+pub fn broken_profiles(findings: &[Finding]) -> Vec<&str> {
+    let mut profiles: Vec<&str> = findings.iter().map(|f| f.profile.as_str()).collect();
+    profiles.sort_unstable();
+    profiles.dedup();
+    profiles
+}
+
 /// A resource's verdict.
 #[derive(Debug, Clone, Default)]
 pub struct Verdict {

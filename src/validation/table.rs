@@ -11,12 +11,12 @@ use deltalake::arrow::error::ArrowError;
 use deltalake::arrow::record_batch::RecordBatch;
 
 use super::Finding;
-use crate::lake::{Lineage, LineageColumns, utc_micros};
+use crate::lake::{Lineage, LineageColumns, lineage_fields, utc_micros};
 
 pub const VALIDATION_TABLE: &str = "_validation";
 
 pub fn validation_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
+    let mut fields = vec![
         Field::new("table_name", DataType::Utf8, false),
         Field::new("id", DataType::Utf8, false),
         Field::new("meta_last_updated", utc_micros(), false),
@@ -27,11 +27,9 @@ pub fn validation_schema() -> SchemaRef {
         // Where in the resource (`Patient.identifier[1].system`).
         Field::new("path", DataType::Utf8, false),
         Field::new("message", DataType::Utf8, false),
-        Field::new("_job_id", DataType::Utf8, false),
-        Field::new("_source", DataType::Utf8, false),
-        Field::new("_line", DataType::Int64, false),
-        Field::new("_ingested_at", utc_micros(), false),
-    ]))
+    ];
+    fields.extend(lineage_fields());
+    Arc::new(Schema::new(fields))
 }
 
 /// The version a finding belongs to, and where it was read.
