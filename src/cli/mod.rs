@@ -267,6 +267,24 @@ pub struct CodeCheckFlags {
     /// What happens to a resource that breaks its profile: flagged (`_valid` false), quarantined, or segregated.
     #[arg(long, value_enum, default_value = "flag", requires = "validate")]
     pub on_invalid: crate::validation::OnInvalid,
+    /// A FHIR terminology server (base URL) asked with `$validate-code` whether codes exist; answers are cached in `_tx_cache`. Down, it never blocks the load: its codes count as unverified.
+    #[arg(long, value_name = "URL", conflicts_with = "no_code_checks")]
+    pub tx: Option<url::Url>,
+    /// A code system the terminology server is asked about (repeatable; default: LOINC, SNOMED CT, RxNorm, ICD-10-CM, CVX).
+    #[arg(long = "tx-system", value_name = "URI", requires = "tx")]
+    pub tx_systems: Vec<String>,
+    /// Codes per batch request to the terminology server.
+    #[arg(long, default_value_t = 100, value_name = "N", requires = "tx")]
+    pub tx_batch: usize,
+    /// Requests per second to the terminology server at most (0: no limit).
+    #[arg(long, default_value_t = 10.0, value_name = "N", requires = "tx")]
+    pub tx_rate: f64,
+    /// Days a cached answer is trusted before the code is asked again.
+    #[arg(long, default_value_t = 30, value_name = "DAYS", requires = "tx")]
+    pub tx_max_age: u64,
+    /// File holding a bearer token for the terminology server.
+    #[arg(long, value_name = "PATH", requires = "tx")]
+    pub tx_token_file: Option<std::path::PathBuf>,
 }
 
 impl CodeCheckFlags {
@@ -276,13 +294,27 @@ impl CodeCheckFlags {
         if self.no_code_checks {
             return Ok(None);
         }
-        if self.value_sets.is_empty() && self.concept_maps.is_empty() && self.bindings.is_empty() {
+        if self.value_sets.is_empty()
+            && self.concept_maps.is_empty()
+            && self.bindings.is_empty()
+            && self.tx.is_none()
+        {
             return Ok(Some(CodeChecks::standard()));
         }
+        let server = self.tx.clone().map(|url| {
+            let mut tx = crate::code_checks::tx::TxOptions::new(url);
+            tx.systems = self.tx_systems.clone();
+            tx.batch = self.tx_batch;
+            tx.rate = self.tx_rate;
+            tx.max_age = std::time::Duration::from_secs(self.tx_max_age.saturating_mul(86_400));
+            tx.token_file = self.tx_token_file.clone();
+            tx
+        });
         let options = CodeCheckOptions {
             value_sets: self.value_sets.clone(),
             concept_maps: self.concept_maps.clone(),
             bindings: self.bindings.clone(),
+            server,
         };
         Ok(Some(std::sync::Arc::new(CodeChecks::load(&options)?)))
     }

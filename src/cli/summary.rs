@@ -150,6 +150,30 @@ pub fn text(report: &LoadReport) -> String {
             );
         }
         let _ = writeln!(out);
+        if let Some(tx) = &codes.terminology_server {
+            let _ = writeln!(
+                out,
+                "terminology server {}: {} coding(s) checked ({} code(s) asked in {} request(s), {} from the lake's cache; {} unknown to it, {} in systems it does not hold)",
+                tx.server,
+                tx.codings_checked,
+                tx.codes_asked,
+                tx.requests,
+                tx.codes_cached,
+                tx.codes_invalid,
+                tx.codes_unsupported
+            );
+            if tx.codings_unverified > 0 {
+                let _ = writeln!(
+                    out,
+                    "warning: {} coding(s) ({} code(s)) unverified: {}; the next load asks them again",
+                    tx.codings_unverified,
+                    tx.codes_unverified,
+                    tx.error
+                        .as_deref()
+                        .unwrap_or("the server did not answer them")
+                );
+            }
+        }
         if codes.curation_open > 0 || codes.curation_resolved > 0 {
             let _ = writeln!(
                 out,

@@ -6,6 +6,7 @@
 
 use bumpalo::Bump;
 
+use super::tx::TerminologyServer;
 use crate::terminology::{Checker, Coding, Concept, Finding, Quantity, Target};
 use crate::view::Json;
 
@@ -26,16 +27,41 @@ pub const CHECKED_MEMBERS: [&str; 8] = [
 /// Members holding a Quantity whose unit is checked (UCUM).
 pub const QUANTITY_MEMBERS: [&str; 2] = ["valueQuantity", "doseQuantity"];
 
+/// A coding the terminology server is to judge: locally clean, in a
+/// system it is asked about.
+#[derive(Clone, Copy)]
+pub(super) struct Asked<'a> {
+    place: Place<'a>,
+    pub index: usize,
+    pub coding: Coding<'a>,
+}
+
+impl<'a> Asked<'a> {
+    /// The concept's path (`Observation.code`), made in `arena`.
+    pub fn path(&self, arena: &'a Bump) -> &'a str {
+        self.place.path(arena)
+    }
+}
+
+/// Where a job's coded elements go besides the local checks.
+pub(super) struct Outputs<'w, 't, 'a> {
+    pub findings: &'w mut Vec<Finding<'a>>,
+    /// Codings concept maps add, by position in the returned concepts.
+    pub added: &'w mut Vec<(usize, &'t Target)>,
+    /// With a terminology server: the codings to ask it about.
+    pub asked: Option<(&'t TerminologyServer, &'w mut Vec<Asked<'a>>)>,
+}
+
 /// Checks every coded element of `resource`; appends problems to
-/// `findings` and the codings concept maps add to `added` (by position in
-/// the returned list of the concepts they are added to).
+/// `findings`, the codings concept maps add to `added` (by position in
+/// the returned list of the concepts they are added to), and the codings
+/// the terminology server is to judge to `asked`.
 pub(super) fn check_resource<'t, 'a>(
     checker: &mut Checker<'t>,
     resource: &'a Json<'a>,
     arena: &'a Bump,
     resource_type: &'a str,
-    findings: &mut Vec<Finding<'a>>,
-    added: &mut Vec<(usize, &'t Target)>,
+    out: Outputs<'_, 't, 'a>,
 ) -> Vec<&'a Json<'a>>
 where
     't: 'a,
@@ -45,8 +71,9 @@ where
         checker,
         bindings,
         arena,
-        findings,
-        added,
+        findings: out.findings,
+        added: out.added,
+        asked: out.asked,
         mapped: Vec::new(),
     };
     let Json::Object(members) = resource else {
@@ -70,6 +97,7 @@ struct Walk<'w, 't, 'a> {
     arena: &'a Bump,
     findings: &'w mut Vec<Finding<'a>>,
     added: &'w mut Vec<(usize, &'t Target)>,
+    asked: Option<(&'t TerminologyServer, &'w mut Vec<Asked<'a>>)>,
     mapped: Vec<&'a Json<'a>>,
 }
 
@@ -102,18 +130,7 @@ impl<'t: 'a, 'a> Walk<'_, 't, 'a> {
     }
 
     fn path(&self, at: Place<'a>) -> &'a str {
-        let mut path = bumpalo::collections::String::new_in(self.arena);
-        path.push_str(at.resource_type);
-        if let Some(c) = at.component {
-            path.push_str(".component");
-            push_index(&mut path, c);
-        }
-        path.push('.');
-        path.push_str(at.name);
-        if let Some(i) = at.index {
-            push_index(&mut path, i);
-        }
-        path.into_bump_str()
+        at.path(self.arena)
     }
 
     /// Runs `check` with the element's path (or a stand-in when nothing
@@ -162,9 +179,28 @@ impl<'t: 'a, 'a> Walk<'_, 't, 'a> {
             // Only `text`: nothing coded.
             None => return,
         };
+        let start = self.findings.len();
         self.checked(at, |checker, path, findings| {
             checker.check_concept(&Concept { path, codings }, findings);
         });
+        if let Some((server, asked)) = &mut self.asked {
+            let flagged = &self.findings[start..];
+            for (index, coding) in codings.iter().enumerate() {
+                let (Some(system), Some(code)) = (coding.system, coding.code) else {
+                    continue;
+                };
+                if !code.is_empty()
+                    && server.asks(system)
+                    && !flagged.iter().any(|f| f.index == Some(index))
+                {
+                    asked.push(Asked {
+                        place: at,
+                        index,
+                        coding: *coding,
+                    });
+                }
+            }
+        }
         let lone = !members.iter().any(|(k, _)| *k == "coding");
         let mut targets = Vec::new();
         if !lone
@@ -187,6 +223,23 @@ struct Place<'a> {
     component: Option<usize>,
     name: &'a str,
     index: Option<usize>,
+}
+
+impl<'a> Place<'a> {
+    fn path(&self, arena: &'a Bump) -> &'a str {
+        let mut path = bumpalo::collections::String::new_in(arena);
+        path.push_str(self.resource_type);
+        if let Some(c) = self.component {
+            path.push_str(".component");
+            push_index(&mut path, c);
+        }
+        path.push('.');
+        path.push_str(self.name);
+        if let Some(i) = self.index {
+            push_index(&mut path, i);
+        }
+        path.into_bump_str()
+    }
 }
 
 fn push_index(path: &mut bumpalo::collections::String<'_>, index: usize) {

@@ -19,7 +19,9 @@
 mod additions;
 mod extract;
 pub mod table;
+pub mod tx;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
@@ -27,10 +29,12 @@ use bumpalo::Bump;
 use chrono::Utc;
 
 use crate::terminology::{
-    Binding, BindingStrength, Checker, ConceptMapLoader, Curation, Finding, Metrics, ResourceRef,
-    Target, Terminology, TerminologyError, ValueSetLoader,
+    Binding, BindingStrength, Checker, Coding, ConceptMapLoader, Curation, Finding, Metrics,
+    Problem, ProblemKind, ResourceRef, Target, Terminology, TerminologyError, ValueSetLoader,
 };
 use crate::view::Json;
+use extract::{Asked, Outputs};
+use tx::{TerminologyServer, TxOptions, Verdict};
 
 pub use extract::{CHECKED_MEMBERS, QUANTITY_MEMBERS};
 pub use table::{CURATION_TABLE, curation_schema};
@@ -48,6 +52,8 @@ pub struct CodeCheckOptions {
     /// `ELEMENT=VALUESET_URL` (`Observation.code=http://...`): codings of
     /// that element must be in that loaded value set.
     pub bindings: Vec<String>,
+    /// A terminology server to ask whether codes exist (`--tx`).
+    pub server: Option<TxOptions>,
 }
 
 /// The job's compiled terminology.
@@ -56,6 +62,7 @@ pub struct CodeChecks {
     terminology: Terminology,
     /// What the manifest records of where the terminology came from.
     sources: Vec<String>,
+    server: Option<TerminologyServer>,
 }
 
 impl CodeChecks {
@@ -70,6 +77,7 @@ impl CodeChecks {
                 Arc::new(CodeChecks {
                     terminology,
                     sources: Vec::new(),
+                    server: None,
                 })
             })
             .clone()
@@ -116,10 +124,25 @@ impl CodeChecks {
             .with_concept_maps(maps.build())
             .with_bindings(bindings)
             .build()?;
+        let server = match &options.server {
+            Some(tx) => {
+                let server = TerminologyServer::new(tx)
+                    .map_err(|e| TerminologyError::Config(e.to_string()))?;
+                sources.push(format!("terminology server: {}", server.label()));
+                Some(server)
+            }
+            None => None,
+        };
         Ok(CodeChecks {
             terminology,
             sources,
+            server,
         })
+    }
+
+    /// The job's terminology server (`--tx`), when it has one.
+    pub fn server(&self) -> Option<&TerminologyServer> {
+        self.server.as_ref()
     }
 
     pub fn terminology(&self) -> &Terminology {
@@ -139,8 +162,25 @@ impl CodeChecks {
             seen_at: Utc::now().timestamp_micros(),
             findings: Vec::new(),
             added: Vec::new(),
+            slot: 0,
+            pending: HashMap::new(),
+            server_checked: 0,
+            server_unverified: 0,
+            server_problems: 0,
         }
     }
+}
+
+/// A coding waiting for the terminology server, and whose it is.
+struct Pending {
+    /// The line's place in its chunk.
+    slot: usize,
+    table: String,
+    id: String,
+    /// The concept's path; the coding's index in it.
+    path: String,
+    index: usize,
+    display: Option<String>,
 }
 
 /// What one chunk's checks found, for the job to merge.
@@ -167,9 +207,21 @@ pub struct ChunkChecker<'t> {
     /// Reused per resource (emptied, never shrunk).
     findings: Vec<Finding<'static>>,
     added: Vec<(usize, &'t Target)>,
+    /// The place in the chunk of the line being checked.
+    slot: usize,
+    /// Codings no answer is known for yet, by (system, code): asked at the chunk's end.
+    pending: HashMap<(String, String), Vec<Pending>>,
+    server_checked: u64,
+    server_unverified: u64,
+    server_problems: u64,
 }
 
 impl<'t> ChunkChecker<'t> {
+    /// The next resource checked is the chunk's line `slot`.
+    pub fn at_line(&mut self, slot: usize) {
+        self.slot = slot;
+    }
+
     /// Checks `resource` (of `resource_type` and `id`, parsed into `arena`)
     /// and records its problems for the curation queue.
     pub fn check<'a>(
@@ -185,14 +237,22 @@ impl<'t> ChunkChecker<'t> {
         let mut findings = reuse(std::mem::take(&mut self.findings));
         let mut added = std::mem::take(&mut self.added);
         added.clear();
+        let server = self.checks.server();
+        let mut asked = Vec::new();
         let concepts = extract::check_resource(
             &mut self.checker,
             resource,
             arena,
             resource_type,
-            &mut findings,
-            &mut added,
+            Outputs {
+                findings: &mut findings,
+                added: &mut added,
+                asked: server.map(|s| (s, &mut asked)),
+            },
         );
+        if !asked.is_empty() {
+            self.judge(&asked, arena, resource_type, id, &mut findings);
+        }
         if !findings.is_empty() {
             let table = crate::fhir::table_name(resource_type);
             let resource = ResourceRef { table: &table, id };
@@ -215,9 +275,109 @@ impl<'t> ChunkChecker<'t> {
         Checked { issues, changed }
     }
 
+    /// Applies the answers known for `asked`: a code the server does not
+    /// know is a finding now; one without an answer waits for the chunk's end.
+    fn judge<'a>(
+        &mut self,
+        asked: &[Asked<'a>],
+        arena: &'a Bump,
+        resource_type: &str,
+        id: &str,
+        findings: &mut Vec<Finding<'a>>,
+    ) {
+        let Some(server) = self.checks.server() else {
+            return;
+        };
+        for a in asked {
+            let (system, code) = (a.coding.system.unwrap_or(""), a.coding.code.unwrap_or(""));
+            match server.cached(system, code) {
+                Some(Verdict::Invalid(answer)) => {
+                    self.server_checked += 1;
+                    self.server_problems += 1;
+                    findings.push(Finding {
+                        path: a.path(arena),
+                        index: Some(a.index),
+                        coding: a.coding,
+                        problem: Problem::UnknownToServer {
+                            answer: arena.alloc_str(&answer),
+                        },
+                    });
+                }
+                Some(_) => self.server_checked += 1,
+                None => {
+                    let key = (system.to_owned(), code.to_owned());
+                    self.pending.entry(key).or_default().push(Pending {
+                        slot: self.slot,
+                        table: crate::fhir::table_name(resource_type),
+                        id: id.to_owned(),
+                        path: a.path(arena).to_owned(),
+                        index: a.index,
+                        display: a.coding.display.map(str::to_owned),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Asks the terminology server about the chunk's codings without an
+    /// answer yet (blocking the decode thread; paced and breaker-guarded)
+    /// and records what it does not know; returns the problems to add to
+    /// each line's `_code_issues`, by the line's place in the chunk.
+    pub fn resolve_pending(&mut self) -> Vec<(usize, u32)> {
+        let Some(server) = self.checks.server() else {
+            return Vec::new();
+        };
+        if self.pending.is_empty() {
+            return Vec::new();
+        }
+        let pending: Vec<((String, String), Vec<Pending>)> = self.pending.drain().collect();
+        let keys: Vec<(String, String)> = pending.iter().map(|(k, _)| k.clone()).collect();
+        let verdicts = server.resolve(&keys);
+        let mut added: HashMap<usize, u32> = HashMap::new();
+        for (((system, code), waiting), verdict) in pending.iter().zip(verdicts) {
+            let n = waiting.len() as u64;
+            let answer = match verdict {
+                None => {
+                    self.server_unverified += n;
+                    continue;
+                }
+                Some(Verdict::Invalid(answer)) => answer,
+                Some(_) => {
+                    self.server_checked += n;
+                    continue;
+                }
+            };
+            self.server_checked += n;
+            self.server_problems += n;
+            for p in waiting {
+                let finding = Finding {
+                    path: &p.path,
+                    index: Some(p.index),
+                    coding: Coding {
+                        system: Some(system),
+                        code: Some(code),
+                        display: p.display.as_deref(),
+                    },
+                    problem: Problem::UnknownToServer { answer: &answer },
+                };
+                let resource = ResourceRef {
+                    table: &p.table,
+                    id: &p.id,
+                };
+                self.curation.record(&finding, resource, self.seen_at);
+                *added.entry(p.slot).or_default() += 1;
+            }
+        }
+        added.into_iter().collect()
+    }
+
     pub fn finish(self) -> ChunkCodes {
+        let mut metrics = self.checker.into_metrics();
+        metrics.problems[ProblemKind::UnknownToServer.index()] += self.server_problems;
+        metrics.server_checked += self.server_checked;
+        metrics.server_unverified += self.server_unverified;
         ChunkCodes {
-            metrics: self.checker.into_metrics(),
+            metrics,
             curation: self.curation,
         }
     }

@@ -178,7 +178,17 @@ fn settled_by(record: &CurationRecord, checks: &CodeChecks) -> Option<String> {
             target.system, target.code
         ));
     }
-    let unknown = ProblemKind::parse(&record.problem) == Some(ProblemKind::UnknownSystem);
+    let problem = ProblemKind::parse(&record.problem);
+    if problem == Some(ProblemKind::UnknownToServer)
+        && let Some(server) = checks.server()
+        && server.cached(system, code) == Some(super::tx::Verdict::Valid)
+    {
+        return Some(format!(
+            "the terminology server {} knows it now",
+            server.label()
+        ));
+    }
+    let unknown = problem == Some(ProblemKind::UnknownSystem);
     if unknown && matches!(term.classify_system(system), SystemVerdict::Known(_)) {
         return Some(format!("{system} is a known system now"));
     }

@@ -10,6 +10,7 @@
 //! and `fetch` also retries a body cut mid-way.
 
 mod breaker;
+mod pace;
 mod redact;
 mod retry;
 
@@ -22,6 +23,7 @@ use serde_json::json;
 use url::Url;
 
 pub use breaker::{BreakerPolicy, Breakers, Clock, Refused, SystemClock};
+pub use pace::Pace;
 pub use redact::redact_url;
 pub use retry::{RetryPolicy, backoff_delay, is_transient, jitter, parse_retry_after};
 

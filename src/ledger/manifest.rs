@@ -210,6 +210,39 @@ pub struct CodeCheckRecord {
     /// Where the job's value sets, maps and bindings came from.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<String>,
+    /// What the terminology server (`--tx`) did, when the job had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terminology_server: Option<TerminologyServerRecord>,
+}
+
+/// A job's terminology server: what it was asked and answered. Codes are
+/// distinct (system, code) pairs; codings are occurrences in resources.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TerminologyServerRecord {
+    /// The base URL (no credentials, no query).
+    pub server: String,
+    /// Codings judged by an answer (the server's or the lake's cache).
+    pub codings_checked: u64,
+    /// Codings left unverified: the server did not answer them.
+    pub codings_unverified: u64,
+    /// Codes answered from `_tx_cache` at the start.
+    pub codes_cached: u64,
+    /// Codes sent, and what came back.
+    pub codes_asked: u64,
+    pub codes_valid: u64,
+    pub codes_invalid: u64,
+    /// The server does not hold the code system: not verified, not wrong.
+    pub codes_unsupported: u64,
+    /// Codes without an answer (the next job asks them again), a few of them, and why.
+    pub codes_unverified: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unverified_examples: Vec<String>,
+    pub requests: u64,
+    pub failed_requests: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Answers appended to `_tx_cache` by this job.
+    pub cache_rows_written: u64,
 }
 
 /// A job's profile validation: the package, the action on failure, and

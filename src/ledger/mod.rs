@@ -18,7 +18,7 @@ pub use hl7v2::{Hl7v2Record, MessageCounts, MessageRecord, MessageStatus, RawObj
 pub use manifest::{
     AccountingError, CodeCheckRecord, CommitOperation, CommitRecord, ExportFile, ExportRecord,
     FileKind, FileOutcome, InputRecord, InputStatus, JobManifest, ManifestKind, RowCounts,
-    StandInRecord, TableRecord, ValidationRecord,
+    StandInRecord, TableRecord, TerminologyServerRecord, ValidationRecord,
 };
 pub use sync::{PageRecord, SyncRecord, SyncWindow};
 

@@ -40,13 +40,14 @@ use super::rows::{QuarantineRow, QuarantineRows};
 use super::tables::{TableState, TypeTables};
 use super::view_tables::ViewTable;
 use super::{Context, LoadError, Rejection, audit_tables};
+use crate::code_checks::tx::{self, TerminologyServer};
 use crate::code_checks::{self, CURATION_EXAMPLES, CURATION_TABLE, ChunkCodes};
 use crate::fhir;
 use crate::lake::{Deletion, LoadMode, QUARANTINE_TABLE, TableSink, quarantine_schema};
 use crate::ledger::{
     self, CodeCheckRecord, CommitOperation, CommitRecord, ExportRecord, Hl7v2Record, InputRecord,
     InputStatus, JobManifest, LoadedMarker, ManifestKind, RowCounts, SyncRecord, TableRecord,
-    ValidationRecord,
+    TerminologyServerRecord, ValidationRecord,
 };
 use crate::terminology::{Curation, Metrics};
 use crate::validation::table::{VALIDATION_TABLE, ValidationRows, validation_schema};
@@ -514,6 +515,10 @@ async fn commit_curation(
         let record = record.clone();
         context.audit.table_commits(CURATION_TABLE, &record).await?;
     }
+    let terminology_server = match checks.server() {
+        Some(server) => Some(commit_tx_cache(context, server, &codes.metrics, tables).await?),
+        None => None,
+    };
     StageClock::add(&context.clock.commit, started);
     let report = codes.metrics.report(checks.terminology());
     Ok(Some(CodeCheckRecord {
@@ -534,7 +539,53 @@ async fn commit_curation(
         curation_open: update.open as u64,
         curation_resolved: update.resolved_now as u64,
         sources: checks.sources().to_vec(),
+        terminology_server,
     }))
+}
+
+/// Appends the terminology server's new answers to `_tx_cache` (after the
+/// queue: a crash before it only makes the next job ask them again);
+/// returns the manifest's record of the server.
+async fn commit_tx_cache(
+    context: &Context,
+    server: &TerminologyServer,
+    metrics: &Metrics,
+    tables: &mut BTreeMap<String, TableRecord>,
+) -> Result<TerminologyServerRecord, LoadError> {
+    let answers = server.take_fresh();
+    if !answers.is_empty() {
+        let batch = tx::to_batch(server.label(), &context.job_id, &answers).map_err(|source| {
+            LoadError::Arrow {
+                table: tx::TX_CACHE_TABLE.into(),
+                source,
+            }
+        })?;
+        let schema = tx::tx_cache_schema();
+        if let Some(version) = append(context, tx::TX_CACHE_TABLE, &schema, batch).await? {
+            let table = record_append(tables, tx::TX_CACHE_TABLE, version).clone();
+            context
+                .audit
+                .table_commits(tx::TX_CACHE_TABLE, &table)
+                .await?;
+        }
+    }
+    let stats = server.stats();
+    Ok(TerminologyServerRecord {
+        server: server.label().to_owned(),
+        codings_checked: metrics.server_checked,
+        codings_unverified: metrics.server_unverified,
+        codes_cached: stats.cached,
+        codes_asked: stats.asked,
+        codes_valid: stats.valid,
+        codes_invalid: stats.invalid,
+        codes_unsupported: stats.unsupported,
+        codes_unverified: stats.unverified,
+        unverified_examples: stats.unverified_examples,
+        requests: stats.requests,
+        failed_requests: stats.failed_requests,
+        error: stats.error,
+        cache_rows_written: answers.len() as u64,
+    })
 }
 
 /// The job's manifest. Per-table row counts come from the inputs, so the

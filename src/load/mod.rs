@@ -454,6 +454,9 @@ async fn run_audited(
     let clock_start = Instant::now();
     let inputs = std::mem::take(&mut job.inputs);
     job.lake.ensure_put_if_absent().await?;
+    if let Some(server) = context.code_checks.as_deref().and_then(|c| c.server()) {
+        server.preload(&job.lake).await?;
+    }
     context.audit.kick_off(kind, inputs.len()).await?;
     let notify = |event| {
         if let Some(p) = &job.progress {

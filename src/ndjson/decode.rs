@@ -299,6 +299,9 @@ impl ChunkDecoder {
             {
                 ((LineKind::Blank, None, Vec::new()), None)
             } else {
+                if let Some(checker) = checker.as_mut() {
+                    checker.at_line(out.len());
+                }
                 self.decode_line(bytes, expected_type, checker.as_mut())
             };
             if let LineKind::Resource(_) = kind {
@@ -322,6 +325,17 @@ impl ChunkDecoder {
             });
             line += 1;
             start = stop + 1;
+        }
+        if let Some(checker) = checker.as_mut() {
+            // Codes the terminology server had not answered yet: asked now,
+            // before the chunk's lines leave the decoder.
+            for (slot, problems) in checker.resolve_pending() {
+                if let LineKind::Resource(keys) = &mut out[slot].kind
+                    && let Some(issues) = keys.code_issues.as_mut()
+                {
+                    *issues = issues.saturating_add(problems);
+                }
+            }
         }
         let views = self
             .builders

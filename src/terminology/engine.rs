@@ -472,6 +472,10 @@ pub struct Metrics {
     pub mappings_applied: u64,
     /// Added codings by [`MapId`](super::conceptmap::MapId).
     pub mappings_by_map: Vec<u64>,
+    /// Codings a terminology server judged (from its answers or their cache).
+    pub server_checked: u64,
+    /// Codings left unverified: the server did not answer.
+    pub server_unverified: u64,
 }
 
 impl Metrics {
@@ -496,6 +500,8 @@ impl Metrics {
         self.bindings_checked += other.bindings_checked;
         self.bindings_not_checkable += other.bindings_not_checkable;
         self.mappings_applied += other.mappings_applied;
+        self.server_checked += other.server_checked;
+        self.server_unverified += other.server_unverified;
         if self.mappings_by_map.len() < other.mappings_by_map.len() {
             self.mappings_by_map.resize(other.mappings_by_map.len(), 0);
         }

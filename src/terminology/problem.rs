@@ -27,10 +27,11 @@ pub enum ProblemKind {
     BadUnit,
     NotInValueSet,
     NoMapping,
+    UnknownToServer,
 }
 
 impl ProblemKind {
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 12] = [
         Self::NoSystem,
         Self::NoCode,
         Self::UnknownSystem,
@@ -42,6 +43,7 @@ impl ProblemKind {
         Self::BadUnit,
         Self::NotInValueSet,
         Self::NoMapping,
+        Self::UnknownToServer,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -57,6 +59,7 @@ impl ProblemKind {
             Self::BadUnit => "bad_unit",
             Self::NotInValueSet => "not_in_value_set",
             Self::NoMapping => "no_mapping",
+            Self::UnknownToServer => "unknown_to_server",
         }
     }
 
@@ -102,6 +105,9 @@ pub enum Problem<'a> {
     /// A code of a system the job's concept maps translate, with no
     /// mapping, in a concept with no coding in a known system.
     NoMapping { system: &'a str },
+    /// The terminology server (`--tx`) answered that the code is not in
+    /// its code system; `answer` is the server's message.
+    UnknownToServer { answer: &'a str },
 }
 
 impl Problem<'_> {
@@ -113,6 +119,7 @@ impl Problem<'_> {
             Self::MisspeltSystem { .. } => ProblemKind::MisspeltSystem,
             Self::NotInValueSet { .. } => ProblemKind::NotInValueSet,
             Self::NoMapping { .. } => ProblemKind::NoMapping,
+            Self::UnknownToServer { .. } => ProblemKind::UnknownToServer,
             Self::Code(e) => match e {
                 CodeError::Ucum(_) => ProblemKind::BadUnit,
                 CodeError::Loinc(LoincError::CheckDigit { .. })
@@ -158,6 +165,10 @@ impl fmt::Display for Problem<'_> {
             Self::NoMapping { system } => write!(
                 f,
                 "no concept map of this job maps this code of `{system}` to a standard code"
+            ),
+            Self::UnknownToServer { answer } => write!(
+                f,
+                "the terminology server does not know this code ({answer}): fix the code, or map it (--concept-maps)"
             ),
         }
     }

@@ -130,6 +130,11 @@ pub struct Config {
     /// (type, search parameter, dotted path to a Reference), for reference
     /// search, `_include` and `_revinclude`.
     pub references: Vec<(String, String, String)>,
+    /// A terminology service: the codes of each code system it holds, for
+    /// `CodeSystem/$validate-code` (GET, or in a batch Bundle).
+    pub code_systems: BTreeMap<String, BTreeSet<String>>,
+    /// `POST [base]` batch Bundles are served; off, they answer 405.
+    pub batch: bool,
 }
 
 impl Default for Config {
@@ -163,6 +168,8 @@ impl Default for Config {
                 .map(|(t, p)| (t.to_string(), p.to_string()))
                 .collect(),
             references,
+            code_systems: BTreeMap::new(),
+            batch: true,
         }
     }
 }
@@ -229,6 +236,9 @@ pub struct Counters {
     /// Continuation pages served with 200.
     pub pages: u64,
     pub truncated: u64,
+    /// `$validate-code` questions answered (alone or inside batches), and batches.
+    pub codes_asked: u64,
+    pub batches: u64,
 }
 
 impl Counters {
@@ -800,6 +810,11 @@ fn route(state: &mut State, request: &Request) -> (Reply, Option<String>) {
             return page(state, &request.query);
         }
         ["metadata"] if get => return (Reply::json(200, capability(state)), None),
+        ["CodeSystem", "$validate-code"] if get => {
+            let (status, body) = validate_code(state, &params);
+            Reply::json(status, body)
+        }
+        [] if post && state.config.batch => batch(state, &request.body),
         [ty, ..] if !known(ty) => not_found(&format!("unknown resource type {ty}")),
         [ty] if get => search(state, ty, &params, lenient, false),
         [ty, "_search"] if post => {
@@ -812,6 +827,75 @@ fn route(state: &mut State, request: &Request) -> (Reply, Option<String>) {
         _ => not_found(&request.path),
     };
     (reply, segments.first().map(|t| t.to_string()))
+}
+
+/// `$validate-code` as terminology servers answer it: `Parameters` with
+/// `result` (and a `message` when false); an unknown code system is a 404
+/// OperationOutcome, as HAPI answers it.
+fn validate_code(state: &mut State, params: &[(String, String)]) -> (u16, Value) {
+    state.counters.codes_asked += 1;
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let (Some(system), Some(code)) = (param("url").or(param("system")), param("code")) else {
+        return (
+            400,
+            outcome("error", "required", "url and code are required"),
+        );
+    };
+    let Some(codes) = state.config.code_systems.get(system) else {
+        let text = format!("Unknown CodeSystem: {system}");
+        return (404, outcome("error", "not-found", &text));
+    };
+    let mut parameter = vec![json!({"name": "result", "valueBoolean": codes.contains(code)})];
+    if !codes.contains(code) {
+        let text = format!("Unknown code '{code}' in the CodeSystem '{system}'");
+        parameter.push(json!({"name": "message", "valueString": text}));
+    }
+    (
+        200,
+        json!({"resourceType": "Parameters", "parameter": parameter}),
+    )
+}
+
+/// A batch Bundle: each entry's GET answered on its own, in order.
+fn batch(state: &mut State, body: &[u8]) -> Reply {
+    let Ok(bundle) = serde_json::from_slice::<Value>(body) else {
+        return Reply::outcome(400, "structure", "the body is not JSON");
+    };
+    if bundle["resourceType"] != "Bundle" || bundle["type"] != "batch" {
+        return Reply::outcome(400, "invalid", "expected a Bundle of type batch");
+    }
+    state.counters.batches += 1;
+    let entries = bundle["entry"].as_array().cloned().unwrap_or_default();
+    let answers: Vec<Value> = entries
+        .iter()
+        .map(|entry| {
+            let url = entry["request"]["url"].as_str().unwrap_or_default();
+            let (path, query) = url.split_once('?').unwrap_or((url, ""));
+            let (status, resource) =
+                if entry["request"]["method"] == "GET" && path == "CodeSystem/$validate-code" {
+                    validate_code(state, &form(query.as_bytes()))
+                } else {
+                    (
+                        400,
+                        outcome("error", "not-supported", "only $validate-code"),
+                    )
+                };
+            let line = format!("{status} {}", if status == 200 { "OK" } else { "Error" });
+            match status {
+                200 => json!({"resource": resource, "response": {"status": line}}),
+                _ => json!({"response": {"status": line, "outcome": resource}}),
+            }
+        })
+        .collect();
+    Reply::json(
+        200,
+        json!({"resourceType": "Bundle", "type": "batch-response", "entry": answers}),
+    )
 }
 
 fn form(bytes: &[u8]) -> Vec<(String, String)> {

@@ -14,5 +14,6 @@ mod policy;
 mod s3;
 mod sof;
 mod sync;
+mod tx;
 mod validate;
 mod views;
