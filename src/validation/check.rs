@@ -335,16 +335,14 @@ fn outside_binding<'v, T: Tree<'v>>(
     if let Some(code) = value.as_str() {
         return (!codes.contains(code)).then(|| format!("code {code:?}"));
     }
-    let codings: Vec<T> = match value.get("coding") {
-        Some(codings) => match codings.items() {
-            Some(items) => items.collect(),
-            None => return None,
-        },
-        None if value.get("code").is_some() => vec![value],
+    // Its codings, or the value itself when it is a Coding.
+    let (codings, lone) = match value.get("coding") {
+        Some(codings) => (Some(codings.items()?), None),
+        None if value.get("code").is_some() => (None, Some(value)),
         None => return None,
     };
     let mut first = None;
-    for coding in codings {
+    for coding in codings.into_iter().flatten().chain(lone) {
         let system = coding.get("system").and_then(|s| s.as_str()).unwrap_or("");
         let Some(code) = coding.get("code").and_then(|c| c.as_str()) else {
             continue;

@@ -95,6 +95,11 @@ pub struct Profiles {
     default_for_type: HashMap<String, String>,
     /// The URLs of each type's profiles, sorted.
     of_type: HashMap<String, Vec<String>>,
+    /// Profiles with a `code` pattern, by the first (system, code) the
+    /// pattern holds: a resource's code finds its candidates by lookup,
+    /// not by matching every profile of its type. Patterns without a
+    /// coding sit under ("", "").
+    by_code_pattern: HashMap<String, HashMap<String, Vec<String>>>,
 }
 
 impl Profiles {
@@ -172,11 +177,24 @@ impl Profiles {
                 .push(profile.url.clone());
         }
         of_type.values_mut().for_each(|urls| urls.sort());
+        let mut by_code_pattern: HashMap<String, HashMap<String, Vec<String>>> = HashMap::new();
+        for profile in by_url.values() {
+            if let Some(pattern) = &profile.code_pattern {
+                let (system, code) = profile::first_coding(pattern).unwrap_or_default();
+                by_code_pattern
+                    .entry(system)
+                    .or_default()
+                    .entry(code)
+                    .or_default()
+                    .push(profile.url.clone());
+            }
+        }
         Ok(Profiles {
             package,
             by_url,
             default_for_type,
             of_type,
+            by_code_pattern,
         })
     }
 
@@ -216,25 +234,15 @@ impl Profiles {
         if let Some(profile) = self.default_for(resource_type) {
             return vec![profile];
         }
-        let of_type: Vec<&Profile> = self
-            .of_type
-            .get(resource_type)
-            .into_iter()
-            .flatten()
-            .filter_map(|url| self.by_url.get(url))
-            .collect();
         let code = resource.get("code");
-        let mut by_code: Vec<&Profile> = of_type
-            .iter()
-            .copied()
-            .filter(|p| {
-                p.code_pattern
-                    .as_ref()
-                    .zip(code)
-                    .is_some_and(|(pattern, code)| tree::matches_pattern(code, pattern))
-            })
-            .collect();
+        let mut by_code = self.matching_code_pattern(resource_type, code);
         if by_code.is_empty() {
+            let of_type = self
+                .of_type
+                .get(resource_type)
+                .into_iter()
+                .flatten()
+                .filter_map(|url| self.by_url.get(url));
             let categories: Vec<(String, String)> = resource
                 .get("category")
                 .map(|c| match c.items() {
@@ -243,7 +251,6 @@ impl Profiles {
                 })
                 .unwrap_or_default();
             by_code = of_type
-                .into_iter()
                 .filter(|p| !p.pins_code && !p.category_codes.is_empty())
                 .filter(|p| p.category_codes.iter().all(|c| categories.contains(c)))
                 .filter(|p| match &p.code_binding {
@@ -258,7 +265,49 @@ impl Profiles {
                 .collect();
         }
         by_code.sort_by(|a, b| a.url.cmp(&b.url));
+        by_code.dedup_by(|a, b| a.url == b.url);
         by_code
+    }
+
+    /// The profiles of `resource_type` whose `code` pattern `code` matches:
+    /// candidates looked up by each of its codings (and those whose
+    /// pattern has no coding), then matched.
+    fn matching_code_pattern<'v, T: Tree<'v>>(
+        &self,
+        resource_type: &str,
+        code: Option<T>,
+    ) -> Vec<&Profile> {
+        let Some(code) = code else {
+            return Vec::new();
+        };
+        let lookup = |system: &str, code: &str| {
+            self.by_code_pattern
+                .get(system)
+                .and_then(|codes| codes.get(code))
+        };
+        let codings = code.get("coding").and_then(|c| c.items());
+        let candidates = codings
+            .into_iter()
+            .flatten()
+            .filter_map(|coding| {
+                let system = coding.get("system").and_then(|s| s.as_str()).unwrap_or("");
+                let code = coding.get("code")?.as_str()?;
+                // A pattern coding without a system matches any system's code.
+                let any_system = (!system.is_empty()).then(|| lookup("", code)).flatten();
+                Some(lookup(system, code).into_iter().chain(any_system))
+            })
+            .flatten()
+            .chain(lookup("", ""))
+            .flatten();
+        candidates
+            .filter_map(|url| self.by_url.get(url))
+            .filter(|p| p.resource_type == resource_type)
+            .filter(|p| {
+                p.code_pattern
+                    .as_ref()
+                    .is_some_and(|pattern| tree::matches_pattern(code, pattern))
+            })
+            .collect()
     }
 
     /// Required bindings whose value set the package does not enumerate

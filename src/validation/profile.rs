@@ -505,6 +505,16 @@ pub fn codings<'v, T: super::Tree<'v>>(concept: T) -> impl Iterator<Item = (Stri
         })
 }
 
+/// The first (system, code) a pattern CodeableConcept (or Coding) holds.
+pub fn first_coding(pattern: &Value) -> Option<(String, String)> {
+    let coding = match pattern.get("coding") {
+        Some(codings) => codings.as_array()?.first()?,
+        None => pattern,
+    };
+    let text = |k: &str| coding.get(k).and_then(Value::as_str);
+    Some((text("system").unwrap_or("").to_owned(), text("code")?.to_owned()))
+}
+
 fn step(name: &str) -> Step {
     match name.strip_suffix("[x]") {
         Some(base) => Step::Choice(base.to_string()),
