@@ -64,7 +64,7 @@ impl Place<'_> {
     fn path(&self) -> String {
         let mut path = self.resource_type.to_string();
         for (step, &index) in self.steps.iter().zip(self.trail.iter()) {
-            if let Step::Member(name) = step {
+            if let Step::Member(name) | Step::Slice { member: name, .. } = step {
                 path.push('.');
                 path.push_str(name);
             }
@@ -85,8 +85,12 @@ fn collect<'v, T: Tree<'v>>(node: T, steps: &[Step], trail: &mut Trail, out: &mu
         out.push((node, trail.clone()));
         return;
     };
-    let Step::Member(name) = first else {
-        return; // choices are compiled only as the last step
+    let (name, slice) = match first {
+        Step::Member(name) => (name, None),
+        Step::Slice {
+            member, pattern, ..
+        } => (member, Some(pattern)),
+        Step::Choice(_) => return, // choices are compiled only as the last step
     };
     let Some(value) = node.get(name) else {
         return;
@@ -94,11 +98,15 @@ fn collect<'v, T: Tree<'v>>(node: T, steps: &[Step], trail: &mut Trail, out: &mu
     match value.items() {
         Some(items) => {
             for (i, item) in items.enumerate() {
+                if slice.is_some_and(|p| !matches_pattern(item, p)) {
+                    continue; // not in the slice
+                }
                 trail.push(i as u32);
                 collect(item, rest, trail, out);
                 trail.pop();
             }
         }
+        None if slice.is_some_and(|p| !matches_pattern(value, p)) => {}
         None => {
             trail.push(NOT_AN_ARRAY);
             collect(value, rest, trail, out);
@@ -145,6 +153,19 @@ fn check_under<'v, T: Tree<'v>>(
             }
             present.push((name.as_str(), None, values_of(value)));
         }
+        Step::Slice {
+            member, pattern, ..
+        } => {
+            let values: Values<T> = values_of(parent.get(member.as_str()))
+                .into_iter()
+                .filter(|(_, v)| matches_pattern(*v, pattern))
+                .collect();
+            if values.is_empty() && rule.min == 0 {
+                return;
+            }
+            count = values.len();
+            present.push((member.as_str(), None, values));
+        }
         Step::Choice(base) => {
             for (key, value) in parent.members() {
                 let Some(suffix) = key.strip_prefix(base.as_str()) else {
@@ -168,7 +189,7 @@ fn check_under<'v, T: Tree<'v>>(
         }
     }
     let shown = || match last {
-        Step::Member(name) => format!("{}.{name}", at.path()),
+        Step::Member(name) | Step::Slice { member: name, .. } => format!("{}.{name}", at.path()),
         Step::Choice(base) => format!("{}.{base}[x]", at.path()),
     };
     if count < rule.min as usize {
@@ -203,10 +224,9 @@ fn check_under<'v, T: Tree<'v>>(
                 ),
             );
         }
-        let many = values.len() > 1;
-        for (i, value) in values.into_iter().enumerate() {
+        for (i, value) in values {
             let path = || {
-                if many {
+                if i != NOT_AN_ARRAY {
                     format!("{}.{key}[{i}]", at.path())
                 } else {
                     format!("{}.{key}", at.path())
@@ -294,16 +314,21 @@ pub(crate) fn present_count<'v, T: Tree<'v>>(value: Option<T>, extension: Option
 /// A member present for a rule: its name, its choice type if a choice, its values.
 type Present<'k, T> = (&'k str, Option<&'k str>, Values<T>);
 
-/// An element's values; most elements hold one or a few.
-type Values<T> = smallvec::SmallVec<[T; 4]>;
+/// An element's values, each with its array index (`NOT_AN_ARRAY` for a
+/// single value); most elements hold one or a few.
+type Values<T> = smallvec::SmallVec<[(u32, T); 4]>;
 
 fn values_of<'v, T: Tree<'v>>(value: Option<T>) -> Values<T> {
     match value {
         None => Values::new(),
         Some(value) => match value.items() {
-            Some(items) => items.filter(|v| !v.is_null()).collect(),
+            Some(items) => items
+                .enumerate()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(i, v)| (i as u32, v))
+                .collect(),
             None if value.is_null() => Values::new(),
-            None => smallvec::smallvec![value],
+            None => smallvec::smallvec![(NOT_AN_ARRAY, value)],
         },
     }
 }

@@ -8,11 +8,13 @@
 //! profiles whose `code` pattern it matches (a body weight), else those
 //! whose required category slices it carries (a lab result); a Bundle's
 //! entries are validated one by one. What is checked: cardinality, fixed and
-//! pattern values, choice types, reference target types and required
-//! bindings to value sets the package enumerates. What is not yet: slices,
-//! FHIRPath invariants, bindings to value sets outside the package (listed
-//! by [`Profiles::unchecked_bindings`]), contained and bundle-internal
-//! references.
+//! pattern values, choice types, reference target types, required bindings
+//! to value sets the package enumerates, slices discriminated by value or
+//! pattern, and FHIRPath invariants of severity error. What is not yet:
+//! other slices, invariants the engine cannot run (listed by
+//! [`Profiles::unsupported_invariants`]), bindings to value sets outside
+//! the package ([`Profiles::unchecked_bindings`]), contained and
+//! bundle-internal references.
 
 pub mod check;
 pub mod invariant;

@@ -4,11 +4,11 @@
 //! target types and required bindings resolved to code sets, so evaluating a
 //! resource allocates no rule structures.
 //!
-//! Not compiled (and so not checked): elements inside slices (their `id`
-//! holds a `:`; the slice's own discriminator is not evaluated, so a slice's
-//! cardinality and contents are not checked either), `constraint`
-//! invariants (FHIRPath), `contentReference` elements, and bindings that are
-//! not `required`.
+//! A slice whose discriminators are values or patterns on `$this` or one
+//! member becomes a [`Step::Slice`]: the matching items. Not compiled (and
+//! so not checked): other slices and what is inside them, slices inside
+//! slices, `contentReference` elements, and bindings that are not
+//! `required`.
 
 use std::collections::HashSet;
 
@@ -129,6 +129,13 @@ pub enum Step {
     Member(String),
     /// `value[x]`: any member named `value` + a type name.
     Choice(String),
+    /// `identifier:NPI`: the items of `member` that match the slice's
+    /// discriminator values (`{"system": "http://hl7.org/fhir/sid/us-npi"}`).
+    Slice {
+        member: String,
+        name: String,
+        pattern: Value,
+    },
 }
 
 /// A required binding, resolved against the loaded value sets.
@@ -186,6 +193,9 @@ struct ElementType {
     code: String,
     #[serde(rename = "targetProfile", default)]
     target_profile: Vec<String>,
+    /// For an Extension: the extension definitions it may be.
+    #[serde(default)]
+    profile: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -253,6 +263,7 @@ pub fn compile(
     let mut code_binding = CodeBinding::Open;
     let mut root_invariants = Vec::new();
     let mut unsupported_invariants = Vec::new();
+    let slices = slice_patterns(&snapshot.element);
     for element in snapshot.element {
         let id = element.id.clone().unwrap_or_else(|| element.path.clone());
         let category_slice = format!("{}.category:", definition.type_);
@@ -273,8 +284,8 @@ pub fn compile(
         if element.content_reference.is_some() {
             continue;
         }
-        let Some(steps) = steps_of(&id) else {
-            continue; // inside a slice other than a type slice
+        let Some(steps) = steps_of(&id, &slices) else {
+            continue; // inside a slice whose discriminator is not a value or pattern
         };
         if steps.is_empty() {
             root_invariants = invariant::compile(
@@ -289,6 +300,14 @@ pub fn compile(
             .any(|s| matches!(s, Step::Choice(_)))
         {
             continue; // below a choice of types
+        }
+        if steps
+            .iter()
+            .filter(|s| matches!(s, Step::Slice { .. }))
+            .count()
+            > 1
+        {
+            continue; // a slice inside a slice (re-slicing): not evaluated
         }
         rules.push(compile_element(
             id,
@@ -325,23 +344,133 @@ pub fn compile(
 }
 
 /// The path steps of an element id after the resource type; a type slice
-/// (`value[x]:valueQuantity`) is the member it names. `None` inside any
-/// other slice: its discriminator is not evaluated.
-fn steps_of(id: &str) -> Option<Vec<Step>> {
-    let mut parts = id.split('.');
-    parts.next(); // the resource type
-    parts
-        .map(|part| match part.split_once(':') {
-            None => Some(step(part)),
-            Some((choice, slice)) => {
-                let base = choice.strip_suffix("[x]")?;
-                let is_type_slice = slice
-                    .strip_prefix(base)
-                    .is_some_and(|t| t.starts_with(|c: char| c.is_ascii_uppercase()));
-                is_type_slice.then(|| Step::Member(slice.to_string()))
+/// (`value[x]:valueQuantity`) is the member it names, a slice whose
+/// discriminator values are known (`slices`) a [`Step::Slice`]. `None`
+/// inside any other slice: its discriminator is not evaluated.
+fn steps_of(id: &str, slices: &std::collections::HashMap<String, Value>) -> Option<Vec<Step>> {
+    let mut steps = Vec::new();
+    let Some(mut prefix_len) = id.find('.') else {
+        return Some(steps); // the resource itself
+    };
+    for part in id[prefix_len + 1..].split('.') {
+        prefix_len += 1 + part.len();
+        steps.push(match part.split_once(':') {
+            None => step(part),
+            Some((member, slice)) => {
+                let is_type_slice = member.strip_suffix("[x]").is_some_and(|base| {
+                    slice
+                        .strip_prefix(base)
+                        .is_some_and(|t| t.starts_with(|c: char| c.is_ascii_uppercase()))
+                });
+                if is_type_slice {
+                    Step::Member(slice.to_string())
+                } else {
+                    Step::Slice {
+                        member: member.to_string(),
+                        name: slice.to_string(),
+                        pattern: slices.get(&id[..prefix_len])?.clone(),
+                    }
+                }
             }
-        })
-        .collect()
+        });
+    }
+    Some(steps)
+}
+
+/// An extension slice's `url`, when its snapshot names the extension by
+/// its type's profile rather than with a `.url` element.
+fn extension_url(element: &Element, path: &str) -> Option<Value> {
+    let [only] = element.types.as_slice() else {
+        return None;
+    };
+    let [url] = only.profile.as_slice() else {
+        return None;
+    };
+    (path == "url" && only.code == "Extension").then(|| Value::String(strip_version(url).into()))
+}
+
+/// The discriminator values of each slice whose sliced element
+/// discriminates by `value` or `pattern` on `$this` or on one member
+/// (`system`, `url`, `code`), by slice id (`Practitioner.identifier:NPI`):
+/// the slice's own fixed or pattern value, or its members' at those paths.
+/// A slice missing one of them is left out (not evaluated).
+fn slice_patterns(elements: &[Element]) -> std::collections::HashMap<String, Value> {
+    let id_of = |e: &Element| e.id.clone().unwrap_or_else(|| e.path.clone());
+    let fixed_or_pattern = |e: &Element| {
+        value_with_prefix(&e.rest, "fixed").or_else(|| value_with_prefix(&e.rest, "pattern"))
+    };
+    let mut discriminators: std::collections::HashMap<String, Vec<String>> = Default::default();
+    for element in elements {
+        let Some(slicing) = element.rest.get("slicing") else {
+            continue;
+        };
+        let paths: Option<Vec<String>> = slicing
+            .get("discriminator")
+            .and_then(Value::as_array)
+            .filter(|d| !d.is_empty())
+            .and_then(|d| {
+                d.iter()
+                    .map(|d| {
+                        let kind = d.get("type")?.as_str()?;
+                        let path = d.get("path")?.as_str()?;
+                        let simple = path == "$this" || !path.contains(['.', '(', ' ']);
+                        (matches!(kind, "value" | "pattern") && simple).then(|| path.to_owned())
+                    })
+                    .collect()
+            });
+        if let Some(paths) = paths {
+            discriminators.insert(id_of(element), paths);
+        }
+    }
+    let by_id: std::collections::HashMap<String, &Element> =
+        elements.iter().map(|e| (id_of(e), e)).collect();
+    let mut patterns = std::collections::HashMap::new();
+    for element in elements {
+        let id = id_of(element);
+        let Some((sliced, name)) = id.rsplit_once(':') else {
+            continue;
+        };
+        if name.contains('.') {
+            continue; // an element inside a slice, not the slice
+        }
+        let Some(paths) = discriminators.get(sliced) else {
+            continue;
+        };
+        let mut pattern = serde_json::Map::new();
+        let mut whole = None;
+        let complete = paths.iter().all(|path| {
+            let value = if path == "$this" {
+                fixed_or_pattern(element)
+            } else {
+                by_id
+                    .get(&format!("{id}.{path}"))
+                    .and_then(|child| fixed_or_pattern(child))
+                    .or_else(|| extension_url(element, path))
+            };
+            match (path.as_str(), value) {
+                ("$this", Some(v)) => whole = Some(v),
+                (_, Some(v)) => {
+                    pattern.insert(path.clone(), v);
+                }
+                (_, None) => return false,
+            }
+            true
+        });
+        if !complete {
+            continue;
+        }
+        let pattern = match whole {
+            Some(Value::Object(mut all)) => {
+                all.extend(pattern);
+                Value::Object(all)
+            }
+            Some(scalar) if pattern.is_empty() => scalar,
+            Some(_) => continue,
+            None => Value::Object(pattern),
+        };
+        patterns.insert(id, pattern);
+    }
+    patterns
 }
 
 /// What the `code` element's binding admits, for choosing a profile for a
@@ -512,7 +641,10 @@ pub fn first_coding(pattern: &Value) -> Option<(String, String)> {
         None => pattern,
     };
     let text = |k: &str| coding.get(k).and_then(Value::as_str);
-    Some((text("system").unwrap_or("").to_owned(), text("code")?.to_owned()))
+    Some((
+        text("system").unwrap_or("").to_owned(),
+        text("code")?.to_owned(),
+    ))
 }
 
 fn step(name: &str) -> Step {

@@ -482,7 +482,7 @@ fn invariants_that_fail_are_findings_at_the_element() {
     // us-core-6: a name needs family or given, or a data-absent-reason.
     let mut patient = example("Patient-example");
     patient["name"] = json!([{"use": "official", "text": "Amy Shaw"}]);
-    assert_one_finding_at(&patient, "Patient.name", "constraint us-core-6 failed");
+    assert_one_finding_at(&patient, "Patient.name[0]", "constraint us-core-6 failed");
 
     // us-core-10: a final report note needs effective[x] (us-core-8 for a lab
     // report); the profile also requires effective[x] itself (min 1).
@@ -501,4 +501,46 @@ fn invariants_that_fail_are_findings_at_the_element() {
     let mut contained = example("Patient-example");
     contained["contained"] = json!([{"resourceType": "Organization", "id": "o1", "contained": [{"resourceType": "Organization", "id": "o2"}]}]);
     assert_one_finding_at(&contained, "Patient", "constraint dom-2 failed");
+}
+
+#[test]
+fn slices_discriminated_by_value_count_and_constrain_their_items() {
+    // identifier:NPI (pattern on system): its invariants run on the NPI
+    // identifier only; 9941339100 passes the check digit, 9941339101 does not.
+    let practitioner = example("Practitioner-practitioner-1");
+    assert!(findings_of(&practitioner).is_empty());
+    let mut bad_npi = practitioner.clone();
+    bad_npi["identifier"][0]["value"] = json!("9941339101");
+    assert_one_finding_at(
+        &bad_npi,
+        "Practitioner.identifier[0]",
+        "constraint us-core-17 failed",
+    );
+    // The same value under another system is not in the slice.
+    let mut other = practitioner;
+    other["identifier"][0]["system"] = json!("http://example.org/staff");
+    other["identifier"][0]["value"] = json!("9941339101");
+    assert!(
+        !findings_of(&other)
+            .iter()
+            .any(|(_, m)| m.contains("us-core-17")),
+        "{:#?}",
+        findings_of(&other)
+    );
+
+    // extension:race (value on url) allows one.
+    let mut patient = example("Patient-example");
+    let race = patient["extension"][0].clone();
+    patient["extension"].as_array_mut().unwrap().push(race);
+    assert_one_finding_at(&patient, "Patient.extension", "allows at most 1, found 2");
+
+    // component:systolic (pattern on code) is required by the blood pressure profile.
+    let mut pressure = example("Observation-blood-pressure");
+    assert!(findings_of(&pressure).is_empty());
+    pressure["component"].as_array_mut().unwrap().remove(0);
+    assert_one_finding_at(
+        &pressure,
+        "Observation.component",
+        "Observation.component:systolic is required (min 1), found 0",
+    );
 }
