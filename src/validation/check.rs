@@ -7,7 +7,7 @@
 //! parent checks nothing: cardinality is relative to the parent.
 
 use super::invariant::Outcome;
-use super::profile::{BoundCodes, Profile, Rule, Step};
+use super::profile::{BoundCodes, Group, Profile, Rule, Step};
 use super::tree::{Tree, equals, matches_pattern};
 use super::{Finding, Severity};
 
@@ -29,7 +29,7 @@ pub fn check<'v>(profile: &Profile, resource: impl Tree<'v>, findings: &mut Vec<
     }
     let mut parents = Vec::new();
     for group in &profile.groups {
-        let rules = &profile.rules[group.clone()];
+        let rules = &profile.rules[group.rules.clone()];
         let (_, above) = rules[0]
             .steps
             .split_last()
@@ -42,11 +42,68 @@ pub fn check<'v>(profile: &Profile, resource: impl Tree<'v>, findings: &mut Vec<
                 steps: above,
                 trail,
             };
-            for rule in rules {
-                check_under(rule, &at, *parent, &profile.url, findings);
+            let found = Found::of(group, rules.len(), *parent);
+            for (offset, rule) in rules.iter().enumerate() {
+                let under = Under {
+                    parent: *parent,
+                    value: found.values[offset],
+                    extension: found.extensions[offset],
+                    choices: &found.choices,
+                    offset,
+                };
+                check_under(rule, &at, under, &profile.url, findings);
             }
         }
     }
+}
+
+/// What one parent holds for its group's rules, found in one pass over
+/// its members (the first member of a name wins, as in `get`).
+struct Found<'v, T> {
+    /// By rule offset: the member's value, and its `_name` extension.
+    values: smallvec::SmallVec<[Option<T>; 16]>,
+    extensions: smallvec::SmallVec<[Option<T>; 16]>,
+    /// Members of choice rules: (rule offset, member name, value).
+    choices: smallvec::SmallVec<[(usize, &'v str, T); 4]>,
+}
+
+impl<'v, T: Tree<'v>> Found<'v, T> {
+    fn of(group: &Group, rules: usize, parent: T) -> Self {
+        let mut found = Found {
+            values: smallvec::smallvec![None; rules],
+            extensions: smallvec::smallvec![None; rules],
+            choices: smallvec::SmallVec::new(),
+        };
+        for (key, value) in parent.members() {
+            if let Some(hits) = group.by_member.get(key) {
+                for &(offset, extension) in hits {
+                    let slot = match extension {
+                        false => &mut found.values[offset],
+                        true => &mut found.extensions[offset],
+                    };
+                    slot.get_or_insert(value);
+                }
+            }
+            for (offset, base) in &group.choices {
+                if key
+                    .strip_prefix(base.as_str())
+                    .is_some_and(|s| s.starts_with(|c: char| c.is_ascii_uppercase()))
+                {
+                    found.choices.push((*offset, key, value));
+                }
+            }
+        }
+        found
+    }
+}
+
+/// A rule's view of its parent.
+struct Under<'f, 'v, T> {
+    parent: T,
+    value: Option<T>,
+    extension: Option<T>,
+    choices: &'f [(usize, &'v str, T)],
+    offset: usize,
 }
 
 /// The array index taken at each step to a parent (`NOT_AN_ARRAY` for a single value).
@@ -118,10 +175,11 @@ fn collect<'v, T: Tree<'v>>(node: T, steps: &[Step], trail: &mut Trail, out: &mu
 fn check_under<'v, T: Tree<'v>>(
     rule: &Rule,
     at: &Place<'_>,
-    parent: T,
+    under: Under<'_, 'v, T>,
     profile: &str,
     findings: &mut Vec<Finding>,
 ) {
+    let parent = under.parent;
     let last = rule.steps.last().expect("compiled rules have a step");
     let mut finding = |path: String, message: String| {
         findings.push(Finding {
@@ -137,13 +195,10 @@ fn check_under<'v, T: Tree<'v>>(
     let mut count = 0usize;
     match last {
         Step::Member(name) => {
-            let value = parent.get(name.as_str());
-            // A single present value counts one whatever its extension
-            // holds: `_name` is looked up only for an absent value or an array.
+            let value = under.value;
+            // A single present value counts one whatever its extension holds.
             let single = value.is_some_and(|v| v.items().is_none() && !v.is_null());
-            let extension = (!single && !rule.primitive_extension.is_empty())
-                .then(|| parent.get(&rule.primitive_extension))
-                .flatten();
+            let extension = under.extension.filter(|_| !single);
             if value.is_none() && extension.is_none() {
                 if rule.min == 0 {
                     return; // absent and optional: nothing else to check
@@ -156,7 +211,7 @@ fn check_under<'v, T: Tree<'v>>(
         Step::Slice {
             member, pattern, ..
         } => {
-            let values: Values<T> = values_of(parent.get(member.as_str()))
+            let values: Values<T> = values_of(under.value)
                 .into_iter()
                 .filter(|(_, v)| matches_pattern(*v, pattern))
                 .collect();
@@ -167,13 +222,9 @@ fn check_under<'v, T: Tree<'v>>(
             present.push((member.as_str(), None, values));
         }
         Step::Choice(base) => {
-            for (key, value) in parent.members() {
-                let Some(suffix) = key.strip_prefix(base.as_str()) else {
-                    continue;
-                };
-                if !suffix.starts_with(|c: char| c.is_ascii_uppercase()) {
-                    continue;
-                }
+            let mine = under.choices.iter().filter(|(o, _, _)| *o == under.offset);
+            for &(_, key, value) in mine {
+                let suffix = &key[base.len()..];
                 let values = values_of(Some(value));
                 count += values.len();
                 present.push((key, Some(suffix), values));

@@ -32,8 +32,8 @@ pub struct Profile {
     /// Rules that check something, grouped by parent path (the groups in
     /// snapshot order of their first rule, each group in snapshot order).
     pub rules: Vec<Rule>,
-    /// The groups: ranges of `rules` with one parent path.
-    pub groups: Vec<std::ops::Range<usize>>,
+    /// The groups: `rules` with one parent path, and how a parent's members reach them.
+    pub groups: Vec<Group>,
     /// The pattern or fixed value its `code` element pins (body weight: LOINC 29463-7).
     pub code_pattern: Option<Value>,
     /// The invariants of the resource element itself (`us-core-8`, `dom-2`).
@@ -102,9 +102,50 @@ impl Rule {
     }
 }
 
+/// The rules of one parent path, and which of them each member name of a
+/// parent feeds: one pass over a parent's members, with a hash lookup per
+/// member, finds every rule's value (instead of a scan of the members per rule).
+#[derive(Debug)]
+pub struct Group {
+    pub rules: std::ops::Range<usize>,
+    /// Member name → the rules (offsets in the group) it is the value of
+    /// (`false`) or the primitive extension of (`true`, `_name`).
+    pub by_member:
+        std::collections::HashMap<String, Vec<(usize, bool)>, foldhash::fast::FixedState>,
+    /// Rules of a choice (`value[x]`): offset and base name, matched by prefix.
+    pub choices: Vec<(usize, String)>,
+}
+
+impl Group {
+    fn of(rules: &[Rule], range: std::ops::Range<usize>) -> Self {
+        let mut group = Group {
+            rules: range.clone(),
+            by_member: Default::default(),
+            choices: Vec::new(),
+        };
+        for (offset, rule) in rules[range].iter().enumerate() {
+            match rule.steps.last() {
+                Some(Step::Member(name) | Step::Slice { member: name, .. }) => {
+                    let hits = group.by_member.entry(name.clone()).or_default();
+                    hits.push((offset, false));
+                    if !rule.primitive_extension.is_empty() {
+                        let hits = (group.by_member)
+                            .entry(rule.primitive_extension.clone())
+                            .or_default();
+                        hits.push((offset, true));
+                    }
+                }
+                Some(Step::Choice(base)) => group.choices.push((offset, base.clone())),
+                None => {}
+            }
+        }
+        group
+    }
+}
+
 /// Orders `rules` by parent path (groups in order of first appearance) and
-/// returns the groups' ranges.
-fn grouped(rules: Vec<Rule>) -> (Vec<Rule>, Vec<std::ops::Range<usize>>) {
+/// returns the groups.
+fn grouped(rules: Vec<Rule>) -> (Vec<Rule>, Vec<Group>) {
     let mut groups: Vec<(Vec<Step>, Vec<Rule>)> = Vec::new();
     for rule in rules {
         let parent = &rule.steps[..rule.steps.len() - 1];
@@ -120,7 +161,11 @@ fn grouped(rules: Vec<Rule>) -> (Vec<Rule>, Vec<std::ops::Range<usize>>) {
         ordered.extend(members);
         ranges.push(start..ordered.len());
     }
-    (ordered, ranges)
+    let groups = ranges
+        .into_iter()
+        .map(|range| Group::of(&ordered, range))
+        .collect();
+    (ordered, groups)
 }
 
 /// One step of an element path.
