@@ -85,9 +85,12 @@ impl<'v, T: Tree<'v>> Found<'v, T> {
                 }
             }
             for (offset, base) in &group.choices {
-                if key
-                    .strip_prefix(base.as_str())
-                    .is_some_and(|s| s.starts_with(|c: char| c.is_ascii_uppercase()))
+                // `valueQuantity` for `value`: longer, same first byte, then the prefix.
+                let (k, b) = (key.as_bytes(), base.as_bytes());
+                if k.len() > b.len()
+                    && k[0] == b[0]
+                    && k[b.len()].is_ascii_uppercase()
+                    && k.starts_with(b)
                 {
                     found.choices.push((*offset, key, value));
                 }
@@ -303,9 +306,10 @@ fn check_under<'v, T: Tree<'v>>(
                 );
             }
             if let Some(types) = &rule.reference_types
-                && let Some(target) = reference_type(value)
                 && !types.is_empty()
+                && let Some(target) = reference_type(value)
                 && !types.iter().any(|t| t == target)
+                && crate::fhir::is_known_resource_type(target)
             {
                 finding(
                     path(),
@@ -384,9 +388,10 @@ fn values_of<'v, T: Tree<'v>>(value: Option<T>) -> Values<T> {
     }
 }
 
-/// The resource type a literal reference names (`Patient/1`,
-/// `https://x/fhir/Patient/1/_history/2`); none for a contained (`#`) or
-/// `urn:` reference, which only a bundle-aware validator can resolve.
+/// The segment before the id of a literal reference (`Patient/1`,
+/// `https://x/fhir/Patient/1/_history/2`): its type, if the caller finds
+/// it is a resource type's name; none for a contained (`#`) or `urn:`
+/// reference, which only a bundle-aware validator can resolve.
 fn reference_type<'v>(value: impl Tree<'v>) -> Option<&'v str> {
     let reference = value.get("reference")?.as_str()?;
     if reference.starts_with('#') || reference.starts_with("urn:") {
@@ -395,9 +400,8 @@ fn reference_type<'v>(value: impl Tree<'v>) -> Option<&'v str> {
     let reference = reference.split("/_history/").next().unwrap_or(reference);
     let mut segments = reference.rsplit('/');
     segments.next()?; // the id
-    segments
-        .next()
-        .filter(|t| crate::fhir::is_known_resource_type(t))
+    // Whether it names a resource type is asked only of a type not allowed.
+    segments.next()
 }
 
 /// For a code, Coding or CodeableConcept: the code shown in a finding when

@@ -88,20 +88,24 @@ impl Verdict {
     }
 }
 
+/// The profiles' lookups run per resource: a fast hash. The maps hold only
+/// the package's keys; looking up a resource's strings inserts nothing.
+type Map<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
+
 /// The compiled profiles of one IG package.
 #[derive(Debug)]
 pub struct Profiles {
     /// `hl7.fhir.us.core@6.1.0`, or the path it came from.
     pub package: String,
-    by_url: HashMap<String, Profile>,
-    default_for_type: HashMap<String, String>,
+    by_url: Map<String, Profile>,
+    default_for_type: Map<String, String>,
     /// The URLs of each type's profiles, sorted.
-    of_type: HashMap<String, Vec<String>>,
+    of_type: Map<String, Vec<String>>,
     /// Profiles with a `code` pattern, by the first (system, code) the
     /// pattern holds: a resource's code finds its candidates by lookup,
     /// not by matching every profile of its type. Patterns without a
     /// coding sit under ("", "").
-    by_code_pattern: HashMap<String, HashMap<String, Vec<String>>>,
+    by_code_pattern: Map<String, Map<String, Vec<String>>>,
 }
 
 impl Profiles {
@@ -162,7 +166,7 @@ impl Profiles {
         let type_of_profile = |url: &str| {
             profile::core_type(url).or_else(|| type_of.get(profile::strip_version(url)).cloned())
         };
-        let mut by_url = HashMap::new();
+        let mut by_url = Map::default();
         for (origin, bytes) in definitions {
             let compiled = profile::compile(&bytes, &value_sets, &type_of_profile)
                 .map_err(|source| TerminologyError::Json { origin, source })?;
@@ -171,7 +175,7 @@ impl Profiles {
             }
         }
         let default_for_type = default_profiles(&by_url);
-        let mut of_type: HashMap<String, Vec<String>> = HashMap::new();
+        let mut of_type: Map<String, Vec<String>> = Map::default();
         for profile in by_url.values() {
             of_type
                 .entry(profile.resource_type.clone())
@@ -179,7 +183,7 @@ impl Profiles {
                 .push(profile.url.clone());
         }
         of_type.values_mut().for_each(|urls| urls.sort());
-        let mut by_code_pattern: HashMap<String, HashMap<String, Vec<String>>> = HashMap::new();
+        let mut by_code_pattern: Map<String, Map<String, Vec<String>>> = Map::default();
         for profile in by_url.values() {
             if let Some(pattern) = &profile.code_pattern {
                 let (system, code) = profile::first_coding(pattern).unwrap_or_default();
@@ -415,7 +419,7 @@ impl Profiles {
 /// "the type's only profile": US Core's only Device profile is for
 /// implantable devices, which most Devices are not; Observation has many
 /// profiles and no general one.
-fn default_profiles(by_url: &HashMap<String, Profile>) -> HashMap<String, String> {
+fn default_profiles(by_url: &Map<String, Profile>) -> Map<String, String> {
     by_url
         .values()
         .filter(|p| {
