@@ -76,13 +76,13 @@ pub fn broken_profiles(findings: &[Finding]) -> Vec<&str> {
 
 /// A resource's verdict.
 #[derive(Debug, Clone, Default)]
-pub struct Verdict {
-    /// The profiles it was checked against.
-    pub profiles: Vec<String>,
+pub struct Verdict<'p> {
+    /// The profiles it was checked against (their URLs, borrowed from the package).
+    pub profiles: Vec<&'p str>,
     pub findings: Vec<Finding>,
 }
 
-impl Verdict {
+impl Verdict<'_> {
     pub fn is_valid(&self) -> bool {
         self.findings.iter().all(|f| f.severity != Severity::Error)
     }
@@ -334,7 +334,7 @@ impl Profiles {
     /// Validates a serde_json resource: written out and read back as the
     /// load path's tree, so invariants are evaluated and the verdict is the
     /// one a load gives.
-    pub fn validate_value(&self, resource: &serde_json::Value) -> Verdict {
+    pub fn validate_value(&self, resource: &serde_json::Value) -> Verdict<'_> {
         let text = resource.to_string();
         let arena = bumpalo::Bump::new();
         match crate::view::Json::parse(&text, &arena) {
@@ -356,13 +356,18 @@ impl Profiles {
     /// Validates one resource (a Bundle: each entry's resource, the paths
     /// prefixed with the entry). FHIRPath invariants are evaluated only on
     /// the load path's tree ([`Tree::as_json`]).
-    pub fn validate<'v>(&self, resource: impl Tree<'v>) -> Verdict {
+    pub fn validate<'v>(&self, resource: impl Tree<'v>) -> Verdict<'_> {
         let mut verdict = Verdict::default();
         self.validate_into(resource, "", &mut verdict);
         verdict
     }
 
-    fn validate_into<'v>(&self, resource: impl Tree<'v>, prefix: &str, verdict: &mut Verdict) {
+    fn validate_into<'v, 'p>(
+        &'p self,
+        resource: impl Tree<'v>,
+        prefix: &str,
+        verdict: &mut Verdict<'p>,
+    ) {
         let resource_type = resource
             .get("resourceType")
             .and_then(|t| t.as_str())
@@ -403,7 +408,7 @@ impl Profiles {
             (true, false) => self.inferred_for(resource_type, resource),
         };
         for profile in profiles {
-            verdict.profiles.push(profile.url.clone());
+            verdict.profiles.push(&profile.url);
             let start = verdict.findings.len();
             check::check(profile, resource, &mut verdict.findings);
             if !prefix.is_empty() {
