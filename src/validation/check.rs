@@ -44,6 +44,15 @@ pub fn check<'v>(profile: &Profile, resource: impl Tree<'v>, findings: &mut Vec<
             };
             let found = Found::of(group, rules.len(), *parent);
             for (offset, rule) in rules.iter().enumerate() {
+                // Absent and optional: nothing to check, and the rule's
+                // steps (another allocation) are not even read.
+                if rule.min == 0
+                    && found.values[offset].is_none()
+                    && found.extensions[offset].is_none()
+                    && !group.is_choice(offset)
+                {
+                    continue;
+                }
                 let under = Under {
                     parent: *parent,
                     value: found.values[offset],

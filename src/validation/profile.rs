@@ -117,6 +117,11 @@ pub struct Group {
 }
 
 impl Group {
+    /// Whether the rule at `offset` is a choice's (its members are found by prefix).
+    pub fn is_choice(&self, offset: usize) -> bool {
+        self.choices.iter().any(|(o, _)| *o == offset)
+    }
+
     fn of(rules: &[Rule], range: std::ops::Range<usize>) -> Self {
         let mut group = Group {
             rules: range.clone(),
