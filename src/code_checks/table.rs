@@ -23,13 +23,13 @@ use deltalake::arrow::array::{
 };
 use deltalake::arrow::compute::cast;
 use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use deltalake::datafusion::prelude::SessionContext;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::protocol::SaveMode;
 
 use super::{CURATION_EXAMPLES, CodeChecks};
 use crate::lake::{
-    COMMIT_INFO_KEY, ConflictRetry, Lake, LakeError, open_or_create_table, utc_micros,
+    COMMIT_INFO_KEY, ConflictRetry, Lake, LakeError, open_or_create_table, open_table, query,
+    utc_micros,
 };
 use crate::terminology::{Curation, CurationRecord, Example, ProblemKind, SystemVerdict};
 
@@ -200,41 +200,25 @@ pub async fn read(lake: &Lake) -> Result<Vec<QueueRow>, LakeError> {
     if !lake.has_table(CURATION_TABLE).await? {
         return Ok(Vec::new());
     }
-    let table = DeltaTable::try_from_url_with_storage_options(
-        lake.table_url(CURATION_TABLE),
-        lake.storage_options().clone(),
-    )
-    .await
-    .map_err(LakeError::delta(CURATION_TABLE))?;
-    read_table(&table).await
+    read_table(&open_table(lake, CURATION_TABLE).await?).await
 }
 
 async fn read_table(table: &DeltaTable) -> Result<Vec<QueueRow>, LakeError> {
     if table.version().is_none() {
         return Ok(Vec::new());
     }
-    let query_err = |source| LakeError::Query {
-        table: CURATION_TABLE.to_owned(),
-        source,
-    };
     let arrow_err = |source| LakeError::Arrow {
         table: CURATION_TABLE.to_owned(),
         source,
     };
-    let ctx = SessionContext::new();
-    let provider = table.table_provider().await.map_err(query_err)?;
-    ctx.register_table("t", provider).map_err(query_err)?;
-    let batches = ctx
-        .sql(
-            "SELECT system, code, problem, display, message, path, count, \
-             CAST(first_seen AS BIGINT), CAST(last_seen AS BIGINT), examples, \
-             CAST(resolved_at AS BIGINT), resolved_by FROM t",
-        )
-        .await
-        .map_err(query_err)?
-        .collect()
-        .await
-        .map_err(query_err)?;
+    let batches = query(
+        table,
+        CURATION_TABLE,
+        "SELECT system, code, problem, display, message, path, count, \
+         CAST(first_seen AS BIGINT), CAST(last_seen AS BIGINT), examples, \
+         CAST(resolved_at AS BIGINT), resolved_by FROM t",
+    )
+    .await?;
     let mut rows = Vec::new();
     for batch in batches {
         let text = |i: usize| cast(batch.column(i), &DataType::Utf8).map_err(arrow_err);

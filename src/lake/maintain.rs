@@ -70,12 +70,7 @@ pub async fn list_tables(lake: &Lake) -> Result<Vec<String>, LakeError> {
 }
 
 pub(super) async fn open_existing(lake: &Lake, name: &str) -> Result<DeltaTable, LakeError> {
-    let table = DeltaTable::try_from_url_with_storage_options(
-        lake.table_url(name),
-        lake.storage_options().clone(),
-    )
-    .await
-    .map_err(LakeError::delta(name))?;
+    let table = super::open_table(lake, name).await?;
     if table.version().is_none() {
         return Err(LakeError::Location {
             uri: lake.table_url(name).to_string(),

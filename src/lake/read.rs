@@ -1,12 +1,43 @@
 //! Reading what a table holds, for sources that re-read resources by id.
 
 use deltalake::DeltaTable;
-use deltalake::arrow::array::{Array, AsArray};
+use deltalake::arrow::array::{Array, AsArray, RecordBatch};
 use deltalake::arrow::compute::cast;
 use deltalake::arrow::datatypes::DataType;
 use deltalake::datafusion::prelude::SessionContext;
 
 use super::{Lake, LakeError};
+
+/// Opens the Delta table `name` of `lake` (errors name it).
+pub async fn open_table(lake: &Lake, name: &str) -> Result<DeltaTable, LakeError> {
+    DeltaTable::try_from_url_with_storage_options(
+        lake.table_url(name),
+        lake.storage_options().clone(),
+    )
+    .await
+    .map_err(LakeError::delta(name))
+}
+
+/// Runs `sql` over `table`, registered as `t`; errors name the table `name`.
+pub async fn query(
+    table: &DeltaTable,
+    name: &str,
+    sql: &str,
+) -> Result<Vec<RecordBatch>, LakeError> {
+    let query_err = |source| LakeError::Query {
+        table: name.to_owned(),
+        source,
+    };
+    let ctx = SessionContext::new();
+    let provider = table.table_provider().await.map_err(query_err)?;
+    ctx.register_table("t", provider).map_err(query_err)?;
+    ctx.sql(sql)
+        .await
+        .map_err(query_err)?
+        .collect()
+        .await
+        .map_err(query_err)
+}
 
 /// Which rows to list.
 #[derive(Debug, Clone)]
@@ -27,19 +58,7 @@ pub async fn stored_versions(
     if !lake.has_table(name).await? {
         return Ok(Vec::new());
     }
-    let table = DeltaTable::try_from_url_with_storage_options(
-        lake.table_url(name),
-        lake.storage_options().clone(),
-    )
-    .await
-    .map_err(LakeError::delta(name))?;
-    let query_err = |source| LakeError::Query {
-        table: name.to_owned(),
-        source,
-    };
-    let ctx = SessionContext::new();
-    let provider = table.table_provider().await.map_err(query_err)?;
-    ctx.register_table("t", provider).map_err(query_err)?;
+    let table = open_table(lake, name).await?;
     let filter = match rows {
         Rows::Ids(ids) => {
             let quoted: Vec<String> = ids
@@ -61,15 +80,8 @@ pub async fn stored_versions(
     } else {
         String::new()
     };
-    let batches = ctx
-        .sql(&format!(
-            "SELECT id, meta_version_id FROM t WHERE {filter}{deleted} ORDER BY id"
-        ))
-        .await
-        .map_err(query_err)?
-        .collect()
-        .await
-        .map_err(query_err)?;
+    let sql = format!("SELECT id, meta_version_id FROM t WHERE {filter}{deleted} ORDER BY id");
+    let batches = query(&table, name, &sql).await?;
     let mut out = Vec::new();
     for batch in batches {
         let arrow_err = |source| LakeError::Arrow {

@@ -15,10 +15,9 @@ use deltalake::arrow::array::{
 };
 use deltalake::arrow::compute::cast;
 use deltalake::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
-use deltalake::datafusion::prelude::SessionContext;
 
 use super::protocol::Verdict;
-use crate::lake::{Lake, LakeError, utc_micros};
+use crate::lake::{Lake, LakeError, open_table, query, utc_micros};
 
 pub const TX_CACHE_TABLE: &str = "_tx_cache";
 
@@ -52,12 +51,7 @@ pub type Answers = HashMap<String, HashMap<String, Verdict>>;
 pub async fn read(lake: &Lake, server: &str, fresh_since: i64) -> Result<Answers, LakeError> {
     let mut latest: HashMap<(String, String), (i64, Verdict)> = HashMap::new();
     if lake.has_table(TX_CACHE_TABLE).await? {
-        let table = DeltaTable::try_from_url_with_storage_options(
-            lake.table_url(TX_CACHE_TABLE),
-            lake.storage_options().clone(),
-        )
-        .await
-        .map_err(LakeError::delta(TX_CACHE_TABLE))?;
+        let table = open_table(lake, TX_CACHE_TABLE).await?;
         for answer in read_table(&table, server, fresh_since).await? {
             let key = (answer.system, answer.code);
             match latest.get(&key) {
@@ -83,30 +77,17 @@ async fn read_table(
     if table.version().is_none() {
         return Ok(Vec::new());
     }
-    let query_err = |source| LakeError::Query {
-        table: TX_CACHE_TABLE.to_owned(),
-        source,
-    };
     let arrow_err = |source| LakeError::Arrow {
         table: TX_CACHE_TABLE.to_owned(),
         source,
     };
-    let ctx = SessionContext::new();
-    let provider = table.table_provider().await.map_err(query_err)?;
-    ctx.register_table("t", provider).map_err(query_err)?;
     // The server URL is bound as a literal: quotes doubled.
     let sql = format!(
         "SELECT system, code, verdict, message, CAST(checked_at AS BIGINT) FROM t \
          WHERE server = '{}' AND CAST(checked_at AS BIGINT) >= {fresh_since}",
         server.replace('\'', "''")
     );
-    let batches = ctx
-        .sql(&sql)
-        .await
-        .map_err(query_err)?
-        .collect()
-        .await
-        .map_err(query_err)?;
+    let batches = query(table, TX_CACHE_TABLE, &sql).await?;
     let mut answers = Vec::new();
     for batch in batches {
         let text = |i: usize| cast(batch.column(i), &DataType::Utf8).map_err(arrow_err);

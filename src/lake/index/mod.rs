@@ -863,12 +863,7 @@ pub async fn held_ids(
     if ids.is_empty() || !lake.has_table(name).await? {
         return Ok(Default::default());
     }
-    let table = DeltaTable::try_from_url_with_storage_options(
-        lake.table_url(name),
-        lake.storage_options().clone(),
-    )
-    .await
-    .map_err(LakeError::delta(name))?;
+    let table = super::open_table(lake, name).await?;
     let index = TableIndex::open(lake, &table, name, mode).await?;
     // History mode asks for any version: the newest of each key.
     let keys: Vec<(u128, i64)> = ids.iter().map(|id| (index.key_of(id), 0)).collect();
