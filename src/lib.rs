@@ -22,6 +22,7 @@ pub mod load;
 pub mod ndjson;
 pub mod policy;
 pub mod source;
+pub mod status;
 pub mod terminology;
 pub mod validation;
 pub mod verify;

@@ -12,7 +12,7 @@ use serde_json::json;
 use url::Url;
 
 use super::server::ServerArgs;
-use super::{LakeArgs, TableFlags, runtime};
+use super::{LakeArgs, TableFlags, WormArgs, runtime};
 use crate::ledger::Echo;
 use crate::source::bulk::{
     self, ExportError, ExportPlan, KickoffMethod, PollPolicy, Resume, Scope, Since,
@@ -93,6 +93,8 @@ pub struct ExportArgs {
     #[command(flatten)]
     lake: LakeArgs,
     #[command(flatten)]
+    worm: WormArgs,
+    #[command(flatten)]
     tables: TableFlags,
     /// Print the job as JSON on stdout.
     #[arg(long)]
@@ -161,7 +163,7 @@ async fn ctrl_c() {
 }
 
 pub fn run(args: ExportArgs) -> Result<ExitCode> {
-    let lake = args.lake.open()?;
+    let lake = args.lake.open_writing(&args.worm)?;
     let scope = match (&args.group, args.all_patients) {
         (Some(id), _) => Scope::Group(id.clone()),
         (None, true) => Scope::Patient,

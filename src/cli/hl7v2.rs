@@ -11,7 +11,7 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use super::sync::duration;
-use super::{LakeArgs, TableFlags, progress, runtime, summary};
+use super::{LakeArgs, TableFlags, WormArgs, progress, runtime, summary};
 use crate::hl7v2::{MapOptions, parse, split_batch};
 use crate::load::LoadReport;
 use crate::source::hl7v2::{self, FilesJob, ListenConfig};
@@ -57,6 +57,8 @@ pub struct LoadArgs {
     #[command(flatten)]
     lake: LakeArgs,
     #[command(flatten)]
+    worm: WormArgs,
+    #[command(flatten)]
     tables: TableFlags,
     #[command(flatten)]
     mapping: Mapping,
@@ -76,6 +78,8 @@ pub struct ListenArgs {
     mllp: SocketAddr,
     #[command(flatten)]
     lake: LakeArgs,
+    #[command(flatten)]
+    worm: WormArgs,
     #[command(flatten)]
     tables: TableFlags,
     #[command(flatten)]
@@ -169,7 +173,7 @@ fn convert(args: ConvertArgs) -> Result<ExitCode> {
 }
 
 fn load(args: LoadArgs) -> Result<ExitCode> {
-    let lake = args.lake.open()?;
+    let lake = args.lake.open_writing(&args.worm)?;
     let files = hl7v2::discover(&args.inputs)?;
     let display = progress::Display::for_stderr();
     let job = FilesJob {
@@ -202,7 +206,7 @@ fn exit_code(reports: &[LoadReport]) -> ExitCode {
 }
 
 fn listen(args: ListenArgs) -> Result<ExitCode> {
-    let lake = args.lake.open()?;
+    let lake = args.lake.open_writing(&args.worm)?;
     let config = ListenConfig {
         address: args.mllp,
         max_message_bytes: args.max_message_bytes,

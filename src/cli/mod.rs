@@ -9,6 +9,7 @@ mod hl7v2;
 mod policy;
 mod progress;
 mod server;
+mod status;
 mod summary;
 mod sync;
 mod validate;
@@ -78,6 +79,9 @@ enum Command {
     Verify(audit::VerifyArgs),
     /// List the audit trail's events (who loaded what, when, under which policy).
     Audit(audit::AuditArgs),
+    /// What the lake holds and how it got there: jobs, tables, quarantine, whether the audit trail verifies (--html for a page).
+    #[command(after_help = status::STATUS_EXIT_CODES)]
+    Status(status::StatusArgs),
     /// Policies: what one would do to some resources, and why.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
@@ -106,6 +110,46 @@ impl LakeArgs {
         let options: HashMap<String, String> = self.storage_options.iter().cloned().collect();
         Ok(Lake::open(&self.lake, options)?)
     }
+
+    /// Opens the lake for a job that writes records: with WORM retention
+    /// when `worm` asks for it or the lake's setting says so (checked
+    /// against the bucket's Object Lock before anything is written).
+    pub fn open_writing(&self, worm: &WormArgs) -> Result<Lake> {
+        let lake = self.open()?;
+        let (lake, retention) = runtime()?.block_on(lake.with_worm(worm.requested()))?;
+        if let Some(r) = retention {
+            eprintln!(
+                "worm: audit events and manifests are written with S3 Object Lock ({:?}, {} days)",
+                r.mode, r.days
+            );
+        }
+        Ok(lake)
+    }
+}
+
+/// WORM retention of a job's records (S3 lakes in a bucket with Object Lock).
+#[derive(Debug, Args)]
+pub struct WormArgs {
+    /// Write audit events and manifests with S3 Object Lock retention for DAYS (default 2190, six years, with --worm-mode); kept as the lake's setting for every later job.
+    #[arg(long, value_name = "DAYS", env = "FHIRLAKE_WORM_RETENTION", value_parser = clap::value_parser!(u32).range(1..))]
+    pub worm_retention: Option<u32>,
+    /// Object Lock mode: governance (users with the bypass permission can still remove it) or compliance (nobody can).
+    #[arg(long, value_enum, value_name = "MODE", env = "FHIRLAKE_WORM_MODE")]
+    pub worm_mode: Option<crate::lake::LockMode>,
+}
+
+impl WormArgs {
+    fn requested(&self) -> Option<crate::lake::Retention> {
+        if self.worm_retention.is_none() && self.worm_mode.is_none() {
+            return None;
+        }
+        Some(crate::lake::Retention {
+            mode: self.worm_mode.unwrap_or(crate::lake::LockMode::Governance),
+            days: self
+                .worm_retention
+                .unwrap_or(crate::lake::DEFAULT_RETENTION_DAYS),
+        })
+    }
 }
 
 #[derive(Debug, Args)]
@@ -115,6 +159,8 @@ struct LoadArgs {
     inputs: Vec<PathBuf>,
     #[command(flatten)]
     lake: LakeArgs,
+    #[command(flatten)]
+    worm: WormArgs,
     /// Keep every version, keyed on (id, meta.lastUpdated), instead of the newest per id.
     #[arg(long)]
     history: bool,
@@ -149,6 +195,8 @@ struct LoadArgs {
 struct OptimizeArgs {
     #[command(flatten)]
     lake: LakeArgs,
+    #[command(flatten)]
+    worm: WormArgs,
     /// Only this table (default: every table in the lake).
     #[arg(long)]
     table: Option<String>,
@@ -168,6 +216,8 @@ struct OptimizeArgs {
 struct VacuumArgs {
     #[command(flatten)]
     lake: LakeArgs,
+    #[command(flatten)]
+    worm: WormArgs,
     /// Keep files needed by any version of the last HOURS (time travel window).
     #[arg(long, value_name = "HOURS")]
     retain: u64,
@@ -390,6 +440,7 @@ pub fn main() -> ExitCode {
         Command::Vacuum(args) => run_vacuum(args),
         Command::Verify(args) => audit::run_verify(args),
         Command::Audit(args) => audit::run_audit(args),
+        Command::Status(args) => status::run(args),
         Command::Policy(command) => policy::run(command),
         Command::Curation(command) => curation::run(command),
         Command::Validate(args) => validate::run(args),
@@ -409,7 +460,7 @@ fn run_load(args: LoadArgs) -> Result<ExitCode> {
     let policy = policy_for(args.policy.as_deref())?;
     let code_checks = args.codes.compile()?;
     let validation = args.codes.validation()?;
-    let lake = args.lake.open()?;
+    let lake = args.lake.open_writing(&args.worm)?;
     let as_of = args.as_of.as_deref().map(parse_as_of).transpose()?;
     if args.inputs.is_empty() {
         bail!("no inputs given");
@@ -464,7 +515,7 @@ fn share(text: &str) -> Result<f64, String> {
 }
 
 fn run_optimize(args: OptimizeArgs) -> Result<ExitCode> {
-    let lake = args.lake.open()?;
+    let lake = args.lake.open_writing(&args.worm)?;
     let reports = runtime()?.block_on(async {
         lake.ensure_put_if_absent().await?;
         let audit = audit::MaintenanceAudit::new(&lake)?;
@@ -500,7 +551,7 @@ fn run_optimize(args: OptimizeArgs) -> Result<ExitCode> {
 }
 
 fn run_vacuum(args: VacuumArgs) -> Result<ExitCode> {
-    let lake = args.lake.open()?;
+    let lake = args.lake.open_writing(&args.worm)?;
     let reports = runtime()?.block_on(async {
         lake.ensure_put_if_absent().await?;
         let audit = audit::MaintenanceAudit::new(&lake)?;

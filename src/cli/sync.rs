@@ -16,7 +16,7 @@ use serde_json::json;
 use url::Url;
 
 use super::server::ServerArgs;
-use super::{LakeArgs, TableFlags, runtime};
+use super::{LakeArgs, TableFlags, WormArgs, runtime};
 use crate::ledger::Echo;
 use crate::load::LoadReport;
 use crate::source::sync::{
@@ -108,6 +108,8 @@ pub struct SyncArgs {
     connection: ServerArgs,
     #[command(flatten)]
     lake: LakeArgs,
+    #[command(flatten)]
+    worm: WormArgs,
     #[command(flatten)]
     tables: TableFlags,
     /// Print the sync as JSON on stdout.
@@ -211,7 +213,7 @@ fn exit_for(error: &SyncError) -> ExitCode {
 }
 
 pub fn run(args: SyncArgs) -> Result<ExitCode> {
-    let lake = args.lake.open()?;
+    let lake = args.lake.open_writing(&args.worm)?;
     let http = args.connection.http(&args.server)?;
     let echo: Echo = Arc::new(|line: &str| eprintln!("fhirlake sync: {line}"));
     if let Some(table) = &args.refresh {

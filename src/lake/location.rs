@@ -193,6 +193,11 @@ impl Lake {
         &self.store
     }
 
+    /// The same lake, its ledger files written through `store` (WORM).
+    pub(super) fn with_store(self, store: Arc<dyn ObjectStore>) -> Self {
+        Self { store, ..self }
+    }
+
     /// Makes a record of a local lake read-only (an audit event, a
     /// manifest: objects fhirlake never rewrites), so an editor or a script
     /// cannot change one by accident. It does not stop the files' owner or

@@ -28,6 +28,7 @@ mod read;
 mod sink;
 mod stage;
 mod upsert;
+mod worm;
 
 pub use conflict::{COMMIT_ATTEMPTS, ConflictRetry, is_commit_conflict, retry_on_conflict};
 pub use delete::{Deletion, delete_ids};
@@ -48,6 +49,7 @@ pub use read::{Rows, open_table, query, stored_versions};
 pub use sink::{TableSink, has_deletion_vectors, open_or_create_table, writer_properties};
 pub use stage::{StagedFile, Stager};
 pub use upsert::{Changes, commit_changes};
+pub use worm::{DEFAULT_RETENTION_DAYS, LockMode, Retention};
 
 /// Errors at the storage boundary; each names the table or URI involved.
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +108,8 @@ pub enum LakeError {
          load if its files are damaged (delete _fhirlake/index/{table} to force it)"
     )]
     Index { table: String, detail: String },
+    #[error("WORM retention on {uri}: {detail}")]
+    Worm { uri: String, detail: String },
     #[error("object {path}: {source}")]
     Store {
         path: String,

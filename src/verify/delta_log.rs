@@ -27,6 +27,42 @@ pub struct Commit {
     /// Adds or removes a file with `dataChange: true` (not a compaction,
     /// not a metadata-only commit such as the table's creation).
     pub data_change: bool,
+    /// `commitInfo.timestamp`: when it was committed (ms since the epoch).
+    pub timestamp_ms: Option<i64>,
+    /// `commitInfo.operation` (`WRITE`, `MERGE`, `OPTIMIZE`, ...).
+    pub operation: Option<String>,
+    /// The files it removed and added, with the rows each holds.
+    pub files: Vec<FileAction>,
+}
+
+/// One `add` or `remove` of a commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileAction {
+    pub added: bool,
+    pub path: String,
+    /// Live rows: the file's `numRecords` less its deletion vector's
+    /// `cardinality`; `None` when the action carries no statistics.
+    pub rows: Option<u64>,
+}
+
+impl FileAction {
+    fn read(action: &Value) -> Option<Self> {
+        let (added, body) = match (action.get("add"), action.get("remove")) {
+            (Some(add), _) => (true, add),
+            (None, Some(remove)) => (false, remove),
+            (None, None) => return None,
+        };
+        let records = body["stats"]
+            .as_str()
+            .and_then(|stats| serde_json::from_str::<Value>(stats).ok())
+            .and_then(|stats| stats["numRecords"].as_u64());
+        let deleted = body["deletionVector"]["cardinality"].as_u64().unwrap_or(0);
+        Some(Self {
+            added,
+            path: body["path"].as_str()?.to_owned(),
+            rows: records.map(|n| n.saturating_sub(deleted)),
+        })
+    }
 }
 
 /// Every commit still in the logs (JSON commits; versions compacted into a
@@ -107,6 +143,12 @@ fn parse(table: &str, version: u64, location: String, bytes: &[u8]) -> Commit {
         anchor,
         metrics,
         data_change,
+        timestamp_ms: info.get("timestamp").and_then(Value::as_i64),
+        operation: info
+            .get("operation")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        files: actions.iter().filter_map(FileAction::read).collect(),
     }
 }
 
@@ -129,6 +171,36 @@ mod tests {
         assert!(!commit.data_change, "an add without dataChange: true");
         let append = "{\"add\":{\"path\":\"a.parquet\",\"dataChange\":true}}\n";
         assert!(parse("patient", 5, String::new(), append.as_bytes()).data_change);
+    }
+
+    #[test]
+    fn file_actions_count_live_rows_net_of_deletion_vectors() {
+        let log = concat!(
+            r#"{"remove":{"path":"a.parquet","dataChange":true,"deletionVector":{"cardinality":1}}}"#,
+            "\n",
+            r#"{"add":{"path":"a.parquet","dataChange":true,"stats":"{\"numRecords\":10}","deletionVector":{"storageType":"u","cardinality":3}}}"#,
+            "\n",
+            r#"{"add":{"path":"b.parquet","dataChange":true}}"#,
+            "\n",
+            r#"{"commitInfo":{"timestamp":1700000000000,"operation":"WRITE"}}"#,
+            "\n",
+        );
+        let commit = parse("patient", 2, String::new(), log.as_bytes());
+        let file = |added, path: &str, rows| FileAction {
+            added,
+            path: path.to_owned(),
+            rows,
+        };
+        assert_eq!(
+            commit.files,
+            [
+                file(false, "a.parquet", None),
+                file(true, "a.parquet", Some(7)),
+                file(true, "b.parquet", None)
+            ]
+        );
+        assert_eq!(commit.timestamp_ms, Some(1_700_000_000_000));
+        assert_eq!(commit.operation.as_deref(), Some("WRITE"));
     }
 
     #[test]

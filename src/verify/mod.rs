@@ -27,7 +27,7 @@ use crate::audit::{Anchor, AuditLog, ChainError, Report};
 use crate::lake::{Lake, LakeError};
 use crate::ledger::{JobManifest, MANIFEST_DIR};
 use crate::load::AUDIT_PREFIX;
-pub use delta_log::Commit;
+pub use delta_log::{Commit, FileAction, commits};
 
 /// One problem outside the chain itself, naming the object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -131,6 +131,15 @@ pub enum VerifyError {
 /// and the anchors are always checked whole: a link needs its neighbours).
 pub async fn verify(lake: &Lake, job: Option<&str>) -> Result<LakeReport, VerifyError> {
     let commits = delta_log::commits(lake).await?;
+    verify_commits(lake, job, &commits).await
+}
+
+/// [`verify`] over the commits [`commits`] read already.
+pub async fn verify_commits(
+    lake: &Lake,
+    job: Option<&str>,
+    commits: &BTreeMap<(String, u64), Commit>,
+) -> Result<LakeReport, VerifyError> {
     let (manifests, mut problems) = read_manifests(lake).await?;
     let mut anchors = Vec::new();
     for commit in commits.values() {
@@ -148,7 +157,7 @@ pub async fn verify(lake: &Lake, job: Option<&str>) -> Result<LakeReport, Verify
             anchors.push(Anchor::new(head, format!("{path} audit_head")));
         }
     }
-    problems.extend(removed_anchors(&commits, &manifests));
+    problems.extend(removed_anchors(commits, &manifests));
     let log = AuditLog::new(lake.store().clone(), lake.path(AUDIT_PREFIX));
     let chain = log.verify(&anchors).await?;
     let mut checked = Checked {
@@ -162,7 +171,7 @@ pub async fn verify(lake: &Lake, job: Option<&str>) -> Result<LakeReport, Verify
         .filter(|(_, m)| job.is_none_or(|j| m.job_id == j))
     {
         checked.manifests += 1;
-        problems.extend(manifests::check(path, manifest, &commits));
+        problems.extend(manifests::check(path, manifest, commits));
         let (raw_problems, objects, bytes) = manifests::check_raw(lake, path, manifest).await?;
         problems.extend(raw_problems);
         checked.raw_objects += objects;
@@ -176,7 +185,7 @@ pub async fn verify(lake: &Lake, job: Option<&str>) -> Result<LakeReport, Verify
 }
 
 /// Every manifest, by its path; the ones that cannot be read as problems.
-async fn read_manifests(
+pub async fn read_manifests(
     lake: &Lake,
 ) -> Result<(BTreeMap<String, JobManifest>, Vec<LakeProblem>), LakeError> {
     let mut manifests = BTreeMap::new();
