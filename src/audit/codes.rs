@@ -114,6 +114,8 @@ pub const TABLE_VERSION: &str = "urn:fhirlake:delta-table-version";
 pub const FILE: &str = "urn:fhirlake:file";
 pub const SYNC_PAGE: &str = "urn:fhirlake:sync-page";
 pub const HL7V2_BATCH: &str = "urn:fhirlake:hl7v2-batch";
+/// One HL7 v2 message, identified by the SHA-256 of its bytes.
+pub const HL7V2_MESSAGE: &str = "urn:fhirlake:hl7v2-message";
 pub const SOURCE: &str = "urn:fhirlake:source";
 pub const LAKE: &str = "urn:fhirlake:lake";
 pub const SOFTWARE: &str = "urn:fhirlake:software";

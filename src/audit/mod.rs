@@ -67,7 +67,7 @@ pub use error::{ChainError, InputError};
 pub use event::AuditEvent;
 pub use listing::EventSummary;
 pub use principal::{Grant, Principal};
-pub use provenance::{Provenance, Target};
+pub use provenance::{MessageEntity, Provenance, Target};
 pub use step::{
     CommitOperation, Deletions, ExportLevel, Failure, FailureKind, FileKind, Finish, Hl7Batch,
     InputFile, JobOutcome, KickOff, Maintenance, MaintenanceOp, Operation, PolicyChange,

@@ -56,6 +56,21 @@ impl Target {
     }
 }
 
+/// One HL7 v2 message, as the entity a per-message Provenance names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageEntity {
+    /// SHA-256 of the message's bytes as received.
+    pub sha256: Sha256,
+    /// MSH-9, e.g. `ADT^A01`.
+    pub message_type: String,
+    /// MSH-10.
+    pub control_id: String,
+    /// MSH-3|MSH-4.
+    pub sender: String,
+    /// Where it came from and its number there (`adt.hl7#3`, `mllp://peer#12`).
+    pub origin: String,
+}
+
 /// One Provenance resource.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(transparent)]
@@ -84,6 +99,31 @@ impl JobContext {
         recorded: DateTime<FixedOffset>,
         manifest_sha256: Sha256,
     ) -> Result<Provenance, InputError> {
+        self.build_provenance(targets, None, started, recorded, manifest_sha256)
+    }
+
+    /// The Provenance of one HL7 v2 `message` of this job: its targets are
+    /// the resources it became, and the message (its digest, type, control
+    /// id and sender) is an entity beside the feed and the manifest.
+    pub fn message_provenance(
+        &self,
+        message: &MessageEntity,
+        targets: &[Target],
+        started: DateTime<FixedOffset>,
+        recorded: DateTime<FixedOffset>,
+        manifest_sha256: Sha256,
+    ) -> Result<Provenance, InputError> {
+        self.build_provenance(targets, Some(message), started, recorded, manifest_sha256)
+    }
+
+    fn build_provenance(
+        &self,
+        targets: &[Target],
+        message: Option<&MessageEntity>,
+        started: DateTime<FixedOffset>,
+        recorded: DateTime<FixedOffset>,
+        manifest_sha256: Sha256,
+    ) -> Result<Provenance, InputError> {
         if targets.is_empty() {
             return Err(InputError::new(
                 "provenance targets",
@@ -99,7 +139,10 @@ impl JobContext {
             ));
         };
         let targets: Vec<Value> = targets.iter().map(Target::reference).collect();
-        let id_source = json!({"job": self.job.as_str(), "targets": targets});
+        let mut id_source = json!({"job": self.job.as_str(), "targets": targets});
+        if let Some(m) = message {
+            id_source["message"] = json!(m.sha256.to_string());
+        }
         let id = format!(
             "fhirlake-{}",
             &canonical::digest(&id_source).to_string()[..32]
@@ -128,6 +171,19 @@ impl JobContext {
                 "what": {
                     "identifier": {"system": codes::SOURCE, "value": source.as_str()},
                     "display": format!("{} source {source}", self.kind.code()),
+                },
+            }));
+        }
+        if let Some(m) = message {
+            entities.push(json!({
+                "extension": [{"url": codes::EXT_SHA256, "valueString": m.sha256.to_string()}],
+                "role": "source",
+                "what": {
+                    "identifier": {"system": codes::HL7V2_MESSAGE, "value": m.sha256.to_string()},
+                    "display": format!(
+                        "HL7 v2 {} message MSH-10 {} from {} ({})",
+                        m.message_type, m.control_id, m.sender, m.origin
+                    ),
                 },
             }));
         }
@@ -245,6 +301,49 @@ mod tests {
         assert!(id.len() <= 64 && id.starts_with("fhirlake-"));
         let other = build(&ctx, &targets()[..1]);
         assert_ne!(a["id"], other["id"]);
+    }
+
+    #[test]
+    fn a_message_provenance_names_the_message_beside_feed_and_manifest() {
+        let ctx = fixtures::context(JobKind::Hl7v2);
+        let message = MessageEntity {
+            sha256: sha("MSH|^~\\&|LAB"),
+            message_type: "ORU^R01".into(),
+            control_id: "MSG00042".into(),
+            sender: "LAB|NORTH".into(),
+            origin: "lab.hl7#3".into(),
+        };
+        let target = [Target::Resource {
+            resource_type: ResourceType::new("Observation").unwrap(),
+            id: ResourceId::new("o1").unwrap(),
+            version_id: None,
+        }];
+        let at1 = at("2026-11-25T01:15:00Z");
+        let p = ctx
+            .message_provenance(&message, &target, at1, at1, sha("manifest"))
+            .unwrap()
+            .into_json();
+        let entity = p["entity"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["what"]["identifier"]["system"] == codes::HL7V2_MESSAGE)
+            .unwrap();
+        assert_eq!(
+            entity["what"]["identifier"]["value"],
+            message.sha256.to_string()
+        );
+        let display = entity["what"]["display"].as_str().unwrap();
+        assert!(
+            display.contains("ORU^R01")
+                && display.contains("MSG00042")
+                && display.contains("lab.hl7#3")
+        );
+        let job_level = ctx
+            .provenance(&target, at1, at1, sha("manifest"))
+            .unwrap()
+            .into_json();
+        assert_ne!(p["id"], job_level["id"], "one id per message");
     }
 
     #[test]

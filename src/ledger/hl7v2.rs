@@ -80,6 +80,9 @@ pub struct MessageRecord {
     /// Lines of the job's input holding its resources (converted only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lines: Option<(u64, u64)>,
+    /// The resources it became, as `Type/id` (converted only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -2,7 +2,8 @@
 //! AuditEvent a job appended to the chain, and `_provenance`, one FHIR
 //! Provenance per job (targets: the table versions it committed; agents:
 //! the principal and fhirlake; entities: the source and the manifest with
-//! its SHA-256).
+//! its SHA-256), and for an HL7 v2 job one more per converted message
+//! (targets: the resources it became; entity: the message's SHA-256).
 //!
 //! Both are copies written after the job's manifest: the chain in
 //! `_fhirlake/audit` stays the record `verify` checks. A job killed between
@@ -14,14 +15,19 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use deltalake::arrow::array::{ArrayRef, Int64Builder, StringBuilder, TimestampMicrosecondBuilder};
+use deltalake::arrow::array::{
+    ArrayBuilder, ArrayRef, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
+};
 use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use deltalake::arrow::record_batch::RecordBatch;
 
 use super::{Context, LoadError};
-use crate::audit::{EventSummary, Sha256, TableName, Target};
+use crate::audit::{
+    EventSummary, MessageEntity, ResourceId, ResourceType, Sha256, TableName, Target,
+};
 use crate::lake::TableSink;
 use crate::ledger::JobManifest;
+use crate::ledger::{MessageRecord, MessageStatus};
 
 pub const AUDIT_TABLE: &str = "_audit";
 pub const PROVENANCE_TABLE: &str = "_provenance";
@@ -81,19 +87,58 @@ pub(super) async fn append(
         })
         .collect();
     let now = Utc::now();
-    if let Ok(provenance) = context.audit.context().provenance(
-        &targets,
-        started_at.fixed_offset(),
-        now.fixed_offset(),
-        manifest_sha256,
-    ) {
+    let (started, recorded) = (started_at.fixed_offset(), now.fixed_offset());
+    let audit = context.audit.context();
+    let mut columns = ProvenanceColumns::default();
+    if let Ok(provenance) = audit.provenance(&targets, started, recorded, manifest_sha256) {
         let json = provenance.into_json();
-        let mut columns = ProvenanceColumns::default();
         columns.push(&context.job_id, now, manifest, &manifest_sha256, &json);
+    }
+    let messages = manifest.hl7v2.iter().flat_map(|h| &h.log);
+    for message in messages.filter(|m| m.status == MessageStatus::Converted) {
+        let Some((entity, targets)) = message_targets(message) else {
+            continue;
+        };
+        if let Ok(provenance) =
+            audit.message_provenance(&entity, &targets, started, recorded, manifest_sha256)
+        {
+            let json = provenance.into_json();
+            columns.push(&context.job_id, now, manifest, &manifest_sha256, &json);
+        }
+    }
+    if !columns.is_empty() {
         let batch = columns.finish().map_err(arrow(PROVENANCE_TABLE))?;
         append_batch(context, PROVENANCE_TABLE, &provenance_schema(), batch).await?;
     }
     Ok(())
+}
+
+/// A converted message as a Provenance entity, and the resources it became
+/// (`None` when it became none, or its record does not parse).
+fn message_targets(message: &MessageRecord) -> Option<(MessageEntity, Vec<Target>)> {
+    let targets: Vec<Target> = message
+        .resources
+        .iter()
+        .filter_map(|reference| {
+            let (resource_type, id) = reference.split_once('/')?;
+            Some(Target::Resource {
+                resource_type: ResourceType::new(resource_type).ok()?,
+                id: ResourceId::new(id).ok()?,
+                version_id: None,
+            })
+        })
+        .collect();
+    if targets.is_empty() {
+        return None;
+    }
+    let entity = MessageEntity {
+        sha256: Sha256::from_hex(&message.sha256).ok()?,
+        message_type: message.message_type.clone(),
+        control_id: message.control_id.clone(),
+        sender: message.sender.clone(),
+        origin: format!("{}#{}", message.source, message.number),
+    };
+    Some((entity, targets))
 }
 
 fn arrow(table: &'static str) -> impl Fn(deltalake::arrow::error::ArrowError) -> LoadError {
@@ -173,6 +218,10 @@ struct ProvenanceColumns {
 }
 
 impl ProvenanceColumns {
+    fn is_empty(&self) -> bool {
+        self.id.is_empty()
+    }
+
     fn push(
         &mut self,
         job_id: &str,

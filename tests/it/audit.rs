@@ -435,3 +435,117 @@ fn verify_of_a_path_that_holds_no_lake_is_an_error_not_clean() {
         "{stderr}"
     );
 }
+
+/// An HL7 v2 load writes one Provenance per converted message beside the
+/// job's: it targets exactly the resources the message became (all in the
+/// lake), names the message by the SHA-256 the manifest logged, and is a
+/// valid R4 Provenance.
+#[test]
+fn each_hl7v2_message_gets_a_provenance_naming_what_it_became() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = audited_lake(dir.path());
+    let manifests = std::fs::read_dir(lake.join("_fhirlake/manifests"))
+        .unwrap()
+        .map(|e| {
+            serde_json::from_slice::<Value>(&std::fs::read(e.unwrap().path()).unwrap()).unwrap()
+        });
+    let hl7 = manifests
+        .into_iter()
+        .find(|m| m.get("hl7v2").is_some())
+        .unwrap();
+    let converted: Vec<&Value> = hl7["hl7v2"]["log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["status"] == "converted")
+        .collect();
+    assert!(converted.len() > 10, "{} converted", converted.len());
+    let Some(rows) = super::common::duckdb(&format!(
+        "SELECT resource FROM {} WHERE job_id = '{}'",
+        super::common::scan(&lake, "_provenance"),
+        hl7["job_id"].as_str().unwrap()
+    )) else {
+        return;
+    };
+    let resources: Vec<Value> = rows
+        .iter()
+        .map(|r| serde_json::from_str(r[0].as_str().unwrap()).unwrap())
+        .collect();
+    let by_message: std::collections::BTreeMap<String, &Value> = resources
+        .iter()
+        .filter_map(|p| {
+            let entity = p["entity"]
+                .as_array()?
+                .iter()
+                .find(|e| e["what"]["identifier"]["system"] == "urn:fhirlake:hl7v2-message")?;
+            Some((
+                entity["what"]["identifier"]["value"].as_str()?.to_owned(),
+                p,
+            ))
+        })
+        .collect();
+    assert_eq!(
+        resources.len(),
+        converted.len() + 1,
+        "one per message, one for the job"
+    );
+    for message in &converted {
+        let sha = message["sha256"].as_str().unwrap();
+        let provenance = by_message
+            .get(sha)
+            .unwrap_or_else(|| panic!("no Provenance for message {message:#}"));
+        let targets: Vec<&str> = provenance["target"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["reference"].as_str().unwrap())
+            .collect();
+        let expected: Vec<&str> = message["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_str().unwrap())
+            .collect();
+        assert_eq!(targets, expected, "message {}", message["control_id"]);
+    }
+    // Every target is a resource the lake holds.
+    let mut by_type: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for message in &converted {
+        for r in message["resources"].as_array().unwrap() {
+            let (kind, id) = r.as_str().unwrap().split_once('/').unwrap();
+            by_type
+                .entry(kind.to_lowercase())
+                .or_default()
+                .push(id.to_owned());
+        }
+    }
+    for (table, ids) in &by_type {
+        let wanted: std::collections::BTreeSet<&String> = ids.iter().collect();
+        let held = super::common::duckdb(&format!(
+            "SELECT DISTINCT id FROM {}",
+            super::common::scan(&lake, table)
+        ))
+        .unwrap();
+        let held: std::collections::BTreeSet<String> = held
+            .iter()
+            .map(|r| r[0].as_str().unwrap().to_owned())
+            .collect();
+        let missing: Vec<_> = wanted.iter().filter(|id| !held.contains(**id)).collect();
+        assert!(
+            missing.is_empty(),
+            "{table}: targets not in the lake: {missing:?}"
+        );
+    }
+    let file = dir.path().join("provenance.json");
+    std::fs::write(&file, serde_json::to_vec(&resources).unwrap()).unwrap();
+    let out = std::process::Command::new(python().unwrap())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/validate_fhir.py"))
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -189,6 +189,17 @@ impl Feed {
             converted.ndjson.push(b'\n');
         }
         converted.resources = conversion.resources.len() as u64;
+        converted.record.resources = conversion
+            .resources
+            .iter()
+            .filter_map(|r| {
+                Some(format!(
+                    "{}/{}",
+                    r["resourceType"].as_str()?,
+                    r["id"].as_str()?
+                ))
+            })
+            .collect();
         converted.key = key.clone();
         let index = self.add(converted);
         if let Some(key) = key {
@@ -229,6 +240,7 @@ impl Feed {
             if let Some(index) = self.converted.remove(key) {
                 let entry = &mut self.entries[index];
                 entry.record.status = MessageStatus::Replay;
+                entry.record.resources.clear();
                 entry.ndjson = Vec::new();
                 entry.resources = 0;
             }
