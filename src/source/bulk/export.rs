@@ -14,7 +14,7 @@
 use std::future::Future;
 use std::path::PathBuf;
 
-use chrono::{SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use object_store::ObjectStoreExt;
 use reqwest::Method;
 use tokio::sync::Mutex;
@@ -25,12 +25,15 @@ use super::error::ExportError;
 use super::events::{Cancelled, Finished, RawRemoved, Resumed, ServerJobDeleted, SinceAuto};
 use super::fetch::fetch_files;
 use super::handover::load_files;
-use super::job::{ExportRequest, JobState, Phase, resumable, since_auto};
+use super::job::{ExportRequest, JobState, Phase, Scope, resumable, since_auto};
 use super::kickoff::kick_off;
 use super::plan::{ExportPlan, ExportReport, Resume, Since};
+use crate::audit::{ExportLevel, KickOff, Operation, ResourceId, ResourceType};
 use crate::http::{Call, HttpClient, redact_url};
 use crate::lake::{Lake, LakeError};
+use crate::ledger::ManifestKind;
 use crate::ledger::{Echo, Event, EventLog};
+use crate::load::JobAudit;
 
 fn now_text() -> String {
     Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
@@ -43,6 +46,60 @@ fn new_job_id() -> String {
         Utc::now().format("%Y%m%dT%H%M%S%.3fZ"),
         &suffix[..8]
     )
+}
+
+/// The request to the server, in the audit chain as the job's first event:
+/// who asked which server for which types since when, at the time it was
+/// accepted (the download and load events follow at hand-over, hours later
+/// for a large export).
+async fn record_kickoff(
+    lake: &Lake,
+    job_id: &str,
+    plan: &ExportPlan,
+    request: &ExportRequest,
+    http: &HttpClient,
+) -> Result<(), ExportError> {
+    let load_err = |source| ExportError::Load {
+        job_id: job_id.to_owned(),
+        source: Box::new(source),
+    };
+    let audit = JobAudit::new(
+        lake,
+        job_id,
+        ManifestKind::Export,
+        plan.load.policy.version(),
+        http.tokens.principal(),
+    )
+    .map_err(load_err)?;
+    let level = match &request.scope {
+        Scope::System => ExportLevel::System,
+        Scope::Patient => ExportLevel::Patient,
+        Scope::Group(id) => match ResourceId::new(id) {
+            Ok(id) => ExportLevel::Group(id),
+            Err(_) => ExportLevel::System,
+        },
+    };
+    let param = |name: &'static str| {
+        request
+            .params
+            .iter()
+            .filter(move |(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    audit
+        .record(KickOff {
+            operation: Operation::BulkExport(level),
+            resource_types: param("_type")
+                .flat_map(|v| v.split(','))
+                .filter_map(|t| ResourceType::new(t.trim()).ok())
+                .collect(),
+            since: param("_since").find_map(|v| DateTime::parse_from_rfc3339(v).ok()),
+            until: None,
+            inputs: None,
+        })
+        .await
+        .map_err(load_err)?;
+    Ok(())
 }
 
 /// Runs (or resumes) an export and loads it. `cancelled` resolving (Ctrl-C,
@@ -118,6 +175,7 @@ pub async fn run(
             };
             // Saved before anything else: from here on a kill resumes this job.
             state.save(lake, &events.to_ndjson()).await?;
+            record_kickoff(lake, &job_id, &plan, &request, http).await?;
             (state, events)
         }
     };

@@ -87,5 +87,22 @@ fn smart_backend_assertions_verify_and_tokens_refresh_during_downloads() {
             "the granted scope is recorded: {}",
             events[0]["event"]
         );
+        // The request to the server opens the job's trail, before any
+        // download; the load's kick-off follows at hand-over.
+        let kickoffs: Vec<usize> = (0..events.len())
+            .filter(|&i| events[i]["step"] == "kickoff")
+            .collect();
+        let first_input = events
+            .iter()
+            .position(|e| e["step"] == "input-file")
+            .unwrap();
+        assert_eq!(kickoffs.len(), 2, "server request and hand-over");
+        assert!(kickoffs[0] == 0 && kickoffs[1] < first_input && kickoffs[1] > 0);
+        let request = events[0]["event"].to_string();
+        assert!(
+            request.contains("$export") && !request.contains("\"inputs\""),
+            "{request}"
+        );
+        assert_eq!(events[0]["job"], events[first_input]["job"]);
     }
 }
