@@ -121,6 +121,11 @@ impl JobContext {
         self
     }
 
+    /// The policy in force.
+    pub fn policy(&self) -> PolicyVersion {
+        self.policy
+    }
+
     /// The job the records belong to.
     pub fn job(&self) -> &JobId {
         &self.job

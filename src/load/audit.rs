@@ -13,12 +13,14 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
+use object_store::ObjectStoreExt;
 use serde_json::{Value, json};
 
 use crate::audit::{
     self, AuditLog, ChainError, Code, FileKind, Finish, Head, InputFile, JobContext, JobId,
-    JobKind, JobOutcome, KickOff, Location, Operation, PolicyVersion, Principal, Quarantine,
-    ResourceType, RowChanges, Sha256, Step, TableCommit, TableName, TableVersion, Totals, Warnings,
+    JobKind, JobOutcome, KickOff, Location, Operation, PolicyChange, PolicyVersion, Principal,
+    Quarantine, ResourceType, RowChanges, Sha256, Step, TableCommit, TableName, TableVersion,
+    Totals, Warnings,
 };
 use crate::lake::Lake;
 use crate::ledger::{
@@ -29,6 +31,9 @@ use super::{Input, LoadError, SourceKind};
 
 /// The chain's folder in a lake.
 pub const AUDIT_PREFIX: &str = "_fhirlake/audit";
+
+/// The policy the lake's latest load job ran under, to notice a change.
+pub const POLICY_STATE: &str = "_fhirlake/policy.json";
 
 /// The key of the chain head inside the `fhirlake` commitInfo entry.
 pub const ANCHOR_KEY: &str = "audit";
@@ -144,6 +149,48 @@ impl JobAudit {
             inputs: Some(inputs as u64),
         })
         .await
+    }
+
+    /// A policy-change event when this job's policy is not the one the
+    /// lake's previous load ran under: a first policy, a changed file, or
+    /// none after one (a load that left out `--policy` is exactly what a
+    /// compliance review must see). Then this job's policy becomes the
+    /// lake's. Concurrent jobs with different policies may both record one.
+    pub async fn policy_change(&self) -> Result<(), LoadError> {
+        let path = self.lake.path(POLICY_STATE);
+        let previous = match self.lake.read_object(&path).await? {
+            Some(bytes) => serde_json::from_slice::<Value>(&bytes)
+                .ok()
+                .and_then(|state| PolicyVersion::parse(state["policy"].as_str()?).ok())
+                .unwrap_or(PolicyVersion::None),
+            None => PolicyVersion::None,
+        };
+        let current = self.context.policy();
+        if previous == current {
+            return Ok(());
+        }
+        self.record(PolicyChange {
+            previous,
+            source: None,
+        })
+        .await?;
+        let state = json!({
+            "policy": current.to_string(),
+            "job_id": self.context.job().as_str(),
+            "changed_at": Utc::now().to_rfc3339(),
+        });
+        self.lake
+            .store()
+            .put(
+                &path,
+                serde_json::to_vec_pretty(&state).expect("json").into(),
+            )
+            .await
+            .map_err(|source| crate::lake::LakeError::Store {
+                path: path.to_string(),
+                source,
+            })?;
+        Ok(())
     }
 
     /// One input read (loaded, or recorded without loading).

@@ -458,6 +458,7 @@ async fn run_audited(
         server.preload(&job.lake).await?;
     }
     context.audit.kick_off(kind, inputs.len()).await?;
+    context.audit.policy_change().await?;
     let notify = |event| {
         if let Some(p) = &job.progress {
             p(event);

@@ -549,3 +549,56 @@ fn each_hl7v2_message_gets_a_provenance_naming_what_it_became() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A job whose policy differs from the one the lake's previous load ran
+/// under records a policy-change event naming the previous version: a
+/// first policy, and a load that left `--policy` out after one.
+#[test]
+fn a_change_of_policy_between_loads_is_an_audit_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let load = |n: u32, policy: Option<&str>| {
+        let input = super::common::write_file(
+            &dir.path().join(format!("in{n}")),
+            "Patient.ndjson",
+            &[super::common::patient(
+                &format!("pc-{n}"),
+                "2026-01-01T00:00:00Z",
+                "1",
+            )],
+        );
+        let mut cmd = fhirlake();
+        cmd.args(["load", "--json", "--lake"]).arg(&lake).arg(input);
+        if let Some(p) = policy {
+            cmd.args(["--policy", p]);
+        }
+        run_json(&mut cmd, 0)
+    };
+    let changes = || {
+        audit_events(&lake, &[])
+            .into_iter()
+            .filter(|e| e["step"] == "policy-change")
+            .collect::<Vec<_>>()
+    };
+    load(1, None);
+    assert!(changes().is_empty(), "no policy before, none now");
+    let with_part2 = load(2, Some("part2"));
+    let part2 = with_part2["policy_version"].as_str().unwrap().to_owned();
+    let first = changes();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0]["policy"], part2.as_str());
+    assert!(first[0]["event"].to_string().contains("\"previous\""));
+    load(3, Some("part2"));
+    assert_eq!(changes().len(), 1, "the same policy again is no change");
+    load(4, None);
+    let all = changes();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[1]["policy"], "none");
+    assert!(
+        all[1]["event"].to_string().contains(&part2),
+        "names the policy it replaced: {}",
+        all[1]["event"]
+    );
+    let (code, report) = verify(&lake);
+    assert_eq!(code, 0, "{report:#}");
+}
