@@ -602,3 +602,82 @@ fn a_change_of_policy_between_loads_is_an_audit_event() {
     let (code, report) = verify(&lake);
     assert_eq!(code, 0, "{report:#}");
 }
+
+/// The three sources into one lake: a Bulk export, a REST sync and an HL7 v2
+/// load. The trail verifies, every job is in it from kick-off to finish,
+/// and `fhirlake status` lists them with their kinds.
+#[test]
+fn an_export_a_sync_and_an_hl7v2_load_into_one_lake_verify() {
+    let rt = crate::export::runtime();
+    let bulk = rt.block_on(crate::bulk_server::BulkServer::start(
+        crate::bulk_server::Config {
+            files: crate::export::sample(&["Patient", "Encounter"]),
+            ..Default::default()
+        },
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    crate::export::run(&mut crate::export::export(&bulk, &lake), 0);
+
+    let rest = crate::fhir_server::FhirServer::start_blocking(Default::default());
+    rest.seed_from_ndjson(sample_dir("bds-r4-10"));
+    rest.advance(std::time::Duration::from_secs(600));
+    let sync = fhirlake()
+        .args(["sync", "--json", "--server", &rest.base, "--lake"])
+        .arg(&lake)
+        .args(["--backoff-ms", "5", "--type", "Patient,Observation"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        sync.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&sync.stderr)
+    );
+
+    let hl7 = fhirlake()
+        .args(["hl7v2", "load", "--json", "--lake"])
+        .arg(&lake)
+        .arg(hl7v2_messages())
+        .output()
+        .unwrap();
+    assert!(
+        hl7.status.code().is_some_and(|c| c <= 1),
+        "{}",
+        String::from_utf8_lossy(&hl7.stderr)
+    );
+
+    let (code, report) = verify(&lake);
+    assert_eq!(code, 0, "{report:#}");
+    let status = run_json(
+        fhirlake().args(["status", "--json", "--lake"]).arg(&lake),
+        0,
+    );
+    let kinds: Vec<&str> = status["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["kind"].as_str().unwrap())
+        .collect();
+    for kind in ["export", "sync", "hl7v2"] {
+        assert!(kinds.contains(&kind), "{kind} in {kinds:?}");
+    }
+    assert!(
+        status["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|j| j["outcome"] == "success" || j["outcome"] == "warnings"),
+        "{status:#}"
+    );
+    let events = audit_events(&lake, &[]);
+    for job in status["jobs"].as_array().unwrap() {
+        let steps: Vec<&str> = events
+            .iter()
+            .filter(|e| e["job"] == job["job_id"])
+            .map(|e| e["step"].as_str().unwrap())
+            .collect();
+        assert_eq!(steps.first(), Some(&"kickoff"), "{job}: {steps:?}");
+        assert_eq!(steps.last(), Some(&"finish"), "{job}: {steps:?}");
+    }
+}
