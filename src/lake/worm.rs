@@ -124,6 +124,9 @@ impl Lake {
                 None => Ok((self, None)),
             };
         }
+        // An unreachable store is named here, with what to check, before the
+        // setting is read (which would only retry and fail less clearly).
+        self.ensure_put_if_absent().await?;
         let setting_path = self.path(SETTING_PATH);
         let stored: Option<Retention> = match self.read_object(&setting_path).await? {
             Some(bytes) => Some(serde_json::from_slice(&bytes).map_err(|e| LakeError::Worm {

@@ -4,8 +4,9 @@
 //! target types and required bindings resolved to code sets, so evaluating a
 //! resource allocates no rule structures.
 //!
-//! A slice whose discriminators are values or patterns on `$this` or one
-//! member becomes a [`Step::Slice`]: the matching items. Not compiled (and
+//! A slice whose discriminators are values or patterns on `$this` or on
+//! member paths (`system`, `coding.code`) becomes a [`Step::Slice`]: the
+//! matching items. Not compiled (and
 //! so not checked): other slices and what is inside them, slices inside
 //! slices, `contentReference` elements, and bindings that are not
 //! `required`.
@@ -440,8 +441,8 @@ fn extension_url(element: &Element, path: &str) -> Option<Value> {
 }
 
 /// The discriminator values of each slice whose sliced element
-/// discriminates by `value` or `pattern` on `$this` or on one member
-/// (`system`, `url`, `code`), by slice id (`Practitioner.identifier:NPI`):
+/// discriminates by `value` or `pattern` on `$this` or on member paths
+/// (`system`, `url`, `coding.code`), by slice id (`Practitioner.identifier:NPI`):
 /// the slice's own fixed or pattern value, or its members' at those paths.
 /// A slice missing one of them is left out (not evaluated).
 fn slice_patterns(elements: &[Element]) -> std::collections::HashMap<String, Value> {
@@ -463,7 +464,9 @@ fn slice_patterns(elements: &[Element]) -> std::collections::HashMap<String, Val
                     .map(|d| {
                         let kind = d.get("type")?.as_str()?;
                         let path = d.get("path")?.as_str()?;
-                        let simple = path == "$this" || !path.contains(['.', '(', ' ']);
+                        // `$this`, a member, or a member path (`coding.code`).
+                        let simple = path == "$this"
+                            || (!path.contains(['(', ' ', '$']) && !path.is_empty());
                         (matches!(kind, "value" | "pattern") && simple).then(|| path.to_owned())
                     })
                     .collect()
@@ -499,9 +502,7 @@ fn slice_patterns(elements: &[Element]) -> std::collections::HashMap<String, Val
             };
             match (path.as_str(), value) {
                 ("$this", Some(v)) => whole = Some(v),
-                (_, Some(v)) => {
-                    pattern.insert(path.clone(), v);
-                }
+                (_, Some(v)) => return insert_at(&mut pattern, &id, path, v, &by_id),
                 (_, None) => return false,
             }
             true
@@ -521,6 +522,51 @@ fn slice_patterns(elements: &[Element]) -> std::collections::HashMap<String, Val
         patterns.insert(id, pattern);
     }
     patterns
+}
+
+/// Puts `value` at the member path `path` (`coding.code`) of a slice's
+/// pattern: each member before the last is an object, or an array of one
+/// object when the element repeats, so two paths under one member
+/// (`coding.code`, `coding.system`) describe one item, as the slice's
+/// fixed values do. `false` when a member's element is not in the snapshot
+/// or the paths disagree on its shape.
+fn insert_at(
+    pattern: &mut serde_json::Map<String, Value>,
+    slice_id: &str,
+    path: &str,
+    value: Value,
+    by_id: &std::collections::HashMap<String, &Element>,
+) -> bool {
+    let Some((first, rest)) = path.split_once('.') else {
+        pattern.insert(path.to_owned(), value);
+        return true;
+    };
+    let Some(element) = by_id.get(&format!("{slice_id}.{first}")) else {
+        return false;
+    };
+    let repeats = element
+        .rest
+        .get("base")
+        .and_then(|b| b.get("max"))
+        .and_then(Value::as_str)
+        .or(element.max.as_deref())
+        .is_some_and(|max| max != "1" && max != "0");
+    let slot = pattern.entry(first.to_owned()).or_insert_with(|| {
+        if repeats {
+            Value::Array(vec![Value::Object(Default::default())])
+        } else {
+            Value::Object(Default::default())
+        }
+    });
+    let inner = match slot {
+        Value::Array(items) if repeats => items.first_mut().and_then(Value::as_object_mut),
+        Value::Object(map) if !repeats => Some(map),
+        _ => None,
+    };
+    match inner {
+        Some(map) => insert_at(map, &format!("{slice_id}.{first}"), rest, value, by_id),
+        None => false,
+    }
 }
 
 /// What the `code` element's binding admits, for choosing a profile for a

@@ -543,4 +543,23 @@ fn slices_discriminated_by_value_count_and_constrain_their_items() {
         "Observation.component",
         "Observation.component:systolic is required (min 1), found 0",
     );
+
+    // category:VSCat (values on coding.code and coding.system, in one coding):
+    // a vital sign must carry the vital-signs category.
+    let mut weight = example("Observation-blood-pressure");
+    assert!(weight["meta"]["profile"].is_array(), "names its profile");
+    weight["category"][0]["coding"][0]["code"] = json!("laboratory");
+    assert_one_finding_at(
+        &weight,
+        "Observation.category",
+        "Observation.category:VSCat is required (min 1), found 0",
+    );
+    // The code under another system is not the slice either.
+    let mut other_system = example("Observation-blood-pressure");
+    other_system["category"][0]["coding"][0]["system"] = json!("http://example.org/categories");
+    assert_one_finding_at(
+        &other_system,
+        "Observation.category",
+        "Observation.category:VSCat is required (min 1), found 0",
+    );
 }
