@@ -7,7 +7,7 @@
 //! parent checks nothing: cardinality is relative to the parent.
 
 use super::invariant::Outcome;
-use super::profile::{BoundCodes, Group, Profile, Rule, Step};
+use super::profile::{BoundCodes, Group, Profile, Rule, SliceMatch, Step};
 use super::tree::{Tree, equals, matches_pattern};
 use super::{Finding, Severity};
 
@@ -157,8 +157,8 @@ fn collect<'v, T: Tree<'v>>(node: T, steps: &[Step], trail: &mut Trail, out: &mu
     let (name, slice) = match first {
         Step::Member(name) => (name, None),
         Step::Slice {
-            member, pattern, ..
-        } => (member, Some(pattern)),
+            member, matcher, ..
+        } => (member, Some(matcher)),
         Step::Choice(_) => return, // choices are compiled only as the last step
     };
     let Some(value) = node.get(name) else {
@@ -167,7 +167,7 @@ fn collect<'v, T: Tree<'v>>(node: T, steps: &[Step], trail: &mut Trail, out: &mu
     match value.items() {
         Some(items) => {
             for (i, item) in items.enumerate() {
-                if slice.is_some_and(|p| !matches_pattern(item, p)) {
+                if slice.is_some_and(|m| !in_slice(item, m)) {
                     continue; // not in the slice
                 }
                 trail.push(i as u32);
@@ -175,7 +175,7 @@ fn collect<'v, T: Tree<'v>>(node: T, steps: &[Step], trail: &mut Trail, out: &mu
                 trail.pop();
             }
         }
-        None if slice.is_some_and(|p| !matches_pattern(value, p)) => {}
+        None if slice.is_some_and(|m| !in_slice(value, m)) => {}
         None => {
             trail.push(NOT_AN_ARRAY);
             collect(value, rest, trail, out);
@@ -221,11 +221,11 @@ fn check_under<'v, T: Tree<'v>>(
             present.push((name.as_str(), None, values_of(value)));
         }
         Step::Slice {
-            member, pattern, ..
+            member, matcher, ..
         } => {
             let values: Values<T> = values_of(under.value)
                 .into_iter()
-                .filter(|(_, v)| matches_pattern(*v, pattern))
+                .filter(|(_, v)| in_slice(*v, matcher))
                 .collect();
             if values.is_empty() && rule.min == 0 {
                 return;
@@ -416,6 +416,25 @@ fn reference_type<'v>(value: impl Tree<'v>) -> Option<&'v str> {
 /// For a code, Coding or CodeableConcept: the code shown in a finding when
 /// none of its codings is in the value set. A CodeableConcept with only
 /// text has no code to judge.
+/// Whether an item of a sliced element is in the slice.
+fn in_slice<'v, T: Tree<'v>>(item: T, matcher: &SliceMatch) -> bool {
+    match matcher {
+        SliceMatch::Pattern(pattern) => matches_pattern(item, pattern),
+        SliceMatch::Codes(set) => {
+            // Its codings, or the item itself when it is a Coding.
+            let codings = item.get("coding").and_then(|c| c.items());
+            let lone = item.get("code").is_some().then_some(item);
+            codings.into_iter().flatten().chain(lone).any(|coding| {
+                let system = coding.get("system").and_then(|s| s.as_str()).unwrap_or("");
+                coding
+                    .get("code")
+                    .and_then(|c| c.as_str())
+                    .is_some_and(|code| set.contains(system, code))
+            })
+        }
+    }
+}
+
 fn outside_binding<'v, T: Tree<'v>>(
     value: T,
     codes: &std::collections::HashSet<String>,

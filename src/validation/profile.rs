@@ -5,8 +5,8 @@
 //! resource allocates no rule structures.
 //!
 //! A slice whose discriminators are values or patterns on `$this` or on
-//! member paths (`system`, `coding.code`) becomes a [`Step::Slice`]: the
-//! matching items. Not compiled (and
+//! member paths (`system`, `coding.code`), or a `$this` pattern stated as a
+//! required binding, becomes a [`Step::Slice`]: the matching items. Not compiled (and
 //! so not checked): other slices and what is inside them, slices inside
 //! slices, `contentReference` elements, and bindings that are not
 //! `required`.
@@ -185,8 +185,18 @@ pub enum Step {
     Slice {
         member: String,
         name: String,
-        pattern: Value,
+        matcher: SliceMatch,
     },
+}
+
+/// Which items of a sliced element are the slice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SliceMatch {
+    /// Items that match this pattern (FHIR pattern semantics).
+    Pattern(Value),
+    /// Items with a coding in this set: a `$this` pattern the slice states
+    /// as a required binding (`Condition.category:us-core`).
+    Codes(CodeSet),
 }
 
 /// A required binding, resolved against the loaded value sets.
@@ -314,7 +324,7 @@ pub fn compile(
     let mut code_binding = CodeBinding::Open;
     let mut root_invariants = Vec::new();
     let mut unsupported_invariants = Vec::new();
-    let slices = slice_patterns(&snapshot.element);
+    let slices = slice_patterns(&snapshot.element, value_sets);
     for element in snapshot.element {
         let id = element.id.clone().unwrap_or_else(|| element.path.clone());
         let category_slice = format!("{}.category:", definition.type_);
@@ -398,7 +408,7 @@ pub fn compile(
 /// (`value[x]:valueQuantity`) is the member it names, a slice whose
 /// discriminator values are known (`slices`) a [`Step::Slice`]. `None`
 /// inside any other slice: its discriminator is not evaluated.
-fn steps_of(id: &str, slices: &std::collections::HashMap<String, Value>) -> Option<Vec<Step>> {
+fn steps_of(id: &str, slices: &std::collections::HashMap<String, SliceMatch>) -> Option<Vec<Step>> {
     let mut steps = Vec::new();
     let Some(mut prefix_len) = id.find('.') else {
         return Some(steps); // the resource itself
@@ -419,7 +429,7 @@ fn steps_of(id: &str, slices: &std::collections::HashMap<String, Value>) -> Opti
                     Step::Slice {
                         member: member.to_string(),
                         name: slice.to_string(),
-                        pattern: slices.get(&id[..prefix_len])?.clone(),
+                        matcher: slices.get(&id[..prefix_len])?.clone(),
                     }
                 }
             }
@@ -445,7 +455,10 @@ fn extension_url(element: &Element, path: &str) -> Option<Value> {
 /// (`system`, `url`, `coding.code`), by slice id (`Practitioner.identifier:NPI`):
 /// the slice's own fixed or pattern value, or its members' at those paths.
 /// A slice missing one of them is left out (not evaluated).
-fn slice_patterns(elements: &[Element]) -> std::collections::HashMap<String, Value> {
+fn slice_patterns(
+    elements: &[Element],
+    value_sets: &ValueSets,
+) -> std::collections::HashMap<String, SliceMatch> {
     let id_of = |e: &Element| e.id.clone().unwrap_or_else(|| e.path.clone());
     let fixed_or_pattern = |e: &Element| {
         value_with_prefix(&e.rest, "fixed").or_else(|| value_with_prefix(&e.rest, "pattern"))
@@ -508,6 +521,17 @@ fn slice_patterns(elements: &[Element]) -> std::collections::HashMap<String, Val
             true
         });
         if !complete {
+            // A `$this` pattern stated as a required binding: the items
+            // with a coding in its value set, when that is enumerable.
+            if let (true, Some(binding)) =
+                (paths.len() == 1 && paths[0] == "$this", &element.binding)
+                && binding.strength == "required"
+                && let Some(url) = &binding.value_set
+                && let BoundCodes::Enumerated { pairs, .. } =
+                    resolve_binding(url, false, value_sets).codes
+            {
+                patterns.insert(id, SliceMatch::Codes(pairs));
+            }
             continue;
         }
         let pattern = match whole {
@@ -519,7 +543,7 @@ fn slice_patterns(elements: &[Element]) -> std::collections::HashMap<String, Val
             Some(_) => continue,
             None => Value::Object(pattern),
         };
-        patterns.insert(id, pattern);
+        patterns.insert(id, SliceMatch::Pattern(pattern));
     }
     patterns
 }

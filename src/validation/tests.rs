@@ -554,6 +554,29 @@ fn slices_discriminated_by_value_count_and_constrain_their_items() {
         "Observation.category",
         "Observation.category:VSCat is required (min 1), found 0",
     );
+    // category:us-core (a `$this` pattern stated as a required binding): a
+    // problem-list Condition needs a category from us-core-problem-or-health-concern.
+    let ulcer = example("Condition-condition-duodenal-ulcer");
+    assert!(findings_of(&ulcer).is_empty(), "{:#?}", findings_of(&ulcer));
+    let mut diagnosis = ulcer.clone();
+    diagnosis["category"][0]["coding"][0]["code"] = json!("encounter-diagnosis");
+    assert_one_finding_at(
+        &diagnosis,
+        "Condition.category",
+        "Condition.category:us-core is required (min 1), found 0",
+    );
+    let mut second = ulcer;
+    let concern = json!({"coding": [{
+        "system": "http://hl7.org/fhir/us/core/CodeSystem/condition-category",
+        "code": "health-concern"
+    }]});
+    second["category"].as_array_mut().unwrap().push(concern);
+    assert!(
+        findings_of(&second).is_empty(),
+        "two categories, both in the set: {:#?}",
+        findings_of(&second)
+    );
+
     // The code under another system is not the slice either.
     let mut other_system = example("Observation-blood-pressure");
     other_system["category"][0]["coding"][0]["system"] = json!("http://example.org/categories");
