@@ -26,11 +26,19 @@ pub struct StatusArgs {
     /// Also write the report as a self-contained HTML page (charts inline, no external assets).
     #[arg(long, value_name = "FILE")]
     html: Option<PathBuf>,
+    /// Also re-hash every kept raw file against its manifest, as fhirlake verify does (reads all of them).
+    #[arg(long)]
+    rehash_raw: bool,
 }
 
 pub fn run(args: StatusArgs) -> Result<ExitCode> {
     let lake = args.lake.open()?;
-    let report = runtime()?.block_on(status::collect(&lake))?;
+    let raw = if args.rehash_raw {
+        status::RawFiles::Rehash
+    } else {
+        status::RawFiles::Skip
+    };
+    let report = runtime()?.block_on(status::collect(&lake, raw))?;
     if report.tables.is_empty() && report.jobs.is_empty() {
         bail!(
             "{}: no Delta tables and no jobs there; check --lake",

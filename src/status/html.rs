@@ -86,13 +86,17 @@ fn verify(page: &mut String, status: &LakeStatus) {
     let _ = write!(
         page,
         "<section id=\"verify\" class=\"{class}\"><h2>Audit trail</h2><p>The lake <strong id=\"verify-verdict\">{verdict}</strong>: \
-         {} audit events, {} anchors, {} Delta commits, {} manifests and {} raw objects checked \
+         {} audit events, {} anchors, {} Delta commits and {} manifests checked, {} \
          (<code>fhirlake verify</code>); {} problem(s).</p>",
         v.events,
         v.anchors,
         v.commits,
         v.manifests,
-        v.raw_objects,
+        if v.raw_rehashed {
+            format!("{} raw objects re-hashed", v.raw_objects)
+        } else {
+            "raw files not re-hashed".to_owned()
+        },
         v.problems.len()
     );
     if !v.problems.is_empty() {
@@ -408,6 +412,7 @@ mod tests {
                 commits: 4,
                 manifests: 1,
                 raw_objects: 0,
+                raw_rehashed: false,
                 problems: vec!["event 3 <missing>".into()],
             },
             jobs: vec![JobStatus {

@@ -20,6 +20,7 @@ use crate::audit::{AuditLog, EventSummary};
 use crate::lake::{Lake, LakeError, QUARANTINE_TABLE, open_table, query};
 use crate::ledger::{JobManifest, RowCounts};
 use crate::load::AUDIT_PREFIX;
+pub use crate::verify::RawFiles;
 use crate::verify::{self, VerifyError};
 
 /// Everything `fhirlake status` reports.
@@ -46,6 +47,8 @@ pub struct VerifySummary {
     pub commits: u64,
     pub manifests: u64,
     pub raw_objects: u64,
+    /// Whether kept raw files were re-hashed (`--rehash-raw`).
+    pub raw_rehashed: bool,
     /// Each problem as `fhirlake verify` prints it.
     pub problems: Vec<String>,
 }
@@ -87,10 +90,12 @@ pub enum StatusError {
     Chain(#[from] crate::audit::ChainError),
 }
 
-/// Reads the lake's logs, manifests, audit chain and quarantine.
-pub async fn collect(lake: &Lake) -> Result<LakeStatus, StatusError> {
+/// Reads the lake's logs, manifests, audit chain and quarantine; with
+/// `raw`, [`RawFiles::Rehash`], also re-hashes every kept raw file (which
+/// reads what the lake keeps of its sources: gigabytes for Bulk exports).
+pub async fn collect(lake: &Lake, raw: RawFiles) -> Result<LakeStatus, StatusError> {
     let commits = verify::commits(lake).await?;
-    let report = verify::verify_commits(lake, None, &commits).await?;
+    let report = verify::verify_commits(lake, None, &commits, raw).await?;
     let (manifests, _) = verify::read_manifests(lake).await?;
     let log = AuditLog::new(lake.store().clone(), lake.path(AUDIT_PREFIX));
     let events = log
@@ -115,6 +120,7 @@ pub async fn collect(lake: &Lake) -> Result<LakeStatus, StatusError> {
             commits: c.commits,
             manifests: c.manifests,
             raw_objects: c.raw_objects,
+            raw_rehashed: raw == RawFiles::Rehash,
             problems: report
                 .chain
                 .problems

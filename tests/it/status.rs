@@ -243,3 +243,42 @@ fn browse(page: &Path, shot: &Path) -> Option<Value> {
     );
     Some(serde_json::from_slice(&out.stdout).unwrap())
 }
+
+#[test]
+fn raw_files_are_rehashed_only_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let out = fhirlake()
+        .args(["hl7v2", "load", "--json", "--lake"])
+        .arg(&lake)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hl7v2/messages"))
+        .output()
+        .unwrap();
+    assert!(out.status.code().is_some_and(|c| c <= 1));
+    let raw = std::fs::read_dir(lake.join("_raw/hl7v2"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut perms = std::fs::metadata(&raw).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(&raw, perms).unwrap();
+    let mut bytes = std::fs::read(&raw).unwrap();
+    bytes[20] ^= 1;
+    std::fs::write(&raw, bytes).unwrap();
+
+    let (code, report) = status(&lake, None);
+    assert_eq!(code, 0, "the chain and manifests are intact: {report:#}");
+    assert_eq!(report["verify"]["raw_rehashed"], false);
+    let out = fhirlake()
+        .args(["status", "--json", "--rehash-raw", "--lake"])
+        .arg(&lake)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let problems = report["verify"]["problems"].to_string();
+    assert!(problems.contains("_raw/hl7v2"), "{problems}");
+}
