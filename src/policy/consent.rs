@@ -30,6 +30,8 @@ struct Provision {
     deny: bool,
     purposes: Vec<Box<str>>,
     classes: Vec<Box<str>>,
+    /// `actor.reference`s (`Organization/x`): the provision is about them only.
+    actors: Vec<Box<str>>,
     period: Option<DayRange>,
     nested: Vec<Provision>,
 }
@@ -45,14 +47,22 @@ struct Directive {
 #[derive(Debug, Default)]
 pub struct Consents {
     purpose: Box<str>,
+    /// Who the lake's data goes to (`[consent] actor`), if the policy says.
+    actor: Option<Box<str>>,
     by_patient: HashMap<Box<str>, Vec<Directive>>,
     pub origin: String,
 }
 
 impl Consents {
-    pub fn parse(origin: &str, text: &str, purpose: &str) -> Result<Consents, String> {
+    pub fn parse(
+        origin: &str,
+        text: &str,
+        purpose: &str,
+        actor: Option<&str>,
+    ) -> Result<Consents, String> {
         let mut consents = Consents {
             purpose: purpose.into(),
+            actor: actor.map(Into::into),
             by_patient: HashMap::new(),
             origin: origin.to_owned(),
         };
@@ -152,12 +162,20 @@ impl Consents {
             provision.purposes.is_empty() || provision.purposes.contains(&self.purpose);
         let class_ok =
             provision.classes.is_empty() || provision.classes.iter().any(|c| &**c == resource_type);
+        // Scoped to actors: it is about the lake when the lake's actor is one
+        // of them. A lake that names none cannot tell, so a deny applies
+        // (fail closed) and a permit does not.
+        let actor_ok = provision.actors.is_empty()
+            || match &self.actor {
+                Some(me) => provision.actors.contains(me),
+                None => provision.deny,
+            };
         let period_ok = match (provision.period, day) {
             (None, _) => true,
             (Some(period), Some(day)) => day.within(&period) == Overlap::Within,
             (Some(_), None) => false,
         };
-        if !(purpose_ok && class_ok && period_ok) {
+        if !(purpose_ok && class_ok && actor_ok && period_ok) {
             return None;
         }
         let mut outcome = provision.deny;
@@ -210,6 +228,18 @@ fn provision(value: &Json<'_>, parent: Option<bool>) -> Result<Provision, String
             })
         }
     };
+    let mut actors = Vec::new();
+    if let Some(list) = member(value, "actor") {
+        for actor in tree::items(list) {
+            match member(actor, "reference")
+                .and_then(|r| member(r, "reference"))
+                .and_then(tree::string)
+            {
+                Some(reference) => actors.push(reference.into()),
+                None => return Err("a provision actor has no reference".into()),
+            }
+        }
+    }
     let mut nested = Vec::new();
     if let Some(list) = member(value, "provision") {
         for inner in tree::items(list) {
@@ -220,6 +250,7 @@ fn provision(value: &Json<'_>, parent: Option<bool>) -> Result<Provision, String
         deny,
         purposes: codes("purpose")?,
         classes: codes("class")?,
+        actors,
         period,
         nested,
     })
@@ -251,8 +282,41 @@ mod tests {
 "#;
 
     #[test]
+    fn a_provision_about_actors_is_about_the_lake_only_when_it_names_the_lakes_actor() {
+        let text = r#"{"resourceType":"Consent","id":"not-to-acme","status":"active","patient":{"reference":"Patient/p1"},"provision":{"type":"deny","actor":[{"role":{"coding":[{"code":"IRCP"}]},"reference":{"reference":"Organization/acme"}}]}}
+{"resourceType":"Consent","id":"only-to-uni","status":"active","patient":{"reference":"Patient/p2"},"provision":{"type":"deny","provision":[{"type":"permit","actor":[{"reference":{"reference":"Organization/uni"}}]}]}}
+{"resourceType":"Consent","id":"no-ref","status":"active","patient":{"reference":"Patient/p3"},"provision":{"type":"deny","actor":[{"role":{"text":"x"}}]}}
+"#;
+        let as_of = |actor| Consents::parse("c", text, "HRESCH", actor).unwrap();
+        let day = date::parse("2020-01-01");
+        let acme = as_of(Some("Organization/acme"));
+        let uni = as_of(Some("Organization/uni"));
+        let unnamed = as_of(None);
+        assert!(acme.denial("p1", "Observation", day).is_some());
+        assert!(
+            uni.denial("p1", "Observation", day).is_none(),
+            "the deny is about acme"
+        );
+        assert!(
+            unnamed.denial("p1", "Observation", day).is_some(),
+            "fail closed"
+        );
+        assert!(
+            uni.denial("p2", "Observation", day).is_none(),
+            "permitted to uni"
+        );
+        assert!(acme.denial("p2", "Observation", day).is_some());
+        assert!(
+            unnamed.denial("p2", "Observation", day).is_some(),
+            "a permit for someone named"
+        );
+        let unreadable = unnamed.denial("p3", "Patient", None).unwrap();
+        assert!(unreadable.contains("no reference"), "{unreadable}");
+    }
+
+    #[test]
     fn provisions_deny_by_purpose_and_permit_after_a_date() {
-        let consents = Consents::parse("c.ndjson", CONSENTS, "HRESCH").unwrap();
+        let consents = Consents::parse("c.ndjson", CONSENTS, "HRESCH", None).unwrap();
         assert_eq!(consents.len(), 4);
         let day = |d: &str| date::parse(d);
         let denial = consents
@@ -302,13 +366,14 @@ mod tests {
             "c.ndjson",
             "{\"resourceType\":\"Consent\",\"id\":\"x\",\"status\":\"active\"}\n",
             "HRESCH",
+            None,
         )
         .unwrap_err();
         assert_eq!(
             e,
             "c.ndjson:1: Consent/x has no Patient reference; fix or remove it"
         );
-        assert!(Consents::parse("c", "{\"resourceType\":\"Patient\"}\n", "HRESCH").is_err());
+        assert!(Consents::parse("c", "{\"resourceType\":\"Patient\"}\n", "HRESCH", None).is_err());
     }
 
     #[test]

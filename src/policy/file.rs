@@ -94,6 +94,10 @@ pub struct ConsentText {
     pub file: PathBuf,
     /// The lake's purpose of use (v3-ActReason), e.g. `HRESCH` for research.
     pub purpose: String,
+    /// Who receives the lake's data (`Organization/research-institute`):
+    /// provisions about other actors do not apply. Without it, a deny about
+    /// any actor applies (fail closed) and a permit about one does not.
+    pub actor: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -227,6 +231,7 @@ impl PolicySource {
                     &path.display().to_string(),
                     &bytes,
                     &c.purpose,
+                    c.actor.as_deref(),
                 )
                 .map_err(err)?;
                 Some((std::sync::Arc::new(consents), bytes))

@@ -646,3 +646,63 @@ fn consents_deny_a_patient_for_research_and_permit_only_later_data_of_another() 
     .unwrap());
     assert_eq!(kept, later.iter().map(|(id, _)| id.clone()).collect());
 }
+
+/// A Consent provision about an actor applies to the lake whose
+/// `[consent] actor` it names, not to another; a lake that names no actor
+/// is denied (it cannot tell whether the provision is about it).
+#[test]
+fn a_consent_about_an_actor_applies_only_to_the_lake_of_that_actor() {
+    let dir = tempfile::tempdir().unwrap();
+    let patients = sample_dir("synthea-10").join("Patient.000.ndjson");
+    let first: Value = serde_json::from_str(
+        std::fs::read_to_string(&patients)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    let id = first["id"].as_str().unwrap();
+    crate::common::write_file(
+        dir.path(),
+        "consents.ndjson",
+        &[format!(
+            r#"{{"resourceType":"Consent","id":"not-to-acme","status":"active","patient":{{"reference":"Patient/{id}"}},"provision":{{"type":"deny","actor":[{{"reference":{{"reference":"Organization/acme"}}}}]}}}}"#
+        )],
+    );
+    let outcome = |actor: Option<&str>| {
+        let policy = dir.path().join("p.toml");
+        let actor_line = actor.map_or(String::new(), |a| format!("actor = \"{a}\"\n"));
+        std::fs::write(
+            &policy,
+            format!("[consent]\nfile = \"consents.ndjson\"\npurpose = \"HRESCH\"\n{actor_line}\n[[rule]]\nname = \"consent\"\naction = \"deny\"\nconsent = true\n"),
+        )
+        .unwrap();
+        let out = fhirlake()
+            .args(["policy", "check", "--json", "--all", "--policy"])
+            .arg(&policy)
+            .arg("--input")
+            .arg(&patients)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let records: Vec<Value> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let denied: Vec<String> = records
+            .iter()
+            .filter(|r| r["outcome"] == "deny")
+            .map(|r| r["id"].as_str().unwrap().to_owned())
+            .collect();
+        denied
+    };
+    assert_eq!(outcome(Some("Organization/acme")), [id]);
+    assert!(outcome(Some("Organization/uni")).is_empty());
+    assert_eq!(outcome(None), [id], "fail closed without an actor");
+}
