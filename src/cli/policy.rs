@@ -32,6 +32,9 @@ pub struct CheckArgs {
     /// One JSON object per resource on stdout instead of text.
     #[arg(long)]
     json: bool,
+    /// The lake whose Consents a policy with `[consent] table` reads (read only).
+    #[arg(long, env = "FHIRLAKE_LAKE")]
+    lake: Option<String>,
 }
 
 pub fn run(command: PolicyCommand) -> Result<ExitCode> {
@@ -50,7 +53,21 @@ struct Tally {
 }
 
 fn check(args: CheckArgs) -> Result<ExitCode> {
-    let source = PolicySource::load(&args.policy)?;
+    let mut source = PolicySource::load(&args.policy)?;
+    if let Some(table) = source.lake_consents.clone() {
+        let Some(uri) = &args.lake else {
+            anyhow::bail!(
+                "policy {}: it reads Consents from the lake's `{table}` table; give --lake",
+                source.origin
+            );
+        };
+        let lake = crate::lake::Lake::open(uri, Default::default())?;
+        let consents = super::runtime()?.block_on(crate::lake::current_resources(&lake, &table))?;
+        source = source.with_consents(
+            &format!("lake table {table}"),
+            &(consents.join("\n") + "\n"),
+        )?;
+    }
     let rules = RuleSet::compile(&source).map_err(|message| crate::policy::PolicyError {
         origin: source.origin.clone(),
         message,

@@ -39,6 +39,40 @@ pub async fn query(
         .map_err(query_err)
 }
 
+/// The `resource` JSON of every current row of table `name`, one per id
+/// (the newest version in a history-mode table; tombstones left out),
+/// sorted by id. Empty when the table does not exist.
+pub async fn current_resources(lake: &Lake, name: &str) -> Result<Vec<String>, LakeError> {
+    if !lake.has_table(name).await? {
+        return Ok(Vec::new());
+    }
+    let table = open_table(lake, name).await?;
+    let batches = query(
+        &table,
+        name,
+        "SELECT id, resource FROM (SELECT id, resource, row_number() OVER \
+         (PARTITION BY id ORDER BY meta_last_updated DESC) AS n FROM t) \
+         WHERE n = 1 AND resource IS NOT NULL ORDER BY id",
+    )
+    .await?;
+    let mut out = Vec::new();
+    for batch in batches {
+        let resource =
+            cast(batch.column(1), &DataType::Utf8).map_err(|source| LakeError::Arrow {
+                table: name.to_owned(),
+                source,
+            })?;
+        out.extend(
+            resource
+                .as_string::<i32>()
+                .iter()
+                .flatten()
+                .map(str::to_owned),
+        );
+    }
+    Ok(out)
+}
+
 /// Which rows to list.
 #[derive(Debug, Clone)]
 pub enum Rows<'a> {

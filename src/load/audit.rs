@@ -385,6 +385,7 @@ fn failure_kind(error: &LoadError) -> audit::FailureKind {
         LoadError::Arrow { .. } => K::Internal,
         LoadError::Accounting(_) => K::Accounting,
         LoadError::Audit(_) => K::Storage,
+        LoadError::Policy(_) => K::InvalidInput,
     }
 }
 

@@ -93,6 +93,8 @@ pub enum LoadError {
     // Boxed: Delta errors are large and LoadError travels on every `?`.
     #[error(transparent)]
     Lake(Box<LakeError>),
+    #[error("the policy: {0}")]
+    Policy(String),
     #[error("building rows for table {table}: {source}")]
     Arrow {
         table: String,
@@ -410,6 +412,20 @@ pub fn new_job_id(now: DateTime<Utc>) -> String {
 async fn run(mut job: Job) -> Result<LoadReport, LoadError> {
     let started_at = Utc::now();
     let job_id = job.job_id.take().unwrap_or_else(|| new_job_id(started_at));
+    // Consents from the lake's own table: read now, so the job enforces
+    // what earlier jobs loaded, and its policy version covers them.
+    if let Some(table) = job.policy.lake_consents() {
+        let table = table.to_owned();
+        let consents = crate::lake::current_resources(&job.lake, &table).await?;
+        let policy = job
+            .policy
+            .with_lake_consents(
+                &format!("lake table {table}"),
+                &(consents.join("\n") + "\n"),
+            )
+            .map_err(|e| LoadError::Policy(e.to_string()))?;
+        job.policy = Arc::new(policy);
+    }
     let kind = job.extras.manifest_kind();
     let audit = JobAudit::new(
         &job.lake,

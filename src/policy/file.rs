@@ -91,7 +91,10 @@ pub struct PolicyText {
 #[serde(deny_unknown_fields)]
 pub struct ConsentText {
     /// NDJSON of R4 Consent resources, relative to the policy file.
-    pub file: PathBuf,
+    pub file: Option<PathBuf>,
+    /// Or the lake's own table of Consent resources (`consent`, where an
+    /// export or sync puts them), read at the start of every job.
+    pub table: Option<String>,
     /// The lake's purpose of use (v3-ActReason), e.g. `HRESCH` for research.
     pub purpose: String,
     /// Who receives the lake's data (`Organization/research-institute`):
@@ -149,8 +152,11 @@ pub struct PolicySource {
     pub sha256: String,
     /// Every value set a rule names, in the order first named.
     pub value_sets: Vec<ValueSet>,
-    /// `[consent]`, read.
+    /// `[consent]`, read (empty until the job reads them when they come
+    /// from the lake: `lake_consents`).
     pub consents: Option<std::sync::Arc<super::consent::Consents>>,
+    /// `[consent] table`: the lake table each job reads the Consents from.
+    pub lake_consents: Option<String>,
 }
 
 impl PolicySource {
@@ -221,9 +227,24 @@ impl PolicySource {
             }
         }
         let asks = parsed.rules.iter().any(|r| r.consent);
+        let lake_consents = parsed.consent.as_ref().and_then(|c| c.table.clone());
         let consents = match (&parsed.consent, asks) {
+            (Some(c), true) if c.file.is_some() && c.table.is_some() => {
+                return Err(err("[consent] has both file and table; give one".into()));
+            }
+            (Some(c), true) if c.table.is_some() => {
+                // Read by each job from the lake; none until then.
+                let empty = super::consent::Consents::parse("", "", &c.purpose, c.actor.as_deref())
+                    .map_err(err)?;
+                Some((std::sync::Arc::new(empty), String::new()))
+            }
             (Some(c), true) => {
-                let path = dir.map_or_else(|| c.file.clone(), |d| d.join(&c.file));
+                let Some(file) = &c.file else {
+                    return Err(err(
+                        "[consent] needs file = \"consents.ndjson\" or table = \"consent\"".into(),
+                    ));
+                };
+                let path = dir.map_or_else(|| file.clone(), |d| d.join(file));
                 let bytes = std::fs::read_to_string(&path).map_err(|e| {
                     err(format!("cannot read the Consents {} ({e})", path.display()))
                 })?;
@@ -260,6 +281,30 @@ impl PolicySource {
             sha256: hex::encode(digest.finalize()),
             value_sets,
             consents: consents.map(|(c, _)| c),
+            lake_consents,
+        })
+    }
+
+    /// The same policy with the Consents `text` (NDJSON) read from the lake
+    /// table its `[consent] table` names; the version then covers them.
+    pub fn with_consents(&self, origin: &str, text: &str) -> Result<PolicySource, PolicyError> {
+        let err = |message: String| PolicyError {
+            origin: self.origin.clone(),
+            message,
+        };
+        let Some(c) = &self.text.consent else {
+            return Err(err("it has no [consent] section".into()));
+        };
+        let consents =
+            super::consent::Consents::parse(origin, text, &c.purpose, c.actor.as_deref())
+                .map_err(err)?;
+        let mut digest = Sha256::new();
+        digest.update(self.sha256.as_bytes());
+        digest.update(text.as_bytes());
+        Ok(PolicySource {
+            consents: Some(std::sync::Arc::new(consents)),
+            sha256: hex::encode(digest.finalize()),
+            ..self.clone()
         })
     }
 

@@ -66,6 +66,9 @@ pub struct Policy {
     rules: Vec<Arc<dyn Rule>>,
     /// What the ledger records as the policy version ("none" without rules).
     version: Option<String>,
+    /// The file it was compiled from, when it reads Consents from the lake
+    /// (recompiled with them at the start of each job).
+    lake_source: Option<Arc<PolicySource>>,
 }
 
 impl Policy {
@@ -78,6 +81,31 @@ impl Policy {
     /// its version is the file's SHA-256.
     pub fn load(spec: &str) -> Result<Self, PolicyError> {
         let source = PolicySource::load(spec)?;
+        let rules = RuleSet::compile(&source).map_err(|message| PolicyError {
+            origin: source.origin.clone(),
+            message,
+        })?;
+        let mut policy = Self::none()
+            .with_rule(Arc::new(rules))
+            .with_version(source.sha256.clone());
+        if source.lake_consents.is_some() {
+            policy.lake_source = Some(Arc::new(source));
+        }
+        Ok(policy)
+    }
+
+    /// The lake table this policy reads Consents from (`[consent] table`).
+    pub fn lake_consents(&self) -> Option<&str> {
+        self.lake_source.as_ref()?.lake_consents.as_deref()
+    }
+
+    /// This policy with the Consents read from its lake table (`text`: the
+    /// table's current Consent resources as NDJSON, `origin` naming it).
+    pub fn with_lake_consents(&self, origin: &str, text: &str) -> Result<Self, PolicyError> {
+        let Some(source) = &self.lake_source else {
+            return Ok(self.clone());
+        };
+        let source = source.with_consents(origin, text)?;
         let rules = RuleSet::compile(&source).map_err(|message| PolicyError {
             origin: source.origin.clone(),
             message,

@@ -275,6 +275,11 @@ impl RuleSet {
         rule: &CompiledRule,
         facts: &mut Facts<'_>,
     ) -> Result<Option<String>, Unreadable> {
+        // Consents are the directives themselves: a deny must not keep the
+        // lake from holding the Consent that says so (and its later versions).
+        if rule.consent && facts.resource_type == "Consent" {
+            return Ok(None);
+        }
         if rule.consent {
             let consents = self
                 .consents

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::common::{duckdb, fhirlake, run_json, sample_dir, scan};
+use crate::common::{duckdb, fhirlake, open_lake, run_json, sample_dir, scan};
 
 fn part2_fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/policy/part2")
@@ -705,4 +705,82 @@ fn a_consent_about_an_actor_applies_only_to_the_lake_of_that_actor() {
     assert_eq!(outcome(Some("Organization/acme")), [id]);
     assert!(outcome(Some("Organization/uni")).is_empty());
     assert_eq!(outcome(None), [id], "fail closed without an actor");
+}
+
+/// `[consent] table = "consent"`: the Consents a job enforces are the ones
+/// earlier jobs loaded into the lake's own `consent` table (an export or a
+/// sync brings them from the EHR); the Consent resources themselves are
+/// never filtered by them, and the policy version covers them.
+#[test]
+fn consents_loaded_into_the_lake_are_enforced_by_the_next_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let synthea = sample_dir("synthea-10");
+    let patients = synthea.join("Patient.000.ndjson");
+    let first: Value = serde_json::from_str(
+        std::fs::read_to_string(&patients)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    let opted_out = first["id"].as_str().unwrap().to_owned();
+    let consent = crate::common::write_file(
+        &dir.path().join("consents"),
+        "Consent.ndjson",
+        &[format!(
+            r#"{{"resourceType":"Consent","id":"opt-out","meta":{{"lastUpdated":"2026-01-01T00:00:00Z"}},"status":"active","patient":{{"reference":"Patient/{opted_out}"}},"provision":{{"type":"deny","purpose":[{{"code":"HRESCH"}}]}}}}"#
+        )],
+    );
+    let policy = dir.path().join("lake-consents.toml");
+    std::fs::write(
+        &policy,
+        "[consent]\ntable = \"consent\"\npurpose = \"HRESCH\"\n\n[[rule]]\nname = \"consent\"\naction = \"deny\"\nconsent = true\n",
+    )
+    .unwrap();
+    let lake = dir.path().join("lake");
+    let policy = policy.to_str().unwrap();
+    let before = load_with_policy(&lake, &consent, policy);
+    assert_eq!(
+        before["totals"]["inserted"], 1,
+        "the Consent itself is kept: {before:#}"
+    );
+    let after = load_with_policy(&lake, &patients, policy);
+    let input = &after["inputs"][0];
+    assert_eq!(input["filtered_by"]["consent"], 1, "{after:#}");
+    assert_ne!(
+        before["policy_version"], after["policy_version"],
+        "the version covers the Consents read from the lake"
+    );
+    let held = crate::common::sql_blocking(
+        &open_lake(&lake),
+        &["patient"],
+        &format!("SELECT count(*) FROM patient WHERE id = '{opted_out}'"),
+    );
+    assert_eq!(held[0][0], 0);
+    // policy check reads the same Consents with --lake, and needs it.
+    let check = |with_lake: bool| {
+        let mut cmd = fhirlake();
+        cmd.args(["policy", "check", "--json", "--policy", policy, "--input"])
+            .arg(&patients)
+            .env_remove("FHIRLAKE_LAKE");
+        if with_lake {
+            cmd.arg("--lake").arg(&lake);
+        }
+        cmd.output().unwrap()
+    };
+    let out = check(true);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains(&opted_out) && text.contains("\"deny\""),
+        "{text}"
+    );
+    let out = check(false);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("give --lake"));
 }
