@@ -9,8 +9,11 @@
 //! and writes records itself as one SigV4-signed `PUT` carrying the lock
 //! headers and `If-None-Match: *`: a record is locked from the moment it
 //! exists, with no window between a write and a lock. Signing is the AWS
-//! crate's (`aws-sigv4`); credentials come from `object_store`'s own
-//! provider, so the same env vars, storage options and instance roles apply.
+//! crate's (`aws-sigv4`); credentials and region come from `object_store`'s
+//! provider: `AWS_*` env vars, `--storage-option`s, web identity and
+//! instance roles. Not AWS profile files or SSO (the lake's own store,
+//! through deltalake, reads those): with them, set `AWS_REGION` and the
+//! keys explicitly for WORM jobs.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -112,7 +115,7 @@ impl Lake {
         self,
         requested: Option<Retention>,
     ) -> Result<(Lake, Option<Retention>), LakeError> {
-        if self.root().scheme() != "s3" {
+        if !matches!(self.root().scheme(), "s3" | "s3a") {
             return match requested {
                 Some(_) => Err(LakeError::Worm {
                     uri: self.root().to_string(),
@@ -156,15 +159,21 @@ impl Lake {
             retention,
         });
         let lake = self.with_store(store);
-        if stored.is_none() {
+        // First use, or a job that strengthened it: the lake keeps the
+        // stronger setting (a new, locked version on the versioned bucket).
+        if stored != Some(retention) {
             let body = serde_json::to_vec_pretty(&retention).expect("a retention serializes");
-            let create = PutOptions {
-                mode: PutMode::Create,
+            let options = PutOptions {
+                mode: if stored.is_none() {
+                    PutMode::Create
+                } else {
+                    PutMode::Overwrite
+                },
                 ..Default::default()
             };
             match lake
                 .store()
-                .put_opts(&setting_path, body.into(), create)
+                .put_opts(&setting_path, body.into(), options)
                 .await
             {
                 Ok(_)
@@ -299,6 +308,17 @@ struct S3Client {
 
 const STORE: &str = "S3 Object Lock";
 
+/// What a key segment keeps unencoded: RFC 3986's unreserved characters.
+const KEY_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Tries of one locked PUT (transient 5xx, 429, a concurrent conditional
+/// write's 409, a dropped connection), with doubling backoff from 200 ms.
+const PUT_TRIES: u32 = 4;
+
 impl S3Client {
     fn for_lake(root: &Url, options: &HashMap<String, String>) -> Result<Self, LakeError> {
         let bad = |detail: String| LakeError::Worm {
@@ -323,7 +343,8 @@ impl S3Client {
         let bucket_url = match builder.get_config_value(&AmazonS3ConfigKey::Endpoint) {
             Some(endpoint) if virtual_hosted => format!("{}/", endpoint.trim_end_matches('/')),
             Some(endpoint) => format!("{}/{bucket}/", endpoint.trim_end_matches('/')),
-            None => format!("https://{bucket}.s3.{region}.amazonaws.com/"),
+            // Path style, as object_store defaults to (dotted bucket names keep TLS).
+            None => format!("https://s3.{region}.amazonaws.com/{bucket}/"),
         };
         let bucket_url = Url::parse(&bucket_url).map_err(|e| bad(format!("endpoint: {e}")))?;
         let s3 = builder
@@ -344,17 +365,25 @@ impl S3Client {
         })
     }
 
-    fn object_url(&self, location: &ObjectPath) -> Url {
-        let mut url = self.bucket_url.clone();
-        {
-            let mut segments = url.path_segments_mut().expect("an http(s) URL");
-            segments.pop_if_empty();
-            for part in self.prefix.split('/').filter(|p| !p.is_empty()) {
-                segments.push(part);
-            }
-            for part in location.parts() {
-                segments.push(part.as_ref());
-            }
+    /// The object's URL, each key segment percent-encoded as SigV4's
+    /// canonical URI wants (everything but RFC 3986's unreserved
+    /// characters), so the path signed is the path S3 canonicalises.
+    fn object_url(&self, location: &ObjectPath) -> String {
+        let mut url = self.bucket_url.as_str().trim_end_matches('/').to_owned();
+        let prefix = self.prefix.split('/').filter(|p| !p.is_empty()).map(|p| {
+            percent_encoding::percent_decode_str(p)
+                .decode_utf8_lossy()
+                .into_owned()
+        });
+        let key = location.parts().map(|p| {
+            // object_store's parts are encoded for its own path rules.
+            percent_encoding::percent_decode_str(p.as_ref())
+                .decode_utf8_lossy()
+                .into_owned()
+        });
+        for segment in prefix.chain(key) {
+            url.push('/');
+            url.extend(percent_encoding::utf8_percent_encode(&segment, KEY_SEGMENT));
         }
         url
     }
@@ -363,7 +392,7 @@ impl S3Client {
     async fn send(
         &self,
         method: reqwest::Method,
-        url: &Url,
+        url: &str,
         headers: &[(&str, String)],
         body: Bytes,
     ) -> Result<reqwest::Response, String> {
@@ -395,7 +424,7 @@ impl S3Client {
             .into();
         let signable = SignableRequest::new(
             method.as_str(),
-            url.as_str(),
+            url,
             headers.iter().map(|(k, v)| (*k, v.as_str())),
             SignableBody::Bytes(&body),
         )
@@ -403,7 +432,7 @@ impl S3Client {
         let (instructions, _) = sign(signable, &params)
             .map_err(|e| format!("signing: {e}"))?
             .into_parts();
-        let mut request = self.http.request(method, url.clone());
+        let mut request = self.http.request(method, url);
         for (name, value) in headers {
             request = request.header(*name, value);
         }
@@ -414,13 +443,12 @@ impl S3Client {
             .body(body)
             .send()
             .await
-            .map_err(|e| format!("{}: {e}", redact(url)))
+            .map_err(|e| format!("{}: {}", redact(url), e.without_url()))
     }
 
     /// Errors unless the bucket has Object Lock enabled.
     async fn require_object_lock(&self) -> Result<(), String> {
-        let mut url = self.bucket_url.clone();
-        url.set_query(Some("object-lock"));
+        let url = format!("{}?object-lock", self.bucket_url);
         let response = self
             .send(reqwest::Method::GET, &url, &[], Bytes::new())
             .await?;
@@ -439,8 +467,9 @@ impl S3Client {
         }
         Err(format!(
             "cannot read the Object Lock configuration of bucket {bucket}: HTTP {status} {}; \
-             the credentials need s3:GetBucketObjectLockConfiguration. Nothing was written",
-            snippet(&body)
+             check AWS_REGION and that the credentials allow s3:GetBucketObjectLockConfiguration. \
+             Nothing was written",
+            s3_error(&body)
         ))
     }
 
@@ -468,10 +497,36 @@ impl S3Client {
             store: STORE,
             source: detail.into(),
         };
-        let response = self
-            .send(reqwest::Method::PUT, &url, &headers, body)
-            .await
-            .map_err(generic)?;
+        let mut attempt = 0;
+        let response = loop {
+            attempt += 1;
+            let transient = match self
+                .send(reqwest::Method::PUT, &url, &headers, body.clone())
+                .await
+            {
+                Ok(r) if r.status().is_server_error() || r.status().as_u16() == 429 => {
+                    format!("HTTP {}", r.status())
+                }
+                Ok(r) if r.status().as_u16() == 409 => {
+                    let text = r.text().await.unwrap_or_default();
+                    if !text.contains("ConditionalRequestConflict") {
+                        return Err(generic(format!(
+                            "locked PUT of {location} refused: HTTP 409 {}",
+                            s3_error(&text)
+                        )));
+                    }
+                    "HTTP 409 ConditionalRequestConflict".to_owned()
+                }
+                Ok(r) => break r,
+                Err(e) => e,
+            };
+            if attempt >= PUT_TRIES {
+                return Err(generic(format!(
+                    "locked PUT of {location} failed {attempt} times, last: {transient}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(200 << (attempt - 1))).await;
+        };
         let status = response.status();
         let header = |name: &str| {
             response
@@ -492,37 +547,41 @@ impl S3Client {
                 path: location.to_string(),
                 source: "an object is already there (If-None-Match)".into(),
             }),
-            // A concurrent conditional write of the same key: the caller's
-            // retry reads the winner, as for 412.
-            409 if text.contains("ConditionalRequestConflict") => {
-                Err(object_store::Error::Precondition {
-                    path: location.to_string(),
-                    source: "a concurrent write of the same key".into(),
-                })
-            }
             _ => Err(generic(format!(
-                "locked PUT of {} refused: HTTP {status} {}",
-                location,
-                snippet(&text)
+                "locked PUT of {location} refused: HTTP {status} {}",
+                s3_error(&text)
             ))),
         }
     }
 }
 
 /// A URL without query or userinfo, for errors.
-fn redact(url: &Url) -> String {
-    let mut shown = url.clone();
-    shown.set_query(None);
-    let _ = shown.set_username("");
-    let _ = shown.set_password(None);
-    shown.to_string()
+fn redact(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(mut shown) => {
+            shown.set_query(None);
+            let _ = shown.set_username("");
+            let _ = shown.set_password(None);
+            shown.to_string()
+        }
+        Err(_) => "the S3 endpoint".to_owned(),
+    }
 }
 
-fn snippet(text: &str) -> String {
-    text.chars()
-        .take(300)
-        .collect::<String>()
-        .replace('\n', " ")
+/// An S3 error body's `<Code>` and `<Message>` only: the rest of it can
+/// carry the access key id (`SignatureDoesNotMatch` does).
+fn s3_error(body: &str) -> String {
+    let element = |name: &str| {
+        let open = format!("<{name}>");
+        let start = body.find(&open)? + open.len();
+        let end = body[start..].find(&format!("</{name}>"))? + start;
+        Some(body[start..end].chars().take(200).collect::<String>())
+    };
+    match (element("Code"), element("Message")) {
+        (Some(code), Some(message)) => format!("{code}: {message}"),
+        (Some(code), None) => code,
+        _ => "(no S3 error code in the answer)".to_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -591,10 +650,19 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            client
-                .object_url(&ObjectPath::from("_fhirlake/manifests/j 1.json"))
-                .as_str(),
-            "http://127.0.0.1:9000/bucket/lakes/a/_fhirlake/manifests/j%201.json"
+            client.object_url(&ObjectPath::from("_fhirlake/manifests/j 1+2=3.json")),
+            "http://127.0.0.1:9000/bucket/lakes/a/_fhirlake/manifests/j%201%2B2%3D3.json"
         );
+    }
+
+    #[test]
+    fn errors_keep_the_s3_code_and_message_only() {
+        let body = "<Error><Code>SignatureDoesNotMatch</Code><Message>The request signature we calculated does not match</Message><AWSAccessKeyId>AKIAEXAMPLE</AWSAccessKeyId></Error>";
+        let shown = s3_error(body);
+        assert_eq!(
+            shown,
+            "SignatureDoesNotMatch: The request signature we calculated does not match"
+        );
+        assert!(!shown.contains("AKIA"));
     }
 }

@@ -128,39 +128,89 @@ fn records_are_locked_as_written_and_an_independent_client_cannot_remove_them() 
     );
     assert_eq!(parquet["delete_version"], "deleted");
 
-    // The lake keeps the setting: a later job without the flag locks too.
-    let setting: Vec<String> = keys(&s3, &lake, "_fhirlake")
-        .into_iter()
-        .filter(|k| k.ends_with("/_fhirlake/worm.json"))
-        .collect();
-    assert_eq!(setting.len(), 1);
-    let second = s3
+    // The versions the attack wrote over the locked records are caught.
+    let verify = s3
         .fhirlake()
-        .args(["load", "--json", "--lake", &lake])
-        .arg(write_file(
-            &tempfile::tempdir().unwrap().keep(),
-            "Patient.ndjson",
-            &[patient("worm-2", "2026-02-01T00:00:00Z", "1")],
-        ))
+        .args(["verify", "--lake", &lake])
         .output()
         .unwrap();
     assert_eq!(
-        second.status.code(),
-        Some(0),
+        verify.status.code(),
+        Some(1),
         "{}",
-        String::from_utf8_lossy(&second.stderr)
+        String::from_utf8_lossy(&verify.stdout)
     );
-    assert!(String::from_utf8_lossy(&second.stderr).contains("S3 Object Lock"));
-    let manifests_now = keys(&s3, &lake, "_fhirlake/manifests");
-    let newest = manifests_now
-        .iter()
-        .find(|k| !manifests.contains(k))
-        .unwrap();
-    let results = object_lock(&s3, &["attack", &bucket, newest, &setting[0]]);
-    for record in results.as_array().unwrap() {
-        assert_eq!(record["retention"]["mode"], "GOVERNANCE", "{record:#}");
+}
+
+/// The lake keeps its WORM setting: a later job without the flag locks its
+/// records too, and a job that lengthens the retention lengthens the setting.
+#[test]
+fn the_worm_setting_carries_to_later_jobs_and_only_grows() {
+    let Some(s3) = S3::from_env() else { return };
+    let bucket = format!("worm-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    object_lock(&s3, &["create-bucket", &bucket]);
+    let lake = format!("s3://{bucket}/lake");
+    let dir = tempfile::tempdir().unwrap();
+    let job = |n: u32, flags: &[&str]| {
+        let input = write_file(
+            &dir.path().join(format!("in{n}")),
+            "Patient.ndjson",
+            &[patient(&format!("worm-{n}"), "2026-02-01T00:00:00Z", "1")],
+        );
+        let out = s3
+            .fhirlake()
+            .args(["load", "--json", "--lake", &lake])
+            .args(flags)
+            .arg(input)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let manifest = serde_json::from_slice::<Value>(&out.stdout).unwrap()["manifest_path"]
+            .as_str()
+            .map(str::to_owned);
+        (stderr, manifest)
+    };
+    let newest_manifest = |before: &[String]| {
+        keys(&s3, &lake, "_fhirlake/manifests")
+            .into_iter()
+            .find(|k| !before.contains(k))
+            .unwrap()
+    };
+    let until_days = |key: &str| {
+        let record = &object_lock(&s3, &["attack", &bucket, key])[0];
         assert_eq!(record["delete_version"], "AccessDenied", "{record:#}");
-    }
+        let until =
+            chrono::DateTime::parse_from_rfc3339(record["retention"]["until"].as_str().unwrap())
+                .unwrap();
+        (until.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_hours()
+    };
+    job(1, &["--worm-retention", "1"]);
+    let seen = keys(&s3, &lake, "_fhirlake/manifests");
+    let (stderr, _) = job(2, &[]);
+    assert!(
+        stderr.contains("S3 Object Lock (Governance, 1 days)"),
+        "{stderr}"
+    );
+    let second = newest_manifest(&seen);
+    assert!(
+        (20..=24).contains(&until_days(&second)),
+        "locked for a day without the flag"
+    );
+    job(3, &["--worm-retention", "3"]);
+    let seen = keys(&s3, &lake, "_fhirlake/manifests");
+    let (stderr, _) = job(4, &["--worm-retention", "1"]);
+    assert!(
+        stderr.contains("(Governance, 3 days)"),
+        "a flag cannot shorten the setting: {stderr}"
+    );
+    let fourth = newest_manifest(&seen);
+    assert!((68..=72).contains(&until_days(&fourth)));
 }
 
 #[test]
