@@ -382,6 +382,8 @@ pub enum FailureKind {
     InvalidInput,
     /// A bug.
     Internal,
+    /// Stopped by the operator (Ctrl-C) before it finished.
+    Cancelled,
 }
 
 impl FailureKind {
@@ -396,6 +398,7 @@ impl FailureKind {
             Self::Accounting => "row accounting mismatch".into(),
             Self::InvalidInput => "invalid input".into(),
             Self::Internal => "internal error".into(),
+            Self::Cancelled => "cancelled by the operator".into(),
         }
     }
 }

@@ -12,7 +12,7 @@ use crate::status::{self, LakeStatus};
 
 pub const STATUS_EXIT_CODES: &str = "\
 Exit codes:
-  0  report written; the audit trail verifies
+  0  report written; the audit trail verifies (chain, anchors, manifests; raw files too with --rehash-raw)
   1  report written; the audit trail does NOT verify (problems listed, as by fhirlake verify)
   2  the lake could not be read, or holds no tables (a mistyped --lake)";
 

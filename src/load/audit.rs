@@ -137,7 +137,9 @@ impl JobAudit {
     pub async fn kick_off(&self, kind: ManifestKind, inputs: usize) -> Result<Head, LoadError> {
         let operation = match kind {
             ManifestKind::Load => Operation::Load,
-            ManifestKind::Export => Operation::BulkExport(audit::ExportLevel::System),
+            // The export's request to the server was its first event (with
+            // its real level); this is the hand-over of its downloads.
+            ManifestKind::Export => Operation::Load,
             ManifestKind::Sync => Operation::Sync,
             ManifestKind::Hl7v2 => Operation::Hl7v2,
         };
@@ -332,8 +334,13 @@ impl JobAudit {
     /// A failed job's last event (best effort: the job's own error is what
     /// the caller reports).
     pub async fn failed(&self, error: &LoadError, started: DateTime<Utc>) {
+        self.failed_as(failure_kind(error), started).await;
+    }
+
+    /// A failure finish of kind `kind` (best effort: the job is failing already).
+    pub async fn failed_as(&self, kind: audit::FailureKind, started: DateTime<Utc>) {
         let failure = audit::Failure {
-            kind: failure_kind(error),
+            kind,
             step: None,
             object: None,
         };

@@ -165,7 +165,9 @@ fn sparkline(page: &mut String, table: &str, history: &[Version]) {
     const W: f64 = 180.0;
     const H: f64 = 36.0;
     if history.is_empty() {
-        page.push_str("<span class=\"note\">log checkpointed: no history</span>");
+        page.push_str(
+            "<span class=\"note\">no history: the log is not whole from version 0, or lacks statistics</span>",
+        );
         return;
     }
     let step = history.len().div_ceil(SPARK_POINTS).max(1);

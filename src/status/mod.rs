@@ -196,7 +196,13 @@ fn jobs(
         .into_iter()
         .filter_map(|id| jobs.remove(&id))
         .collect();
-    listed.sort_by(|a, b| a.started.cmp(&b.started));
+    // Events and manifests write instants in different forms: compare times.
+    let instant = |j: &JobStatus| {
+        j.started
+            .as_deref()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+    };
+    listed.sort_by_key(instant);
     listed
 }
 

@@ -24,9 +24,9 @@ pub struct TableStatus {
     /// The last commit that changed data: when, and which job.
     pub last_change: Option<String>,
     pub last_job: Option<String>,
-    /// Rows after each version, oldest first; empty when the log's early
-    /// versions were checkpointed away or carry no statistics (then `rows`
-    /// is counted by a scan).
+    /// Rows after each version, oldest first; empty when the log is not
+    /// whole from version 0 (checkpointed and cleaned up) or a file has no
+    /// statistics (then `rows` is counted by a scan).
     pub history: Vec<Version>,
 }
 
@@ -98,7 +98,12 @@ fn replay(commits: &[&Commit]) -> Option<Vec<Version>> {
     let mut live: HashMap<&str, u64> = HashMap::new();
     let mut rows: u64 = 0;
     let mut history = Vec::with_capacity(commits.len());
-    for commit in commits {
+    for (expected, commit) in (0u64..).zip(commits) {
+        // A version missing from the log (cleaned up, or listed then gone):
+        // the rows after it cannot be told.
+        if commit.version != expected {
+            return None;
+        }
         // A commit that swaps a file's deletion vector removes and adds the
         // same path: take the old state out before the new one goes in.
         for file in commit.files.iter().filter(|f| !f.added) {
@@ -185,6 +190,8 @@ mod tests {
 
     #[test]
     fn an_incomplete_log_is_not_guessed() {
+        let gap = [commit(0, &[]), commit(2, &[(true, "a", Some(1))])];
+        assert!(replay(&gap.iter().collect::<Vec<_>>()).is_none());
         let missing_start = [commit(4, &[(true, "a", Some(1))])];
         assert!(replay(&missing_start.iter().collect::<Vec<_>>()).is_none());
         let no_stats = [commit(0, &[(true, "a", None)])];

@@ -413,9 +413,6 @@ fn reference_type<'v>(value: impl Tree<'v>) -> Option<&'v str> {
     segments.next()
 }
 
-/// For a code, Coding or CodeableConcept: the code shown in a finding when
-/// none of its codings is in the value set. A CodeableConcept with only
-/// text has no code to judge.
 /// Whether an item of a sliced element is in the slice.
 fn in_slice<'v, T: Tree<'v>>(item: T, matcher: &SliceMatch) -> bool {
     match matcher {
@@ -435,6 +432,9 @@ fn in_slice<'v, T: Tree<'v>>(item: T, matcher: &SliceMatch) -> bool {
     }
 }
 
+/// For a code, Coding or CodeableConcept: the code shown in a finding when
+/// none of its codings is in the value set. A CodeableConcept with only
+/// text has no code to judge.
 fn outside_binding<'v, T: Tree<'v>>(
     value: T,
     codes: &std::collections::HashSet<String>,

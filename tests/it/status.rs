@@ -90,7 +90,17 @@ fn status_reports_what_duckdb_reads_and_the_page_renders_it_in_chromium() {
         history.windows(2).filter(|w| w[1] != w[0]).count() >= 2,
         "patient grew in the sample load and again with status-1/-2: {history:?}"
     );
-    assert_eq!(history.last().copied(), Some(count(&patient["rows"])));
+    let versions: Vec<u64> = patient["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| count(&v["version"]))
+        .collect();
+    assert_eq!(
+        versions,
+        (0..=count(&patient["version"])).collect::<Vec<_>>(),
+        "a row count for every version"
+    );
     assert_eq!(report["quarantine"]["rows"], 1);
     assert_eq!(report["quarantine"]["by_reason"][0][0], "invalid_json");
     let jobs = report["jobs"].as_array().unwrap();

@@ -28,7 +28,7 @@ use super::handover::load_files;
 use super::job::{ExportRequest, JobState, Phase, Scope, resumable, since_auto};
 use super::kickoff::kick_off;
 use super::plan::{ExportPlan, ExportReport, Resume, Since};
-use crate::audit::{ExportLevel, KickOff, Operation, ResourceId, ResourceType};
+use crate::audit::{ExportLevel, FailureKind, KickOff, Operation, ResourceId, ResourceType};
 use crate::http::{Call, HttpClient, redact_url};
 use crate::lake::{Lake, LakeError};
 use crate::ledger::ManifestKind;
@@ -58,7 +58,7 @@ async fn record_kickoff(
     plan: &ExportPlan,
     request: &ExportRequest,
     http: &HttpClient,
-) -> Result<(), ExportError> {
+) -> Result<JobAudit, ExportError> {
     let load_err = |source| ExportError::Load {
         job_id: job_id.to_owned(),
         source: Box::new(source),
@@ -71,14 +71,14 @@ async fn record_kickoff(
         http.tokens.principal(),
     )
     .map_err(load_err)?;
-    let level = match &request.scope {
-        Scope::System => ExportLevel::System,
-        Scope::Patient => ExportLevel::Patient,
-        Scope::Group(id) => match ResourceId::new(id) {
-            Ok(id) => ExportLevel::Group(id),
-            Err(_) => ExportLevel::System,
-        },
-    };
+    let level =
+        match &request.scope {
+            Scope::System => ExportLevel::System,
+            Scope::Patient => ExportLevel::Patient,
+            Scope::Group(id) => ExportLevel::Group(ResourceId::new(id).map_err(|e| {
+                load_err(crate::load::LoadError::Audit(format!("the Group id: {e}")))
+            })?),
+        };
     let param = |name: &'static str| {
         request
             .params
@@ -99,7 +99,28 @@ async fn record_kickoff(
         })
         .await
         .map_err(load_err)?;
-    Ok(())
+    Ok(audit)
+}
+
+/// The failure finish of an export that will not load (best effort: it is
+/// failing already).
+async fn record_failure(job: &Job<'_>, plan: &ExportPlan, kind: FailureKind) {
+    if let Ok(audit) = JobAudit::new(
+        job.lake,
+        &job.job_id,
+        ManifestKind::Export,
+        plan.load.policy.version(),
+        job.http.tokens.principal(),
+    ) {
+        let started = job
+            .state
+            .lock()
+            .await
+            .started_at
+            .parse::<chrono::DateTime<Utc>>()
+            .unwrap_or_else(|_| Utc::now());
+        audit.failed_as(kind, started).await;
+    }
 }
 
 /// Runs (or resumes) an export and loads it. `cancelled` resolving (Ctrl-C,
@@ -190,7 +211,9 @@ pub async fn run(
     let fetched = tokio::select! {
         result = fetch_files(&job, &plan) => result,
         _ = cancelled => {
-            return Err(cancel(&job, plan.keep_server_job).await);
+            let error = cancel(&job, plan.keep_server_job).await;
+            record_failure(&job, &plan, FailureKind::Cancelled).await;
+            return Err(error);
         }
     };
     if let Err(error) = fetched {
@@ -204,8 +227,19 @@ pub async fn run(
         ) {
             state.phase = Phase::Failed;
         }
+        let terminal = state.phase == Phase::Failed;
         drop(state);
         job.save().await?;
+        // A job that cannot be resumed ends its trail; one a re-run resumes
+        // (a download failed) stays open until it does.
+        if terminal {
+            let kind = match &error {
+                ExportError::BadManifest { .. } => FailureKind::InvalidInput,
+                ExportError::StatusGone { .. } => FailureKind::Http { status: 410 },
+                _ => FailureKind::Http { status: 500 },
+            };
+            record_failure(&job, &plan, kind).await;
+        }
         return Err(error);
     }
 

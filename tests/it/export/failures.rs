@@ -22,6 +22,15 @@ fn a_fatal_operation_outcome_ends_the_job_with_its_diagnostics_and_no_tables() {
         .collect();
     let state: Value = serde_json::from_slice(&std::fs::read(&jobs[0]).unwrap()).unwrap();
     assert_eq!(state["phase"], "failed");
+    // Its trail: the request to the server, then a failure finish.
+    let events = crate::common::audit_events(&lake, &[]);
+    let steps: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| (e["step"].as_str().unwrap(), e["outcome"].as_str().unwrap()))
+        .collect();
+    assert_eq!(steps, [("kickoff", "0"), ("finish", "8")], "{events:#?}");
+    assert_eq!(events[0]["job"], state["job_id"]);
+    assert_eq!(events[1]["job"], state["job_id"]);
 }
 
 #[test]
