@@ -223,6 +223,12 @@ impl AuditLog {
         Ok(verifier.finish())
     }
 
+    /// Event `seq` as JSON (`None`: absent, or not JSON).
+    pub async fn event(&self, seq: u64) -> Result<Option<serde_json::Value>, ChainError> {
+        let bytes = self.read(&self.event_path(seq)).await?;
+        Ok(bytes.and_then(|b| serde_json::from_slice(&b).ok()))
+    }
+
     /// Every stored event in sequence order, as JSON (objects that are not
     /// JSON are skipped: `verify` names them).
     pub async fn events(&self) -> Result<Vec<(u64, serde_json::Value)>, ChainError> {

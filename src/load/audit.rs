@@ -13,7 +13,6 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
-use object_store::ObjectStoreExt;
 use serde_json::{Value, json};
 
 use crate::audit::{
@@ -32,8 +31,8 @@ use super::{Input, LoadError, SourceKind};
 /// The chain's folder in a lake.
 pub const AUDIT_PREFIX: &str = "_fhirlake/audit";
 
-/// The policy the lake's latest load job ran under, to notice a change.
-pub const POLICY_STATE: &str = "_fhirlake/policy.json";
+/// How far back in the chain a job looks for the previous job's policy.
+const POLICY_LOOKBACK: u64 = 512;
 
 /// The key of the chain head inside the `fhirlake` commitInfo entry.
 pub const ANCHOR_KEY: &str = "audit";
@@ -154,21 +153,17 @@ impl JobAudit {
     }
 
     /// A policy-change event when this job's policy is not the one the
-    /// lake's previous load ran under: a first policy, a changed file, or
-    /// none after one (a load that left out `--policy` is exactly what a
-    /// compliance review must see). Then this job's policy becomes the
-    /// lake's. Concurrent jobs with different policies may both record one.
+    /// lake's previous job ran under: a changed policy file, a first
+    /// policy, or none after one (a load that left out `--policy` is exactly
+    /// what a compliance review must see). The previous policy is read from
+    /// the chain itself (the newest event of another job), so it is as
+    /// tamper-evident as the rest. Concurrent jobs with different policies
+    /// may both record one.
     pub async fn policy_change(&self) -> Result<(), LoadError> {
-        let path = self.lake.path(POLICY_STATE);
-        let previous = match self.lake.read_object(&path).await? {
-            Some(bytes) => serde_json::from_slice::<Value>(&bytes)
-                .ok()
-                .and_then(|state| PolicyVersion::parse(state["policy"].as_str()?).ok())
-                .unwrap_or(PolicyVersion::None),
-            None => PolicyVersion::None,
+        let Some(previous) = self.previous_policy().await? else {
+            return Ok(());
         };
-        let current = self.context.policy();
-        if previous == current {
+        if previous == self.context.policy() {
             return Ok(());
         }
         self.record(PolicyChange {
@@ -176,23 +171,30 @@ impl JobAudit {
             source: None,
         })
         .await?;
-        let state = json!({
-            "policy": current.to_string(),
-            "job_id": self.context.job().as_str(),
-            "changed_at": Utc::now().to_rfc3339(),
-        });
-        self.lake
-            .store()
-            .put(
-                &path,
-                serde_json::to_vec_pretty(&state).expect("json").into(),
-            )
-            .await
-            .map_err(|source| crate::lake::LakeError::Store {
-                path: path.to_string(),
-                source,
-            })?;
         Ok(())
+    }
+
+    /// The policy of the newest event before this job's of a job that moves
+    /// data (maintenance events are skipped); `None` when the last
+    /// [`POLICY_LOOKBACK`] events hold none.
+    async fn previous_policy(&self) -> Result<Option<PolicyVersion>, LoadError> {
+        let Some(head) = self.log.head().await.map_err(chain_err)? else {
+            return Ok(None);
+        };
+        let mine = self.context.job().as_str();
+        for seq in (head.seq.saturating_sub(POLICY_LOOKBACK)..=head.seq).rev() {
+            let Some(event) = self.log.event(seq).await.map_err(chain_err)? else {
+                continue;
+            };
+            let summary = audit::EventSummary::of(seq, event);
+            if summary.job.as_deref() == Some(mine)
+                || matches!(summary.step.as_deref(), Some("optimize" | "vacuum"))
+            {
+                continue;
+            }
+            return Ok(summary.policy.and_then(|p| PolicyVersion::parse(&p).ok()));
+        }
+        Ok(None)
     }
 
     /// One input read (loaded, or recorded without loading).
