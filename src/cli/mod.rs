@@ -130,7 +130,7 @@ impl LakeArgs {
 /// WORM retention of a job's records (S3 lakes in a bucket with Object Lock).
 #[derive(Debug, Args)]
 pub struct WormArgs {
-    /// Write audit events and manifests with S3 Object Lock retention for DAYS (default 2190, six years, with --worm-mode); kept as the lake's setting for every later job.
+    /// Write audit events and manifests with S3 Object Lock retention for DAYS (default 2190, about six years, with --worm-mode); kept as the lake's setting for every later job.
     #[arg(long, value_name = "DAYS", env = "FHIRLAKE_WORM_RETENTION", value_parser = clap::value_parser!(u32).range(1..))]
     pub worm_retention: Option<u32>,
     /// Object Lock mode: governance (users with the bypass permission can still remove it) or compliance (nobody can).
