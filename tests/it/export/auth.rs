@@ -73,10 +73,28 @@ fn smart_backend_assertions_verify_and_tokens_refresh_during_downloads() {
                 .into_owned()
                 .collect();
         assert_eq!(form["scope"], "system/*.rs");
+        // The status report (text, JSON and page) is read from the lake:
+        // written beside it, it is searched with everything else.
+        let page = lake.join("status.html");
+        let report = crate::common::fhirlake()
+            .args(["status", "--json", "--lake"])
+            .arg(&lake)
+            .arg("--html")
+            .arg(&page)
+            .output()
+            .unwrap();
+        assert_eq!(
+            report.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&report.stderr)
+        );
         for token in &tokens {
             assert_nowhere(token, &lake, &out);
+            assert_nowhere(token, &lake, &report);
         }
         assert_nowhere(&form["client_assertion"], &lake, &out);
+        assert_nowhere(&form["client_assertion"], &lake, &report);
 
         // The audit trail names the client and the scope its token granted.
         let events = crate::common::audit_events(&lake, &[]);
