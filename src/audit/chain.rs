@@ -223,6 +223,18 @@ impl AuditLog {
         Ok(verifier.finish())
     }
 
+    /// Event `seq` exactly as stored, with its head (`None`: absent).
+    pub async fn stored_event(&self, seq: u64) -> Result<Option<(Head, Vec<u8>)>, ChainError> {
+        let bytes = self.read(&self.event_path(seq)).await?;
+        Ok(bytes.map(|bytes| {
+            let head = Head {
+                seq,
+                sha256: Sha256::of(&bytes),
+            };
+            (head, bytes)
+        }))
+    }
+
     /// Event `seq` as JSON (`None`: absent, or not JSON).
     pub async fn event(&self, seq: u64) -> Result<Option<serde_json::Value>, ChainError> {
         let bytes = self.read(&self.event_path(seq)).await?;

@@ -102,6 +102,15 @@ impl JobAudit {
         Ok(head)
     }
 
+    /// Counts event `seq` (this job's, appended by an earlier step in
+    /// another process or context) among the job's events for `_audit`.
+    pub async fn adopt(&self, seq: u64) -> Result<(), LoadError> {
+        if let Some(stored) = self.log.stored_event(seq).await.map_err(chain_err)? {
+            self.stored.lock().expect("audit events lock").push(stored);
+        }
+        Ok(())
+    }
+
     /// The job's events as stored so far, with their heads.
     pub fn stored(&self) -> Vec<(Head, Vec<u8>)> {
         self.stored.lock().expect("audit events lock").clone()

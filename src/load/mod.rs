@@ -206,6 +206,9 @@ pub struct Job {
     validation: Option<Arc<Validation>>,
     job_id: Option<String>,
     principal: Principal,
+    /// An event of this job appended before the load (an export's request
+    /// to the server), copied into `_audit` with the load's.
+    prior_event: Option<u64>,
     extras: Extras,
     progress: Option<ProgressSink>,
 }
@@ -226,6 +229,7 @@ impl Job {
             validation: None,
             job_id: None,
             principal: Principal::local_user(),
+            prior_event: None,
             extras: Extras::default(),
             progress: None,
         }
@@ -317,6 +321,12 @@ impl Job {
     }
 
     /// An export's record, for the manifest.
+    /// The job's event `seq` in the chain, appended before the load began.
+    pub fn with_prior_event(mut self, seq: Option<u64>) -> Self {
+        self.prior_event = seq;
+        self
+    }
+
     pub fn with_export(mut self, export: ExportRecord) -> Self {
         self.extras.export = Some(export);
         self
@@ -434,6 +444,9 @@ async fn run(mut job: Job) -> Result<LoadReport, LoadError> {
         job.policy.version(),
         std::mem::replace(&mut job.principal, Principal::Unknown),
     )?;
+    if let Some(seq) = job.prior_event {
+        audit.adopt(seq).await?;
+    }
     let context = Arc::new(Context {
         lineage: Lineage {
             job_id: job_id.clone(),

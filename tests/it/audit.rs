@@ -671,6 +671,14 @@ fn an_export_a_sync_and_an_hl7v2_load_into_one_lake_verify() {
         "{status:#}"
     );
     let events = audit_events(&lake, &[]);
+    // `_audit` holds every event of the chain, the export's request to the
+    // server (appended before its load began) included.
+    let copied = super::common::sql_blocking(
+        &super::common::open_lake(&lake),
+        &["_audit"],
+        "SELECT count(*) FROM _audit",
+    );
+    assert_eq!(copied[0][0], events.len() as i64, "every event copied");
     for job in status["jobs"].as_array().unwrap() {
         let steps: Vec<&str> = events
             .iter()

@@ -193,10 +193,13 @@ pub async fn run(
                 load: None,
                 error: None,
                 server_job_deleted: false,
+                request_event: None,
             };
             // Saved before anything else: from here on a kill resumes this job.
             state.save(lake, &events.to_ndjson()).await?;
-            record_kickoff(lake, &job_id, &plan, &request, http).await?;
+            let audit = record_kickoff(lake, &job_id, &plan, &request, http).await?;
+            state.request_event = audit.head().map(|h| h.seq);
+            state.save(lake, &events.to_ndjson()).await?;
             (state, events)
         }
     };

@@ -51,6 +51,7 @@ pub(super) async fn load_files(
         return Ok((None, Vec::new()));
     }
     let raw = PathBuf::from(&state.raw_dir);
+    let request_event = state.request_event;
     let transaction_time = state.transaction_time.clone().unwrap_or_default();
     let tt_micros = fhir::parse_instant_micros(&transaction_time).unwrap_or(0);
     let stand_in = StandIn::parse(StandInSource::TransactionTime, &transaction_time);
@@ -112,6 +113,7 @@ pub(super) async fn load_files(
     .emit(&job.events);
     let report = load::Job::new(job.lake)
         .with_principal(job.http.tokens.principal())
+        .with_prior_event(request_event)
         .with_options(plan.load.clone())
         .with_inputs(inputs)
         .with_job_id(job_id.clone())

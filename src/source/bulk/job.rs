@@ -121,6 +121,10 @@ pub struct JobState {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub server_job_deleted: bool,
+    /// Sequence number of the audit event recording the request to the
+    /// server: the load copies it into `_audit` with its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_event: Option<u64>,
 }
 
 impl JobState {
@@ -254,6 +258,7 @@ mod tests {
             load: None,
             error: None,
             server_job_deleted: false,
+            request_event: None,
         }
     }
 
