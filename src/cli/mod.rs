@@ -311,6 +311,13 @@ pub struct CodeCheckFlags {
         conflicts_with = "no_code_checks"
     )]
     pub bindings: Vec<String>,
+    /// A member also checked as a coded element, besides code, category, valueCodeableConcept, medicationCodeableConcept, reasonCode, vaccineCode, type and class (repeatable; e.g. bodySite, interpretation).
+    #[arg(
+        long = "code-element",
+        value_name = "NAME",
+        conflicts_with = "no_code_checks"
+    )]
+    pub code_elements: Vec<String>,
     /// Validate every resource against its profile: `us-core` (US Core 6.1.0), `us-core@3.1.1`, or a package .tgz / directory; rows get `_valid`, findings go to `_validation`.
     #[arg(long, value_name = "PACKAGE")]
     pub validate: Option<String>,
@@ -347,6 +354,7 @@ impl CodeCheckFlags {
         if self.value_sets.is_empty()
             && self.concept_maps.is_empty()
             && self.bindings.is_empty()
+            && self.code_elements.is_empty()
             && self.tx.is_none()
         {
             return Ok(Some(CodeChecks::standard()));
@@ -365,6 +373,7 @@ impl CodeCheckFlags {
             concept_maps: self.concept_maps.clone(),
             bindings: self.bindings.clone(),
             server,
+            extra_members: self.code_elements.clone(),
         };
         Ok(Some(std::sync::Arc::new(CodeChecks::load(&options)?)))
     }

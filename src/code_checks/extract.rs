@@ -50,6 +50,8 @@ pub(super) struct Outputs<'w, 't, 'a> {
     pub added: &'w mut Vec<(usize, &'t Target)>,
     /// With a terminology server: the codings to ask it about.
     pub asked: Option<(&'t TerminologyServer, &'w mut Vec<Asked<'a>>)>,
+    /// Coded members checked besides [`CHECKED_MEMBERS`] (`--code-element`).
+    pub extra_members: &'t [Box<str>],
 }
 
 /// Checks every coded element of `resource`; appends problems to
@@ -74,6 +76,7 @@ where
         findings: out.findings,
         added: out.added,
         asked: out.asked,
+        extra_members: out.extra_members,
         mapped: Vec::new(),
     };
     let Json::Object(members) = resource else {
@@ -98,6 +101,7 @@ struct Walk<'w, 't, 'a> {
     findings: &'w mut Vec<Finding<'a>>,
     added: &'w mut Vec<(usize, &'t Target)>,
     asked: Option<(&'t TerminologyServer, &'w mut Vec<Asked<'a>>)>,
+    extra_members: &'t [Box<str>],
     mapped: Vec<&'a Json<'a>>,
 }
 
@@ -109,7 +113,12 @@ impl<'t: 'a, 'a> Walk<'_, 't, 'a> {
         members: &'a [(&'a str, Json<'a>)],
     ) {
         for (name, value) in members {
-            let Some(quantity) = member_kind(name) else {
+            let Some(quantity) = member_kind(name).or_else(|| {
+                self.extra_members
+                    .iter()
+                    .any(|m| **m == **name)
+                    .then_some(false)
+            }) else {
                 continue;
             };
             let at = |index| Place {

@@ -54,6 +54,10 @@ pub struct CodeCheckOptions {
     pub bindings: Vec<String>,
     /// A terminology server to ask whether codes exist (`--tx`).
     pub server: Option<TxOptions>,
+    /// Members checked besides [`CHECKED_MEMBERS`] (`--code-element
+    /// bodySite`): CodeableConcepts or Codings, on the resource and its
+    /// components.
+    pub extra_members: Vec<String>,
 }
 
 /// The job's compiled terminology.
@@ -63,6 +67,8 @@ pub struct CodeChecks {
     /// What the manifest records of where the terminology came from.
     sources: Vec<String>,
     server: Option<TerminologyServer>,
+    /// Checked members besides the defaults.
+    extra_members: Vec<Box<str>>,
 }
 
 impl CodeChecks {
@@ -78,6 +84,7 @@ impl CodeChecks {
                     terminology,
                     sources: Vec::new(),
                     server: None,
+                    extra_members: Vec::new(),
                 })
             })
             .clone()
@@ -133,10 +140,26 @@ impl CodeChecks {
             }
             None => None,
         };
+        let mut extra_members = Vec::new();
+        for name in &options.extra_members {
+            let name = name.trim();
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                return Err(TerminologyError::Config(format!(
+                    "--code-element {name:?}: give a member name such as bodySite or interpretation"
+                )));
+            }
+            if !CHECKED_MEMBERS.contains(&name)
+                && !extra_members.iter().any(|m: &Box<str>| &**m == name)
+            {
+                sources.push(format!("checked element: {name}"));
+                extra_members.push(name.into());
+            }
+        }
         Ok(CodeChecks {
             terminology,
             sources,
             server,
+            extra_members,
         })
     }
 
@@ -248,6 +271,7 @@ impl<'t> ChunkChecker<'t> {
                 findings: &mut findings,
                 added: &mut added,
                 asked: server.map(|s| (s, &mut asked)),
+                extra_members: &self.checks.extra_members,
             },
         );
         if !asked.is_empty() {

@@ -165,3 +165,42 @@ fn a_binding_checks_membership_at_the_element_it_names() {
         )]
     );
 }
+
+#[test]
+fn a_code_element_adds_a_member_to_the_checked_ones() {
+    let text = r#"{"resourceType":"Observation","id":"x",
+        "code":{"coding":[{"system":"http://loinc.org","code":"8302-2"}]},
+        "bodySite":{"coding":[{"system":"http://snomed.info/sct","code":"368209004"}]},
+        "interpretation":[{"coding":[{"system":"http://loinc.org/","code":"LA6576-8"}]}],
+        "component":[{"code":{"coding":[{"system":"http://loinc.org","code":"8480-6"}]},
+                      "interpretation":[{"coding":[{"system":"http://loinc.org","code":"8480-7"}]}]}]}"#;
+    assert_eq!(
+        check(&CodeChecks::standard(), text).0,
+        0,
+        "not checked by default"
+    );
+    let checks = CodeChecks::load(&CodeCheckOptions {
+        extra_members: vec!["interpretation".into(), "bodySite".into(), "code".into()],
+        ..CodeCheckOptions::default()
+    })
+    .unwrap();
+    let (issues, _, rows) = check(&checks, text);
+    let mut paths: Vec<String> = rows.into_iter().map(|(_, path)| path).collect();
+    paths.sort();
+    // A bad SNOMED check digit, a misspelt LOINC system, a bad LOINC check digit.
+    assert_eq!(issues, 3, "{paths:?}");
+    assert_eq!(
+        paths,
+        [
+            "Observation.bodySite.coding[0]",
+            "Observation.component[0].interpretation[0].coding[0]",
+            "Observation.interpretation[0].coding[0]",
+        ]
+    );
+    let e = CodeChecks::load(&CodeCheckOptions {
+        extra_members: vec!["Observation.bodySite".into()],
+        ..CodeCheckOptions::default()
+    })
+    .unwrap_err();
+    assert!(e.to_string().contains("member name"), "{e}");
+}
