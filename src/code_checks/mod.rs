@@ -140,7 +140,7 @@ impl CodeChecks {
             }
             None => None,
         };
-        let mut extra_members = Vec::new();
+        let mut extra_members: Vec<Box<str>> = Vec::new();
         for name in &options.extra_members {
             let name = name.trim();
             if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric()) {
@@ -148,9 +148,7 @@ impl CodeChecks {
                     "--code-element {name:?}: give a member name such as bodySite or interpretation"
                 )));
             }
-            if !CHECKED_MEMBERS.contains(&name)
-                && !extra_members.iter().any(|m: &Box<str>| &**m == name)
-            {
+            if !CHECKED_MEMBERS.contains(&name) && !extra_members.iter().any(|m| &**m == name) {
                 sources.push(format!("checked element: {name}"));
                 extra_members.push(name.into());
             }
