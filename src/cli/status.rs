@@ -68,7 +68,7 @@ fn print_text(r: &LakeStatus) {
     let v = &r.verify;
     println!("lake {}", r.lake);
     println!(
-        "audit trail: {} ({} events, {} anchors, {} Delta commits, {} manifests, {} raw objects checked)",
+        "audit trail: {} ({} events, {} anchors, {} Delta commits, {} manifests checked; {})",
         if v.clean {
             "verifies"
         } else {
@@ -78,7 +78,11 @@ fn print_text(r: &LakeStatus) {
         v.anchors,
         v.commits,
         v.manifests,
-        v.raw_objects
+        if v.raw_rehashed {
+            format!("{} raw objects re-hashed", v.raw_objects)
+        } else {
+            "raw files not re-hashed: --rehash-raw, or fhirlake verify".to_owned()
+        }
     );
     for problem in &v.problems {
         println!("  problem: {problem}");
