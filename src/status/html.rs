@@ -53,9 +53,20 @@ fn summary(page: &mut String, status: &LakeStatus) {
         .iter()
         .filter(|t| t.group() == Group::Resources)
         .count();
+    let segregated_rows: u64 = status
+        .tables
+        .iter()
+        .filter(|t| t.group() == Group::Segregated)
+        .map(|t| t.rows)
+        .sum();
     page.push_str("<section id=\"summary\" class=\"cards\">");
     for (id, label, value) in [
         ("resource-rows", "resource rows", thousands(resource_rows)),
+        (
+            "segregated-rows",
+            "rows segregated",
+            thousands(segregated_rows),
+        ),
         (
             "resource-tables",
             "resource tables",

@@ -75,6 +75,12 @@ impl CodeSet {
         }
     }
 
+    /// Whether `code` is in the set under any system (for a bare `code`
+    /// element, which carries no system of its own).
+    pub fn contains_code(&self, code: &str) -> bool {
+        self.by_system.values().any(|codes| codes.contains(code))
+    }
+
     pub fn contains(&self, system: &str, code: &str) -> bool {
         self.by_system
             .get(system)
@@ -146,6 +152,15 @@ mod tests {
         assert_ne!(h("a"), h("a\0"));
         assert_ne!(h("http://loinc.org"), h("http://loinc.orh"));
         assert_eq!(h("http://snomed.info/sct"), h("http://snomed.info/sct"));
+    }
+
+    #[test]
+    fn a_bare_code_is_found_under_any_system() {
+        let mut set = CodeSet::default();
+        set.insert("http://hl7.org/fhir/request-intent", "order");
+        assert!(set.contains_code("order"));
+        assert!(!set.contains_code("plan"));
+        assert!(!set.contains("http://other", "order"));
     }
 
     #[test]

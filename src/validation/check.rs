@@ -418,6 +418,9 @@ fn in_slice<'v, T: Tree<'v>>(item: T, matcher: &SliceMatch) -> bool {
     match matcher {
         SliceMatch::Pattern(pattern) => matches_pattern(item, pattern),
         SliceMatch::Codes(set) => {
+            if let Some(code) = item.as_str() {
+                return set.contains_code(code); // a `code` element
+            }
             // Its codings, or the item itself when it is a Coding.
             let codings = item.get("coding").and_then(|c| c.items());
             let lone = item.get("code").is_some().then_some(item);

@@ -80,6 +80,33 @@ fn part2_keeps_sensitive_records_out_of_the_main_tables_and_accounts_for_them() 
     );
     assert_eq!(summary["policy_version"], policy_sha.as_str());
 
+    // The status report counts them as segregated, table by table.
+    let page = dir.path().join("status.html");
+    let status = run_json(
+        fhirlake()
+            .args(["status", "--json", "--lake"])
+            .arg(&lake)
+            .arg("--html")
+            .arg(&page),
+        0,
+    );
+    let segregated: u64 = status["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["name"].as_str().unwrap().starts_with("_segregated/"))
+        .map(|t| t["rows"].as_u64().unwrap())
+        .sum();
+    let expected_total: usize = expected.values().map(BTreeMap::len).sum();
+    assert_eq!(segregated, expected_total as u64);
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(
+        html.contains(&format!(
+            "id=\"card-segregated-rows\"><span class=\"value\">{segregated}</span>"
+        )),
+        "the page's card"
+    );
+
     let Some(_) = duckdb("select 1") else { return };
     for (table, rules) in &expected {
         let ids = sql_list(rules.keys());
