@@ -11,9 +11,8 @@
 //! exists, with no window between a write and a lock. Signing is the AWS
 //! crate's (`aws-sigv4`); credentials and region come from `object_store`'s
 //! provider: `AWS_*` env vars, `--storage-option`s, web identity and
-//! instance roles. Not AWS profile files or SSO (the lake's own store,
-//! through deltalake, reads those): with them, set `AWS_REGION` and the
-//! keys explicitly for WORM jobs.
+//! instance roles, as for the lake's own store (a lake whose keys are only
+//! in an AWS profile file is refused by the store's own probe already).
 
 use std::collections::HashMap;
 use std::fmt;
