@@ -79,9 +79,9 @@ fn print_text(r: &LakeStatus) {
         v.commits,
         v.manifests,
         if v.raw_rehashed {
-            format!("{} raw objects re-hashed", v.raw_objects)
+            v.raw_files()
         } else {
-            "raw files not re-hashed: --rehash-raw, or fhirlake verify".to_owned()
+            format!("{}: --rehash-raw, or fhirlake verify", v.raw_files())
         }
     );
     for problem in &v.problems {

@@ -196,6 +196,14 @@ impl Fetched {
     }
 }
 
+/// A response header as text (`None`: absent or not visible ASCII).
+pub fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
 /// HTTP client, credentials, retry policy and breakers shared by every
 /// request of a job.
 pub struct HttpClient {

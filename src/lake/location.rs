@@ -18,6 +18,9 @@ pub struct Lake {
     storage_options: HashMap<String, String>,
     /// Rooted at the lake root: paths are relative to it.
     store: Arc<dyn ObjectStore>,
+    /// The put-if-absent probe passed: later checks of this lake (and its
+    /// clones) are free.
+    probed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Lake {
@@ -62,6 +65,7 @@ impl Lake {
             root,
             storage_options,
             store,
+            probed: Arc::default(),
         })
     }
 
@@ -113,6 +117,16 @@ impl Lake {
     /// object must fail. A store that cannot be reached (network, DNS, TLS,
     /// credentials) is told apart from one that accepted a second create.
     pub async fn ensure_put_if_absent(&self) -> Result<(), LakeError> {
+        use std::sync::atomic::Ordering;
+        if self.probed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        self.probe_put_if_absent().await?;
+        self.probed.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    async fn probe_put_if_absent(&self) -> Result<(), LakeError> {
         // Few retries: an unreachable endpoint should say so in seconds, not minutes.
         let mut options = self.storage_options.clone();
         options

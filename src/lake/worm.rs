@@ -127,7 +127,8 @@ impl Lake {
             };
         }
         // An unreachable store is named here, with what to check, before the
-        // setting is read (which would only retry and fail less clearly).
+        // setting is read (which would only retry and fail less clearly);
+        // the job's own check of this lake is then free.
         self.ensure_put_if_absent().await?;
         let setting_path = self.path(SETTING_PATH);
         let stored: Option<Retention> = match self.read_object(&setting_path).await? {
@@ -527,13 +528,7 @@ impl S3Client {
             tokio::time::sleep(Duration::from_millis(200 << (attempt - 1))).await;
         };
         let status = response.status();
-        let header = |name: &str| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
+        let header = |name: &str| crate::http::header_text(response.headers(), name);
         if status.is_success() {
             return Ok(PutResult {
                 e_tag: header("etag"),

@@ -42,23 +42,10 @@ pub fn render(status: &LakeStatus) -> String {
 }
 
 fn summary(page: &mut String, status: &LakeStatus) {
-    let resource_rows: u64 = status
-        .tables
-        .iter()
-        .filter(|t| t.group() == Group::Resources)
-        .map(|t| t.rows)
-        .sum();
-    let resource_tables = status
-        .tables
-        .iter()
-        .filter(|t| t.group() == Group::Resources)
-        .count();
-    let segregated_rows: u64 = status
-        .tables
-        .iter()
-        .filter(|t| t.group() == Group::Segregated)
-        .map(|t| t.rows)
-        .sum();
+    let of = |group| status.tables.iter().filter(move |t| t.group() == group);
+    let resource_rows: u64 = of(Group::Resources).map(|t| t.rows).sum();
+    let resource_tables = of(Group::Resources).count();
+    let segregated_rows: u64 = of(Group::Segregated).map(|t| t.rows).sum();
     page.push_str("<section id=\"summary\" class=\"cards\">");
     for (id, label, value) in [
         ("resource-rows", "resource rows", thousands(resource_rows)),
@@ -103,11 +90,7 @@ fn verify(page: &mut String, status: &LakeStatus) {
         v.anchors,
         v.commits,
         v.manifests,
-        if v.raw_rehashed {
-            format!("{} raw objects re-hashed", v.raw_objects)
-        } else {
-            "raw files not re-hashed".to_owned()
-        },
+        v.raw_files(),
         v.problems.len()
     );
     if !v.problems.is_empty() {

@@ -53,6 +53,17 @@ pub struct VerifySummary {
     pub problems: Vec<String>,
 }
 
+impl VerifySummary {
+    /// What became of the kept raw files: re-hashed, or not (`--rehash-raw`).
+    pub fn raw_files(&self) -> String {
+        if self.raw_rehashed {
+            format!("{} raw objects re-hashed", self.raw_objects)
+        } else {
+            "raw files not re-hashed".to_owned()
+        }
+    }
+}
+
 /// One job, from its audit events and (when it finished) its manifest.
 #[derive(Debug, Clone, Serialize)]
 pub struct JobStatus {

@@ -28,6 +28,13 @@ fn load_with_policy(lake: &Path, input: &Path, policy: &str) -> Value {
     )
 }
 
+/// The id of the first resource of an NDJSON file.
+fn first_id(ndjson: &Path) -> String {
+    let text = std::fs::read_to_string(ndjson).unwrap();
+    let first: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    first["id"].as_str().unwrap().to_owned()
+}
+
 fn ids_of(rows: &[Vec<Value>]) -> BTreeSet<String> {
     rows.iter()
         .map(|r| r[0].as_str().unwrap().to_owned())
@@ -681,15 +688,8 @@ fn consents_deny_a_patient_for_research_and_permit_only_later_data_of_another() 
 fn a_consent_about_an_actor_applies_only_to_the_lake_of_that_actor() {
     let dir = tempfile::tempdir().unwrap();
     let patients = sample_dir("synthea-10").join("Patient.000.ndjson");
-    let first: Value = serde_json::from_str(
-        std::fs::read_to_string(&patients)
-            .unwrap()
-            .lines()
-            .next()
-            .unwrap(),
-    )
-    .unwrap();
-    let id = first["id"].as_str().unwrap();
+    let id = first_id(&patients);
+    let id = id.as_str();
     crate::common::write_file(
         dir.path(),
         "consents.ndjson",
@@ -743,15 +743,7 @@ fn consents_loaded_into_the_lake_are_enforced_by_the_next_load() {
     let dir = tempfile::tempdir().unwrap();
     let synthea = sample_dir("synthea-10");
     let patients = synthea.join("Patient.000.ndjson");
-    let first: Value = serde_json::from_str(
-        std::fs::read_to_string(&patients)
-            .unwrap()
-            .lines()
-            .next()
-            .unwrap(),
-    )
-    .unwrap();
-    let opted_out = first["id"].as_str().unwrap().to_owned();
+    let opted_out = first_id(&patients);
     let consent = crate::common::write_file(
         &dir.path().join("consents"),
         "Consent.ndjson",

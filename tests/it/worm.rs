@@ -44,6 +44,21 @@ fn keys(s3: &S3, lake: &str, under: &str) -> Vec<String> {
         .collect()
 }
 
+/// `fhirlake verify` on `lake` exits `code`.
+fn assert_verify(s3: &S3, lake: &str, code: i32) {
+    let out = s3
+        .fhirlake()
+        .args(["verify", "--lake", lake])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
 fn load(s3: &S3, lake: &str, extra: &[&str]) -> std::process::Output {
     s3.fhirlake()
         .args(["load", "--json", "--lake", lake])
@@ -75,17 +90,7 @@ fn records_are_locked_as_written_and_an_independent_client_cannot_remove_them() 
     );
     assert!(!stderr.contains(&s3.secret), "no secret in the output");
 
-    let verify = s3
-        .fhirlake()
-        .args(["verify", "--lake", &lake])
-        .output()
-        .unwrap();
-    assert_eq!(
-        verify.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&verify.stdout)
-    );
+    assert_verify(&s3, &lake, 0);
     let events = keys(&s3, &lake, "_fhirlake/audit/events");
     let manifests = keys(&s3, &lake, "_fhirlake/manifests");
     assert!(
@@ -129,17 +134,7 @@ fn records_are_locked_as_written_and_an_independent_client_cannot_remove_them() 
     assert_eq!(parquet["delete_version"], "deleted");
 
     // The versions the attack wrote over the locked records are caught.
-    let verify = s3
-        .fhirlake()
-        .args(["verify", "--lake", &lake])
-        .output()
-        .unwrap();
-    assert_eq!(
-        verify.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&verify.stdout)
-    );
+    assert_verify(&s3, &lake, 1);
 }
 
 /// The lake keeps its WORM setting: a later job without the flag locks its

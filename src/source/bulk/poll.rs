@@ -53,13 +53,7 @@ async fn poll_once(
                     }
                 };
                 let status = response.status().as_u16();
-                let header = |name: &str| {
-                    response
-                        .headers()
-                        .get(name)
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_owned)
-                };
+                let header = |name: &str| crate::http::header_text(response.headers(), name);
                 let (retry_after, progress) = (header("retry-after"), header("x-progress"));
                 let body = match response.bytes().await {
                     Ok(body) => body,
