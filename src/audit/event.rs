@@ -197,6 +197,7 @@ fn kick_off(step: &KickOff) -> Parts {
         }
         Operation::Sync => ("sync", Some(codes::REST_SEARCH_TYPE)),
         Operation::Hl7v2 => ("hl7v2", None),
+        Operation::PolicyApply => ("policy-apply", None),
     };
     if !step.resource_types.is_empty() {
         let types: Vec<&str> = step.resource_types.iter().map(|t| t.as_str()).collect();

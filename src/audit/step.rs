@@ -145,6 +145,8 @@ pub enum Operation {
     Sync,
     /// HL7 v2 messages (MLLP or files).
     Hl7v2,
+    /// Rows already loaded, re-evaluated by a new policy (`policy apply`).
+    PolicyApply,
 }
 
 /// The level of a Bulk export: `/$export`, `/Patient/$export`, `/Group/ID/$export`.

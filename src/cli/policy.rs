@@ -1,5 +1,7 @@
 //! `fhirlake policy check`: what a policy would do to each resource of some
 //! NDJSON files, and which rule decided, without loading anything.
+//! `fhirlake policy apply`: the lake's rows re-evaluated under a policy
+//! ([`crate::source::reapply`]).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -16,6 +18,33 @@ use crate::view::Json;
 pub enum PolicyCommand {
     /// Show, per resource, what the policy would do and which rule matched (nothing is loaded).
     Check(CheckArgs),
+    /// Re-evaluate the rows a lake holds under a (changed) policy: move what it now segregates, redacts or denies out of the main tables, and back what it allows.
+    Apply(Box<ApplyArgs>),
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    lake: super::LakeArgs,
+    #[command(flatten)]
+    worm: super::WormArgs,
+    /// The policy now in force: a TOML file, or `part2` / `research` (shipped).
+    #[arg(long, value_name = "NAME_OR_FILE", env = "FHIRLAKE_POLICY")]
+    policy: String,
+    /// Directory of ViewDefinitions the lake was loaded with (default: the shipped ones).
+    #[arg(long, value_name = "DIR")]
+    views: Option<PathBuf>,
+    /// The lake was loaded without view columns.
+    #[arg(long, conflicts_with = "views")]
+    no_views: bool,
+    #[command(flatten)]
+    codes: super::CodeCheckFlags,
+    /// Show what would move, and change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Print the job summary as JSON on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -40,7 +69,70 @@ pub struct CheckArgs {
 pub fn run(command: PolicyCommand) -> Result<ExitCode> {
     match command {
         PolicyCommand::Check(args) => check(args),
+        PolicyCommand::Apply(args) => apply(args),
     }
+}
+
+fn apply(args: Box<ApplyArgs>) -> Result<ExitCode> {
+    // A policy with a mistake stops before the lake is touched.
+    let policy = crate::policy::Policy::load(&args.policy)?;
+    let options = crate::load::LoadOptions {
+        mode: crate::lake::LoadMode::Current,
+        views: std::sync::Arc::new(super::views_for(args.no_views, args.views.as_deref())?),
+        policy: std::sync::Arc::new(policy.clone()),
+        code_checks: args.codes.compile()?,
+        validation: args.codes.validation()?,
+    };
+    let lake = if args.dry_run {
+        args.lake.open()?
+    } else {
+        args.lake.open_writing(&args.worm)?
+    };
+    let display = super::progress::Display::for_stderr();
+    let applied = super::runtime()?.block_on(crate::source::reapply::apply(
+        &lake,
+        &policy,
+        &args.policy,
+        &options,
+        args.dry_run,
+        display.sink(),
+    ))?;
+    display.finish();
+    let plan = &applied.plan;
+    if args.json {
+        let summary = serde_json::json!({
+            "plan": plan,
+            "resumed": applied.resumed,
+            "job": applied.report.as_ref().map(super::summary::json),
+        });
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        let m = &plan.moves;
+        let verb = if args.dry_run { "would move" } else { "moves" };
+        println!(
+            "policy apply {}{}: {} rows read; {verb}: {} changed, {} to _segregated, {} back from _segregated, {} removed",
+            plan.plan_id,
+            if applied.resumed {
+                " (an unfinished plan, finished now)"
+            } else {
+                ""
+            },
+            plan.rows_scanned,
+            m.changed,
+            m.segregated,
+            m.restored,
+            m.removed
+        );
+        match &applied.report {
+            Some(report) => print!("{}", super::summary::text(report)),
+            None if args.dry_run => println!("dry run: nothing was changed"),
+            None => println!("nothing to change: the lake already follows this policy"),
+        }
+    }
+    Ok(match &applied.report {
+        Some(report) if report.quarantined() > 0 => ExitCode::from(1),
+        _ => ExitCode::SUCCESS,
+    })
 }
 
 /// Counts per outcome, for the closing summary.

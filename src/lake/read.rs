@@ -133,7 +133,8 @@ pub async fn stored_versions(
     Ok(out)
 }
 
-fn table_has_column(table: &DeltaTable, column: &str) -> bool {
+/// Whether the table's schema has `column`.
+pub fn table_has_column(table: &DeltaTable, column: &str) -> bool {
     table
         .snapshot()
         .map(|s| s.schema().field(column).is_some())

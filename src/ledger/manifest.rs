@@ -140,6 +140,8 @@ pub enum ManifestKind {
     Sync,
     /// HL7 v2 messages converted and loaded.
     Hl7v2,
+    /// `fhirlake policy apply`: rows already loaded, re-evaluated by a new policy.
+    PolicyApply,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]

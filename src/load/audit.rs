@@ -150,6 +150,7 @@ impl JobAudit {
             ManifestKind::Export => Operation::Load,
             ManifestKind::Sync => Operation::Sync,
             ManifestKind::Hl7v2 => Operation::Hl7v2,
+            ManifestKind::PolicyApply => Operation::PolicyApply,
         };
         self.record(KickOff {
             operation,
@@ -382,6 +383,7 @@ fn job_kind(kind: ManifestKind) -> JobKind {
         ManifestKind::Export => JobKind::Export,
         ManifestKind::Sync => JobKind::Sync,
         ManifestKind::Hl7v2 => JobKind::Hl7v2,
+        ManifestKind::PolicyApply => JobKind::Policy,
     }
 }
 

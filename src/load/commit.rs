@@ -128,6 +128,8 @@ pub(super) struct Extras {
     pub rejections: Vec<Rejection>,
     /// A server's deletions, by resource type; applied in the type tables' commits.
     pub deletions: BTreeMap<String, Vec<Deletion>>,
+    /// Rows to take out of segregated tables, by table name (`policy apply`).
+    pub segregated_deletions: BTreeMap<String, Vec<Deletion>>,
 }
 
 impl Extras {
@@ -168,7 +170,9 @@ pub(super) async fn commit(
     for (resource_type, list) in std::mem::take(&mut staged.segregated) {
         deletions.entry(resource_type).or_default().extend(list);
     }
-    let prepared = prepare_type_tables(context, staged.tables, deletions).await?;
+    let segregated_deletions = std::mem::take(&mut extras.segregated_deletions);
+    let prepared =
+        prepare_type_tables(context, staged.tables, deletions, segregated_deletions).await?;
     let mut tables = BTreeMap::new();
     for view_table in staged.view_tables.values_mut() {
         if let Some(table) = prepared.get(view_table.type_table()) {
@@ -263,6 +267,7 @@ async fn prepare_type_tables(
     context: &Arc<Context>,
     tables: TypeTables,
     mut deletions: BTreeMap<String, Vec<Deletion>>,
+    segregated_deletions: BTreeMap<String, Vec<Deletion>>,
 ) -> Result<BTreeMap<String, Prepared>, LoadError> {
     let mut open = tables.into_open().await;
     // Tables only deletions touch: a table never loaded has nothing to
@@ -278,7 +283,14 @@ async fn prepare_type_tables(
         let view = context.views.for_type(resource_type).cloned();
         open.insert(name.clone(), TableState::open(context, &name, view).await?);
     }
-    let mut by_table: BTreeMap<String, Vec<Deletion>> = BTreeMap::new();
+    // Segregated tables keep no view columns.
+    for (name, list) in &segregated_deletions {
+        if list.is_empty() || open.contains_key(name) || !context.lake.has_table(name).await? {
+            continue;
+        }
+        open.insert(name.clone(), TableState::open(context, name, None).await?);
+    }
+    let mut by_table: BTreeMap<String, Vec<Deletion>> = segregated_deletions;
     for (resource_type, list) in std::mem::take(&mut deletions) {
         by_table
             .entry(fhir::table_name(&resource_type))

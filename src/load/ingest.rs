@@ -298,7 +298,13 @@ impl InputLoad<'_> {
             .await?;
         let counts: &mut RowCounts = self.record.tables.entry(name).or_default();
         let stored = hit.as_ref().map(Stored::from);
-        let class = classify(context.mode, stored, last_updated, subsetted);
+        let class = classify(
+            context.mode,
+            context.same_version,
+            stored,
+            last_updated,
+            subsetted,
+        );
         match class {
             Class::Unchanged => {
                 counts.unchanged += 1;

@@ -30,6 +30,17 @@ pub enum Class {
     SubsetOfFull,
 }
 
+/// What a row of the same version as the stored one does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SameVersion {
+    /// Nothing: the version is already stored (every load).
+    #[default]
+    Unchanged,
+    /// Replaces it (and a tombstone of that instant): `policy apply` stores
+    /// the same version changed by a new policy, or moves it back.
+    Replaces,
+}
+
 /// What is stored for a key, as far as classifying goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Stored {
@@ -54,12 +65,27 @@ impl From<&Hit> for Stored {
 /// mode: `stored` is the exact version's entry, if any.
 pub fn classify(
     mode: LoadMode,
+    same: SameVersion,
     stored: Option<Stored>,
     last_updated: i64,
     subsetted: bool,
 ) -> Class {
+    let replaces = same == SameVersion::Replaces;
     match (mode, stored) {
         (_, None) => Class::New,
+        (LoadMode::Current, Some(s))
+            if replaces && s.tombstone && last_updated >= s.last_updated =>
+        {
+            Class::New
+        }
+        (LoadMode::Current, Some(s))
+            if replaces
+                && !s.tombstone
+                && last_updated == s.last_updated
+                && s.subsetted == subsetted =>
+        {
+            Class::Newer
+        }
         (LoadMode::History, Some(_)) => Class::Unchanged,
         (LoadMode::Current, Some(s)) if s.tombstone => {
             if last_updated > s.last_updated {
@@ -195,12 +221,17 @@ pub struct Outcome {
 /// mode), in reading order, against what the table stores (`stored`, as it
 /// is now: it may differ from when the rows were read, after a concurrent
 /// writer committed).
-pub fn resolve(mode: LoadMode, stored: Option<(Stored, u32, u32)>, group: &[JobKey]) -> Outcome {
+pub fn resolve(
+    mode: LoadMode,
+    same: SameVersion,
+    stored: Option<(Stored, u32, u32)>,
+    group: &[JobKey],
+) -> Outcome {
     let mut outcome = Outcome::default();
     let mut state = stored.map(|(s, _, _)| s);
     let mut winner: Option<&JobKey> = None;
     for row in group {
-        let class = classify(mode, state, row.last_updated, row.subsetted);
+        let class = classify(mode, same, state, row.last_updated, row.subsetted);
         if class != row.counted() {
             outcome.recount.push((row.input, row.counted(), class));
         }
@@ -278,7 +309,7 @@ mod tests {
 
     #[test]
     fn current_mode_keeps_the_newest_and_never_lets_a_subset_replace_a_full_row() {
-        let c = |s, t, sub| classify(LoadMode::Current, s, t, sub);
+        let c = |s, t, sub| classify(LoadMode::Current, SameVersion::Unchanged, s, t, sub);
         assert_eq!(c(None, 10, false), Class::New);
         assert_eq!(c(stored(10), 10, false), Class::Unchanged);
         assert_eq!(
@@ -312,10 +343,19 @@ mod tests {
         );
         assert_eq!(c(deleted, 11, false), Class::New, "re-created");
         assert_eq!(
-            classify(LoadMode::History, stored(10), 10, false),
+            classify(
+                LoadMode::History,
+                SameVersion::Unchanged,
+                stored(10),
+                10,
+                false
+            ),
             Class::Unchanged
         );
-        assert_eq!(classify(LoadMode::History, None, 10, false), Class::New);
+        assert_eq!(
+            classify(LoadMode::History, SameVersion::Unchanged, None, 10, false),
+            Class::New
+        );
     }
 
     fn row(order: u64, t: i64, counted: Class) -> JobKey {
@@ -340,7 +380,7 @@ mod tests {
             row(1, 20, Class::New),
             row(2, 15, Class::New),
         ];
-        let outcome = resolve(LoadMode::Current, None, &group);
+        let outcome = resolve(LoadMode::Current, SameVersion::Unchanged, None, &group);
         assert_eq!(outcome.winner.map(|w| w.seq), Some(10));
         assert_eq!(outcome.losers, [0, 20]);
         assert_eq!(
@@ -355,7 +395,12 @@ mod tests {
         // A stored row at t=5 is superseded by the job's winner.
         let stored_row = Some((stored(5).unwrap(), 3, 42));
         let group = [row(0, 10, Class::Newer), row(1, 8, Class::Newer)];
-        let outcome = resolve(LoadMode::Current, stored_row, &group);
+        let outcome = resolve(
+            LoadMode::Current,
+            SameVersion::Unchanged,
+            stored_row,
+            &group,
+        );
         assert_eq!(outcome.winner.map(|w| w.seq), Some(0));
         assert_eq!(outcome.losers, [10]);
         assert_eq!(outcome.supersedes, Some((3, 42)));
@@ -363,7 +408,12 @@ mod tests {
 
         // A concurrent writer stored t=30 since: every job row loses.
         let newer = Some((stored(30).unwrap(), 9, 1));
-        let outcome = resolve(LoadMode::Current, newer, &[row(0, 10, Class::New)]);
+        let outcome = resolve(
+            LoadMode::Current,
+            SameVersion::Unchanged,
+            newer,
+            &[row(0, 10, Class::New)],
+        );
         assert_eq!(
             (outcome.winner, outcome.losers.as_slice()),
             (None, &[0][..])

@@ -94,6 +94,7 @@ pub(super) async fn prepare(
         &staged,
         &key_deletions,
         Fresh::AsRead,
+        context.same_version,
     )
     .await?;
     StageClock::add(&context.clock.commit, started);
@@ -207,9 +208,15 @@ pub(super) async fn land(context: &Context, prepared: Prepared) -> Result<Landed
                     true => Fresh::All,
                     false => Fresh::Since(state.runs_read),
                 };
-                resolution =
-                    resolve_table(&state.index, &mut state.keys, &staged, &deletions, fresh)
-                        .await?;
+                resolution = resolve_table(
+                    &state.index,
+                    &mut state.keys,
+                    &staged,
+                    &deletions,
+                    fresh,
+                    context.same_version,
+                )
+                .await?;
             }
         }
     }

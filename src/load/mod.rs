@@ -61,6 +61,7 @@ pub(crate) use audit::JobAudit;
 pub use audit::{ANCHOR_KEY, AUDIT_PREFIX};
 pub use audit_tables::{AUDIT_TABLE, PROVENANCE_TABLE};
 use commit::{Extras, Staged, marker_key};
+use keys::SameVersion;
 use pipeline::{Decoding, FilePipeline};
 use tables::TypeTables;
 
@@ -196,6 +197,7 @@ pub struct Job {
     lake: Lake,
     inputs: Vec<Input>,
     mode: LoadMode,
+    same_version: SameVersion,
     as_of: Option<DateTime<Utc>>,
     force: bool,
     chunk_bytes: usize,
@@ -219,6 +221,7 @@ impl Job {
             lake: lake.clone(),
             inputs: Vec::new(),
             mode: LoadMode::Current,
+            same_version: SameVersion::Unchanged,
             as_of: None,
             force: false,
             chunk_bytes: 4 << 20,
@@ -253,6 +256,13 @@ impl Job {
 
     pub fn with_mode(mut self, mode: LoadMode) -> Self {
         self.mode = mode;
+        self
+    }
+
+    /// A row of the version a table stores replaces it (and a tombstone of
+    /// that instant) instead of counting as unchanged: `policy apply`.
+    pub fn with_same_version_replacing(mut self) -> Self {
+        self.same_version = SameVersion::Replaces;
         self
     }
 
@@ -371,6 +381,19 @@ impl Job {
         self
     }
 
+    /// Rows to take out of segregated tables (`_segregated/<table>` names):
+    /// those a new policy no longer segregates (`policy apply`).
+    pub fn with_segregated_deletions(mut self, deletions: BTreeMap<String, Vec<Deletion>>) -> Self {
+        for (table, list) in deletions {
+            self.extras
+                .segregated_deletions
+                .entry(table)
+                .or_default()
+                .extend(list);
+        }
+        self
+    }
+
     pub fn with_progress(mut self, progress: Option<ProgressSink>) -> Self {
         self.progress = progress;
         self
@@ -392,6 +415,8 @@ pub(crate) struct Context {
     pub job_id: String,
     pub lineage: Lineage,
     pub mode: LoadMode,
+    /// What a row of a version the table already stores does.
+    pub same_version: SameVersion,
     pub as_of: Option<StandIn>,
     pub batch_rows: usize,
     /// Reading order of the job's resource rows (see `keys`).
@@ -413,6 +438,21 @@ impl Context {
     }
 }
 
+/// `policy` with the Consents of its lake table (`[consent] table`), as they
+/// are in `lake` now; the policy itself when it reads none.
+pub async fn with_lake_consents(lake: &Lake, policy: &Policy) -> Result<Policy, LoadError> {
+    let Some(table) = policy.lake_consents() else {
+        return Ok(policy.clone());
+    };
+    let consents = crate::lake::current_resources(lake, table).await?;
+    policy
+        .with_lake_consents(
+            &format!("lake table {table}"),
+            &(consents.join("\n") + "\n"),
+        )
+        .map_err(|e| LoadError::Policy(e.to_string()))
+}
+
 /// A new job id: the start time, sortable, and a random suffix.
 pub fn new_job_id(now: DateTime<Utc>) -> String {
     let suffix = uuid::Uuid::new_v4().simple().to_string();
@@ -424,17 +464,8 @@ async fn run(mut job: Job) -> Result<LoadReport, LoadError> {
     let job_id = job.job_id.take().unwrap_or_else(|| new_job_id(started_at));
     // Consents from the lake's own table: read now, so the job enforces
     // what earlier jobs loaded, and its policy version covers them.
-    if let Some(table) = job.policy.lake_consents() {
-        let table = table.to_owned();
-        let consents = crate::lake::current_resources(&job.lake, &table).await?;
-        let policy = job
-            .policy
-            .with_lake_consents(
-                &format!("lake table {table}"),
-                &(consents.join("\n") + "\n"),
-            )
-            .map_err(|e| LoadError::Policy(e.to_string()))?;
-        job.policy = Arc::new(policy);
+    if job.policy.lake_consents().is_some() {
+        job.policy = Arc::new(with_lake_consents(&job.lake, &job.policy).await?);
     }
     let kind = job.extras.manifest_kind();
     let audit = JobAudit::new(
@@ -455,6 +486,7 @@ async fn run(mut job: Job) -> Result<LoadReport, LoadError> {
         job_id,
         lake: job.lake.clone(),
         mode: job.mode,
+        same_version: job.same_version,
         as_of: job
             .as_of
             .map(|t| StandIn::new(StandInSource::AsOf, t.timestamp_micros())),

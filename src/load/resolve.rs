@@ -17,7 +17,9 @@ use std::collections::{BTreeMap, HashMap};
 use roaring::RoaringTreemap;
 
 use super::LoadError;
-use super::keys::{Class, JobKey, Outcome, Recounts, Stored, add_recounts, entry_of, resolve};
+use super::keys::{
+    Class, JobKey, Outcome, Recounts, SameVersion, Stored, add_recounts, entry_of, resolve,
+};
 use crate::lake::{
     Changes, Entry, FileId, Hit, LakeError, LocalRun, Spill, StagedFile, TableIndex, UpdateMetrics,
 };
@@ -177,6 +179,7 @@ pub async fn resolve_table(
     staged: &[StagedFile],
     deletions: &[KeyDeletion],
     fresh: Fresh,
+    same: SameVersion,
 ) -> Result<Resolution, LoadError> {
     let mode = index.mode();
     let mut starts = Vec::with_capacity(staged.len());
@@ -266,7 +269,7 @@ pub async fn resolve_table(
                 Fresh::All => fresh.as_ref().map(stored_of),
                 _ => fresh.as_ref().map(stored_of).or(group[0].stored),
             };
-            let outcome = resolve(mode, stored, group);
+            let outcome = resolve(mode, same, stored, group);
             resolver.apply(group, outcome, stored, deletion)?;
         }
     }

@@ -189,6 +189,56 @@ pub fn apply(resource: &Json<'_>, edits: &Edits, why: Option<&str>) -> String {
     write(Json::Object(arena.alloc_slice_copy(&members)))
 }
 
+/// The resource as a policy sees it again (`policy apply`): without the tag
+/// a segregating rule added, and with `meta.lastUpdated` set to
+/// `last_updated` (the stored row's) when it has none, so a reload keeps
+/// its version. `None` when it needs neither.
+pub fn restored(resource: &Json<'_>, last_updated: &str) -> Option<String> {
+    let arena = Bump::new();
+    let Json::Object(root) = *resource else {
+        return None;
+    };
+    let mut meta_members: Vec<(&str, Json<'_>)> =
+        match root.iter().find(|(k, _)| *k == "meta").map(|(_, v)| *v) {
+            Some(Json::Object(members)) => members.to_vec(),
+            Some(_) => return None,
+            None => Vec::new(),
+        };
+    let mut changed = false;
+    let tags = array_member(&meta_members, "tag");
+    let kept: Vec<Json<'_>> = tags
+        .iter()
+        .filter(|c| tree::member(c, "system").and_then(tree::string) != Some(POLICY_RULE_TAG))
+        .copied()
+        .collect();
+    if kept.len() < tags.len() {
+        changed = true;
+        if kept.is_empty() {
+            meta_members.retain(|(k, _)| *k != "tag");
+        } else {
+            set_member(
+                &mut meta_members,
+                "tag",
+                Json::Array(arena.alloc_slice_copy(&kept)),
+            );
+        }
+    }
+    if !meta_members.iter().any(|(k, _)| *k == "lastUpdated") {
+        changed = true;
+        meta_members.push(("lastUpdated", Json::String(arena.alloc_str(last_updated))));
+    }
+    if !changed {
+        return None;
+    }
+    let mut members: Vec<(&str, Json<'_>)> = root.to_vec();
+    set_member(
+        &mut members,
+        "meta",
+        Json::Object(arena.alloc_slice_copy(&meta_members)),
+    );
+    Some(write(Json::Object(arena.alloc_slice_copy(&members))))
+}
+
 /// The tree as compact JSON, numbers exactly as they came.
 fn write(value: Json<'_>) -> String {
     let mut out = String::with_capacity(1024);
@@ -433,5 +483,27 @@ mod tests {
         ] {
             assert!(Path::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn restored_drops_the_rule_tag_and_fills_last_updated() {
+        let arena = Bump::new();
+        let text = r#"{"resourceType":"Condition","id":"c","meta":{"lastUpdated":"2020-01-01T00:00:00Z","tag":[{"system":"urn:fhirlake:policy-rule","code":"part2"},{"system":"x","code":"y"}]}}"#;
+        let json = Json::parse(text, &arena).unwrap();
+        assert_eq!(
+            restored(&json, "2021-01-01T00:00:00Z").unwrap(),
+            r#"{"resourceType":"Condition","id":"c","meta":{"lastUpdated":"2020-01-01T00:00:00Z","tag":[{"system":"x","code":"y"}]}}"#
+        );
+        let bare = Json::parse(r#"{"resourceType":"Patient","id":"p"}"#, &arena).unwrap();
+        assert_eq!(
+            restored(&bare, "2021-01-01T00:00:00Z").unwrap(),
+            r#"{"resourceType":"Patient","id":"p","meta":{"lastUpdated":"2021-01-01T00:00:00Z"}}"#
+        );
+        let plain = Json::parse(
+            r#"{"resourceType":"Patient","meta":{"lastUpdated":"x"}}"#,
+            &arena,
+        )
+        .unwrap();
+        assert_eq!(restored(&plain, "y"), None);
     }
 }

@@ -803,3 +803,163 @@ fn consents_loaded_into_the_lake_are_enforced_by_the_next_load() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("give --lake"));
 }
+
+fn policy_apply(lake: &Path, policy: &str) -> Value {
+    run_json(
+        fhirlake()
+            .args(["policy", "apply", "--json", "--policy", policy, "--lake"])
+            .arg(lake),
+        0,
+    )
+}
+
+/// The ids of table `table` (main or `_segregated/…`), as DuckDB reads them.
+fn ids_in(lake: &Path, table: &str) -> BTreeSet<String> {
+    if !lake.join(table).join("_delta_log").exists() {
+        return BTreeSet::new();
+    }
+    ids_of(&duckdb(&format!("select id from {}", scan(lake, table))).unwrap())
+}
+
+#[test]
+fn policy_apply_moves_rows_loaded_before_the_policy_and_converges() {
+    let Some(_) = duckdb("select 1") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    run_json(
+        fhirlake()
+            .args(["load", "--json", "--lake"])
+            .arg(&lake)
+            .arg(part2_fixture()),
+        0,
+    );
+    let expected = expected_segregated();
+    let total: usize = expected.values().map(BTreeMap::len).sum();
+
+    // A dry run changes nothing; the apply moves exactly the Part 2 records.
+    let dry = run_json(
+        fhirlake()
+            .args([
+                "policy",
+                "apply",
+                "--dry-run",
+                "--json",
+                "--policy",
+                "part2",
+                "--lake",
+            ])
+            .arg(&lake),
+        0,
+    );
+    assert_eq!(dry["plan"]["moves"]["segregated"], total as u64);
+    assert!(dry["job"].is_null());
+    assert!(!lake.join("_segregated").exists());
+    let applied = policy_apply(&lake, "part2");
+    assert_eq!(applied["plan"]["moves"]["segregated"], total as u64);
+    let job = &applied["job"];
+    assert_eq!(job["kind"], "policy_apply", "{job}");
+    for input in job["inputs"].as_array().unwrap() {
+        let counted: u64 = [
+            "inserted",
+            "updated",
+            "unchanged",
+            "quarantined",
+            "filtered",
+        ]
+        .iter()
+        .map(|k| input[*k].as_u64().unwrap_or(0))
+        .sum();
+        assert_eq!(input["lines"].as_u64().unwrap(), counted, "{input}");
+    }
+    for (table, rules) in &expected {
+        let wanted: BTreeSet<String> = rules.keys().cloned().collect();
+        assert!(
+            ids_in(&lake, table).is_disjoint(&wanted),
+            "{table}: Part 2 rows left in the main table"
+        );
+        assert_eq!(
+            ids_in(&lake, &format!("_segregated/{table}")),
+            wanted,
+            "{table}"
+        );
+    }
+    let main_after = |lake: &Path| {
+        expected
+            .keys()
+            .map(|t| (t.clone(), ids_in(lake, t)))
+            .collect::<BTreeMap<_, _>>()
+    };
+    let after_part2 = main_after(&lake);
+
+    // Applied again: nothing to do. A plan whose job committed but was not
+    // marked done (a crash after the commit) is finished by the next run,
+    // and changes nothing; under another policy the run refuses.
+    assert!(policy_apply(&lake, "part2")["job"].is_null());
+    let plan_dir = lake
+        .join("_fhirlake/policy-apply")
+        .join(applied["plan"]["plan_id"].as_str().unwrap());
+    std::fs::remove_file(plan_dir.join("applied.json")).unwrap();
+    let refused = fhirlake()
+        .args(["policy", "apply", "--policy", "research", "--lake"])
+        .arg(&lake)
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("did not finish") && stderr.contains("plan.json"),
+        "{stderr}"
+    );
+    let resumed = policy_apply(&lake, "part2");
+    assert_eq!(resumed["resumed"], true);
+    assert!(plan_dir.join("applied.json").exists());
+    assert_eq!(main_after(&lake), after_part2);
+    for (table, rules) in &expected {
+        let wanted: BTreeSet<String> = rules.keys().cloned().collect();
+        assert_eq!(
+            ids_in(&lake, &format!("_segregated/{table}")),
+            wanted,
+            "{table}"
+        );
+    }
+
+    // A policy that denies SUD codes instead: coded Part 2 rows leave the
+    // lake, the labelled ones (no rule of it matches) come back, each once.
+    let deny = dir.path().join("deny.toml");
+    std::fs::write(
+        &deny,
+        "name = \"deny-sud\"\n[[rule]]\nname = \"no-sud\"\naction = \"deny\"\n\
+         codes = [\"cms-bfd-samhsa\", \"sud-snomed\", \"moud-rxnorm\"]\n",
+    )
+    .unwrap();
+    let denied = policy_apply(&lake, deny.to_str().unwrap());
+    let moves = &denied["plan"]["moves"];
+    assert!(moves["removed"].as_u64().unwrap() > 0, "{moves}");
+    assert!(moves["restored"].as_u64().unwrap() > 0, "{moves}");
+    let sud = "sud-icd10";
+    assert!(!ids_in(&lake, "condition").contains(sud));
+    assert!(!ids_in(&lake, "_segregated/condition").contains(sud));
+    for table in expected.keys() {
+        let rows = duckdb(&format!(
+            "select count(*), count(distinct id) from {}",
+            scan(&lake, table)
+        ))
+        .unwrap();
+        assert_eq!(rows[0][0], rows[0][1], "{table}: one row per id");
+    }
+    let restored: u64 = expected
+        .keys()
+        .map(|t| (ids_in(&lake, t).len() - after_part2[t].len()) as u64)
+        .sum();
+    assert_eq!(restored, moves["restored"].as_u64().unwrap());
+    let out = fhirlake()
+        .args(["verify", "--lake"])
+        .arg(&lake)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
