@@ -963,3 +963,62 @@ fn policy_apply_moves_rows_loaded_before_the_policy_and_converges() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+#[test]
+fn kill_9_during_policy_apply_then_rerun_equals_a_clean_apply() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    fhirlake::bench::generate(&sample_dir(""), &data, 30_000_000, 7).unwrap();
+    let policy = tmp.path().join("move.toml");
+    std::fs::write(
+        &policy,
+        "name = \"move\"\n[[rule]]\nname = \"clinical\"\naction = \"segregate\"\n\
+         types = [\"Observation\", \"Encounter\"]\n",
+    )
+    .unwrap();
+    let (crashed, clean) = (tmp.path().join("crashed"), tmp.path().join("clean"));
+    for lake in [&crashed, &clean] {
+        run_json(
+            fhirlake()
+                .args(["load", "--json", "--no-code-checks", "--lake"])
+                .arg(lake)
+                .arg(&data),
+            0,
+        );
+    }
+    let apply = |lake: &Path| {
+        let mut cmd = fhirlake();
+        cmd.args(["policy", "apply", "--json", "--no-code-checks", "--policy"])
+            .arg(&policy)
+            .arg("--lake")
+            .arg(lake);
+        cmd
+    };
+    // Killed once its plan is in the lake: the commits are under way.
+    let mut child = apply(&crashed)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let plans = crashed.join("_fhirlake/policy-apply");
+    let has_plan = || {
+        std::fs::read_dir(&plans)
+            .map(|dirs| dirs.flatten().any(|d| d.path().join("plan.json").exists()))
+            .unwrap_or(false)
+    };
+    while !has_plan() && child.try_wait().unwrap().is_none() {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    crate::common::kill_9_while_running(&mut child);
+    let resumed = run_json(&mut apply(&crashed), 0);
+    assert_eq!(resumed["resumed"], true, "{}", resumed["plan"]);
+    run_json(&mut apply(&clean), 0);
+    let tables = ["observation", "encounter", "patient"]
+        .into_iter()
+        .flat_map(|t| [t.to_owned(), format!("_segregated/{t}")])
+        .filter(|t| clean.join(t).join("_delta_log").exists());
+    crate::common::assert_converged(tables, (crashed.as_path(), clean.as_path()), scan, duckdb);
+    // Nothing of the moved types is left in the main tables.
+    let Some(_) = duckdb("select 1") else { return };
+    assert!(ids_in(&crashed, "observation").is_empty());
+    assert!(!ids_in(&crashed, "_segregated/observation").is_empty());
+}
