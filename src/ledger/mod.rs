@@ -59,15 +59,24 @@ pub async fn write_manifest(
     let path = lake.path(&relative);
     let body = serde_json::to_vec_pretty(manifest).expect("manifest serializes");
     let sha256 = crate::load::sha256_of(&body[..]).expect("hashing memory").0;
+    put_new(lake, &path, PutPayload::from(body))
+        .await
+        .map_err(store_err(&path))?;
+    Ok((relative, sha256))
+}
+
+/// Writes `body` at `path` only if nothing is there (put-if-absent: a
+/// record, a plan, a raw message is never rewritten).
+pub(crate) async fn put_new(
+    lake: &Lake,
+    path: &object_store::path::Path,
+    body: PutPayload,
+) -> object_store::Result<()> {
     let options = PutOptions {
         mode: PutMode::Create,
         ..Default::default()
     };
-    lake.store()
-        .put_opts(&path, PutPayload::from(body), options)
-        .await
-        .map_err(store_err(&path))?;
-    Ok((relative, sha256))
+    lake.store().put_opts(path, body, options).await.map(drop)
 }
 
 /// Reads a job's manifest.

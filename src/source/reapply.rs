@@ -28,7 +28,7 @@ use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 use deltalake::arrow::array::AsArray;
 use deltalake::arrow::compute::cast;
 use deltalake::arrow::datatypes::{DataType, Int64Type};
-use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 
 use crate::fhir::{self, is_segregated_table, segregated_table};
@@ -475,12 +475,7 @@ async fn pending(lake: &Lake) -> Result<Option<(Plan, Bytes)>, LoadError> {
 /// Writes a new object (put-if-absent: plans are never rewritten).
 async fn put_new(lake: &Lake, relative: &str, body: Bytes) -> Result<(), LoadError> {
     let path = lake.path(relative);
-    let options = PutOptions {
-        mode: PutMode::Create,
-        ..Default::default()
-    };
-    lake.store()
-        .put_opts(&path, PutPayload::from(body), options)
+    crate::ledger::put_new(lake, &path, PutPayload::from(body))
         .await
         .map_err(store_err(&path))?;
     Ok(())

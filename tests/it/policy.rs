@@ -35,6 +35,35 @@ fn first_id(ndjson: &Path) -> String {
     first["id"].as_str().unwrap().to_owned()
 }
 
+/// lines = inserted + updated + unchanged + quarantined + filtered, the
+/// right-hand side for one input of a job summary.
+fn counted_lines(input: &Value) -> u64 {
+    [
+        "inserted",
+        "updated",
+        "unchanged",
+        "quarantined",
+        "filtered",
+    ]
+    .iter()
+    .map(|k| input[*k].as_u64().unwrap_or(0))
+    .sum()
+}
+
+/// `fhirlake verify` passes on the lake.
+fn assert_verifies(lake: &Path) {
+    let out = fhirlake()
+        .args(["verify", "--lake"])
+        .arg(lake)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
 fn ids_of(rows: &[Vec<Value>]) -> BTreeSet<String> {
     rows.iter()
         .map(|r| r[0].as_str().unwrap().to_owned())
@@ -59,16 +88,7 @@ fn part2_keeps_sensitive_records_out_of_the_main_tables_and_accounts_for_them() 
     let mut by_rule: BTreeMap<String, u64> = BTreeMap::new();
     for input in summary["inputs"].as_array().unwrap() {
         let rows = &input["lines"].as_u64().unwrap();
-        let counted: u64 = [
-            "inserted",
-            "updated",
-            "unchanged",
-            "quarantined",
-            "filtered",
-        ]
-        .iter()
-        .map(|k| input[*k].as_u64().unwrap_or(0))
-        .sum();
+        let counted = counted_lines(input);
         assert_eq!(*rows, counted, "{input}");
         for (rule, n) in input["policy_rules"].as_object().into_iter().flatten() {
             *by_rule.entry(rule.clone()).or_default() += n.as_u64().unwrap();
@@ -192,16 +212,7 @@ fn part2_keeps_sensitive_records_out_of_the_main_tables_and_accounts_for_them() 
     assert_eq!(codes, ["42CFRPart2", "R"]);
 
     // The lake verifies, segregated tables included; a re-run changes nothing.
-    let out = fhirlake()
-        .args(["verify", "--lake"])
-        .arg(&lake)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    assert_verifies(&lake);
     let again = run_json(
         fhirlake()
             .args(["load", "--json", "--force", "--policy", "part2", "--lake"])
@@ -568,16 +579,7 @@ fn a_newer_version_the_policy_segregates_takes_the_older_one_out_of_the_main_tab
     ))
     .unwrap();
     assert_eq!(ids_of(&segregated), ["c1".to_owned()].into());
-    let out = fhirlake()
-        .args(["verify", "--lake"])
-        .arg(&lake)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    assert_verifies(&lake);
 }
 
 /// Ids of `file`'s resources of `patient`, with their date (as written).
@@ -859,16 +861,7 @@ fn policy_apply_moves_rows_loaded_before_the_policy_and_converges() {
     let job = &applied["job"];
     assert_eq!(job["kind"], "policy_apply", "{job}");
     for input in job["inputs"].as_array().unwrap() {
-        let counted: u64 = [
-            "inserted",
-            "updated",
-            "unchanged",
-            "quarantined",
-            "filtered",
-        ]
-        .iter()
-        .map(|k| input[*k].as_u64().unwrap_or(0))
-        .sum();
+        let counted = counted_lines(input);
         assert_eq!(input["lines"].as_u64().unwrap(), counted, "{input}");
     }
     for (table, rules) in &expected {
@@ -952,16 +945,7 @@ fn policy_apply_moves_rows_loaded_before_the_policy_and_converges() {
         .map(|t| (ids_in(&lake, t).len() - after_part2[t].len()) as u64)
         .sum();
     assert_eq!(restored, moves["restored"].as_u64().unwrap());
-    let out = fhirlake()
-        .args(["verify", "--lake"])
-        .arg(&lake)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    assert_verifies(&lake);
 }
 
 #[test]

@@ -9,7 +9,7 @@
 //! every MessageHeader present and counts the messages as replays.
 
 use chrono::Utc;
-use object_store::{PutMode, PutOptions, PutPayload};
+use object_store::PutPayload;
 
 use super::feed::{Acks, Feed, JobParts};
 use crate::lake::Lake;
@@ -44,17 +44,7 @@ async fn commit(
     progress: Option<ProgressSink>,
 ) -> Result<LoadReport, LoadError> {
     let path = lake.path(&parts.raw_path);
-    let put = lake
-        .store()
-        .put_opts(
-            &path,
-            PutPayload::from(parts.raw),
-            PutOptions {
-                mode: PutMode::Create,
-                ..Default::default()
-            },
-        )
-        .await;
+    let put = crate::ledger::put_new(lake, &path, PutPayload::from(parts.raw)).await;
     match put {
         Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => {}
         Err(e) => return Err(store_err(&path)(e).into()),
