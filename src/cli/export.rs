@@ -248,7 +248,9 @@ pub fn run(args: ExportArgs) -> Result<ExitCode> {
         if let Some(load) = &report.load {
             print!("{}", super::summary::text(load));
         }
-        for warning in &report.warnings {
+        // The load's own warnings are in its summary already.
+        let printed = report.load.as_ref().map_or(&[][..], |l| &l.warnings[..]);
+        for warning in report.warnings.iter().filter(|w| !printed.contains(w)) {
             println!("  warning: {warning}");
         }
     }

@@ -135,6 +135,22 @@ fn apply(args: Box<ApplyArgs>) -> Result<ExitCode> {
     })
 }
 
+/// `rules` matching also by the compartments of the Encounters they take
+/// in the inputs (and in `--lake`'s `_segregated/encounter`).
+fn with_compartments(rules: RuleSet, args: &CheckArgs) -> Result<RuleSet> {
+    let mut survey = crate::policy::compartment::Survey::default();
+    if let Some(uri) = &args.lake {
+        let lake = crate::lake::Lake::open(uri, Default::default())?;
+        super::runtime()?.block_on(crate::load::survey_lake(&lake, &rules, &mut survey))?;
+    }
+    for path in &args.inputs {
+        let input = crate::load::Input::local(path.clone(), crate::load::SourceKind::Files)
+            .with_context(|| format!("{}: cannot read it", path.display()))?;
+        crate::load::survey_input(&input, &rules, &mut survey)?;
+    }
+    Ok(rules.with_compartments(std::sync::Arc::new(survey.finish())))
+}
+
 /// Counts per outcome, for the closing summary.
 #[derive(Default)]
 struct Tally {
@@ -160,10 +176,13 @@ fn check(args: CheckArgs) -> Result<ExitCode> {
             &(consents.join("\n") + "\n"),
         )?;
     }
-    let rules = RuleSet::compile(&source).map_err(|message| crate::policy::PolicyError {
+    let mut rules = RuleSet::compile(&source).map_err(|message| crate::policy::PolicyError {
         origin: source.origin.clone(),
         message,
     })?;
+    if rules.has_compartment_rules() {
+        rules = with_compartments(rules, &args)?;
+    }
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     if !args.json {

@@ -206,6 +206,9 @@ pub fn text(report: &LoadReport) -> String {
             t.quarantined, m.lake
         );
     }
+    for warning in &report.warnings {
+        let _ = writeln!(out, "warning: {warning}");
+    }
     let _ = writeln!(out, "manifest: {}{}", m.lake, report.manifest_path);
     out
 }
@@ -223,6 +226,7 @@ pub fn json(report: &LoadReport) -> Value {
         "inputs": report.manifest.inputs,
         "changed": report.manifest.totals.inserted + report.manifest.totals.updated > 0,
         "policy_version": report.manifest.policy_version,
+        "warnings": report.warnings,
     });
     if let Some(codes) = &report.manifest.code_checks {
         out["code_checks"] = json!(codes);

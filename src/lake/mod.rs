@@ -45,7 +45,9 @@ pub use maintain::{OptimizeReport, VacuumReport, list_tables, optimize, vacuum};
 pub use merge::{UpdateMetrics, insert_missing};
 pub use mode::LoadMode;
 pub use purge::{PurgeReport, purge_deleted_rows};
-pub use read::{Rows, current_resources, open_table, query, stored_versions, table_has_column};
+pub use read::{
+    Rows, current_resources, current_rows, open_table, query, stored_versions, table_has_column,
+};
 pub use sink::{TableSink, has_deletion_vectors, open_or_create_table, writer_properties};
 pub use stage::{StagedFile, Stager};
 pub use upsert::{Changes, commit_changes};

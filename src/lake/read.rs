@@ -43,6 +43,12 @@ pub async fn query(
 /// (the newest version in a history-mode table; tombstones left out),
 /// sorted by id. Empty when the table does not exist.
 pub async fn current_resources(lake: &Lake, name: &str) -> Result<Vec<String>, LakeError> {
+    let rows = current_rows(lake, name).await?;
+    Ok(rows.into_iter().map(|(_, resource)| resource).collect())
+}
+
+/// [`current_resources`] with each row's `meta_last_updated` (UTC µs).
+pub async fn current_rows(lake: &Lake, name: &str) -> Result<Vec<(i64, String)>, LakeError> {
     if !lake.has_table(name).await? {
         return Ok(Vec::new());
     }
@@ -50,25 +56,25 @@ pub async fn current_resources(lake: &Lake, name: &str) -> Result<Vec<String>, L
     let batches = query(
         &table,
         name,
-        "SELECT id, resource FROM (SELECT id, resource, row_number() OVER \
-         (PARTITION BY id ORDER BY meta_last_updated DESC) AS n FROM t) \
+        "SELECT meta_last_updated, resource FROM (SELECT meta_last_updated, resource, \
+         row_number() OVER (PARTITION BY id ORDER BY meta_last_updated DESC) AS n, id FROM t) \
          WHERE n = 1 AND resource IS NOT NULL ORDER BY id",
     )
     .await?;
+    let arrow_err = |source| LakeError::Arrow {
+        table: name.to_owned(),
+        source,
+    };
     let mut out = Vec::new();
     for batch in batches {
-        let resource =
-            cast(batch.column(1), &DataType::Utf8).map_err(|source| LakeError::Arrow {
-                table: name.to_owned(),
-                source,
-            })?;
-        out.extend(
-            resource
-                .as_string::<i32>()
-                .iter()
-                .flatten()
-                .map(str::to_owned),
-        );
+        let at = cast(batch.column(0), &DataType::Int64).map_err(arrow_err)?;
+        let resource = cast(batch.column(1), &DataType::Utf8).map_err(arrow_err)?;
+        let at = at.as_primitive::<deltalake::arrow::datatypes::Int64Type>();
+        for (i, resource) in resource.as_string::<i32>().iter().enumerate() {
+            if let Some(resource) = resource {
+                out.push((at.value(i), resource.to_owned()));
+            }
+        }
     }
     Ok(out)
 }

@@ -16,6 +16,7 @@
 mod audit;
 mod audit_tables;
 mod commit;
+mod compartment;
 mod ingest;
 mod input;
 mod keys;
@@ -39,6 +40,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde::Serialize;
 
+pub use compartment::{observe_stored, survey_input, survey_lake};
 pub use input::{
     HashingReader, Input, InputBytes, InputReader, InputRole, SourceKind, StandIn, StandInSource,
     UTF8_BOM, sha256_of,
@@ -212,6 +214,8 @@ pub struct Job {
     /// to the server), copied into `_audit` with the load's.
     prior_event: Option<u64>,
     extras: Extras,
+    /// Found before the inputs were read (the Encounter survey).
+    warnings: Vec<String>,
     progress: Option<ProgressSink>,
 }
 
@@ -234,6 +238,7 @@ impl Job {
             principal: Principal::local_user(),
             prior_event: None,
             extras: Extras::default(),
+            warnings: Vec::new(),
             progress: None,
         }
     }
@@ -467,6 +472,17 @@ async fn run(mut job: Job) -> Result<LoadReport, LoadError> {
     if job.policy.lake_consents().is_some() {
         job.policy = Arc::new(with_lake_consents(&job.lake, &job.policy).await?);
     }
+    // Encounter compartments: which Encounters the policy takes must be
+    // known before the first resource that references one is decided.
+    if job.policy.has_compartment_rules() {
+        let (policy, warning) =
+            compartment::with_compartments(&job.lake, &job.inputs, &job.policy).await?;
+        job.policy = Arc::new(policy);
+        // `policy apply` moves those compartments itself.
+        if job.extras.manifest_kind() != ManifestKind::PolicyApply {
+            job.warnings.extend(warning);
+        }
+    }
     let kind = job.extras.manifest_kind();
     let audit = JobAudit::new(
         &job.lake,
@@ -553,7 +569,8 @@ async fn run_audited(
         staged.inputs.push(record);
     }
     notify(Progress::Committing);
-    let mut warnings = std::mem::take(&mut staged.warnings);
+    let mut warnings = std::mem::take(&mut job.warnings);
+    warnings.append(&mut staged.warnings);
     let committed = commit::commit(context, staged, job.extras, started_at).await?;
     warnings.extend(committed.warnings);
     let bytes_read = committed

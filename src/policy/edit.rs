@@ -189,6 +189,17 @@ pub fn apply(resource: &Json<'_>, edits: &Edits, why: Option<&str>) -> String {
     write(Json::Object(arena.alloc_slice_copy(&members)))
 }
 
+/// The rule a segregating rule's tag names, and its reason (the tag's
+/// display), when `resource` carries one.
+pub fn rule_tag<'a>(resource: &Json<'a>) -> Option<(&'a str, &'a str)> {
+    let tags = tree::member(resource, "meta").and_then(|meta| tree::member(meta, "tag"))?;
+    tree::items(tags).iter().find_map(|tag| {
+        let text = |key| tree::member(tag, key).and_then(tree::string);
+        (text("system")? == POLICY_RULE_TAG)
+            .then_some((text("code")?, text("display").unwrap_or("")))
+    })
+}
+
 /// The resource as a policy sees it again (`policy apply`): without the tag
 /// a segregating rule added, and with `meta.lastUpdated` set to
 /// `last_updated` (the stored row's) when it has none, so a reload keeps

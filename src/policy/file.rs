@@ -132,6 +132,16 @@ pub struct RuleText {
     /// purpose (`[consent]`) at the resource's date.
     #[serde(default)]
     pub consent: bool,
+    /// Also takes the compartment of each Encounter the rule segregates:
+    /// every resource referencing it, and its sub-encounters.
+    pub compartment: Option<CompartmentKind>,
+}
+
+/// Whose compartment a rule extends to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CompartmentKind {
+    Encounter,
 }
 
 /// A policy file that cannot be used: where, and why.

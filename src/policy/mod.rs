@@ -13,6 +13,7 @@
 //! codes, minimum necessary.
 
 pub mod codes;
+pub mod compartment;
 pub mod consent;
 pub mod date;
 pub mod edit;
@@ -58,6 +59,11 @@ pub enum Decision {
 pub trait Rule: Send + Sync + std::fmt::Debug {
     /// Decides on `resource` (whose keys the decoder has checked).
     fn decide(&self, resource: &Json<'_>, subject: &Subject<'_>) -> Decision;
+
+    /// The policy file's rules, when this is them.
+    fn as_rule_set(&self) -> Option<&RuleSet> {
+        None
+    }
 }
 
 /// The rules of a job, compiled once. The default has none.
@@ -113,6 +119,28 @@ impl Policy {
         Ok(Self::none()
             .with_rule(Arc::new(rules))
             .with_version(source.sha256))
+    }
+
+    /// The policy file's rules, if any.
+    pub fn rule_set(&self) -> Option<&RuleSet> {
+        self.rules.iter().find_map(|r| r.as_rule_set())
+    }
+
+    /// Whether a rule takes Encounter compartments, so a job must survey its
+    /// Encounters before deciding anything ([`compartment::Survey`]).
+    pub fn has_compartment_rules(&self) -> bool {
+        self.rule_set().is_some_and(RuleSet::has_compartment_rules)
+    }
+
+    /// This policy, its rules matching also by `compartments`.
+    pub fn with_compartments(&self, compartments: Arc<compartment::Compartments>) -> Self {
+        let mut policy = self.clone();
+        for rule in &mut policy.rules {
+            if let Some(rules) = rule.as_rule_set() {
+                *rule = Arc::new(rules.with_compartments(compartments.clone()));
+            }
+        }
+        policy
     }
 
     /// Adds a rule after the existing ones.

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use smallvec::SmallVec;
 
 use super::codes::{CodeIndex, CodePaths, Lookup, resource_date};
+use super::compartment::Compartments;
 use super::consent::{Consents, patient_of};
 use super::date::Overlap;
 use super::edit::{self, Edits};
@@ -32,7 +33,7 @@ use crate::view::Json;
 /// The rule that segregates what no rule could evaluate.
 pub const FAIL_CLOSED: &str = "fail-closed";
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct CompiledRule {
     name: Arc<str>,
     action: Action,
@@ -44,15 +45,19 @@ struct CompiledRule {
     paths: Vec<edit::Path>,
     /// Matches by the patient's Consents.
     consent: bool,
+    /// Also matches what is in the compartment of an Encounter it segregates.
+    compartment: bool,
 }
 
 /// Every rule of a policy file, compiled.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RuleSet {
-    rules: Vec<CompiledRule>,
-    index: CodeIndex,
+    rules: Arc<[CompiledRule]>,
+    index: Arc<CodeIndex>,
     code_paths: CodePaths,
     consents: Option<Arc<Consents>>,
+    /// The Encounters compartment rules took (a job's [`super::compartment::Survey`]).
+    compartments: Option<Arc<Compartments>>,
 }
 
 /// One rule that matched, and why.
@@ -166,6 +171,21 @@ impl RuleSet {
                         .into(),
                 ));
             }
+            if text.compartment.is_some() {
+                if text.action != Action::Segregate {
+                    return Err(fail(format!(
+                        "compartment needs action = \"segregate\" (not {}): a denied or kept \
+                         Encounter leaves no trace a later job could follow",
+                        text.action.as_str()
+                    )));
+                }
+                if text.consent || (text.labels.is_empty() && text.codes.is_empty()) {
+                    return Err(fail(
+                        "compartment extends a rule's labels or codes: give it labels or codes"
+                            .into(),
+                    ));
+                }
+            }
             for t in &text.types {
                 if !crate::fhir::is_known_resource_type(t) {
                     return Err(fail(format!("`{t}` is not a FHIR resource type")));
@@ -180,14 +200,35 @@ impl RuleSet {
                 add_labels,
                 paths,
                 consent: text.consent,
+                compartment: text.compartment.is_some(),
             });
         }
         Ok(RuleSet {
-            rules,
-            index,
+            rules: rules.into(),
+            index: Arc::new(index),
             code_paths,
             consents: source.consents.clone(),
+            compartments: None,
         })
+    }
+
+    /// Whether a rule takes Encounter compartments: a job must then survey
+    /// its Encounters first ([`RuleSet::with_compartments`]).
+    pub fn has_compartment_rules(&self) -> bool {
+        self.rules.iter().any(|r| r.compartment)
+    }
+
+    /// Whether the rule `name` takes the compartment of what it segregates.
+    pub fn takes_compartment(&self, name: &str) -> bool {
+        self.rules.iter().any(|r| r.compartment && &*r.name == name)
+    }
+
+    /// These rules, matching also by `compartments`.
+    pub fn with_compartments(&self, compartments: Arc<Compartments>) -> RuleSet {
+        RuleSet {
+            compartments: Some(compartments),
+            ..self.clone()
+        }
     }
 
     /// Every rule that matches `resource`, in order, up to the deciding one.
@@ -199,7 +240,7 @@ impl RuleSet {
             codes: None,
         };
         let mut verdict = Verdict::default();
-        for rule in &self.rules {
+        for rule in self.rules.iter() {
             if !rule.types.is_empty() && !rule.types.iter().any(|t| &**t == resource_type) {
                 continue;
             }
@@ -330,6 +371,11 @@ impl RuleSet {
                 return Ok(Some(why));
             }
         }
+        if rule.compartment
+            && let Some(compartments) = &self.compartments
+        {
+            return Ok(compartments.member(facts.resource, facts.resource_type, &rule.name));
+        }
         Ok(None)
     }
 }
@@ -404,6 +450,10 @@ fn code_hits<'a>(
 }
 
 impl Rule for RuleSet {
+    fn as_rule_set(&self) -> Option<&RuleSet> {
+        Some(self)
+    }
+
     fn decide(&self, resource: &Json<'_>, subject: &Subject<'_>) -> Decision {
         let verdict = self.evaluate(resource, subject.resource_type);
         let Some(last) = verdict.matched.last() else {
@@ -580,6 +630,14 @@ mod tests {
             (
                 "action = \"deny\"\nlabels = [\"RESTRICTED\"]\n",
                 "system|code",
+            ),
+            (
+                "action = \"deny\"\nlabels = [\"R\"]\ncompartment = \"encounter\"\n",
+                "compartment needs action = \"segregate\" (not deny)",
+            ),
+            (
+                "action = \"segregate\"\ncompartment = \"encounter\"\n",
+                "give it labels or codes",
             ),
         ] {
             let source =

@@ -37,6 +37,7 @@ use crate::ledger::{ManifestKind, store_err};
 use crate::load::{
     Input, Job, LoadError, LoadOptions, LoadReport, ProgressSink, SourceKind, new_job_id,
 };
+use crate::policy::compartment::Survey;
 use crate::policy::{Decision, Policy, Subject, edit, tree};
 use crate::view::Json;
 
@@ -240,6 +241,7 @@ async fn plan(
         deletions: BTreeMap::new(),
         segregated_deletions: BTreeMap::new(),
     };
+    let policy = &with_encounter_compartments(lake, policy).await?;
     let mut out = String::new();
     let mut arena = Bump::new();
     for table in crate::lake::list_tables(lake).await? {
@@ -253,6 +255,33 @@ async fn plan(
         }
     }
     Ok((plan, Bytes::from(out)))
+}
+
+/// `policy` matching also by the compartments of the Encounters it would
+/// segregate among those the lake holds, in its main table or segregated.
+async fn with_encounter_compartments(lake: &Lake, policy: &Policy) -> Result<Policy, LoadError> {
+    let Some(rules) = policy.rule_set().filter(|r| r.has_compartment_rules()) else {
+        return Ok(policy.clone());
+    };
+    let mut survey = Survey::default();
+    let mut arena = Bump::new();
+    for table in [fhir::table_name("Encounter"), segregated_table("Encounter")] {
+        if !lake.has_table(&table).await? {
+            continue;
+        }
+        for row in scan(lake, &table).await? {
+            arena.reset();
+            crate::load::observe_stored(
+                rules,
+                &mut survey,
+                &row.resource,
+                row.last_updated,
+                is_segregated_table(&table),
+                &arena,
+            );
+        }
+    }
+    Ok(policy.with_compartments(std::sync::Arc::new(survey.finish())))
 }
 
 /// One stored row.

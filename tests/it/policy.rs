@@ -1006,3 +1006,197 @@ fn kill_9_during_policy_apply_then_rerun_equals_a_clean_apply() {
     assert!(ids_in(&crashed, "observation").is_empty());
     assert!(!ids_in(&crashed, "_segregated/observation").is_empty());
 }
+
+/// One NDJSON line per resource, in the order given.
+fn write_ndjson(path: &Path, resources: &[Value]) {
+    let text: String = resources.iter().map(|r| format!("{r}\n")).collect();
+    std::fs::write(path, text).unwrap();
+}
+
+/// `table` → (ids in the main table, id → rule tag in `_segregated/<table>`).
+type Placement = BTreeMap<String, (BTreeSet<String>, BTreeMap<String, String>)>;
+
+fn placement(lake: &Path, tables: &[&str]) -> Placement {
+    tables
+        .iter()
+        .map(|table| {
+            let segregated = format!("_segregated/{table}");
+            let tags = match lake.join(&segregated).join("_delta_log").exists() {
+                false => BTreeMap::new(),
+                true => duckdb(&format!(
+                    "select id, json_extract_string(resource, '$.meta.tag[0].code') from {}",
+                    scan(lake, &segregated)
+                ))
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    (
+                        r[0].as_str().unwrap().to_owned(),
+                        r[1].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect(),
+            };
+            (table.to_string(), (ids_in(lake, table), tags))
+        })
+        .collect()
+}
+
+#[test]
+fn a_segregated_encounter_takes_its_compartment_across_files_jobs_and_policy_apply() {
+    let Some(_) = duckdb("select 1") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let at = serde_json::json!({"lastUpdated": "2024-05-01T10:00:00Z"});
+    let patient = serde_json::json!({"reference": "Patient/p1"});
+    let encounter = |id: &str, extra: Value| {
+        let mut e = serde_json::json!({"resourceType": "Encounter", "id": id, "meta": at,
+            "status": "finished", "class": {"code": "AMB"}, "subject": patient,
+            "period": {"start": "2024-04-30T09:00:00Z"}});
+        e.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        e
+    };
+    let observation = |id: &str, visit: &str| {
+        serde_json::json!({"resourceType": "Observation", "id": id, "meta": at, "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+            "subject": patient, "encounter": {"reference": format!("Encounter/{visit}")},
+            "effectiveDateTime": "2024-04-30T09:30:00Z"})
+    };
+    // The visit's Observation and Claim come before the Encounter that makes
+    // them Part 2, and the follow-up visit before its parent.
+    let visit = dir.path().join("visit.ndjson");
+    write_ndjson(
+        &visit,
+        &[
+            observation("obs-during", "enc-sud"),
+            serde_json::json!({"resourceType": "Claim", "id": "claim-1", "meta": at,
+                "status": "active", "use": "claim", "patient": patient, "created": "2024-05-01",
+                "item": [{"sequence": 1, "encounter": [{"reference": "Encounter/enc-sud"}]}]}),
+            encounter(
+                "enc-sub",
+                serde_json::json!({"partOf": {"reference": "Encounter/enc-sud"}}),
+            ),
+            encounter(
+                "enc-sud",
+                serde_json::json!({"reasonCode": [{"coding": [{
+                "system": "http://snomed.info/sct", "code": "445273005"}]}]}),
+            ),
+            encounter("enc-plain", serde_json::json!({})),
+            observation("obs-plain", "enc-plain"),
+        ],
+    );
+    // A later job: records of those visits arrive without their Encounters.
+    let later = dir.path().join("later.ndjson");
+    write_ndjson(
+        &later,
+        &[
+            observation("obs-later", "enc-sud"),
+            serde_json::json!({"resourceType": "DocumentReference", "id": "doc-1", "meta": at,
+                "status": "current", "subject": patient,
+                "content": [{"attachment": {"contentType": "text/plain"}}],
+                "context": {"encounter": [{"reference": "Encounter/enc-sub"}]}}),
+            observation("obs-plain-2", "enc-plain"),
+        ],
+    );
+    let tables = ["encounter", "observation", "claim", "documentreference"];
+    let set = |ids: &[&str]| ids.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+    let tagged = |ids: &[&str]| {
+        ids.iter()
+            .map(|s| (s.to_string(), "part2-codes".to_owned()))
+            .collect::<BTreeMap<_, _>>()
+    };
+    let wanted: Placement = [
+        (
+            "encounter",
+            set(&["enc-plain"]),
+            tagged(&["enc-sub", "enc-sud"]),
+        ),
+        (
+            "observation",
+            set(&["obs-plain", "obs-plain-2"]),
+            tagged(&["obs-during", "obs-later"]),
+        ),
+        ("claim", set(&[]), tagged(&["claim-1"])),
+        ("documentreference", set(&[]), tagged(&["doc-1"])),
+    ]
+    .into_iter()
+    .map(|(t, main, seg)| (t.to_owned(), (main, seg)))
+    .collect();
+
+    let loaded = dir.path().join("loaded");
+    let first_time = |summary: &Value| {
+        summary["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .find(|w| w.contains("segregated for the first time"))
+            .map(str::to_owned)
+    };
+    for input in [&visit, &later] {
+        let summary = load_with_policy(&loaded, input, "part2");
+        for input in summary["inputs"].as_array().unwrap() {
+            assert_eq!(
+                input["lines"].as_u64().unwrap(),
+                counted_lines(input),
+                "{input}"
+            );
+        }
+        // The first load finds no earlier records; the second, no new visit.
+        assert_eq!(first_time(&summary), None);
+    }
+    assert_eq!(placement(&loaded, &tables), wanted);
+    let why = duckdb(&format!(
+        "select json_extract_string(resource, '$.meta.tag[0].display') from {} where id = 'doc-1'",
+        scan(&loaded, "_segregated/documentreference")
+    ))
+    .unwrap();
+    let why = why[0][0].as_str().unwrap();
+    assert!(
+        why.starts_with(
+            "references Encounter/enc-sub — Encounter/enc-sub is segregated by rule `part2-codes`"
+        ) && why.contains("part of Encounter/enc-sud"),
+        "{why}"
+    );
+    assert_verifies(&loaded);
+    // A new Part 2 visit in a lake that holds Encounters: earlier records of
+    // it would stay in the main tables, and the summary says so.
+    let new_visit = dir.path().join("new-visit.ndjson");
+    write_ndjson(
+        &new_visit,
+        &[encounter(
+            "enc-sud-2",
+            serde_json::json!({"reasonCode": [{"coding": [{
+            "system": "http://snomed.info/sct", "code": "445273005"}]}]}),
+        )],
+    );
+    let summary = load_with_policy(&loaded, &new_visit, "part2");
+    let warning = first_time(&summary).expect("a warning");
+    assert!(
+        warning.contains("1 Encounter(s)")
+            && warning.contains("Encounter/enc-sud-2")
+            && warning.contains("policy apply"),
+        "{warning}"
+    );
+
+    // The same files loaded with no policy, then `policy apply part2`: the
+    // same placement, and a second apply has nothing to do.
+    let applied = dir.path().join("applied");
+    for input in [&visit, &later] {
+        run_json(
+            fhirlake()
+                .args(["load", "--json", "--lake"])
+                .arg(&applied)
+                .arg(input),
+            0,
+        );
+    }
+    assert_eq!(
+        policy_apply(&applied, "part2")["plan"]["moves"]["segregated"],
+        6
+    );
+    assert_eq!(placement(&applied, &tables), wanted);
+    assert!(policy_apply(&applied, "part2")["job"].is_null());
+    assert_verifies(&applied);
+}
