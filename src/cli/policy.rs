@@ -123,6 +123,13 @@ fn apply(args: Box<ApplyArgs>) -> Result<ExitCode> {
             m.restored,
             m.removed
         );
+        if plan.raw_omitted > 0 {
+            println!(
+                "{} row(s) stored without their source resource (raw = false) cannot be \
+                 decided again and stay as they are; reload their source to re-evaluate them",
+                plan.raw_omitted
+            );
+        }
         match &applied.report {
             Some(report) => print!("{}", super::summary::text(report)),
             None if args.dry_run => println!("dry run: nothing was changed"),

@@ -399,6 +399,9 @@ impl ChunkDecoder {
                 id: &keys.id,
                 last_updated: keys.last_updated,
             };
+            // Minimum necessary: the views are computed from the resource,
+            // the main table keeps only its keys and meta.
+            let omit_raw = self.policy.omits_raw(&keys.resource_type);
             return match self.policy.decide(&json, &subject) {
                 Decision::Keep => {
                     let (decoded, changed) = check_and_view(
@@ -412,10 +415,11 @@ impl ChunkDecoder {
                             validation: self.validation.as_deref(),
                         },
                     );
-                    (
-                        decoded,
-                        Some(changed.map_or(Cow::Borrowed(text), Cow::Owned)),
-                    )
+                    let stored = match omit_raw {
+                        true => Cow::Owned(crate::policy::edit::without_raw(&json)),
+                        false => changed.map_or(Cow::Borrowed(text), Cow::Owned),
+                    };
+                    (decoded, Some(stored))
                 }
                 Decision::Change { json: changed, by } => {
                     match Json::parse(&changed, &self.arena) {
@@ -438,7 +442,11 @@ impl ChunkDecoder {
                                     validation: self.validation.as_deref(),
                                 },
                             );
-                            (decoded, Some(Cow::Owned(checked.unwrap_or(changed))))
+                            let stored = match omit_raw {
+                                true => crate::policy::edit::without_raw(&json),
+                                false => checked.unwrap_or(changed),
+                            };
+                            (decoded, Some(Cow::Owned(stored)))
                         }
                         Err(e) => policy_bug(keys, e),
                     }

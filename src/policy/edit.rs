@@ -189,6 +189,67 @@ pub fn apply(resource: &Json<'_>, edits: &Edits, why: Option<&str>) -> String {
     write(Json::Object(arena.alloc_slice_copy(&members)))
 }
 
+/// The `meta.tag` system|code marking a row stored without its source
+/// resource (a table the policy keeps no raw JSON of).
+pub const RAW_OMITTED_TAG: (&str, &str) = ("urn:fhirlake:policy", "raw-omitted");
+
+/// What the main table stores of `resource` when the policy keeps no raw
+/// JSON of its type: `resourceType`, `id` and `meta`, labelled `REDACTED`
+/// and tagged [`RAW_OMITTED_TAG`]. The view columns hold the rest.
+pub fn without_raw(resource: &Json<'_>) -> String {
+    let arena = Bump::new();
+    let Json::Object(root) = *resource else {
+        unreachable!("a resource is an object");
+    };
+    let text = |s: &str| Json::String(arena.alloc_str(s));
+    let coding = |system: &str, code: &str| {
+        Json::Object(arena.alloc_slice_copy(&[("system", text(system)), ("code", text(code))]))
+    };
+    let mut meta_members: Vec<(&str, Json<'_>)> =
+        match root.iter().find(|(k, _)| *k == "meta").map(|(_, v)| *v) {
+            Some(Json::Object(members)) => members.to_vec(),
+            _ => Vec::new(),
+        };
+    let mut security = array_member(&meta_members, "security");
+    if !security.iter().any(|c| {
+        tree::member(c, "code").and_then(tree::string) == Some("REDACTED")
+            && tree::member(c, "system").and_then(tree::string) == Some(OBSERVATION_VALUE)
+    }) {
+        security.push(coding(OBSERVATION_VALUE, "REDACTED"));
+    }
+    set_member(
+        &mut meta_members,
+        "security",
+        Json::Array(arena.alloc_slice_copy(&security)),
+    );
+    let mut tags = array_member(&meta_members, "tag");
+    tags.push(coding(RAW_OMITTED_TAG.0, RAW_OMITTED_TAG.1));
+    set_member(
+        &mut meta_members,
+        "tag",
+        Json::Array(arena.alloc_slice_copy(&tags)),
+    );
+    let mut members: Vec<(&str, Json<'_>)> = root
+        .iter()
+        .filter(|(k, _)| matches!(*k, "resourceType" | "id"))
+        .copied()
+        .collect();
+    members.push(("meta", Json::Object(arena.alloc_slice_copy(&meta_members))));
+    write(Json::Object(arena.alloc_slice_copy(&members)))
+}
+
+/// Whether `resource` is a row stored without its source ([`without_raw`]).
+pub fn is_raw_omitted(resource: &Json<'_>) -> bool {
+    let Some(tags) = tree::member(resource, "meta").and_then(|meta| tree::member(meta, "tag"))
+    else {
+        return false;
+    };
+    tree::items(tags).iter().any(|tag| {
+        tree::member(tag, "system").and_then(tree::string) == Some(RAW_OMITTED_TAG.0)
+            && tree::member(tag, "code").and_then(tree::string) == Some(RAW_OMITTED_TAG.1)
+    })
+}
+
 /// The rule a segregating rule's tag names, and its reason (the tag's
 /// display), when `resource` carries one.
 pub fn rule_tag<'a>(resource: &Json<'a>) -> Option<(&'a str, &'a str)> {
@@ -494,6 +555,25 @@ mod tests {
         ] {
             assert!(Path::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn without_raw_keeps_the_keys_and_meta_labelled_and_tagged() {
+        let arena = Bump::new();
+        let text = r#"{"resourceType":"Patient","id":"p","meta":{"lastUpdated":"2020-01-01T00:00:00Z","security":[{"system":"x","code":"R"}]},"name":[{"family":"Doe"}],"gender":"female"}"#;
+        let json = Json::parse(text, &arena).unwrap();
+        assert!(!is_raw_omitted(&json));
+        let stub = without_raw(&json);
+        assert_eq!(
+            stub,
+            r#"{"resourceType":"Patient","id":"p","meta":{"lastUpdated":"2020-01-01T00:00:00Z","security":[{"system":"x","code":"R"},{"system":"http://terminology.hl7.org/CodeSystem/v3-ObservationValue","code":"REDACTED"}],"tag":[{"system":"urn:fhirlake:policy","code":"raw-omitted"}]}}"#
+        );
+        assert!(is_raw_omitted(&Json::parse(&stub, &arena).unwrap()));
+        let bare = Json::parse(r#"{"resourceType":"Patient","id":"q","name":[]}"#, &arena).unwrap();
+        assert!(
+            without_raw(&bare)
+                .starts_with(r#"{"resourceType":"Patient","id":"q","meta":{"security""#)
+        );
     }
 
     #[test]

@@ -85,6 +85,22 @@ pub struct PolicyText {
     pub rules: Vec<RuleText>,
     /// The Consents rules with `consent = true` ask.
     pub consent: Option<ConsentText>,
+    /// Minimum necessary per resource type: what its main table stores.
+    #[serde(default)]
+    pub tables: BTreeMap<String, TableText>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableText {
+    /// `false`: the `resource` column keeps only `resourceType`, `id` and
+    /// `meta` (tagged `raw-omitted`); the view columns hold the rest.
+    #[serde(default = "stores_raw")]
+    pub raw: bool,
+}
+
+fn stores_raw() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -205,10 +221,10 @@ impl PolicySource {
         };
         let parsed: PolicyText =
             toml::from_str(text).map_err(|e| err(e.to_string().trim_end().to_owned()))?;
-        if parsed.rules.is_empty() {
+        if parsed.rules.is_empty() && parsed.tables.values().all(|t| t.raw) {
             return Err(err(
-                "no [[rule]]: a policy without rules would keep everything; \
-                            leave --policy out for that"
+                "no [[rule]] and no [tables.T] raw = false: a policy without either would keep \
+                 everything; leave --policy out for that"
                     .into(),
             ));
         }

@@ -132,6 +132,12 @@ impl Policy {
         self.rule_set().is_some_and(RuleSet::has_compartment_rules)
     }
 
+    /// Whether the main table of `resource_type` keeps no raw JSON
+    /// (`[tables.T] raw = false`): the rows store [`edit::without_raw`].
+    pub fn omits_raw(&self, resource_type: &str) -> bool {
+        self.rule_set().is_some_and(|r| r.omits_raw(resource_type))
+    }
+
     /// This policy, its rules matching also by `compartments`.
     pub fn with_compartments(&self, compartments: Arc<compartment::Compartments>) -> Self {
         let mut policy = self.clone();

@@ -58,6 +58,8 @@ pub struct RuleSet {
     consents: Option<Arc<Consents>>,
     /// The Encounters compartment rules took (a job's [`super::compartment::Survey`]).
     compartments: Option<Arc<Compartments>>,
+    /// Resource types whose main table keeps no raw JSON (`[tables.T] raw = false`).
+    raw_omitted: Vec<Box<str>>,
 }
 
 /// One rule that matched, and why.
@@ -203,7 +205,28 @@ impl RuleSet {
                 compartment: text.compartment.is_some(),
             });
         }
+        let mut raw_omitted = Vec::new();
+        for (resource_type, table) in &source.text.tables {
+            let fail = |m: String| format!("[tables.{resource_type}]: {m}");
+            if !crate::fhir::is_known_resource_type(resource_type) {
+                return Err(fail(format!(
+                    "`{resource_type}` is not a FHIR resource type (name the type, e.g. Patient)"
+                )));
+            }
+            if table.raw {
+                continue;
+            }
+            if resource_type == "Consent" && source.lake_consents.is_some() {
+                return Err(fail(
+                    "raw = false would leave the Consents [consent] table reads without their \
+                     provisions"
+                        .into(),
+                ));
+            }
+            raw_omitted.push(resource_type.as_str().into());
+        }
         Ok(RuleSet {
+            raw_omitted,
             rules: rules.into(),
             index: Arc::new(index),
             code_paths,
@@ -216,6 +239,11 @@ impl RuleSet {
     /// its Encounters first ([`RuleSet::with_compartments`]).
     pub fn has_compartment_rules(&self) -> bool {
         self.rules.iter().any(|r| r.compartment)
+    }
+
+    /// Whether the main table of `resource_type` keeps no raw JSON.
+    pub fn omits_raw(&self, resource_type: &str) -> bool {
+        self.raw_omitted.iter().any(|t| &**t == resource_type)
     }
 
     /// Whether the rule `name` takes the compartment of what it segregates.
@@ -645,6 +673,28 @@ mod tests {
             let e = RuleSet::compile(&source).unwrap_err();
             assert!(e.contains(says) && e.starts_with("rule `x`: "), "{e}");
         }
+    }
+
+    #[test]
+    fn tables_without_raw_json_name_resource_types() {
+        let compile = |text: &str| RuleSet::compile(&PolicySource::parse("t", text, None).unwrap());
+        let rules =
+            compile("[tables.Patient]\nraw = false\n[tables.Observation]\nraw = true\n").unwrap();
+        assert!(rules.omits_raw("Patient"));
+        assert!(!rules.omits_raw("Observation") && !rules.omits_raw("Condition"));
+        let e = compile("[tables.patient]\nraw = false\n").unwrap_err();
+        assert!(
+            e.contains("[tables.patient]") && e.contains("e.g. Patient"),
+            "{e}"
+        );
+        let e = compile(
+            "[consent]\ntable = \"consent\"\npurpose = \"HRESCH\"\n[tables.Consent]\nraw = false\n\
+             [[rule]]\nname = \"c\"\naction = \"deny\"\nconsent = true\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("without their provisions"), "{e}");
+        let e = PolicySource::parse("t", "[tables.Patient]\nrow = false\n", None).unwrap_err();
+        assert!(e.message.contains("row"), "{e}");
     }
 
     #[test]

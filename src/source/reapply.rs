@@ -76,6 +76,10 @@ pub struct Plan {
     pub policy_version: String,
     /// Rows read from the lake.
     pub rows_scanned: u64,
+    /// Rows stored without their source resource (`[tables.T] raw =
+    /// false`): nothing left to decide on, so they stay as they are.
+    #[serde(default)]
+    pub raw_omitted: u64,
     /// Resources in `resources.ndjson`.
     pub resources: u64,
     pub moves: Moves,
@@ -236,6 +240,7 @@ async fn plan(
         policy: policy_name.to_owned(),
         policy_version: policy.version().to_owned(),
         rows_scanned: 0,
+        raw_omitted: 0,
         resources: 0,
         moves: Moves::default(),
         deletions: BTreeMap::new(),
@@ -309,6 +314,10 @@ fn decide_row(
         ))
     };
     let stored = Json::parse(&row.resource, arena).map_err(|e| unreadable(e.to_string()))?;
+    if edit::is_raw_omitted(&stored) {
+        plan.raw_omitted += 1;
+        return Ok(());
+    }
     let instant = Utc
         .timestamp_micros(row.last_updated)
         .single()

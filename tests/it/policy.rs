@@ -1200,3 +1200,67 @@ fn a_segregated_encounter_takes_its_compartment_across_files_jobs_and_policy_app
     assert!(policy_apply(&applied, "part2")["job"].is_null());
     assert_verifies(&applied);
 }
+
+#[test]
+fn a_table_without_raw_json_keeps_its_view_columns_and_nothing_else_of_the_source() {
+    let Some(_) = duckdb("select 1") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("minimum.toml");
+    std::fs::write(
+        &policy,
+        "name = \"minimum\"\n[tables.Patient]\nraw = false\n[tables.Condition]\nraw = true\n",
+    )
+    .unwrap();
+    let policy = policy.to_str().unwrap();
+    let (full, minimum) = (dir.path().join("full"), dir.path().join("minimum"));
+    let synthea = sample_dir("synthea-10");
+    run_json(
+        fhirlake()
+            .args(["load", "--json", "--lake"])
+            .arg(&full)
+            .arg(&synthea),
+        0,
+    );
+    let summary = load_with_policy(&minimum, &synthea, policy);
+    for input in summary["inputs"].as_array().unwrap() {
+        assert_eq!(
+            input["lines"].as_u64().unwrap(),
+            counted_lines(input),
+            "{input}"
+        );
+    }
+    let count = |sql: &str| duckdb(sql).unwrap()[0][0].as_i64().unwrap();
+    let patients = count(&format!("select count(*) from {}", scan(&full, "patient")));
+    assert!(patients > 0);
+    // The stored JSON holds the keys and meta only, labelled and tagged.
+    let stubs = count(&format!(
+        "select count(*) from {} where json_keys(resource::json) = ['resourceType', 'id', 'meta'] \
+         and resource like '%\"code\":\"REDACTED\"%' and resource like '%\"code\":\"raw-omitted\"%'",
+        scan(&minimum, "patient")
+    ));
+    assert_eq!(stubs, patients);
+    // Every other column — the view columns among them — is as a full load
+    // stores it; other tables keep their JSON.
+    let same = |table: &str, except: &str| {
+        let columns = format!("* exclude (_job_id, _ingested_at{except})");
+        let (a, b) = (scan(&full, table), scan(&minimum, table));
+        count(&format!(
+            "select (select count(*) from (select {columns} from {a} except select {columns} from {b})) \
+                  + (select count(*) from (select {columns} from {b} except select {columns} from {a}))"
+        ))
+    };
+    assert_eq!(same("patient", ", resource"), 0);
+    assert_eq!(same("condition", ""), 0);
+    let name_columns = count(&format!(
+        "select count(*) from {} where resource like '%\"family\"%'",
+        scan(&minimum, "patient")
+    ));
+    assert_eq!(name_columns, 0);
+
+    // policy apply has nothing left to decide on in those rows: they stay.
+    let applied = policy_apply(&minimum, policy);
+    assert_eq!(applied["plan"]["raw_omitted"], patients);
+    assert!(applied["job"].is_null(), "{applied}");
+    assert_eq!(same("patient", ", resource"), 0);
+    assert_verifies(&minimum);
+}
