@@ -14,6 +14,7 @@ use url::Url;
 use super::server::ServerArgs;
 use super::{LakeArgs, TableFlags, WormArgs, runtime};
 use crate::ledger::Echo;
+use crate::policy::Policy;
 use crate::source::bulk::{
     self, ExportError, ExportPlan, KickoffMethod, PollPolicy, Resume, Scope, Since,
 };
@@ -101,7 +102,40 @@ pub struct ExportArgs {
     json: bool,
 }
 
-fn params(args: &ExportArgs) -> Vec<(String, String)> {
+/// `_elements` for minimum necessary: every root element the policy keeps
+/// of each exported type, when it lists them for every one (a type without
+/// a list must come whole, and bulk `_elements` subsets every type).
+fn policy_elements(types: &[String], policy: &Policy) -> Result<Option<String>, String> {
+    let listed: Vec<&String> = types.iter().filter(|t| policy.subsets(t)).collect();
+    if listed.is_empty() {
+        return Ok(None);
+    }
+    if listed.len() < types.len() {
+        let whole: Vec<&str> = types
+            .iter()
+            .filter(|t| !policy.subsets(t))
+            .map(String::as_str)
+            .collect();
+        return Err(format!(
+            "not asking the server for _elements: the policy lists elements for {} but not \
+             for {} (the load removes what it does not keep)",
+            listed
+                .iter()
+                .map(|t| t.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            whole.join(", ")
+        ));
+    }
+    let mut names = Vec::new();
+    for ty in types {
+        let elements = policy.elements(ty).expect("listed above");
+        names.extend(elements.names().map(|name| format!("{ty}.{name}")));
+    }
+    Ok(Some(names.join(",")))
+}
+
+fn params(args: &ExportArgs, elements: Option<String>) -> Vec<(String, String)> {
     let mut params = Vec::new();
     if let Some(format) = &args.output_format {
         params.push(("_outputFormat".into(), format.clone()));
@@ -112,8 +146,8 @@ fn params(args: &ExportArgs) -> Vec<(String, String)> {
     if let Some(until) = &args.until {
         params.push(("_until".into(), until.clone()));
     }
-    if let Some(elements) = &args.elements {
-        params.push(("_elements".into(), elements.clone()));
+    if let Some(elements) = args.elements.clone().or(elements) {
+        params.push(("_elements".into(), elements));
     }
     for filter in &args.type_filters {
         params.push(("_typeFilter".into(), filter.clone()));
@@ -181,10 +215,18 @@ pub fn run(args: ExportArgs) -> Result<ExitCode> {
         check_instant("--until", until)?;
     }
     let load = args.tables.load_options()?;
+    let elements = match (&args.elements, policy_elements(&args.types, &load.policy)) {
+        (Some(_), _) => None,
+        (None, Ok(elements)) => elements,
+        (None, Err(note)) => {
+            eprintln!("fhirlake export: {note}");
+            None
+        }
+    };
     let plan = ExportPlan {
         server: args.server.clone(),
         scope,
-        params: params(&args),
+        params: params(&args, elements),
         since,
         method: args.method,
         parallel: args.parallel.max(1),

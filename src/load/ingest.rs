@@ -282,7 +282,11 @@ impl InputLoad<'_> {
             n,
             bytes,
         } = row;
-        let subsetted = keys.subsetted || self.subsetted;
+        // A type the policy lists `elements` for: the row holds all the
+        // lake keeps of it, whether the server or the policy cut the rest.
+        let policy_subset = !keys.policy.as_ref().is_some_and(|m| m.segregated)
+            && context.policy.subsets(&keys.resource_type);
+        let subsetted = (keys.subsetted || self.subsetted) && !policy_subset;
         let (last_updated, from) = match keys.last_updated {
             Some(t) => (t, None),
             None => {

@@ -12,6 +12,7 @@ use deltalake::arrow::array::{ArrayRef, StringBuilder};
 use super::Chunk;
 use crate::code_checks::{ChunkChecker, ChunkCodes, CodeChecks};
 use crate::fhir;
+use crate::policy::edit::SUBSETTED_TAG as SUBSETTED;
 use crate::policy::{Decision, Policy, Subject};
 use crate::validation::{Finding, LineVerdict, OnInvalid, Validation, broken_profiles};
 use crate::view::{CompiledView, Json, ViewArrays, ViewBuilder, ViewSet};
@@ -754,12 +755,6 @@ fn make_keys(found: Found<'_>, expected_type: Option<&str>) -> LineKind {
     })
 }
 
-/// The code system and code of the tag servers put on a subset (`_elements`, `_summary`).
-const SUBSETTED: (&str, &str) = (
-    "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
-    "SUBSETTED",
-);
-
 /// The first member name that appears twice in one object, anywhere in the
 /// tape. Each object's keys are compared once; values are skipped by their
 /// node counts, so the walk visits every node once.
@@ -806,13 +801,7 @@ fn keys_from_json(root: &Json, expected_type: Option<&str>) -> LineKind {
         Some(Json::String(s)) => LastUpdated::Text(s),
         Some(other) => LastUpdated::NotText(other.to_string()),
     };
-    let subsetted = match meta.and_then(|m| m.get("tag")) {
-        Some(Json::Array(tags)) => tags.iter().any(|tag| {
-            tag.get("system").and_then(Json::as_str) == Some(SUBSETTED.0)
-                && tag.get("code").and_then(Json::as_str) == Some(SUBSETTED.1)
-        }),
-        _ => false,
-    };
+    let subsetted = is_tagged_subsetted(root);
     let found = Found {
         resource_type: root.get("resourceType").and_then(Json::as_str),
         id: root.get("id").and_then(Json::as_str),
@@ -821,6 +810,17 @@ fn keys_from_json(root: &Json, expected_type: Option<&str>) -> LineKind {
         subsetted,
     };
     make_keys(found, expected_type)
+}
+
+/// Whether `meta.tag` holds `SUBSETTED`.
+fn is_tagged_subsetted(root: &Json<'_>) -> bool {
+    match root.get("meta").and_then(|m| m.get("tag")) {
+        Some(Json::Array(tags)) => tags.iter().any(|tag| {
+            tag.get("system").and_then(Json::as_str) == Some(SUBSETTED.0)
+                && tag.get("code").and_then(Json::as_str) == Some(SUBSETTED.1)
+        }),
+        _ => false,
+    }
 }
 
 fn keys_from_tape(tape: &Tape<'_>, expected_type: Option<&str>) -> LineKind {

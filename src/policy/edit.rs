@@ -107,12 +107,16 @@ pub struct Edits {
     pub remove: Vec<Path>,
     /// The rule that segregated it, tagged in `meta.tag`.
     pub segregated_by: Option<Arc<str>>,
+    /// Only these root elements are kept (`[tables.T] elements`); the
+    /// resource is then tagged `SUBSETTED`, as a server answering
+    /// `_elements` tags it.
+    pub subset: Option<Arc<Elements>>,
 }
 
 impl Edits {
     /// Changes nothing in the resource as the main table would store it.
     pub fn is_empty(&self) -> bool {
-        self.add_labels.is_empty() && self.remove.is_empty()
+        self.add_labels.is_empty() && self.remove.is_empty() && self.subset.is_none()
     }
 }
 
@@ -120,6 +124,18 @@ impl Edits {
 pub fn apply(resource: &Json<'_>, edits: &Edits, why: Option<&str>) -> String {
     let arena = Bump::new();
     let mut value = *resource;
+    let mut subsetted = false;
+    if let (Some(elements), Json::Object(root)) = (&edits.subset, value)
+        && !root.iter().all(|(k, _)| elements.keeps(k))
+    {
+        let kept: Vec<(&str, Json<'_>)> = root
+            .iter()
+            .filter(|(k, _)| elements.keeps(k))
+            .copied()
+            .collect();
+        value = Json::Object(arena.alloc_slice_copy(&kept));
+        subsetted = true;
+    }
     let mut removed = false;
     for path in &edits.remove {
         let edited = match path {
@@ -174,9 +190,15 @@ pub fn apply(resource: &Json<'_>, edits: &Edits, why: Option<&str>) -> String {
             Json::Array(arena.alloc_slice_copy(&list)),
         );
     }
+    let mut tags = array_member(&meta_members, "tag");
+    let tag_count = tags.len();
+    if subsetted && !tags.iter().any(|c| is_coding(c, SUBSETTED_TAG)) {
+        tags.push(coding(SUBSETTED_TAG.0, SUBSETTED_TAG.1, None));
+    }
     if let Some(rule) = &edits.segregated_by {
-        let mut tags = array_member(&meta_members, "tag");
         tags.push(coding(POLICY_RULE_TAG, rule, why));
+    }
+    if tags.len() > tag_count {
         set_member(
             &mut meta_members,
             "tag",
@@ -187,6 +209,76 @@ pub fn apply(resource: &Json<'_>, edits: &Edits, why: Option<&str>) -> String {
     let mut members: Vec<(&str, Json<'_>)> = root.to_vec();
     set_member(&mut members, "meta", meta);
     write(Json::Object(arena.alloc_slice_copy(&members)))
+}
+
+/// The root elements a table keeps (`[tables.T] elements`); the keys and
+/// `meta` always stay, and `_name` (a primitive's id and extensions) goes
+/// with `name`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Elements {
+    /// As written; `deceased[x]` keeps `deceasedBoolean`, `deceasedDateTime`, ...
+    names: Box<[Box<str>]>,
+}
+
+impl Elements {
+    pub fn parse(names: &[String]) -> Result<Elements, String> {
+        for name in names {
+            let base = name.strip_suffix("[x]").unwrap_or(name);
+            let valid = base.starts_with(|c: char| c.is_ascii_lowercase())
+                && base.bytes().all(|b| b.is_ascii_alphanumeric());
+            if !valid {
+                return Err(format!(
+                    "`{name}` is not a root element name (`gender`, `birthDate`, `deceased[x]`)"
+                ));
+            }
+        }
+        Ok(Elements {
+            names: names.iter().map(|n| n.as_str().into()).collect(),
+        })
+    }
+
+    /// What `_elements` asks for: the names, choice types without `[x]`.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.names
+            .iter()
+            .map(|n| n.strip_suffix("[x]").unwrap_or(n))
+    }
+
+    /// Whether the root member `key` is kept.
+    pub fn keeps(&self, key: &str) -> bool {
+        let key = key.strip_prefix('_').unwrap_or(key);
+        matches!(key, "resourceType" | "id" | "meta")
+            || self
+                .names
+                .iter()
+                .any(|name| match name.strip_suffix("[x]") {
+                    Some(base) => key
+                        .strip_prefix(base)
+                        .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_uppercase())),
+                    None => key == &**name,
+                })
+    }
+
+    /// The root members of `resource` it does not keep.
+    pub fn removed<'a>(&self, resource: &Json<'a>) -> Vec<&'a str> {
+        match *resource {
+            Json::Object(members) => members
+                .iter()
+                .map(|(k, _)| *k)
+                .filter(|k| !self.keeps(k))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// The `meta.tag` system|code a server puts on a subset (`_elements`,
+/// `_summary`), and a table's `elements` on what it keeps.
+pub const SUBSETTED_TAG: (&str, &str) = (OBSERVATION_VALUE, "SUBSETTED");
+
+fn is_coding(coding: &Json<'_>, (system, code): (&str, &str)) -> bool {
+    tree::member(coding, "system").and_then(tree::string) == Some(system)
+        && tree::member(coding, "code").and_then(tree::string) == Some(code)
 }
 
 /// The `meta.tag` system|code marking a row stored without its source
@@ -244,10 +336,9 @@ pub fn is_raw_omitted(resource: &Json<'_>) -> bool {
     else {
         return false;
     };
-    tree::items(tags).iter().any(|tag| {
-        tree::member(tag, "system").and_then(tree::string) == Some(RAW_OMITTED_TAG.0)
-            && tree::member(tag, "code").and_then(tree::string) == Some(RAW_OMITTED_TAG.1)
-    })
+    tree::items(tags)
+        .iter()
+        .any(|tag| is_coding(tag, RAW_OMITTED_TAG))
 }
 
 /// The rule a segregating rule's tag names, and its reason (the tag's
@@ -497,8 +588,8 @@ mod tests {
                 Label::parse("R").unwrap(),
                 Label::parse("42CFRPart2").unwrap(),
             ],
-            remove: Vec::new(),
             segregated_by: Some("part2".into()),
+            ..Edits::default()
         };
         let out: Value = serde_json::from_str(&apply(&json, &edits, Some("because"))).unwrap();
         let codes: Vec<_> = out["meta"]["security"]
@@ -554,6 +645,36 @@ mod tests {
             "extension(x)",
         ] {
             assert!(Path::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_subset_keeps_the_listed_root_elements_and_says_so() {
+        let elements = Elements::parse(&["gender".into(), "deceased[x]".into()]).unwrap();
+        assert_eq!(elements.names().collect::<Vec<_>>(), ["gender", "deceased"]);
+        let arena = Bump::new();
+        let text = r#"{"resourceType":"Patient","id":"p","meta":{"lastUpdated":"2020-01-01T00:00:00Z"},"name":[{"family":"Doe"}],"gender":"female","_gender":{"id":"g"},"deceasedDateTime":"2020-01-01","deceasedish":true,"birthDate":"1970-01-01"}"#;
+        let json = Json::parse(text, &arena).unwrap();
+        assert_eq!(
+            elements.removed(&json),
+            ["name", "deceasedish", "birthDate"]
+        );
+        let edits = Edits {
+            subset: Some(Arc::new(elements)),
+            ..Edits::default()
+        };
+        assert_eq!(
+            apply(&json, &edits, None),
+            r#"{"resourceType":"Patient","id":"p","meta":{"lastUpdated":"2020-01-01T00:00:00Z","tag":[{"system":"http://terminology.hl7.org/CodeSystem/v3-ObservationValue","code":"SUBSETTED"}]},"gender":"female","_gender":{"id":"g"},"deceasedDateTime":"2020-01-01"}"#
+        );
+        // Already a subset (a server's answer): tagged once.
+        let served = Json::parse(r#"{"resourceType":"Patient","id":"q","meta":{"tag":[{"system":"http://terminology.hl7.org/CodeSystem/v3-ObservationValue","code":"SUBSETTED"}]},"gender":"male","name":[]}"#, &arena).unwrap();
+        assert_eq!(
+            apply(&served, &edits, None),
+            r#"{"resourceType":"Patient","id":"q","meta":{"tag":[{"system":"http://terminology.hl7.org/CodeSystem/v3-ObservationValue","code":"SUBSETTED"}]},"gender":"male"}"#
+        );
+        for bad in ["Gender", "name.family", "deceased[y]", ""] {
+            assert!(Elements::parse(&[bad.into()]).is_err(), "{bad}");
         }
     }
 

@@ -97,6 +97,10 @@ pub struct TableText {
     /// `meta` (tagged `raw-omitted`); the view columns hold the rest.
     #[serde(default = "stores_raw")]
     pub raw: bool,
+    /// The root elements the lake keeps (`gender`, `deceased[x]`): the rest
+    /// is removed and the resource tagged `SUBSETTED`; an export or sync
+    /// asks the server for only these (`_elements`).
+    pub elements: Option<Vec<String>>,
 }
 
 fn stores_raw() -> bool {
@@ -221,10 +225,15 @@ impl PolicySource {
         };
         let parsed: PolicyText =
             toml::from_str(text).map_err(|e| err(e.to_string().trim_end().to_owned()))?;
-        if parsed.rules.is_empty() && parsed.tables.values().all(|t| t.raw) {
+        if parsed.rules.is_empty()
+            && parsed
+                .tables
+                .values()
+                .all(|t| t.raw && t.elements.is_none())
+        {
             return Err(err(
-                "no [[rule]] and no [tables.T] raw = false: a policy without either would keep \
-                 everything; leave --policy out for that"
+                "no [[rule]] and no [tables.T] raw = false or elements: a policy without any \
+                 would keep everything; leave --policy out for that"
                     .into(),
             ));
         }

@@ -138,6 +138,17 @@ impl Policy {
         self.rule_set().is_some_and(|r| r.omits_raw(resource_type))
     }
 
+    /// The root elements the main table of `resource_type` keeps
+    /// (`[tables.T] elements`), when the policy lists them.
+    pub fn elements(&self, resource_type: &str) -> Option<&edit::Elements> {
+        self.rule_set()?.elements(resource_type)
+    }
+
+    /// Whether the main table of `resource_type` keeps only listed elements.
+    pub fn subsets(&self, resource_type: &str) -> bool {
+        self.elements(resource_type).is_some()
+    }
+
     /// This policy, its rules matching also by `compartments`.
     pub fn with_compartments(&self, compartments: Arc<compartment::Compartments>) -> Self {
         let mut policy = self.clone();

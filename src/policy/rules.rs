@@ -23,7 +23,7 @@ use super::codes::{CodeIndex, CodePaths, Lookup, resource_date};
 use super::compartment::Compartments;
 use super::consent::{Consents, patient_of};
 use super::date::Overlap;
-use super::edit::{self, Edits};
+use super::edit::{self, Edits, Elements};
 use super::file::{Action, PolicySource};
 use super::labels::{self, Label, ResourceLabels};
 use super::tree::{self, Unreadable};
@@ -60,6 +60,16 @@ pub struct RuleSet {
     compartments: Option<Arc<Compartments>>,
     /// Resource types whose main table keeps no raw JSON (`[tables.T] raw = false`).
     raw_omitted: Vec<Box<str>>,
+    /// Per resource type, the root elements its main table keeps
+    /// (`[tables.T] elements`), and the rule name a removal is reported by.
+    elements: Vec<TableElements>,
+}
+
+#[derive(Debug, Clone)]
+struct TableElements {
+    resource_type: Box<str>,
+    rule: Arc<str>,
+    elements: Arc<Elements>,
 }
 
 /// One rule that matched, and why.
@@ -206,6 +216,7 @@ impl RuleSet {
             });
         }
         let mut raw_omitted = Vec::new();
+        let mut elements = Vec::new();
         for (resource_type, table) in &source.text.tables {
             let fail = |m: String| format!("[tables.{resource_type}]: {m}");
             if !crate::fhir::is_known_resource_type(resource_type) {
@@ -213,20 +224,30 @@ impl RuleSet {
                     "`{resource_type}` is not a FHIR resource type (name the type, e.g. Patient)"
                 )));
             }
-            if table.raw {
-                continue;
-            }
-            if resource_type == "Consent" && source.lake_consents.is_some() {
+            if resource_type == "Consent"
+                && source.lake_consents.is_some()
+                && (!table.raw || table.elements.is_some())
+            {
                 return Err(fail(
-                    "raw = false would leave the Consents [consent] table reads without their \
-                     provisions"
+                    "raw = false or elements would leave the Consents [consent] table reads \
+                     without their provisions"
                         .into(),
                 ));
             }
-            raw_omitted.push(resource_type.as_str().into());
+            if let Some(names) = &table.elements {
+                elements.push(TableElements {
+                    resource_type: resource_type.as_str().into(),
+                    rule: format!("tables.{resource_type}.elements").into(),
+                    elements: Arc::new(Elements::parse(names).map_err(fail)?),
+                });
+            }
+            if !table.raw {
+                raw_omitted.push(resource_type.as_str().into());
+            }
         }
         Ok(RuleSet {
             raw_omitted,
+            elements,
             rules: rules.into(),
             index: Arc::new(index),
             code_paths,
@@ -244,6 +265,18 @@ impl RuleSet {
     /// Whether the main table of `resource_type` keeps no raw JSON.
     pub fn omits_raw(&self, resource_type: &str) -> bool {
         self.raw_omitted.iter().any(|t| &**t == resource_type)
+    }
+
+    /// The root elements the main table of `resource_type` keeps, when the
+    /// policy lists them.
+    pub fn elements(&self, resource_type: &str) -> Option<&Elements> {
+        self.table_elements(resource_type).map(|t| &*t.elements)
+    }
+
+    fn table_elements(&self, resource_type: &str) -> Option<&TableElements> {
+        self.elements
+            .iter()
+            .find(|t| &*t.resource_type == resource_type)
     }
 
     /// Whether the rule `name` takes the compartment of what it segregates.
@@ -335,7 +368,35 @@ impl RuleSet {
                 break;
             }
         }
+        self.subset(&mut verdict, resource, resource_type);
         verdict
+    }
+
+    /// Minimum necessary: what the main table keeps of a resource it gets
+    /// is only the type's `elements`.
+    fn subset(&self, verdict: &mut Verdict, resource: &Json<'_>, resource_type: &str) {
+        let Some(table) = self.table_elements(resource_type) else {
+            return;
+        };
+        if matches!(
+            verdict.decided_by().map(|m| m.action),
+            Some(Action::Segregate | Action::Deny)
+        ) {
+            return;
+        }
+        let removed = table.elements.removed(resource);
+        if removed.is_empty() {
+            return;
+        }
+        verdict.matched.push(Match {
+            rule: table.rule.clone(),
+            action: Action::Redact,
+            why: format!(
+                "not in [tables.{resource_type}] elements: {}",
+                removed.join(", ")
+            ),
+        });
+        verdict.edits.subset = Some(table.elements.clone());
     }
 
     /// Why `rule` matches (`None`: it does not), or what it cannot read.
@@ -695,6 +756,57 @@ mod tests {
         assert!(e.contains("without their provisions"), "{e}");
         let e = PolicySource::parse("t", "[tables.Patient]\nrow = false\n", None).unwrap_err();
         assert!(e.message.contains("row"), "{e}");
+    }
+
+    #[test]
+    fn a_table_elements_list_subsets_what_the_main_table_gets_and_says_what_went() {
+        let rules = rules(
+            "[tables.Patient]\nelements = [\"gender\", \"birthDate\", \"deceased[x]\"]\n\
+             [[rule]]\nname = \"restricted\"\naction = \"segregate\"\nlabels = [\"R\"]\n\
+             [[rule]]\nname = \"names\"\naction = \"redact\"\npaths = [\"name\"]\n",
+        );
+        assert_eq!(
+            rules
+                .elements("Patient")
+                .unwrap()
+                .names()
+                .collect::<Vec<_>>(),
+            ["gender", "birthDate", "deceased"]
+        );
+        assert!(rules.elements("Observation").is_none());
+        let full = r#"{"resourceType":"Patient","id":"p","name":[{"family":"Doe"}],"gender":"female","deceasedBoolean":false,"address":[{"city":"X"}]}"#;
+        let v = verdict(&rules, full);
+        assert_eq!(v.outcome(), Action::Redact);
+        let last = v.matched.last().unwrap();
+        assert_eq!(&*last.rule, "tables.Patient.elements");
+        assert_eq!(last.why, "not in [tables.Patient] elements: name, address");
+        assert!(v.edits.subset.is_some());
+        // Nothing to remove: kept as it is.
+        let v = verdict(
+            &rules,
+            r#"{"resourceType":"Patient","id":"p","gender":"female"}"#,
+        );
+        assert_eq!((v.outcome(), v.edits.is_empty()), (Action::Allow, true));
+        // Segregated rows keep the whole resource: the list is the main table's.
+        let v = verdict(
+            &rules,
+            r#"{"resourceType":"Patient","id":"p","meta":{"security":[{"system":"http://terminology.hl7.org/CodeSystem/v3-Confidentiality","code":"R"}]},"name":[{"family":"Doe"}]}"#,
+        );
+        assert_eq!(v.outcome(), Action::Segregate);
+        assert!(v.edits.subset.is_none());
+        let e = RuleSet::compile(
+            &PolicySource::parse(
+                "t",
+                "[tables.Patient]\nelements = [\"name.family\"]\n",
+                None,
+            )
+            .unwrap(),
+        )
+        .unwrap_err();
+        assert!(
+            e.starts_with("[tables.Patient]: `name.family` is not a root element"),
+            "{e}"
+        );
     }
 
     #[test]

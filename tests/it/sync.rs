@@ -488,6 +488,87 @@ fn a_subsetted_newer_version_from_elements_never_replaces_a_full_row() {
 }
 
 #[test]
+fn a_policy_elements_list_asks_for_only_those_and_its_subsets_replace_full_rows() {
+    let server = server();
+    let tmp = tempfile::tempdir().unwrap();
+    let lake = tmp.path().join("lake");
+    // Synced whole before the policy listed elements.
+    run_ok(&mut sync(&server, &lake, &["--type", "Patient"]));
+    let policy = tmp.path().join("minimum.toml");
+    std::fs::write(
+        &policy,
+        "name = \"minimum\"\n[tables.Patient]\nelements = [\"gender\", \"birthDate\"]\n",
+    )
+    .unwrap();
+    let policy = policy.to_str().unwrap();
+    let id = server.ids("Patient").into_iter().next().unwrap();
+    let mut newer = server.get("Patient", &id).unwrap();
+    newer["gender"] = json!("other");
+    server.update(newer);
+    server.advance(Duration::from_secs(600));
+    run_ok(&mut sync(
+        &server,
+        &lake,
+        &["--type", "Patient", "--policy", policy],
+    ));
+    let asked: Vec<String> = server
+        .log()
+        .into_iter()
+        .filter(|r| r.path == "/fhir/Patient")
+        .map(|r| r.query)
+        .collect();
+    assert!(
+        asked
+            .iter()
+            .any(|q| q.contains("_elements=gender%2CbirthDate")),
+        "{asked:?}"
+    );
+    // The newer version, a subset by the policy's own request, replaces the
+    // full row: the lake keeps no more of a Patient than the policy lists.
+    let rows = lake_rows(&lake, "Patient");
+    assert_eq!(rows.len(), server.count("Patient"));
+    let row = rows.iter().find(|r| r.0 == id).unwrap();
+    assert_eq!(row.2["gender"], json!("other"));
+    let keys: Vec<&str> = row
+        .2
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str())
+        .collect();
+    assert!(
+        keys.iter()
+            .all(|k| ["resourceType", "id", "meta", "gender", "birthDate"].contains(k)),
+        "{keys:?}"
+    );
+    assert!(
+        row.2["meta"]["tag"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["code"] == "SUBSETTED"),
+        "{}",
+        row.2
+    );
+    // The next change is loaded too: a subset never blocks a subset.
+    let mut newest = server.get("Patient", &id).unwrap();
+    newest["gender"] = json!("unknown");
+    server.update(newest);
+    server.advance(Duration::from_secs(600));
+    let summary = run_ok(&mut sync(
+        &server,
+        &lake,
+        &["--type", "Patient", "--policy", policy],
+    ));
+    assert_eq!(totals(&summary).1, 1, "{summary}");
+    let row = lake_rows(&lake, "Patient")
+        .into_iter()
+        .find(|r| r.0 == id)
+        .unwrap();
+    assert_eq!(row.2["gender"], json!("unknown"));
+}
+
+#[test]
 fn includes_land_in_their_own_tables_and_references_are_fetched_in_batches() {
     let server = server();
     let tmp = tempfile::tempdir().unwrap();

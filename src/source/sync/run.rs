@@ -192,8 +192,14 @@ impl Sync<'_> {
                 query.push(("_revinclude".to_owned(), v));
             }
         }
-        if let Some(elements) = &self.plan.elements {
-            query.push(("_elements".to_owned(), elements.clone()));
+        // Minimum necessary: a type the policy lists `elements` for is asked
+        // for only those (`--elements` wins).
+        let elements = self.plan.elements.clone().or_else(|| {
+            let elements = self.plan.load.policy.elements(ty)?;
+            Some(elements.names().collect::<Vec<_>>().join(","))
+        });
+        if let Some(elements) = elements {
+            query.push(("_elements".to_owned(), elements));
         }
         query
     }

@@ -157,3 +157,65 @@ fn an_export_with_elements_never_replaces_full_rows() {
     );
     assert_eq!(rows, [[json!(patients), json!(patients), json!(0)]]);
 }
+
+#[test]
+fn a_policy_elements_list_is_asked_for_as_elements_when_it_covers_every_type() {
+    let rt = runtime();
+    let server = rt.block_on(BulkServer::start(Config {
+        files: sample(&["Patient", "Condition"]),
+        ..Default::default()
+    }));
+    let tmp = tempfile::tempdir().unwrap();
+    let policy = tmp.path().join("minimum.toml");
+    std::fs::write(
+        &policy,
+        "name = \"minimum\"\n[tables.Patient]\nelements = [\"gender\", \"birthDate\"]\n",
+    )
+    .unwrap();
+    let kickoff_query = || server.requests("/$export").last().unwrap().query.clone();
+    let lake = tmp.path().join("lake");
+    run(
+        export(&server, &lake)
+            .args(["--type", "Patient", "--policy"])
+            .arg(&policy),
+        0,
+    );
+    assert!(
+        kickoff_query().contains("_elements=Patient.gender%2CPatient.birthDate"),
+        "{}",
+        kickoff_query()
+    );
+    // This server sends whole resources anyway: the load cuts them, and the
+    // rows count as whole for the lake (the policy's whole).
+    let rows = sql_blocking(
+        &open_lake(&lake),
+        &["patient"],
+        "SELECT count(*), count(gender), count(family_name), \
+         sum(CASE WHEN _subsetted THEN 1 ELSE 0 END) FROM patient",
+    );
+    let patients = rows[0][0].as_i64().unwrap();
+    assert!(patients > 0);
+    assert_eq!(
+        rows,
+        [[json!(patients), json!(patients), json!(0), json!(0)]]
+    );
+
+    // A type without a list must come whole: nothing is asked, and it says why.
+    let (_, out) = run(
+        export(&server, &tmp.path().join("both"))
+            .args(["--type", "Patient,Condition", "--policy"])
+            .arg(&policy),
+        0,
+    );
+    assert!(
+        !kickoff_query().contains("_elements"),
+        "{}",
+        kickoff_query()
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("not asking the server for _elements")
+            && stderr.contains("lists elements for Patient but not for Condition"),
+        "{stderr}"
+    );
+}
