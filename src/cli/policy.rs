@@ -150,11 +150,13 @@ fn with_compartments(rules: RuleSet, args: &CheckArgs) -> Result<RuleSet> {
         let lake = crate::lake::Lake::open(uri, Default::default())?;
         super::runtime()?.block_on(crate::load::survey_lake(&lake, &rules, &mut survey))?;
     }
+    let mut inputs = Vec::new();
     for path in &args.inputs {
         let input = crate::load::Input::local(path.clone(), crate::load::SourceKind::Files)
             .with_context(|| format!("{}: cannot read it", path.display()))?;
-        crate::load::survey_input(&input, &rules, &mut survey)?;
+        inputs.push(input);
     }
+    crate::load::survey_inputs(inputs.iter(), &rules, &mut survey)?;
     Ok(rules.with_compartments(std::sync::Arc::new(survey.finish())))
 }
 

@@ -40,7 +40,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde::Serialize;
 
-pub use compartment::{observe_stored, survey_input, survey_lake};
+pub use compartment::{observe_stored, survey_inputs, survey_lake};
 pub use input::{
     HashingReader, Input, InputBytes, InputReader, InputRole, SourceKind, StandIn, StandInSource,
     UTF8_BOM, sha256_of,

@@ -196,6 +196,29 @@ impl Survey {
         );
     }
 
+    /// Whether no Encounter is remembered (none taken, none part of another).
+    pub fn is_empty(&self) -> bool {
+        self.seen.is_empty()
+    }
+
+    /// The ids of the Encounters remembered.
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        self.seen.keys().map(|id| &**id)
+    }
+
+    /// A version of Encounter `id` that no rule takes and that is part of
+    /// no other Encounter: the remembered one goes if this is newer (a tie
+    /// keeps it, failing safe).
+    pub fn supersede(&mut self, id: &str, last_updated: Option<i64>) {
+        if self
+            .seen
+            .get(id)
+            .is_some_and(|before| last_updated > before.last_updated)
+        {
+            self.seen.remove(id);
+        }
+    }
+
     /// The Encounters the rules took, and those part of them (a
     /// sub-encounter of one, transitively), with the same rule.
     pub fn finish(self) -> Compartments {

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use smallvec::SmallVec;
 
-use super::codes::{CodeIndex, CodePaths, Lookup, resource_date};
+use super::codes::{CodeIndex, CodePaths, Lookup, normalised, resource_date};
 use super::compartment::Compartments;
 use super::consent::{Consents, patient_of};
 use super::date::Overlap;
@@ -260,6 +260,24 @@ impl RuleSet {
     /// its Encounters first ([`RuleSet::with_compartments`]).
     pub fn has_compartment_rules(&self) -> bool {
         self.rules.iter().any(|r| r.compartment)
+    }
+
+    /// Every code a compartment rule matches on, normalised as codes are
+    /// compared (its labels' codes and its value sets'): an Encounter none
+    /// of whose codings holds one cannot be taken by such a rule.
+    pub fn compartment_codes(&self) -> std::collections::HashSet<Box<str>> {
+        let mut codes = std::collections::HashSet::new();
+        for rule in self.rules.iter().filter(|r| r.compartment) {
+            for label in &rule.labels {
+                codes.insert(normalised(&label.code).into());
+            }
+            for (at, set) in self.index.sets().iter().enumerate() {
+                if rule.sets & (1 << at) != 0 {
+                    codes.extend(set.entries.iter().map(|e| normalised(&e.code).into()));
+                }
+            }
+        }
+        codes
     }
 
     /// Whether the main table of `resource_type` keeps no raw JSON.
