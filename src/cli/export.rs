@@ -106,6 +106,18 @@ pub struct ExportArgs {
 /// of each exported type, when it lists them for every one (a type without
 /// a list must come whole, and bulk `_elements` subsets every type).
 fn policy_elements(types: &[String], policy: &Policy) -> Result<Option<String>, String> {
+    if types.is_empty() {
+        let subsetted = policy.subsetted_types();
+        if subsetted.is_empty() {
+            return Ok(None);
+        }
+        return Err(format!(
+            "not asking the server for _elements: the policy lists elements for {} but the \
+             export names no --type, so every type comes whole (the load removes what it does \
+             not keep; name the types with --type to ask for less)",
+            subsetted.join(", ")
+        ));
+    }
     let listed: Vec<&String> = types.iter().filter(|t| policy.subsets(t)).collect();
     if listed.is_empty() {
         return Ok(None);

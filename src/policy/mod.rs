@@ -149,6 +149,14 @@ impl Policy {
         self.elements(resource_type).is_some()
     }
 
+    /// The types whose main tables keep only listed elements, in the
+    /// policy's order.
+    pub fn subsetted_types(&self) -> Vec<&str> {
+        self.rule_set()
+            .map(|r| r.subsetted_types().collect())
+            .unwrap_or_default()
+    }
+
     /// This policy, its rules matching also by `compartments`.
     pub fn with_compartments(&self, compartments: Arc<compartment::Compartments>) -> Self {
         let mut policy = self.clone();

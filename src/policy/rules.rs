@@ -291,6 +291,11 @@ impl RuleSet {
         self.table_elements(resource_type).map(|t| &*t.elements)
     }
 
+    /// The types whose main tables keep only listed elements.
+    pub fn subsetted_types(&self) -> impl Iterator<Item = &str> {
+        self.elements.iter().map(|t| &*t.resource_type)
+    }
+
     fn table_elements(&self, resource_type: &str) -> Option<&TableElements> {
         self.elements
             .iter()

@@ -218,4 +218,22 @@ fn a_policy_elements_list_is_asked_for_as_elements_when_it_covers_every_type() {
             && stderr.contains("lists elements for Patient but not for Condition"),
         "{stderr}"
     );
+
+    // No --type: every type comes whole, and it says so.
+    let (_, out) = run(
+        export(&server, &tmp.path().join("untyped"))
+            .arg("--policy")
+            .arg(&policy),
+        0,
+    );
+    assert!(
+        !kickoff_query().contains("_elements"),
+        "{}",
+        kickoff_query()
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("lists elements for Patient but the export names no --type"),
+        "{stderr}"
+    );
 }
