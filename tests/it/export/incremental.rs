@@ -200,38 +200,32 @@ fn a_policy_elements_list_is_asked_for_as_elements_when_it_covers_every_type() {
         [[json!(patients), json!(patients), json!(0), json!(0)]]
     );
 
-    // A type without a list must come whole: nothing is asked, and it says why.
-    let (_, out) = run(
-        export(&server, &tmp.path().join("both"))
-            .args(["--type", "Patient,Condition", "--policy"])
-            .arg(&policy),
-        0,
-    );
-    assert!(
-        !kickoff_query().contains("_elements"),
-        "{}",
-        kickoff_query()
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    // An export that cannot be asked for the policy's elements asks for
+    // none and says why on stderr.
+    let asks_for_nothing = |lake: &str, types: &[&str]| {
+        let (_, out) = run(
+            export(&server, &tmp.path().join(lake))
+                .args(types)
+                .arg("--policy")
+                .arg(&policy),
+            0,
+        );
+        assert!(
+            !kickoff_query().contains("_elements"),
+            "{}",
+            kickoff_query()
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    // A type without a list must come whole.
+    let stderr = asks_for_nothing("both", &["--type", "Patient,Condition"]);
     assert!(
         stderr.contains("not asking the server for _elements")
             && stderr.contains("lists elements for Patient but not for Condition"),
         "{stderr}"
     );
-
-    // No --type: every type comes whole, and it says so.
-    let (_, out) = run(
-        export(&server, &tmp.path().join("untyped"))
-            .arg("--policy")
-            .arg(&policy),
-        0,
-    );
-    assert!(
-        !kickoff_query().contains("_elements"),
-        "{}",
-        kickoff_query()
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    // No --type: every type comes whole.
+    let stderr = asks_for_nothing("untyped", &[]);
     assert!(
         stderr.contains("lists elements for Patient but the export names no --type"),
         "{stderr}"
