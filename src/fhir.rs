@@ -203,6 +203,17 @@ pub fn is_valid_resource_type(name: &str) -> bool {
         && bytes.iter().all(u8::is_ascii_alphanumeric)
 }
 
+/// A literal reference without its `/_history/<version>` tail.
+pub fn without_history(reference: &str) -> &str {
+    // Built once: a `str::split` or `find` pattern builds its searcher per call.
+    static HISTORY: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new("/_history/"));
+    match HISTORY.find(reference.as_bytes()) {
+        Some(at) => &reference[..at],
+        None => reference,
+    }
+}
+
 /// True when `id` is a FHIR `id`: 1 to 64 of `A-Z a-z 0-9 - .` (so it can
 /// never name a path, and joins on it are exact).
 pub fn is_valid_id(id: &str) -> bool {

@@ -406,11 +406,10 @@ fn reference_type<'v>(value: impl Tree<'v>) -> Option<&'v str> {
     if reference.starts_with('#') || reference.starts_with("urn:") {
         return None;
     }
-    let reference = reference.split("/_history/").next().unwrap_or(reference);
-    let mut segments = reference.rsplit('/');
-    segments.next()?; // the id
+    let reference = crate::fhir::without_history(reference);
+    let (rest, _id) = reference.rsplit_once('/')?;
     // Whether it names a resource type is asked only of a type not allowed.
-    segments.next()
+    Some(rest.rsplit_once('/').map_or(rest, |(_, ty)| ty))
 }
 
 /// Whether an item of a sliced element is in the slice.

@@ -20,6 +20,13 @@ pub struct Invariant {
     /// What it says, in the IG's words.
     pub human: String,
     expr: Expr,
+    /// The members of the value the expression reads, when it reads the
+    /// value only through them (see [`Expr::focus_members`]): a value
+    /// holding none of them (most resources have no `contained`, which
+    /// three `dom-*` invariants of every profile read) gets `when_absent`
+    /// without an evaluation.
+    reads: Option<Vec<String>>,
+    when_absent: Outcome,
 }
 
 /// An invariant not evaluated, and why.
@@ -31,6 +38,7 @@ pub struct Unsupported {
 }
 
 /// What an invariant says of one value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Holds,
     Fails,
@@ -70,11 +78,19 @@ pub fn compile(
             continue;
         }
         match fhirpath::parse(expression) {
-            Ok(expr) => compiled.push(Invariant {
-                key: text("key").to_owned(),
-                human: text("human").to_owned(),
-                expr,
-            }),
+            Ok(expr) => {
+                let reads = expr
+                    .focus_members()
+                    .map(|names| names.into_iter().map(str::to_owned).collect());
+                let when_absent = evaluate(&expr, &Json::Object(&[]), None);
+                compiled.push(Invariant {
+                    key: text("key").to_owned(),
+                    human: text("human").to_owned(),
+                    expr,
+                    reads,
+                    when_absent,
+                })
+            }
             Err(e) => skip(format!("{expression}: {e}")),
         }
     }
@@ -90,17 +106,42 @@ impl Invariant {
     /// Evaluates it with `value` as `$this` (`ty`: the type a choice
     /// element's member name gives it).
     pub fn on<'a>(&self, value: &'a Json<'a>, ty: Option<&'a str>) -> Outcome {
-        let focus = [Item::Node { json: value, ty }];
-        match fhirpath::evaluate(&self.expr, &focus, 0)
-            .and_then(|result| fhirpath::singleton_bool(&result))
+        if let Some(reads) = &self.reads
+            && !holds_any(value, reads)
         {
-            // An empty result is false, as the reference validator reads
-            // it (`telecom or endpoint` with neither fails pd-1).
-            Ok(Some(false) | None) => Outcome::Fails,
-            Ok(Some(true)) => Outcome::Holds,
-            Err(_) => Outcome::NotEvaluable,
+            return self.when_absent;
         }
+        evaluate(&self.expr, value, ty)
     }
+}
+
+fn evaluate<'a>(expr: &Expr, value: &'a Json<'a>, ty: Option<&'a str>) -> Outcome {
+    let focus = [Item::Node { json: value, ty }];
+    match fhirpath::evaluate(expr, &focus, 0).and_then(|result| fhirpath::singleton_bool(&result)) {
+        // An empty result is false, as the reference validator reads
+        // it (`telecom or endpoint` with neither fails pd-1).
+        Ok(Some(false) | None) => Outcome::Fails,
+        Ok(Some(true)) => Outcome::Holds,
+        Err(_) => Outcome::NotEvaluable,
+    }
+}
+
+/// Whether `value` has a member FHIRPath would find by one of `names`:
+/// the name itself or a choice member (`value` finds `valueQuantity`).
+/// Anything but an object has none.
+fn holds_any(value: &Json<'_>, names: &[String]) -> bool {
+    let Json::Object(members) = value else {
+        return false;
+    };
+    members.iter().any(|(key, _)| {
+        names.iter().any(|name| {
+            key.starts_with(name.as_str())
+                && key
+                    .as_bytes()
+                    .get(name.len())
+                    .is_none_or(u8::is_ascii_uppercase)
+        })
+    })
 }
 
 #[cfg(test)]
@@ -143,6 +184,73 @@ mod tests {
             None
         );
         assert_eq!(holds("telecom or endpoint", r#"{"id":"x"}"#), Some(false));
+    }
+
+    /// Skipping an invariant whose members are absent gives what
+    /// evaluating it gives, for each outcome it can have.
+    #[test]
+    fn an_invariant_on_absent_members_gives_its_evaluated_outcome() {
+        let cases = [
+            ("contained.contained.empty()", Some(vec!["contained"])),
+            ("telecom or endpoint", Some(vec!["telecom", "endpoint"])),
+            (
+                "value.ofType(Quantity).system.empty() or value.ofType(Quantity).system = 'http://unitsofmeasure.org'",
+                Some(vec!["value", "value"]),
+            ),
+            (
+                "abatement.empty() or clinicalStatus.coding.where(code='active').empty()",
+                Some(vec!["abatement", "clinicalStatus"]),
+            ),
+            (
+                "component.where(code.exists()).count() > 1",
+                Some(vec!["component"]),
+            ),
+            (
+                "$this is DateTime implies $this.toString().length() >= 10",
+                None,
+            ),
+            ("exists()", None),
+            ("Patient.name.exists()", None),
+        ];
+        let values = [
+            r#"{"resourceType":"Patient","id":"a"}"#,
+            r#"{"resourceType":"Patient","contained":[{"resourceType":"Patient","contained":[{}]}]}"#,
+            r#"{"telecom":[{"a":1},{"b":2}]}"#,
+            r#"{"valueQuantity":{"system":"http://x"}}"#,
+            r#"{"valueString":"s"}"#,
+            r#"{"abatementDateTime":"2020","clinicalStatus":{"coding":[{"code":"active"}]}}"#,
+            r#"{"component":[{"code":{}},{"code":{}}]}"#,
+            r#""2020-01-01""#,
+            r#"{}"#,
+        ];
+        let arena = bumpalo::Bump::new();
+        for (expression, reads) in cases {
+            let constraint = serde_json::json!([{"key": "t-1", "severity": "error", "human": "h", "expression": expression}]);
+            let compiled = compile("X", Some(&constraint), &mut Vec::new());
+            let invariant = &compiled[0];
+            let expected: Option<Vec<String>> =
+                reads.map(|r| r.into_iter().map(str::to_owned).collect());
+            assert_eq!(invariant.reads, expected, "{expression}");
+            for value in values {
+                let json = Json::parse(value, &arena).unwrap();
+                assert_eq!(
+                    invariant.on(&json, None),
+                    evaluate(&invariant.expr, &json, None),
+                    "{expression} on {value}"
+                );
+            }
+        }
+    }
+
+    /// `and`, `or` and `implies` decided by their left side do not
+    /// evaluate the right (here, one that cannot be a boolean).
+    #[test]
+    fn boolean_operators_stop_at_a_deciding_left_side() {
+        let two = r#"{"id":"x","telecom":[{"a":1},{"b":2}]}"#;
+        assert_eq!(holds("id.exists() or telecom", two), Some(true));
+        assert_eq!(holds("id.empty() and telecom", two), Some(false));
+        assert_eq!(holds("id.empty() implies telecom", two), Some(true));
+        assert_eq!(holds("id.exists() and telecom", two), None);
     }
 
     #[test]

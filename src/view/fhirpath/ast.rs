@@ -91,3 +91,39 @@ impl Expr {
         })
     }
 }
+
+impl Expr {
+    /// The members of the focus (`$this`) the expression reads, when it
+    /// reads the focus only through them: on a value that holds none of
+    /// them, it gives what it gives on an empty object. `None` when it
+    /// reads the focus as a whole (`$this`, `exists()`, `Patient.name`,
+    /// which compares the resource's type). Function arguments are
+    /// evaluated on the items of their base (or on nothing), never on the
+    /// focus, so only the base is looked at.
+    pub fn focus_members(&self) -> Option<Vec<&str>> {
+        let mut names = Vec::new();
+        self.collect_focus_members(&mut names).then_some(names)
+    }
+
+    fn collect_focus_members<'e>(&'e self, names: &mut Vec<&'e str>) -> bool {
+        match self {
+            Expr::This => false,
+            Expr::Member(base, name) if **base == Expr::This => {
+                let is_type_name = name.starts_with(|c: char| c.is_ascii_uppercase());
+                names.push(name);
+                !is_type_name
+            }
+            Expr::Member(base, _) | Expr::Negate(base) | Expr::Call(base, _, _) => {
+                base.collect_focus_members(names)
+            }
+            Expr::Index(a, b) | Expr::Binary(_, a, b) => {
+                a.collect_focus_members(names) && b.collect_focus_members(names)
+            }
+            Expr::IndexVar
+            | Expr::Constant(_)
+            | Expr::RowIndex
+            | Expr::Literal(_)
+            | Expr::TypeName(_) => true,
+        }
+    }
+}

@@ -253,6 +253,16 @@ fn binary<'a>(
         return Ok(vec![Item::Bool(equal == (op == BinOp::Eq))]);
     }
     let left = eval(a, focus, ctx, index)?;
+    // `and`, `or` and `implies` stop at a left side that decides them, as
+    // the reference (HAPI) engine does: the right side is not evaluated.
+    let decided = match (op, singleton_bool(&left)) {
+        (BinOp::And, Ok(Some(false))) => Some(false),
+        (BinOp::Or, Ok(Some(true))) | (BinOp::Implies, Ok(Some(false))) => Some(true),
+        _ => None,
+    };
+    if let Some(decided) = decided {
+        return Ok(vec![Item::Bool(decided)]);
+    }
     let right = eval(b, focus, ctx, index)?;
     let logic = |v: &Coll<'a>| singleton_bool(v);
     let out = |b: Option<bool>| b.map(Item::Bool).into_iter().collect::<Coll<'a>>();
@@ -678,16 +688,10 @@ pub(super) fn reference_key<'a>(item: &Item<'a>, wanted: Option<&str>) -> Option
 }
 
 fn reference_parts(reference: &str) -> Option<(&str, &str)> {
-    // Built once: a `str::split` pattern would build its searcher per call.
-    static HISTORY: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
-        std::sync::LazyLock::new(|| memchr::memmem::Finder::new("/_history/"));
     if reference.contains('?') || reference.starts_with('#') {
         return None;
     }
-    let path = match HISTORY.find(reference.as_bytes()) {
-        Some(at) => &reference[..at],
-        None => reference,
-    };
+    let path = crate::fhir::without_history(reference);
     let (rest, id) = path.rsplit_once('/')?;
     let ty = rest.rsplit('/').next()?;
     // A key that is no FHIR id would join to nothing, or to the wrong row.
