@@ -397,14 +397,20 @@ fn values_of<'v, T: Tree<'v>>(value: Option<T>) -> Values<T> {
     }
 }
 
-/// The segment before the id of a literal reference (`Patient/1`,
-/// `https://x/fhir/Patient/1/_history/2`): its type, if the caller finds
-/// it is a resource type's name; none for a contained (`#`) or `urn:`
-/// reference, which only a bundle-aware validator can resolve.
+/// The type a reference names: the segment before the id of a literal
+/// reference (`Patient/1`, `https://x/fhir/Patient/1/_history/2`), or the
+/// one before the query of a conditional one (`Practitioner?identifier=…`,
+/// which Synthea's bulk output uses for practitioners, organizations and
+/// locations); if the caller finds it is a resource type's name. None for a
+/// contained (`#`) or `urn:` reference, which only a bundle-aware
+/// validator can resolve.
 fn reference_type<'v>(value: impl Tree<'v>) -> Option<&'v str> {
     let reference = value.get("reference")?.as_str()?;
     if reference.starts_with('#') || reference.starts_with("urn:") {
         return None;
+    }
+    if let Some((path, _query)) = reference.split_once('?') {
+        return path.rsplit('/').next();
     }
     let reference = crate::fhir::without_history(reference);
     let (rest, _id) = reference.rsplit_once('/')?;

@@ -297,6 +297,19 @@ fn the_examples_mutated_are_caught_at_the_right_path() {
     let mut subject = example("Observation-some-day-smoker");
     subject["subject"]["reference"] = json!("Practitioner/practitioner-1");
     assert_one_finding_at(&subject, "Observation.subject", "refers to a Practitioner");
+    // A conditional reference names its type before the query, whatever
+    // the identifier's system holds.
+    subject["subject"]["reference"] =
+        json!("Practitioner?identifier=http://example.org/fhir/Patient/npi|1");
+    assert_one_finding_at(&subject, "Observation.subject", "refers to a Practitioner");
+    subject["subject"]["reference"] = json!(
+        "https://example.org/fhir/Patient?identifier=http://example.org/fhir/Practitioner/mrn|1"
+    );
+    assert!(
+        findings_of(&subject).is_empty(),
+        "{:?}",
+        findings_of(&subject)
+    );
 
     // A reference inside a choice at the wrong type: medication[x] is a
     // CodeableConcept or a Reference(Medication).
