@@ -415,7 +415,7 @@ fn reference_type<'v>(value: impl Tree<'v>) -> Option<&'v str> {
     let reference = crate::fhir::without_history(reference);
     let (rest, _id) = reference.rsplit_once('/')?;
     // Whether it names a resource type is asked only of a type not allowed.
-    Some(rest.rsplit_once('/').map_or(rest, |(_, ty)| ty))
+    rest.rsplit('/').next()
 }
 
 /// Whether an item of a sliced element is in the slice.

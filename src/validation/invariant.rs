@@ -127,20 +127,16 @@ fn evaluate<'a>(expr: &Expr, value: &'a Json<'a>, ty: Option<&'a str>) -> Outcom
 }
 
 /// Whether `value` has a member FHIRPath would find by one of `names`:
-/// the name itself or a choice member (`value` finds `valueQuantity`).
-/// Anything but an object has none.
+/// the name itself or a choice member (`value` finds `valueQuantity`),
+/// by the evaluator's own rule. Anything but an object has none.
 fn holds_any(value: &Json<'_>, names: &[String]) -> bool {
     let Json::Object(members) = value else {
         return false;
     };
     members.iter().any(|(key, _)| {
-        names.iter().any(|name| {
-            key.starts_with(name.as_str())
-                && key
-                    .as_bytes()
-                    .get(name.len())
-                    .is_none_or(u8::is_ascii_uppercase)
-        })
+        names
+            .iter()
+            .any(|name| key == name || fhirpath::is_choice_member(key, name))
     })
 }
 

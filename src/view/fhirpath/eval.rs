@@ -94,15 +94,8 @@ pub(super) fn member_each<'a>(
         }
     }
     // Choice element: `value` matches `valueQuantity`, typed Quantity. One
-    // pass finds an exact member or notes that a choice may follow; the byte
-    // after the prefix is checked first, so most keys fail with no string
-    // comparison.
-    let is_choice = |key: &str| {
-        key.as_bytes()
-            .get(name.len())
-            .is_some_and(u8::is_ascii_uppercase)
-            && key.starts_with(name)
-    };
+    // pass finds an exact member or notes that a choice may follow.
+    let is_choice = |key: &str| is_choice_member(key, name);
     let mut choice_at = None;
     for (at, (key, value)) in members.iter().enumerate() {
         if *key == name {
@@ -119,6 +112,16 @@ pub(super) fn member_each<'a>(
             return;
         }
     }
+}
+
+/// Whether member `key` is a choice member of `name` (`valueQuantity` of
+/// `value`). The byte after the prefix is checked first, so most keys fail
+/// with no string comparison.
+pub fn is_choice_member(key: &str, name: &str) -> bool {
+    key.as_bytes()
+        .get(name.len())
+        .is_some_and(u8::is_ascii_uppercase)
+        && key.starts_with(name)
 }
 
 fn eval<'a>(expr: &Expr, focus: &[Item<'a>], ctx: Ctx, index: Option<i64>) -> R<Coll<'a>> {

@@ -14,7 +14,7 @@ mod parse;
 mod plan;
 
 pub use ast::{BinOp, Expr, Literal};
-pub use eval::{EvalError, evaluate, singleton_bool};
+pub use eval::{EvalError, evaluate, is_choice_member, singleton_bool};
 pub use function::Function;
 pub use item::Item;
 pub use parse::{ParseError, parse};
