@@ -191,6 +191,71 @@ pub fn is_known_resource_type(name: &str) -> bool {
     RESOURCE_TYPES.binary_search(&name).is_ok()
 }
 
+/// The root elements of a resource type in FHIR R4 and R5, from the base
+/// StructureDefinitions (`data/fhir/elements.tsv`; a choice element is
+/// listed as `deceased[x]`): what a policy's element names are checked
+/// against.
+#[derive(Debug)]
+pub struct RootElements {
+    r4: Vec<&'static str>,
+    r5: Vec<&'static str>,
+}
+
+impl RootElements {
+    /// Whether `name` is a root element in either version: `gender`, or a
+    /// choice as `deceased[x]` or `deceased` (how `_elements` names it).
+    pub fn has(&self, name: &str) -> bool {
+        self.all().any(|element| {
+            element == name || (!name.ends_with("[x]") && element.strip_suffix("[x]") == Some(name))
+        })
+    }
+
+    /// The element closest to a misspelt `name` (at most two edits) and
+    /// its distance, for "did you mean".
+    pub fn nearest(&self, name: &str) -> Option<(usize, &'static str)> {
+        self.all()
+            .map(|element| (strsim::levenshtein(element, name), element))
+            .filter(|(distance, _)| *distance <= 2)
+            .min()
+    }
+
+    fn all(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.r4.iter().chain(&self.r5).copied()
+    }
+}
+
+/// The root elements of `resource_type`, None for a type neither R4 nor R5
+/// defines (a server's custom type).
+pub fn root_elements(resource_type: &str) -> Option<&'static RootElements> {
+    root_elements_by_type().get(resource_type)
+}
+
+/// The root elements of every R4 and R5 resource type.
+pub fn every_root_elements() -> impl Iterator<Item = &'static RootElements> {
+    root_elements_by_type().values()
+}
+
+fn root_elements_by_type() -> &'static std::collections::HashMap<&'static str, RootElements> {
+    static BY_TYPE: std::sync::LazyLock<std::collections::HashMap<&'static str, RootElements>> =
+        std::sync::LazyLock::new(|| {
+            include_str!("../data/fhir/elements.tsv")
+                .lines()
+                .filter(|line| !line.starts_with('#'))
+                .filter_map(|line| {
+                    let mut columns = line.split('\t');
+                    let ty = columns.next()?;
+                    let mut list = || -> Vec<&'static str> {
+                        let text = columns.next().unwrap_or("");
+                        text.split(',').filter(|e| !e.is_empty()).collect()
+                    };
+                    let (r4, r5) = (list(), list());
+                    Some((ty, RootElements { r4, r5 }))
+                })
+                .collect()
+        });
+    &BY_TYPE
+}
+
 /// True when `name` can safely name a table: a FHIR type-shaped identifier
 /// (`[A-Z][A-Za-z0-9]*`, at most 64 bytes). Unknown but well-formed types
 /// (a server's custom resource) still load; anything else is quarantined so

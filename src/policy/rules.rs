@@ -156,7 +156,14 @@ impl RuleSet {
             let paths = text
                 .paths
                 .iter()
-                .map(|p| edit::Path::parse(p).map_err(fail))
+                .map(|p| {
+                    let path = edit::Path::parse(p).map_err(fail)?;
+                    if let edit::Path::Members(steps) = &path {
+                        known_root_element(&steps[0], &text.types)
+                            .map_err(|m| fail(format!("paths: `{p}`: {m}")))?;
+                    }
+                    Ok::<_, String>(path)
+                })
                 .collect::<Result<Vec<_>, _>>()?;
             let add_labels = labels(&text.add_labels)?;
             match text.action {
@@ -235,10 +242,16 @@ impl RuleSet {
                 ));
             }
             if let Some(names) = &table.elements {
+                let parsed = Elements::parse(names).map_err(fail)?;
+                let of_type = std::slice::from_ref(resource_type);
+                for name in names {
+                    known_root_element(name, of_type)
+                        .map_err(|m| fail(format!("elements: {m}")))?;
+                }
                 elements.push(TableElements {
                     resource_type: resource_type.as_str().into(),
                     rule: format!("tables.{resource_type}.elements").into(),
-                    elements: Arc::new(Elements::parse(names).map_err(fail)?),
+                    elements: Arc::new(parsed),
                 });
             }
             if !table.raw {
@@ -596,6 +609,35 @@ impl Rule for RuleSet {
     }
 }
 
+/// Whether `name` (`gender`, `deceased[x]`) is a root element of one of
+/// `types` (of any resource type when there are none) in FHIR R4 or R5; the
+/// error names the nearest element. A type neither version defines (a
+/// server's own) is not checked.
+fn known_root_element(name: &str, types: &[String]) -> Result<(), String> {
+    let defined: Vec<&crate::fhir::RootElements> = match types {
+        [] => crate::fhir::every_root_elements().collect(),
+        types => types
+            .iter()
+            .map(|t| crate::fhir::root_elements(t))
+            .collect::<Option<_>>()
+            .unwrap_or_default(),
+    };
+    if defined.is_empty() || defined.iter().any(|elements| elements.has(name)) {
+        return Ok(());
+    }
+    let of = match types {
+        [] => "any resource type".to_owned(),
+        types => types.join(" or "),
+    };
+    let near = defined.iter().filter_map(|e| e.nearest(name)).min();
+    Err(match near {
+        Some((_, near)) => {
+            format!("`{name}` is not an element of {of} in FHIR R4 or R5 (did you mean `{near}`?)")
+        }
+        None => format!("`{name}` is not an element of {of} in FHIR R4 or R5"),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -828,6 +870,47 @@ mod tests {
         .unwrap_err();
         assert!(
             e.starts_with("[tables.Patient]: `name.family` is not a root element"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn element_names_are_checked_against_the_types_r4_and_r5_definitions() {
+        let compile = |text: &str| RuleSet::compile(&PolicySource::parse("t", text, None).unwrap());
+        // R4 and R5 names, a choice with or without [x]: all pass.
+        compile(
+            "[tables.Patient]\nelements = [\"gender\", \"deceased\", \"multipleBirth[x]\"]\n\
+             [tables.Encounter]\nelements = [\"period\", \"actualPeriod\"]\n\
+             [[rule]]\nname = \"n\"\naction = \"redact\"\npaths = [\"name\", \"address.line\"]\n\
+             [[rule]]\nname = \"t\"\naction = \"redact\"\ntypes = [\"Patient\", \"Practitioner\"]\npaths = [\"birthDate\"]\n",
+        )
+        .unwrap();
+        let e = compile("[tables.Patient]\nelements = [\"gendr\"]\n").unwrap_err();
+        assert_eq!(
+            e,
+            "[tables.Patient]: elements: `gendr` is not an element of Patient in FHIR R4 or R5 \
+             (did you mean `gender`?)"
+        );
+        // `gender[x]` names a choice Patient does not have.
+        let e = compile("[tables.Patient]\nelements = [\"gender[x]\"]\n").unwrap_err();
+        assert!(
+            e.contains("`gender[x]` is not an element of Patient"),
+            "{e}"
+        );
+        let e = compile(
+            "[[rule]]\nname = \"t\"\naction = \"redact\"\ntypes = [\"Observation\"]\npaths = [\"birthDate\"]\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.starts_with(
+                "rule `t`: paths: `birthDate`: `birthDate` is not an element of Observation"
+            ),
+            "{e}"
+        );
+        let e = compile("[[rule]]\nname = \"u\"\naction = \"redact\"\npaths = [\"adress.line\"]\n")
+            .unwrap_err();
+        assert!(
+            e.contains("`adress` is not an element of any resource type in FHIR R4 or R5 (did you mean `address`?)"),
             "{e}"
         );
     }

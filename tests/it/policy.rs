@@ -514,28 +514,37 @@ paths = ["telecom", "address"]
 #[test]
 fn a_policy_file_with_a_mistake_stops_the_load_before_anything_is_written() {
     let dir = tempfile::tempdir().unwrap();
-    let policy = dir.path().join("bad.toml");
-    std::fs::write(
-        &policy,
-        "[[rule]]\nname = \"x\"\naction = \"deny\"\nlables = [\"R\"]\n",
-    )
-    .unwrap();
-    let lake = dir.path().join("lake");
-    let out = fhirlake()
-        .args(["load", "--policy"])
-        .arg(&policy)
-        .arg("--lake")
-        .arg(&lake)
-        .arg(sample_dir("synthea-10"))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains(&format!("policy {}", policy.display())) && err.contains("lables"),
-        "{err}"
-    );
-    assert!(!lake.exists());
+    let mistakes = [
+        (
+            "[[rule]]\nname = \"x\"\naction = \"deny\"\nlables = [\"R\"]\n",
+            "lables",
+        ),
+        // A misspelt element would remove the real one: refused, with the fix.
+        (
+            "[tables.Patient]\nelements = [\"gender\", \"birthdate\"]\n",
+            "`birthdate` is not an element of Patient in FHIR R4 or R5 (did you mean `birthDate`?)",
+        ),
+    ];
+    for (n, (text, named)) in mistakes.into_iter().enumerate() {
+        let policy = dir.path().join(format!("bad-{n}.toml"));
+        std::fs::write(&policy, text).unwrap();
+        let lake = dir.path().join(format!("lake-{n}"));
+        let out = fhirlake()
+            .args(["load", "--policy"])
+            .arg(&policy)
+            .arg("--lake")
+            .arg(&lake)
+            .arg(sample_dir("synthea-10"))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("policy {}", policy.display())) && err.contains(named),
+            "{err}"
+        );
+        assert!(!lake.exists());
+    }
 }
 
 fn hex_sha256(bytes: &[u8]) -> String {

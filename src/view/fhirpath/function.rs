@@ -160,7 +160,7 @@ impl Function {
         let near = IMPLEMENTED
             .iter()
             .map(|(n, ..)| *n)
-            .find(|n| n.eq_ignore_ascii_case(name) || edit_distance(n, name) <= 2);
+            .find(|n| n.eq_ignore_ascii_case(name) || strsim::levenshtein(n, name) <= 2);
         Err(match near {
             Some(near) => format!("unknown function {name}() (did you mean {near}()?)"),
             None => format!("unknown function {name}()"),
@@ -174,24 +174,6 @@ impl Function {
             .map(|(n, ..)| *n)
             .expect("every function has a name")
     }
-}
-
-/// Levenshtein distance, for "did you mean" (names are short).
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let above = row[j + 1];
-            row[j + 1] = (above + 1)
-                .min(row[j] + 1)
-                .min(diagonal + usize::from(ca != *cb));
-            diagonal = above;
-        }
-    }
-    row[b.len()]
 }
 
 #[cfg(test)]
