@@ -138,6 +138,27 @@ impl RuleSet {
         let index = CodeIndex::new(source.value_sets.clone())?;
         let mut code_paths = CodePaths::default();
         for (resource_type, paths) in &source.text.code_paths {
+            // A misspelt code path finds no codes: what it should have
+            // segregated would reach the main table.
+            let fail = |m: String| format!("[code_paths] {resource_type}: {m}");
+            if !crate::fhir::is_known_resource_type(resource_type) {
+                return Err(fail(
+                    "not a FHIR resource type (name the type, e.g. Condition)".into(),
+                ));
+            }
+            for path in paths {
+                let steps: Vec<&str> = path.split('.').collect();
+                if steps
+                    .iter()
+                    .any(|s| s.is_empty() || !s.bytes().all(|b| b.is_ascii_alphanumeric()))
+                {
+                    return Err(fail(format!(
+                        "`{path}` is not an element path (`code`, `diagnosis.condition`)"
+                    )));
+                }
+                known_root_element(steps[0], std::slice::from_ref(resource_type))
+                    .map_err(|m| fail(format!("`{path}`: {m}")))?;
+            }
             code_paths.set(resource_type, paths);
         }
         let mut rules = Vec::new();
@@ -907,6 +928,27 @@ mod tests {
             ),
             "{e}"
         );
+        let code_rule = "[[rule]]\nname = \"c\"\naction = \"deny\"\ncodes = [\"cms-bfd-samhsa\"]\n";
+        compile(&format!(
+            "[code_paths]\nClaim = [\"diagnosis.diagnosisCodeableConcept\"]\n{code_rule}"
+        ))
+        .unwrap();
+        let e = compile(&format!("[code_paths]\nCondition = [\"cod\"]\n{code_rule}")).unwrap_err();
+        assert_eq!(
+            e,
+            "[code_paths] Condition: `cod`: `cod` is not an element of Condition in FHIR R4 or R5 \
+             (did you mean `code`?)"
+        );
+        let e = compile(&format!(
+            "[code_paths]\ncondition = [\"code\"]\n{code_rule}"
+        ))
+        .unwrap_err();
+        assert!(e.contains("not a FHIR resource type"), "{e}");
+        let e = compile(&format!(
+            "[code_paths]\nCondition = [\"code..coding\"]\n{code_rule}"
+        ))
+        .unwrap_err();
+        assert!(e.contains("is not an element path"), "{e}");
         let e = compile("[[rule]]\nname = \"u\"\naction = \"redact\"\npaths = [\"adress.line\"]\n")
             .unwrap_err();
         assert!(
