@@ -32,7 +32,11 @@ PY
 key="fhirlake-test-$(head -c 6 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 secret="$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 cat > "$state/s3.json" <<JSON
-{"identities":[{"name":"admin","credentials":[{"accessKey":"$key","secretKey":"$secret"}],"actions":["Admin","Read","Write","List","Tagging"]}]}
+{"identities":[
+ {"name":"admin","credentials":[{"accessKey":"$key","secretKey":"$secret"}],"actions":["Admin","Read","Write","List","Tagging"]},
+ {"name":"main-only","credentials":[{"accessKey":"main-$key","secretKey":"main-$secret"}],"actions":["Read:fhirlake-test","Write:fhirlake-test","List:fhirlake-test","Tagging:fhirlake-test"]},
+ {"name":"restricted-only","credentials":[{"accessKey":"restricted-$key","secretKey":"restricted-$secret"}],"actions":["Read:fhirlake-restricted","Write:fhirlake-restricted","List:fhirlake-restricted","Tagging:fhirlake-restricted"]}
+]}
 JSON
 "$weed" mini -dir="$state/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 -master.telemetry=false \
   -s3.port="$s3" -s3.port.grpc="$s3g" -master.port="$master" -master.port.grpc="$masterg" \
@@ -49,10 +53,23 @@ for _ in $(seq 300); do
   kill -0 "$(cat "$state/pid")" 2>/dev/null || { echo "weed exited; log:"; tail -20 "$state/weed.log"; exit 1; }
   sleep 0.1
 done
+# A second bucket, and identities that may each use only one of the two:
+# a segregated lake's own credentials (tests/it/policy/segregated_lake.rs).
+for attempt in $(seq 100); do
+  curl -sf -o /dev/null --aws-sigv4 "aws:amz:us-east-1:s3" --user "$key:$secret" \
+    -X PUT "http://127.0.0.1:$s3/fhirlake-restricted" && break
+  [ "$attempt" = 100 ] && { echo "cannot create the second bucket; log:"; tail -20 "$state/weed.log"; exit 1; }
+  sleep 0.1
+done
 cat > "$state/env" <<ENV
 export FHIRLAKE_S3_ENDPOINT=http://127.0.0.1:$s3
 export FHIRLAKE_S3_BUCKET=fhirlake-test
 export FHIRLAKE_S3_KEY=$key
 export FHIRLAKE_S3_SECRET=$secret
+export FHIRLAKE_S3_RESTRICTED_BUCKET=fhirlake-restricted
+export FHIRLAKE_S3_MAIN_ONLY_KEY=main-$key
+export FHIRLAKE_S3_MAIN_ONLY_SECRET=main-$secret
+export FHIRLAKE_S3_RESTRICTED_KEY=restricted-$key
+export FHIRLAKE_S3_RESTRICTED_SECRET=restricted-$secret
 ENV
 echo "SeaweedFS S3 on 127.0.0.1:$s3 (pid $(cat "$state/pid"))"

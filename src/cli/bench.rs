@@ -105,6 +105,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let lake = LakeArgs {
         lake: lake_uri.clone(),
         storage_options: Vec::new(),
+        segregated_lake: None,
+        segregated_credentials: None,
     }
     .open()?;
     let started = Instant::now();

@@ -17,14 +17,14 @@ mod view;
 
 use std::collections::HashMap;
 use std::future::IntoFuture;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 
-use crate::lake::{Lake, LoadMode};
+use crate::lake::{Lake, LoadMode, SegregatedAccess};
 use crate::load::Job;
 use crate::source::discover;
 
@@ -103,19 +103,56 @@ pub struct LakeArgs {
     /// Extra object-store option (repeatable), e.g. --storage-option AWS_REGION=us-east-1.
     #[arg(long = "storage-option", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub storage_options: Vec<(String, String)>,
+    /// A second lake for what a policy segregates (`_segregated/<table>`), e.g. s3://restricted-bucket/lake; recorded by the first job, then needed by every job that writes.
+    #[arg(long, value_name = "URI", env = "FHIRLAKE_SEGREGATED_LAKE")]
+    pub segregated_lake: Option<String>,
+    /// KEY=VALUE lines (AWS_ACCESS_KEY_ID=…, AWS_SECRET_ACCESS_KEY=…, AWS_ENDPOINT_URL=…) the segregated lake is opened with, over the lake's own options: its own credentials, never on the command line.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "FHIRLAKE_SEGREGATED_CREDENTIALS",
+        requires = "segregated_lake"
+    )]
+    pub segregated_credentials: Option<PathBuf>,
 }
 
 impl LakeArgs {
+    /// Opens the lake to read it: a segregated lake not given is not seen.
     pub fn open(&self) -> Result<Lake> {
+        self.open_for(SegregatedAccess::Reading)
+    }
+
+    /// Opens the lake for a command that must see every table (a policy
+    /// dry run) without writing.
+    pub fn open_reading_all(&self) -> Result<Lake> {
+        self.open_for(SegregatedAccess::ReadingAll)
+    }
+
+    fn open_for(&self, access: SegregatedAccess) -> Result<Lake> {
         let options: HashMap<String, String> = self.storage_options.iter().cloned().collect();
-        Ok(Lake::open(&self.lake, options)?)
+        let lake = Lake::open(&self.lake, options.clone())?;
+        let segregated = match &self.segregated_lake {
+            Some(uri) => {
+                let mut options = options;
+                if let Some(path) = &self.segregated_credentials {
+                    options.extend(read_credentials(path)?);
+                }
+                Some(Lake::open(uri, options)?)
+            }
+            None => None,
+        };
+        if segregated.is_none() && access == SegregatedAccess::Reading {
+            return Ok(lake);
+        }
+        Ok(runtime()?.block_on(lake.with_segregated(segregated, access))?)
     }
 
     /// Opens the lake for a job that writes records: with WORM retention
     /// when `worm` asks for it or the lake's setting says so (checked
-    /// against the bucket's Object Lock before anything is written).
+    /// against the bucket's Object Lock before anything is written), and
+    /// with the segregated lake it recorded.
     pub fn open_writing(&self, worm: &WormArgs) -> Result<Lake> {
-        let lake = self.open()?;
+        let lake = self.open_for(SegregatedAccess::Writing)?;
         let (lake, retention) = runtime()?.block_on(lake.with_worm(worm.requested()))?;
         if let Some(r) = retention {
             eprintln!(
@@ -233,6 +270,33 @@ struct VacuumArgs {
     allow_short_retention: bool,
     #[arg(long)]
     json: bool,
+}
+
+/// A credentials file's options: `KEY=VALUE` lines; blank lines and `#`
+/// comments skipped. Errors name the file and line, never a value.
+fn read_credentials(path: &Path) -> Result<HashMap<String, String>> {
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "--segregated-credentials {}: cannot read it",
+            path.display()
+        )
+    })?;
+    let mut options = HashMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=').filter(|(k, _)| !k.trim().is_empty()) else {
+            bail!(
+                "--segregated-credentials {} line {}: expected KEY=VALUE (e.g. AWS_ACCESS_KEY_ID=…)",
+                path.display(),
+                n + 1
+            );
+        };
+        options.insert(key.trim().to_owned(), value.trim().to_owned());
+    }
+    Ok(options)
 }
 
 fn parse_key_value(text: &str) -> Result<(String, String), String> {

@@ -84,7 +84,7 @@ fn apply(args: Box<ApplyArgs>) -> Result<ExitCode> {
         validation: args.codes.validation()?,
     };
     let lake = if args.dry_run {
-        args.lake.open()?
+        args.lake.open_reading_all()?
     } else {
         args.lake.open_writing(&args.worm)?
     };

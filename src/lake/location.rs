@@ -21,6 +21,9 @@ pub struct Lake {
     /// The put-if-absent probe passed: later checks of this lake (and its
     /// clones) are free.
     probed: Arc<std::sync::atomic::AtomicBool>,
+    /// Where `_segregated/<table>` tables live when not in this lake
+    /// (`--segregated-lake`; see `segregated.rs`).
+    pub(super) segregated: Option<Arc<Lake>>,
 }
 
 impl std::fmt::Debug for Lake {
@@ -66,6 +69,7 @@ impl Lake {
             storage_options,
             store,
             probed: Arc::default(),
+            segregated: None,
         })
     }
 
@@ -77,9 +81,11 @@ impl Lake {
         &self.storage_options
     }
 
-    /// URL of the Delta table called `name` (a directory under the root).
+    /// URL of the Delta table called `name` (a directory under the root, or
+    /// under the segregated lake's for a segregated table).
     pub fn table_url(&self, name: &str) -> Url {
-        self.root
+        self.holding(name)
+            .root
             .join(&format!("{name}/"))
             .expect("table names are validated identifiers")
     }
@@ -101,8 +107,9 @@ impl Lake {
 
     /// Whether table `name` has a Delta log (was created, by any job).
     pub async fn has_table(&self, name: &str) -> Result<bool, LakeError> {
-        let log = self.path(&format!("{name}/_delta_log/"));
-        match self.store().list(Some(&log)).next().await {
+        let lake = self.holding(name);
+        let log = lake.path(&format!("{name}/_delta_log/"));
+        match lake.store().list(Some(&log)).next().await {
             None => Ok(false),
             Some(Ok(_)) => Ok(true),
             Some(Err(source)) => Err(LakeError::Store {

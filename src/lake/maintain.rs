@@ -15,8 +15,24 @@ use super::index::TableIndex;
 use super::purge::{PurgeReport, purge_deleted_rows};
 use super::{Lake, LakeError};
 
-/// Names of the Delta tables in the lake (directories holding a `_delta_log`).
+/// Names of the Delta tables in the lake (directories holding a `_delta_log`),
+/// with the segregated tables of its segregated lake when one is attached.
 pub async fn list_tables(lake: &Lake) -> Result<Vec<String>, LakeError> {
+    let mut tables = tables_in(lake).await?;
+    if let Some(segregated) = lake.segregated_lake() {
+        let theirs = tables_in(segregated).await?;
+        tables.extend(
+            theirs
+                .into_iter()
+                .filter(|t| crate::fhir::is_segregated_table(t)),
+        );
+        tables.sort();
+    }
+    Ok(tables)
+}
+
+/// The Delta tables under `lake`'s own root.
+async fn tables_in(lake: &Lake) -> Result<Vec<String>, LakeError> {
     let store = lake.store();
     let listing = store
         .list_with_delimiter(None)

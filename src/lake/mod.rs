@@ -25,6 +25,7 @@ mod mode;
 mod object_reader;
 mod purge;
 mod read;
+mod segregated;
 mod sink;
 mod stage;
 mod upsert;
@@ -48,6 +49,7 @@ pub use purge::{PurgeReport, purge_deleted_rows};
 pub use read::{
     Rows, current_resources, current_rows, open_table, query, stored_versions, table_has_column,
 };
+pub use segregated::{SEGREGATED_SETTING_PATH, SegregatedAccess};
 pub use sink::{TableSink, has_deletion_vectors, open_or_create_table, writer_properties};
 pub use stage::{StagedFile, Stager};
 pub use upsert::{Changes, commit_changes};
@@ -112,6 +114,8 @@ pub enum LakeError {
     Index { table: String, detail: String },
     #[error("WORM retention on {uri}: {detail}")]
     Worm { uri: String, detail: String },
+    #[error("segregated lake of {uri}: {detail}")]
+    Segregated { uri: String, detail: String },
     #[error("object {path}: {source}")]
     Store {
         path: String,

@@ -10,6 +10,7 @@ use super::{Lake, LakeError};
 
 /// Opens the Delta table `name` of `lake` (errors name it).
 pub async fn open_table(lake: &Lake, name: &str) -> Result<DeltaTable, LakeError> {
+    let lake = lake.holding(name);
     DeltaTable::try_from_url_with_storage_options(
         lake.table_url(name),
         lake.storage_options().clone(),

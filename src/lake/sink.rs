@@ -75,6 +75,7 @@ async fn open_or_create(
     schema: &SchemaRef,
     deletion_vectors: bool,
 ) -> Result<DeltaTable, LakeError> {
+    let lake = lake.holding(name);
     let url = lake.prepare_table(name)?;
     let table = DeltaTable::try_from_url_with_storage_options(url, lake.storage_options().clone())
         .await

@@ -160,6 +160,10 @@ pub struct JobManifest {
     pub started_at: String,
     pub finished_at: String,
     pub lake: String,
+    /// Where the job's segregated tables are (`--segregated-lake`), when
+    /// not in the lake itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segregated_lake: Option<String>,
     pub mode: LoadMode,
     pub inputs: Vec<InputRecord>,
     pub tables: BTreeMap<String, TableRecord>,

@@ -634,6 +634,7 @@ fn manifest(
         started_at: started_at.to_rfc3339_opts(SecondsFormat::Millis, true),
         finished_at: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
         lake: context.lake.root().to_string(),
+        segregated_lake: context.lake.segregated_lake().map(|l| l.root().to_string()),
         mode: context.mode,
         inputs,
         tables,

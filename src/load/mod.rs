@@ -531,6 +531,10 @@ async fn run_audited(
     let clock_start = Instant::now();
     let inputs = std::mem::take(&mut job.inputs);
     job.lake.ensure_put_if_absent().await?;
+    // The segregated lake's credentials are checked before anything is read.
+    if let Some(segregated) = job.lake.segregated_lake() {
+        segregated.ensure_put_if_absent().await?;
+    }
     if let Some(server) = context.code_checks.as_deref().and_then(|c| c.server()) {
         server.preload(&job.lake).await?;
     }

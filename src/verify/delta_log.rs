@@ -70,13 +70,14 @@ impl FileAction {
 pub async fn commits(lake: &Lake) -> Result<BTreeMap<(String, u64), Commit>, LakeError> {
     let mut all = BTreeMap::new();
     for table in list_tables(lake).await? {
-        let dir = lake.path(&format!("{table}/_delta_log"));
-        for path in lake.list_objects(&dir).await? {
+        let holder = lake.holding(&table);
+        let dir = holder.path(&format!("{table}/_delta_log"));
+        for path in holder.list_objects(&dir).await? {
             let Some(version) = path.filename().and_then(commit_version) else {
                 continue;
             };
             // Listed, then gone (a log cleanup meanwhile): nothing to check.
-            let Some(bytes) = lake.read_object(&path).await? else {
+            let Some(bytes) = holder.read_object(&path).await? else {
                 continue;
             };
             let location = format!("{table}/_delta_log/{version:020}.json");

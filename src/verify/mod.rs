@@ -180,7 +180,12 @@ pub async fn verify_commits(
         .filter(|(_, m)| job.is_none_or(|j| m.job_id == j))
     {
         checked.manifests += 1;
-        problems.extend(manifests::check(path, manifest, commits));
+        problems.extend(manifests::check(
+            path,
+            manifest,
+            commits,
+            lake.segregated_lake().is_none(),
+        ));
         if raw == RawFiles::Skip {
             continue;
         }

@@ -8,6 +8,8 @@ use serde_json::Value;
 
 use crate::common::{duckdb, fhirlake, open_lake, run_json, sample_dir, scan};
 
+mod segregated_lake;
+
 fn part2_fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/policy/part2")
 }

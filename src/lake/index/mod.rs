@@ -169,7 +169,7 @@ impl TableIndex {
             None => String::new(),
         };
         let mut index = Self {
-            lake: lake.clone(),
+            lake: lake.holding(name).clone(),
             table: name.to_owned(),
             mode,
             table_id,
@@ -219,6 +219,7 @@ impl TableIndex {
         retain: chrono::Duration,
         dry_run: bool,
     ) -> Result<usize, LakeError> {
+        let lake = lake.holding(name);
         let prefix = lake.path(&format!("{INDEX_DIR}/{name}"));
         let objects: Vec<object_store::ObjectMeta> = lake
             .store()
@@ -262,6 +263,7 @@ impl TableIndex {
 
     /// The mode of the newest state of `name`'s index, if it has one.
     pub async fn stored_mode(lake: &Lake, name: &str) -> Result<Option<LoadMode>, LakeError> {
+        let lake = lake.holding(name);
         let prefix = lake.path(&format!("{INDEX_DIR}/{name}"));
         let listing = lake
             .store()
