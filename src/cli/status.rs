@@ -67,6 +67,15 @@ pub fn run(args: StatusArgs) -> Result<ExitCode> {
 fn print_text(r: &LakeStatus) {
     let v = &r.verify;
     println!("lake {}", r.lake);
+    if let Some(segregated) = &r.segregated_lake {
+        match segregated.read {
+            true => println!("segregated tables: in {}", segregated.uri),
+            false => println!(
+                "segregated tables: in {} (not read: give --segregated-lake {} to include them)",
+                segregated.uri, segregated.uri
+            ),
+        }
+    }
     println!(
         "audit trail: {} ({} events, {} anchors, {} Delta commits, {} manifests checked; {})",
         if v.clean {

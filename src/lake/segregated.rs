@@ -46,6 +46,23 @@ impl Lake {
         }
     }
 
+    /// The segregated lake this lake recorded (its URI), whether or not it
+    /// was given to this command.
+    pub async fn recorded_segregated_lake(&self) -> Result<Option<String>, LakeError> {
+        let Some(bytes) = self
+            .read_object(&self.path(SEGREGATED_SETTING_PATH))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let setting: Setting =
+            serde_json::from_slice(&bytes).map_err(|e| LakeError::Segregated {
+                uri: self.root().to_string(),
+                detail: format!("{SEGREGATED_SETTING_PATH} is not a segregated-lake setting ({e})"),
+            })?;
+        Ok(Some(setting.uri))
+    }
+
     /// The lake segregated tables go to, when not this one.
     pub fn segregated_lake(&self) -> Option<&Lake> {
         self.segregated.as_deref()

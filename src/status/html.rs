@@ -32,6 +32,18 @@ pub fn render(status: &LakeStatus) -> String {
         esc(&status.generated_at),
         esc(&status.fhirlake_version)
     );
+    if let Some(segregated) = &status.segregated_lake {
+        let _ = writeln!(
+            page,
+            "<p id=\"segregated-lake\">Segregated tables are kept in <code>{}</code>{}</p>",
+            esc(&segregated.uri),
+            if segregated.read {
+                "."
+            } else {
+                ": not read for this page (give <code>--segregated-lake</code>)."
+            }
+        );
+    }
     summary(&mut page, status);
     verify(&mut page, status);
     tables(&mut page, status);
@@ -399,6 +411,10 @@ mod tests {
     fn status() -> LakeStatus {
         LakeStatus {
             lake: "s3://bucket/<lake>".into(),
+            segregated_lake: Some(crate::status::SegregatedLake {
+                uri: "s3://restricted/<lake>".into(),
+                read: false,
+            }),
             generated_at: "2026-12-03T14:00:00Z".into(),
             fhirlake_version: "0.1.0".into(),
             verify: VerifySummary {
@@ -464,6 +480,7 @@ mod tests {
         assert!(page.contains("does NOT verify"));
         assert!(page.contains("event 3 &lt;missing&gt;"));
         assert!(page.contains("s3://bucket/&lt;lake&gt;"));
+        assert!(page.contains("kept in <code>s3://restricted/&lt;lake&gt;</code>: not read"));
         assert!(!page.contains("<lake>") && !page.contains("<missing>"));
         assert!(!page.contains("src=") && !page.contains("href=") && !page.contains("<script"));
         assert_eq!(

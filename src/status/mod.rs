@@ -33,9 +33,21 @@ pub struct LakeStatus {
     pub verify: VerifySummary,
     /// Oldest first.
     pub jobs: Vec<JobStatus>,
+    /// Where the lake keeps what its policy segregates, when in a second
+    /// lake (`--segregated-lake`), and whether it was read for this report.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub segregated_lake: Option<SegregatedLake>,
     /// Resource tables, then segregated ones, then fhirlake's own.
     pub tables: Vec<TableStatus>,
     pub quarantine: QuarantineStatus,
+}
+
+/// A lake's second lake for segregated tables.
+#[derive(Debug, Clone, Serialize)]
+pub struct SegregatedLake {
+    pub uri: String,
+    /// Given to this command: its tables are in `tables`.
+    pub read: bool,
 }
 
 /// `fhirlake verify`'s verdict, in short.
@@ -120,8 +132,16 @@ pub async fn collect(lake: &Lake, raw: RawFiles) -> Result<LakeStatus, StatusErr
     }
     tables.sort_by_key(|t| (t.group(), t.name.clone()));
     let c = &report.checked;
+    let segregated_lake = lake
+        .recorded_segregated_lake()
+        .await?
+        .map(|uri| SegregatedLake {
+            uri,
+            read: lake.segregated_lake().is_some(),
+        });
     Ok(LakeStatus {
         lake: lake.root().to_string(),
+        segregated_lake,
         generated_at: Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true),
         fhirlake_version: env!("CARGO_PKG_VERSION").to_owned(),
         verify: VerifySummary {

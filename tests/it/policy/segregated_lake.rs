@@ -112,6 +112,9 @@ fn a_second_lake_takes_every_segregated_row_and_the_main_lake_none() {
         0,
     );
     assert_eq!(segregated_rows(&status), 0);
+    // ... and says where the rest is.
+    assert_eq!(status["segregated_lake"]["uri"], recorded);
+    assert_eq!(status["segregated_lake"]["read"], false);
     let status = run_json(
         fhirlake()
             .args(["status", "--json", "--lake"])
