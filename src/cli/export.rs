@@ -210,6 +210,13 @@ async fn ctrl_c() {
 
 pub fn run(args: ExportArgs) -> Result<ExitCode> {
     let lake = args.lake.open_writing(&args.worm)?;
+    if !args.no_keep_raw {
+        super::warn_raw_beside_segregated(
+            &lake,
+            "export",
+            "pass --no-keep-raw to delete them after the load",
+        );
+    }
     let scope = match (&args.group, args.all_patients) {
         (Some(id), _) => Scope::Group(id.clone()),
         (None, true) => Scope::Patient,

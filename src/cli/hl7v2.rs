@@ -174,6 +174,11 @@ fn convert(args: ConvertArgs) -> Result<ExitCode> {
 
 fn load(args: LoadArgs) -> Result<ExitCode> {
     let lake = args.lake.open_writing(&args.worm)?;
+    super::warn_raw_beside_segregated(
+        &lake,
+        "hl7v2",
+        "the messages are the job's input and its evidence, and stay there",
+    );
     let files = hl7v2::discover(&args.inputs)?;
     let display = progress::Display::for_stderr();
     let job = FilesJob {
@@ -207,6 +212,11 @@ fn exit_code(reports: &[LoadReport]) -> ExitCode {
 
 fn listen(args: ListenArgs) -> Result<ExitCode> {
     let lake = args.lake.open_writing(&args.worm)?;
+    super::warn_raw_beside_segregated(
+        &lake,
+        "hl7v2",
+        "the messages are the job's input and its evidence, and stay there",
+    );
     let config = ListenConfig {
         address: args.mllp,
         max_message_bytes: args.max_message_bytes,

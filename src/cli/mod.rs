@@ -272,6 +272,17 @@ struct VacuumArgs {
     json: bool,
 }
 
+/// Raw source copies stay in the main lake (the ledger's evidence): with a
+/// segregated lake, they still hold what the policy segregates. Says so.
+fn warn_raw_beside_segregated(lake: &Lake, command: &str, remedy: &str) {
+    if let Some(segregated) = lake.segregated_lake() {
+        eprintln!(
+            "{command}: warning: raw copies of the input are kept in the main lake's _raw/ and hold              what the policy segregates into {}; {remedy}",
+            segregated.root()
+        );
+    }
+}
+
 /// A credentials file's options: `KEY=VALUE` lines; blank lines and `#`
 /// comments skipped. Errors name the file and line, never a value.
 fn read_credentials(path: &Path) -> Result<HashMap<String, String>> {

@@ -287,3 +287,25 @@ fn on_s3_the_second_lake_is_written_with_its_own_credentials_only() {
         .unwrap();
     assert_eq!(rows[0][0], expected["condition"].len() as i64);
 }
+
+#[test]
+fn hl7v2_says_its_raw_messages_stay_in_the_main_lake() {
+    let dir = tempfile::tempdir().unwrap();
+    let messages = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hl7v2/messages");
+    let out = fhirlake()
+        .args(["hl7v2", "load", "--policy", "part2", "--lake"])
+        .arg(dir.path().join("lake"))
+        .arg("--segregated-lake")
+        .arg(dir.path().join("restricted"))
+        .arg(&messages)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out)
+            .contains("hl7v2: warning: raw copies of the input are kept in the main lake's _raw/"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(segregated_paths(&dir.path().join("lake")).is_empty());
+}
