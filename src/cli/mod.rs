@@ -277,7 +277,8 @@ struct VacuumArgs {
 fn warn_raw_beside_segregated(lake: &Lake, command: &str, remedy: &str) {
     if let Some(segregated) = lake.segregated_lake() {
         eprintln!(
-            "{command}: warning: raw copies of the input are kept in the main lake's _raw/ and hold              what the policy segregates into {}; {remedy}",
+            "{command}: warning: raw copies of the input are kept in the main lake's _raw/ and hold \
+             what the policy segregates into {}; {remedy}",
             segregated.root()
         );
     }
