@@ -58,7 +58,9 @@ impl Lake {
         let setting: Setting =
             serde_json::from_slice(&bytes).map_err(|e| LakeError::Segregated {
                 uri: self.root().to_string(),
-                detail: format!("{SEGREGATED_SETTING_PATH} is not a segregated-lake setting ({e})"),
+                detail: format!(
+                "{SEGREGATED_SETTING_PATH} is not a segregated-lake setting ({e}); it is written by fhirlake"
+            ),
             })?;
         Ok(Some(setting.uri))
     }
@@ -71,7 +73,7 @@ impl Lake {
     /// Attaches `segregated` (the `--segregated-lake`, if given) after
     /// checking it against what the lake recorded, as `access` needs.
     pub async fn with_segregated(
-        mut self,
+        self,
         segregated: Option<Lake>,
         access: SegregatedAccess,
     ) -> Result<Lake, LakeError> {
@@ -84,37 +86,20 @@ impl Lake {
         if access == SegregatedAccess::Writing {
             self.ensure_put_if_absent().await?;
         }
-        let stored = match self.read_object(&self.path(SEGREGATED_SETTING_PATH)).await? {
-            Some(bytes) => Some(serde_json::from_slice::<Setting>(&bytes).map_err(|e| {
-                refuse(format!(
-                    "{SEGREGATED_SETTING_PATH} is not a segregated-lake setting ({e}); it is written by fhirlake"
-                ))
-            })?),
-            None => None,
-        };
+        let stored = self.recorded_segregated_lake().await?;
         match (stored, segregated) {
             (None, None) => Ok(self),
             (Some(stored), None) if access != SegregatedAccess::Reading => Err(refuse(format!(
-                "this lake keeps its segregated tables in {}: give --segregated-lake {} \
-                 (and --segregated-credentials FILE for its credentials) to every job that \
-                 writes to it or re-evaluates its policy",
-                stored.uri, stored.uri
+                "this lake keeps its segregated tables in {stored}: give --segregated-lake \
+                 {stored} (and --segregated-credentials FILE for its credentials) to every job \
+                 that writes to it or re-evaluates its policy"
             ))),
             (Some(_), None) => Ok(self),
-            (Some(stored), Some(given)) if stored.uri != given.root().as_str() => {
-                Err(refuse(format!(
-                    "this lake keeps its segregated tables in {}, not {}: give that URI",
-                    stored.uri,
-                    given.root()
-                )))
-            }
-            (Some(_), Some(given)) => {
-                if access == SegregatedAccess::Writing {
-                    given.ensure_put_if_absent().await?;
-                }
-                self.segregated = Some(Arc::new(given));
-                Ok(self)
-            }
+            (Some(stored), Some(given)) if stored != given.root().as_str() => Err(refuse(format!(
+                "this lake keeps its segregated tables in {stored}, not {}: give that URI",
+                given.root()
+            ))),
+            (Some(_), Some(given)) => self.attach(given, access, false).await,
             (None, Some(given)) => {
                 if given.root() == self.root() {
                     return Err(refuse(
@@ -133,15 +118,28 @@ impl Lake {
                          lake cannot take over from them (leave --segregated-lake out)"
                     )));
                 }
-                if access == SegregatedAccess::Writing {
-                    // Its credentials work before the main lake points at it.
-                    given.ensure_put_if_absent().await?;
-                    self.record(&given).await?;
-                }
-                self.segregated = Some(Arc::new(given));
-                Ok(self)
+                self.attach(given, access, true).await
             }
         }
+    }
+
+    /// Attaches `given`; a writing job first checks that its credentials
+    /// work, then (`first`) records it, so the main lake never points at a
+    /// lake it cannot use.
+    async fn attach(
+        mut self,
+        given: Lake,
+        access: SegregatedAccess,
+        first: bool,
+    ) -> Result<Lake, LakeError> {
+        if access == SegregatedAccess::Writing {
+            given.ensure_put_if_absent().await?;
+            if first {
+                self.record(&given).await?;
+            }
+        }
+        self.segregated = Some(Arc::new(given));
+        Ok(self)
     }
 
     /// Records `segregated` as this lake's segregated lake; a concurrent
