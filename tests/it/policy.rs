@@ -66,6 +66,17 @@ fn assert_verifies(lake: &Path) {
     );
 }
 
+/// Rows of the `_segregated/` tables a `status --json` report counts.
+fn segregated_rows(status: &Value) -> u64 {
+    status["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["name"].as_str().unwrap().starts_with("_segregated/"))
+        .map(|t| t["rows"].as_u64().unwrap())
+        .sum()
+}
+
 fn ids_of(rows: &[Vec<Value>]) -> BTreeSet<String> {
     rows.iter()
         .map(|r| r[0].as_str().unwrap().to_owned())
@@ -119,13 +130,7 @@ fn part2_keeps_sensitive_records_out_of_the_main_tables_and_accounts_for_them() 
             .arg(&page),
         0,
     );
-    let segregated: u64 = status["tables"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|t| t["name"].as_str().unwrap().starts_with("_segregated/"))
-        .map(|t| t["rows"].as_u64().unwrap())
-        .sum();
+    let segregated = segregated_rows(&status);
     let expected_total: usize = expected.values().map(BTreeMap::len).sum();
     assert_eq!(segregated, expected_total as u64);
     let html = std::fs::read_to_string(&page).unwrap();

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::{expected_segregated, part2_fixture};
+use super::{expected_segregated, part2_fixture, segregated_rows};
 use crate::common::{duckdb, fhirlake, run_json, scan};
 
 fn load(lake: &Path, restricted: Option<&Path>, extra: &[&str]) -> std::process::Output {
@@ -98,15 +98,6 @@ fn a_second_lake_takes_every_segregated_row_and_the_main_lake_none() {
         .output()
         .unwrap();
     assert_eq!(dry_run.status.code(), Some(2), "{}", stderr(&dry_run));
-    let segregated_rows = |status: &Value| -> u64 {
-        status["tables"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|t| t["name"].as_str().unwrap().starts_with("_segregated/"))
-            .map(|t| t["rows"].as_u64().unwrap())
-            .sum()
-    };
     let status = run_json(
         fhirlake().args(["status", "--json", "--lake"]).arg(&lake),
         0,
